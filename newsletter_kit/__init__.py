@@ -1,0 +1,1 @@
+"""newsletter_kit."""

@@ -1,0 +1,224 @@
+"""The ``newsletter-kit`` command: a thin layer over the Python API.
+
+Each command opens the store, calls one or two API functions and prints the result. A
+:class:`~newsletter_kit.errors.NewsletterKitError` becomes one line on stderr and exit code 1
+(click's own usage errors exit 2); no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import settings as settings_mod
+from .errors import NewsletterKitError
+from .store import Store, open_store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Group(click.Group):
+    """A group whose commands turn library errors into one clear line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NewsletterKitError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+click.Group.group_class = _Group  # subgroups made with @group.group() get it too
+
+
+def get_store(ctx: click.Context) -> Store:
+    """The store named by --db / $NEWSLETTER_KIT_DB / the default, opened once per command."""
+    obj = ctx.ensure_object(dict)
+    if "store" not in obj:
+        obj["store"] = open_store(obj.get("db"))
+        ctx.call_on_close(obj["store"].close)
+    return obj["store"]
+
+
+def pass_store(fn: F) -> F:
+    """Decorator: call the command with the open store as first argument."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(get_store(click.get_current_context()), *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(data: Any) -> None:
+    """One JSON document on stdout."""
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def say(message: str) -> None:
+    """Human text on stderr (stdout stays clean for --json and pipes)."""
+    click.echo(message, err=True)
+
+
+def warn_all(warnings: list[str]) -> None:
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@click.group(cls=_Group)
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), envvar="NEWSLETTER_KIT_DB",
+              help="The SQLite store (default: $NEWSLETTER_KIT_DB, else data/newsletter.db).")
+@click.version_option(package_name="newsletter_kit")
+@click.pass_context
+def cli(ctx: click.Context, db: Path | None) -> None:
+    """Run newsletter campaigns within your SMTP server's daily limit, and act on bounces."""
+    ctx.ensure_object(dict)["db"] = db
+
+
+@cli.command()
+@pass_store
+def init(store: Store) -> None:
+    """Create (or upgrade) the store."""
+    say(f"store ready: {store.path} (schema version {store.schema_version()})")
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+@cli.group()
+def settings() -> None:
+    """Configure the dedicated SMTP server and the bounce mailbox (passwords by reference)."""
+
+
+def _password_ref(password_env: str | None) -> str | None:
+    if password_env is None:
+        return None
+    return f"env:{password_env}" if password_env else ""
+
+
+@settings.command("smtp")
+@click.option("--host", help="Server name of the dedicated SMTP server.")
+@click.option("--port", type=int, help="Port (465 implicit TLS, 587 STARTTLS).")
+@click.option("--user", help="User name (an empty string clears it).")
+@click.option("--password-env", metavar="VAR", help="Environment variable that holds the password.")
+@click.option("--auth/--no-auth", default=None, help="Requires authentication (default: on when --user is given).")
+@click.option("--tls", type=click.Choice(settings_mod.TLS_MODES), help="TLS mode (default starttls).")
+@click.option("--allow-plain-auth/--no-allow-plain-auth", default=None, help="Allow AUTH without TLS.")
+@click.option("--ca-file", metavar="PEM", help="CA certificate(s) to trust instead of the system store.")
+@click.option("--daily-limit", type=int, help="Send rate: the maximum number of emails sent per day.")
+@click.option("--exclusion", type=click.Choice(settings_mod.EXCLUSION_POLICIES),
+              help="campaign: exclude who unsubscribed from this campaign; global: from any.")
+@click.option("--from", "from_addr", metavar="ADDR", help="The From address of campaigns.")
+@click.option("--unsubscribe-url", metavar="TEMPLATE", help="https URL with {token} for one-click unsubscribe.")
+@click.option("--timezone", help="Time zone of the daily limit's day (default: this machine's).")
+@pass_store
+def settings_smtp(store: Store, password_env: str | None, **changes: Any) -> None:
+    """Set the dedicated SMTP server; later calls change only the flags given."""
+    smtp, warnings = settings_mod.update_smtp_settings(
+        store, password_ref=_password_ref(password_env), **changes)
+    warn_all(warnings)
+    say(f"SMTP settings saved: {smtp.host}:{smtp.port} ({smtp.tls}), {smtp.daily_limit} emails/day")
+
+
+@settings.command("bounce")
+@click.option("--host", help="Server name of the IMAP bounce mailbox.")
+@click.option("--port", type=int, help="Port (993 implicit TLS, 143 STARTTLS).")
+@click.option("--user", help="User name of the mailbox.")
+@click.option("--password-env", metavar="VAR", help="Environment variable that holds the password.")
+@click.option("--tls", type=click.Choice(settings_mod.TLS_MODES), help="SSL/TLS mode (default starttls).")
+@click.option("--allow-plain-auth/--no-allow-plain-auth", default=None, help="Allow login without TLS.")
+@click.option("--ca-file", metavar="PEM", help="CA certificate(s) to trust instead of the system store.")
+@click.option("--bounce-address", metavar="A", help="Envelope sender of campaigns (default: the user name).")
+@click.option("--folder", metavar="F", help="Folder to monitor (default INBOX).")
+@click.option("--threshold", type=int, help="Bounces after which an address is suppressed.")
+@click.option("--count-policy/--no-count-policy", default=None, help="Count policy blocks (5.7.x) too.")
+@click.option("--processed-folder", metavar="F", help="Move processed messages to this folder.")
+@click.option("--stale-after-days", metavar="N", help="Ignore bounces older than N days ('' clears).")
+@click.option("--reset-on-success/--no-reset-on-success", default=None,
+              help="A later successful delivery resets an address's count.")
+@pass_store
+def settings_bounce(store: Store, password_env: str | None, **changes: Any) -> None:
+    """Set the bounce mailbox (IMAP) and the bounce threshold; later calls change only the flags given."""
+    bounce, warnings = settings_mod.update_bounce_settings(
+        store, password_ref=_password_ref(password_env), **changes)
+    warn_all(warnings)
+    say(f"bounce settings saved: {bounce.user} at {bounce.host}:{bounce.port}, folder "
+        f"{bounce.folder!r}, threshold {bounce.threshold}")
+
+
+@settings.command("show")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_store
+def settings_show(store: Store, as_json: bool) -> None:
+    """Show both sections, passwords masked."""
+    data = settings_mod.show_settings(store)
+    if as_json:
+        emit_json(data)
+        return
+    for section, values in data.items():
+        click.echo(f"[{section}]")
+        if values is None:
+            click.echo("  (not configured)")
+            continue
+        for key, value in values.items():
+            click.echo(f"  {key:18} {'' if value is None else value}")
+
+
+@settings.command("folders")
+@pass_store
+def settings_folders(store: Store) -> None:
+    """The folders the bounce server lists, one per line."""
+    from .mailbox import fetch_folder_names
+
+    for name in fetch_folder_names(settings_mod.require_bounce_settings(store)):
+        click.echo(name)
+
+
+@settings.command("test")
+@pass_store
+def settings_test(store: Store) -> None:
+    """Connect to both servers and say what works."""
+    from .mailbox import check_imap
+    from .transport import check_smtp
+
+    smtp = settings_mod.load_smtp_settings(store)
+    bounce = settings_mod.load_bounce_settings(store)
+    results: list[tuple[bool, str]] = []
+    results += check_smtp(smtp) if smtp else [(False, "SMTP: not configured")]
+    results += check_imap(bounce) if bounce else [(False, "bounce mailbox: not configured")]
+    for ok, line in results:
+        click.echo(f"{'ok  ' if ok else 'FAIL'} {line}")
+    if not all(ok for ok, _ in results):
+        sys.exit(1)
+
+
+# --- contacts, unsubscribes, campaigns, quota (audience / campaigns) ---------------------
+
+
+# --- bounces and suppressions -------------------------------------------------------------
+
+
+@cli.group()
+def bounces() -> None:
+    """Read bounce reports: from the bounce mailbox, or from local files."""
+
+
+@cli.group()
+def suppressions() -> None:
+    """Addresses suppressed after too many bounces (never mixed with unsubscribes)."""
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    cli(prog_name="newsletter-kit")

@@ -1,0 +1,535 @@
+"""SMTP and bounce-mailbox settings: every field of the CRM page, validated, stored without secrets.
+
+A password is never stored. A setting holds a *reference* that is resolved when connecting:
+
+- ``env:VAR``        the environment variable VAR (what cron jobs and CI use);
+- ``keyring:NAME``   the system keyring, service ``newsletter_kit``, user NAME;
+- ``session:NAME``   held in this Python process only (a notebook kernel), gone when it stops.
+
+Example::
+
+    >>> from newsletter_kit.store import open_store
+    >>> store = open_store(":memory:")
+    >>> smtp, warnings = update_smtp_settings(store, host="smtp.example.org", port=587,
+    ...     user="news@example.org", password_ref="env:SMTP_PASSWORD", daily_limit=400,
+    ...     from_addr="news@example.org")
+    >>> smtp.tls, smtp.auth
+    ('starttls', True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import re
+import warnings as _warnings
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import email_validator
+
+from .errors import SecretError, ValidationError
+from .store import Store, now_iso
+
+TlsMode = Literal["ssl", "starttls", "none"]
+TLS_MODES: tuple[str, ...] = ("ssl", "starttls", "none")
+EXCLUSION_POLICIES: tuple[str, ...] = ("campaign", "global")
+MASK = "********"
+KEYRING_SERVICE = "newsletter_kit"
+
+#: Hosts of free mail providers and the daily limit they enforce on a normal account.
+FREE_PROVIDER_LIMIT = 500
+FREE_PROVIDER_HOSTS = (
+    "gmail.com", "googlemail.com", "smtp.gmail.com", "outlook.com", "office365.com",
+    "hotmail.com", "live.com", "smtp-mail.outlook.com", "smtp.office365.com",
+    "yahoo.com", "mail.yahoo.com", "libero.it", "gmx.com", "gmx.net",
+)
+
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+# --- secrets ------------------------------------------------------------------------------
+
+_SESSION_SECRETS: dict[str, str] = {}
+
+
+def hold_password_for_session(name: str, password: str) -> str:
+    """Keep ``password`` in this process only; returns the reference ``session:NAME``.
+
+    Example::
+
+        >>> ref = hold_password_for_session("smtp", "s3cret")
+        >>> resolve_password(ref)
+        's3cret'
+    """
+    _SESSION_SECRETS[name] = password
+    return f"session:{name}"
+
+
+def store_password_in_keyring(name: str, password: str) -> str:
+    """Put ``password`` in the system keyring; returns the reference ``keyring:NAME``.
+
+    Raises :class:`SecretError` when no keyring backend exists (a headless server): then use
+    an environment variable or :func:`hold_password_for_session`, never a plaintext file.
+    """
+    import keyring
+    from keyring.errors import KeyringError, NoKeyringError
+
+    try:
+        keyring.set_password(KEYRING_SERVICE, name, password)
+    except NoKeyringError as exc:
+        raise SecretError(
+            "no system keyring on this machine (common on a headless server): use an "
+            "environment variable (--password-env VAR) or keep the password for this kernel only"
+        ) from exc
+    except KeyringError as exc:
+        raise SecretError(f"the system keyring refused the password: {exc}") from exc
+    return f"keyring:{name}"
+
+
+def check_password_ref(ref: str) -> str:
+    """Validate the *form* of a password reference (not whether it resolves)."""
+    scheme, sep, name = ref.partition(":")
+    if not sep or scheme not in ("env", "keyring", "session") or not name:
+        raise ValidationError(
+            f"password reference {ref!r} must be env:VAR, keyring:NAME or session:NAME "
+            "(passwords themselves are never stored)",
+            "password",
+        )
+    if scheme == "env" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValidationError(f"{name!r} is not an environment variable name", "password")
+    return ref
+
+
+def resolve_password(ref: str | None) -> str:
+    """Read the password a reference points to, at connect time.
+
+    Example::
+
+        >>> os.environ["NK_DOC_PW"] = "pw"
+        >>> resolve_password("env:NK_DOC_PW")
+        'pw'
+    """
+    if not ref:
+        raise SecretError("no password is configured")
+    scheme, _, name = check_password_ref(ref).partition(":")
+    if scheme == "env":
+        value = os.environ.get(name)
+        if value is None:
+            raise SecretError(f"the environment variable {name} (the password) is not set")
+        return value
+    if scheme == "session":
+        if name not in _SESSION_SECRETS:
+            raise SecretError(
+                "the password was held for a notebook kernel that has stopped: enter it again, "
+                "or use an environment variable"
+            )
+        return _SESSION_SECRETS[name]
+    import keyring
+    from keyring.errors import KeyringError, NoKeyringError
+
+    try:
+        value = keyring.get_password(KEYRING_SERVICE, name)
+    except NoKeyringError as exc:
+        raise SecretError(
+            "the password is in the system keyring, but this machine has no keyring backend: "
+            "use an environment variable (--password-env VAR)"
+        ) from exc
+    except KeyringError as exc:
+        raise SecretError(f"the system keyring failed: {exc}") from exc
+    if value is None:
+        raise SecretError(f"the system keyring has no password for {name!r}")
+    return value
+
+
+# --- validation helpers -------------------------------------------------------------------
+
+
+def validate_host(host: str, field_name: str = "host") -> str:
+    """A DNS host name or an IP address, as typed in "Server name"."""
+    host = (host or "").strip()
+    if not host:
+        raise ValidationError("the server name is required", field_name)
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return host
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValidationError(f"{host!r} is not a valid server name", field_name)
+    return host
+
+
+def validate_port(port: Any, field_name: str = "port") -> int:
+    """A TCP port, 1–65535."""
+    try:
+        value = int(port)
+    except (TypeError, ValueError):
+        raise ValidationError(f"port {port!r} is not a number", field_name) from None
+    if not 1 <= value <= 65535:
+        raise ValidationError(f"port {value} is out of range (1-65535)", field_name)
+    return value
+
+
+def validate_address(address: str, field_name: str = "address") -> str:
+    """A single email address, normalised (domain lowercased); no DNS lookups.
+
+    Example::
+
+        >>> validate_address("News@Example.ORG")
+        'News@example.org'
+    """
+    if not isinstance(address, str) or any(c in address for c in "\r\n\0"):
+        raise ValidationError(f"{address!r} is not a valid email address", field_name)
+    try:
+        info = email_validator.validate_email(address.strip(), check_deliverability=False)
+    except email_validator.EmailNotValidError as exc:
+        raise ValidationError(f"{address!r} is not a valid email address: {exc}", field_name) from None
+    return info.normalized
+
+
+def validate_positive(value: Any, what: str, field_name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValidationError(f"{what} must be a whole number, not {value!r}", field_name) from None
+    if number < 1:
+        raise ValidationError(f"{what} must be at least 1, not {number}", field_name)
+    return number
+
+
+def validate_tls(mode: str, field_name: str = "tls") -> str:
+    if mode not in TLS_MODES:
+        raise ValidationError(f"TLS mode {mode!r} must be one of ssl, starttls, none", field_name)
+    return mode
+
+
+def validate_ca_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise ValidationError(f"CA file {path} does not exist", "ca_file")
+    return str(Path(path).resolve())
+
+
+def validate_timezone(zone: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"{zone!r} is not a known time zone (e.g. Europe/Rome)", "timezone") from None
+    return zone
+
+
+def local_timezone() -> str:
+    """The machine's IANA time zone name (``UTC`` when it cannot be told)."""
+    import tzlocal
+
+    try:
+        return str(tzlocal.get_localzone_name() or "UTC")
+    except Exception:  # tzlocal raises a variety of errors on odd setups; UTC is safe
+        return "UTC"
+
+
+def is_free_provider(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    return any(host == h or host.endswith("." + h) for h in FREE_PROVIDER_HOSTS)
+
+
+def _tls_warnings(tls: str, port: int) -> list[str]:
+    if tls == "ssl" and port == 587:
+        return ["port 587 normally expects STARTTLS, not implicit TLS (ssl is usually on 465)"]
+    if tls == "starttls" and port == 465:
+        return ["port 465 normally expects implicit TLS (ssl), not STARTTLS (usually on 587)"]
+    return []
+
+
+def _auth_checks(auth: bool, tls: str, allow_plain: bool, user: str | None, ref: str | None) -> None:
+    if not auth:
+        return
+    if not user:
+        raise ValidationError("authentication is on, so a user name is required", "user")
+    if not ref:
+        raise ValidationError(
+            "authentication is on, so a password reference is required (--password-env VAR)",
+            "password",
+        )
+    if tls == "none" and not allow_plain:
+        raise ValidationError(
+            "refusing to send the password over an unencrypted connection: use TLS "
+            "(ssl or starttls), or pass --allow-plain-auth if you really mean it",
+            "tls",
+        )
+
+
+# --- the two sections ---------------------------------------------------------------------
+
+
+@dataclass
+class SmtpSettings:
+    """The dedicated SMTP server ("Dedicated SMTP" on the CRM page)."""
+
+    host: str
+    port: int
+    from_addr: str
+    daily_limit: int
+    user: str | None = None
+    password_ref: str | None = None
+    auth: bool = False
+    tls: str = "starttls"
+    allow_plain_auth: bool = False
+    ca_file: str | None = None
+    exclusion: str = "campaign"
+    unsubscribe_url: str | None = None
+    timezone: str = field(default_factory=local_timezone)
+
+    def validate(self) -> list[str]:
+        """Raise :class:`ValidationError` on an invalid field; return warnings (strings)."""
+        self.host = validate_host(self.host)
+        self.port = validate_port(self.port)
+        self.from_addr = validate_address(self.from_addr, "from_addr")
+        self.daily_limit = validate_positive(self.daily_limit, "the send rate (emails per day)", "daily_limit")
+        self.tls = validate_tls(self.tls)
+        if self.password_ref:
+            check_password_ref(self.password_ref)
+        _auth_checks(self.auth, self.tls, self.allow_plain_auth, self.user, self.password_ref)
+        self.ca_file = validate_ca_file(self.ca_file)
+        if self.exclusion not in EXCLUSION_POLICIES:
+            raise ValidationError(f"exclusion policy {self.exclusion!r} must be campaign or global", "exclusion")
+        if self.unsubscribe_url:
+            if not self.unsubscribe_url.startswith("https://") or "{token}" not in self.unsubscribe_url:
+                raise ValidationError(
+                    "the unsubscribe URL must be an https URL containing {token}", "unsubscribe_url"
+                )
+        self.timezone = validate_timezone(self.timezone)
+        warnings = _tls_warnings(self.tls, self.port)
+        if is_free_provider(self.host) and self.daily_limit > FREE_PROVIDER_LIMIT:
+            warnings.append(
+                f"{self.host} is a free provider, which caps sending at about "
+                f"{FREE_PROVIDER_LIMIT} emails a day; a send rate of {self.daily_limit} will hit "
+                "its limit and may get the account blocked"
+            )
+        return warnings
+
+    def __repr__(self) -> str:
+        return _masked_repr(self)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as ``settings show --json`` prints them: CLI long names, password masked."""
+        return {
+            "host": self.host, "port": self.port, "user": self.user,
+            "password": _mask(self.password_ref), "password-env": _env_name(self.password_ref),
+            "auth": self.auth, "tls": self.tls, "allow-plain-auth": self.allow_plain_auth,
+            "ca-file": self.ca_file, "daily-limit": self.daily_limit, "exclusion": self.exclusion,
+            "from": self.from_addr, "unsubscribe-url": self.unsubscribe_url,
+            "timezone": self.timezone,
+        }
+
+
+@dataclass
+class BounceSettings:
+    """The bounce mailbox ("Bounce settings (IMAP)" on the CRM page)."""
+
+    host: str
+    port: int
+    user: str
+    threshold: int
+    password_ref: str | None = None
+    tls: str = "starttls"
+    allow_plain_auth: bool = False
+    ca_file: str | None = None
+    bounce_address: str | None = None
+    folder: str = "INBOX"
+    count_policy: bool = False
+    processed_folder: str | None = None
+    stale_after_days: int | None = None
+    reset_on_success: bool = False
+
+    def validate(self) -> list[str]:
+        """Raise :class:`ValidationError` on an invalid field; return warnings (strings)."""
+        self.host = validate_host(self.host)
+        self.port = validate_port(self.port)
+        if not self.user:
+            raise ValidationError("the user name of the bounce mailbox is required", "user")
+        self.threshold = validate_positive(self.threshold, "the bounce threshold", "threshold")
+        self.tls = validate_tls(self.tls)
+        if self.password_ref:
+            check_password_ref(self.password_ref)
+        _auth_checks(True, self.tls, self.allow_plain_auth, self.user, self.password_ref)
+        self.ca_file = validate_ca_file(self.ca_file)
+        if not self.bounce_address and "@" in self.user:
+            self.bounce_address = self.user
+        if not self.bounce_address:
+            raise ValidationError(
+                "the bounce address is required when the user name is not an email address",
+                "bounce_address",
+            )
+        self.bounce_address = validate_address(self.bounce_address, "bounce_address")
+        if not self.folder or any(c in self.folder for c in "\r\n\0"):
+            raise ValidationError("the folder to monitor is required", "folder")
+        if self.stale_after_days is not None:
+            self.stale_after_days = validate_positive(self.stale_after_days, "stale-after days", "stale_after_days")
+        warnings: list[str] = []
+        if self.tls == "ssl" and self.port == 143:
+            warnings.append("port 143 normally expects STARTTLS, not implicit TLS (usually on 993)")
+        if self.tls == "starttls" and self.port == 993:
+            warnings.append("port 993 normally expects implicit TLS (ssl), not STARTTLS (usually on 143)")
+        return warnings
+
+    def __repr__(self) -> str:
+        return _masked_repr(self)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as ``settings show --json`` prints them: CLI long names, password masked."""
+        return {
+            "host": self.host, "port": self.port, "user": self.user,
+            "password": _mask(self.password_ref), "password-env": _env_name(self.password_ref),
+            "tls": self.tls, "allow-plain-auth": self.allow_plain_auth, "ca-file": self.ca_file,
+            "bounce-address": self.bounce_address, "folder": self.folder,
+            "threshold": self.threshold, "count-policy": self.count_policy,
+            "processed-folder": self.processed_folder, "stale-after-days": self.stale_after_days,
+            "reset-on-success": self.reset_on_success,
+        }
+
+
+def _mask(ref: str | None) -> str | None:
+    return f"{MASK} ({ref.partition(':')[0]})" if ref else None
+
+
+def _env_name(ref: str | None) -> str | None:
+    return ref[4:] if ref and ref.startswith("env:") else None
+
+
+def _masked_repr(obj: Any) -> str:
+    parts = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        parts.append(f"{f.name}={value!r}")
+    return f"{type(obj).__name__}({', '.join(parts)})"
+
+
+_SMTP_REQUIRED = ("host", "port", "from_addr", "daily_limit")
+_BOUNCE_REQUIRED = ("host", "port", "user", "threshold")
+_CLEARABLE_SMTP = {"user", "password_ref", "ca_file", "unsubscribe_url"}
+_CLEARABLE_BOUNCE = {"password_ref", "ca_file", "bounce_address", "processed_folder", "stale_after_days"}
+
+
+def _merge(cls: type, current: Mapping[str, Any] | None, changes: Mapping[str, Any],
+           required: tuple[str, ...], clearable: set[str]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(changes) - names
+    if unknown:
+        raise ValidationError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    data: dict[str, Any] = dict(current or {})
+    for key, value in changes.items():
+        if value is None:
+            continue  # not given: keep what is stored
+        if value == "":
+            if key not in clearable:
+                raise ValidationError(f"{key.replace('_', ' ')} cannot be cleared", key)
+            data[key] = None
+        else:
+            data[key] = value
+    missing = [k for k in required if data.get(k) in (None, "")]
+    if missing:
+        flags = ", ".join("--" + _flag_name(k) for k in missing)
+        raise ValidationError(f"missing required setting(s): {flags}", missing[0])
+    return cls(**data)
+
+
+def _flag_name(key: str) -> str:
+    return {"from_addr": "from", "password_ref": "password-env"}.get(key, key.replace("_", "-"))
+
+
+def _load_section(store: Store, section: str) -> dict[str, Any] | None:
+    row = store.conn.execute("SELECT data FROM settings WHERE section = ?", (section,)).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def _save_section(store: Store, section: str, obj: Any) -> None:
+    data = dataclasses.asdict(obj)
+    with store.transaction():
+        store.db["settings"].upsert(
+            {"section": section, "data": json.dumps(data, sort_keys=True), "updated_at": now_iso()},
+            pk="section",
+        )
+
+
+def update_smtp_settings(store: Store, **changes: Any) -> tuple[SmtpSettings, list[str]]:
+    """Change the SMTP settings: given fields replace stored ones, ``""`` clears an optional one.
+
+    The first call must give host, port, from_addr and daily_limit. ``auth`` defaults to on
+    when a user name is given. Returns the saved settings and the warnings to show.
+    """
+    current = _load_section(store, "smtp")
+    if current is None and changes.get("auth") is None and changes.get("user"):
+        changes = {**changes, "auth": True}
+    settings = _merge(SmtpSettings, current, changes, _SMTP_REQUIRED, _CLEARABLE_SMTP)
+    warnings = settings.validate()
+    _save_section(store, "smtp", settings)
+    return settings, warnings
+
+
+def update_bounce_settings(store: Store, **changes: Any) -> tuple[BounceSettings, list[str]]:
+    """Change the bounce-mailbox settings, as :func:`update_smtp_settings` does for SMTP.
+
+    The first call must give host, port, user and threshold; the bounce address defaults to
+    the user name when that is an address.
+    """
+    current = _load_section(store, "bounce")
+    if current and changes.get("user") and current.get("bounce_address") == current.get("user"):
+        # The address was defaulted from the old user name: follow the new one.
+        if changes.get("bounce_address") is None:
+            changes = {**changes, "bounce_address": ""}
+    settings = _merge(BounceSettings, current, changes, _BOUNCE_REQUIRED, _CLEARABLE_BOUNCE)
+    warnings = settings.validate()
+    _save_section(store, "bounce", settings)
+    return settings, warnings
+
+
+def load_smtp_settings(store: Store) -> SmtpSettings | None:
+    """The saved SMTP settings, or None when none were saved."""
+    data = _load_section(store, "smtp")
+    return SmtpSettings(**data) if data else None
+
+
+def load_bounce_settings(store: Store) -> BounceSettings | None:
+    """The saved bounce-mailbox settings, or None when none were saved."""
+    data = _load_section(store, "bounce")
+    return BounceSettings(**data) if data else None
+
+
+def require_smtp_settings(store: Store) -> SmtpSettings:
+    """The SMTP settings, or a clear error telling the user how to set them."""
+    settings = load_smtp_settings(store)
+    if settings is None:
+        raise ValidationError("no SMTP settings yet: run `newsletter-kit settings smtp ...` first")
+    return settings
+
+
+def require_bounce_settings(store: Store) -> BounceSettings:
+    """The bounce-mailbox settings, or a clear error telling the user how to set them."""
+    settings = load_bounce_settings(store)
+    if settings is None:
+        raise ValidationError("no bounce settings yet: run `newsletter-kit settings bounce ...` first")
+    return settings
+
+
+def show_settings(store: Store) -> dict[str, Any]:
+    """``{"smtp": {...}, "bounce": {...}}`` with passwords masked (None for an unset section)."""
+    smtp, bounce = load_smtp_settings(store), load_bounce_settings(store)
+    return {
+        "smtp": smtp.public_dict() if smtp else None,
+        "bounce": bounce.public_dict() if bounce else None,
+    }
+
+
+def warn(messages: list[str]) -> None:
+    """Emit settings warnings through :mod:`warnings` (for notebook users of the plain API)."""
+    for message in messages:
+        _warnings.warn(message, UserWarning, stacklevel=3)

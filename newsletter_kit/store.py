@@ -1,0 +1,317 @@
+"""The one SQLite file every part of newsletter_kit shares (sqlite-utils, WAL, foreign keys on).
+
+The store holds contacts, lists, campaigns, the delivery ledger, unsubscribes, suppressions,
+bounces, processed mailbox messages and settings (never a password). Several processes (a
+notebook kernel, a cron job) may use the same file at once: WAL lets readers run beside one
+writer, and :meth:`Store.transaction` takes the write lock up front (``BEGIN IMMEDIATE``) so a
+read-check-write such as a quota reservation is atomic across processes.
+
+Example::
+
+    >>> from newsletter_kit.store import open_store
+    >>> store = open_store(":memory:")
+    >>> store.schema_version() == SCHEMA_VERSION
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import sqlite_utils
+
+from .errors import StoreError
+
+DEFAULT_DB = Path("data") / "newsletter.db"
+ENV_DB = "NEWSLETTER_KIT_DB"
+
+# Each migration takes the store from version i to i+1. Append, never edit a released one.
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
+
+
+def _migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Connection], None]:
+    _MIGRATIONS.append(fn)
+    return fn
+
+
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    # Not conn.executescript(): it commits first, which would end the migration's transaction.
+    for statement in script.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+@_migration
+def _v1_initial(conn: sqlite3.Connection) -> None:
+    _execute_script(conn, 
+        """
+        CREATE TABLE settings (
+            section TEXT PRIMARY KEY,          -- 'smtp' | 'bounce'
+            data TEXT NOT NULL,                -- JSON; password *references* only
+            updated_at TEXT NOT NULL
+        );
+
+        CREATE TABLE contacts (
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL UNIQUE,        -- normalised: lowercased
+            fields TEXT NOT NULL DEFAULT '{}', -- JSON: the CSV's other columns, for templates
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+
+        CREATE TABLE lists (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        );
+
+        CREATE TABLE list_members (
+            list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+            contact_id INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
+            added_at TEXT NOT NULL,
+            PRIMARY KEY (list_id, contact_id)
+        );
+        CREATE INDEX list_members_contact ON list_members(contact_id);
+
+        CREATE TABLE campaigns (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            list_name TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            html TEXT NOT NULL,
+            text TEXT,                          -- NULL: made from the HTML
+            from_addr TEXT,                     -- NULL: the SMTP settings' from address
+            status TEXT NOT NULL DEFAULT 'draft', -- draft | sending | paused | done
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+
+        -- The delivery ledger: the truth about who was sent what. Written before the SMTP
+        -- transaction ('inflight') and updated after it.
+        CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            campaign_id INTEGER NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+            contact_id INTEGER REFERENCES contacts(id) ON DELETE SET NULL,
+            email TEXT NOT NULL,
+            state TEXT NOT NULL,                -- pending|inflight|sent|failed|deferred|unknown|excluded
+            message_id TEXT UNIQUE,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            smtp_code INTEGER,
+            smtp_status TEXT,                   -- RFC 3463 code from the reply, when given
+            smtp_reply TEXT,
+            reason TEXT,                        -- why excluded / failed, in words
+            next_attempt_at TEXT,               -- deferred rows: not before this time
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            sent_at TEXT,
+            UNIQUE (campaign_id, email)
+        );
+        CREATE INDEX deliveries_state ON deliveries(campaign_id, state);
+        CREATE INDEX deliveries_email ON deliveries(email);
+        CREATE INDEX deliveries_sent_at ON deliveries(sent_at);
+
+        -- The daily quota: recipients accepted by the server per calendar day (configured zone).
+        CREATE TABLE quota_days (
+            day TEXT PRIMARY KEY,               -- YYYY-MM-DD in the configured time zone
+            used INTEGER NOT NULL DEFAULT 0,    -- accepted by the server
+            reserved INTEGER NOT NULL DEFAULT 0 -- held by running senders, not yet settled
+        );
+        CREATE TABLE quota_reservations (
+            id INTEGER PRIMARY KEY,
+            day TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            pid INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+
+        -- Opt-outs. campaign NULL = unsubscribed from everything.
+        CREATE TABLE unsubscribes (
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL,
+            campaign TEXT,
+            source TEXT NOT NULL,               -- csv | mailto | one-click | manual
+            created_at TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX unsubscribes_unique ON unsubscribes(email, coalesce(campaign, ''));
+
+        -- Unreachable addresses: never mixed with opt-outs.
+        CREATE TABLE suppressions (
+            email TEXT PRIMARY KEY,
+            since TEXT NOT NULL,
+            reason TEXT NOT NULL,               -- threshold | manual | smtp
+            bounce_count INTEGER NOT NULL DEFAULT 0,
+            evidence TEXT NOT NULL DEFAULT '[]' -- JSON list of {bounce_id, date, kind, status, ...}
+        );
+        CREATE TABLE suppression_events (       -- audit trail: suppressed, lifted
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL,
+            action TEXT NOT NULL,
+            at TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX suppression_events_email ON suppression_events(email);
+
+        -- Processed mailbox messages (bounce reports and anything else fetched), idempotency keys.
+        CREATE TABLE mailbox_messages (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,               -- 'imap:user@host/folder' or 'file:/path'
+            uidvalidity INTEGER,
+            uid INTEGER,
+            message_id TEXT,
+            sha256 TEXT NOT NULL,
+            kind TEXT,                          -- the report's kind
+            error TEXT,                         -- why it could not be parsed, if so
+            received_at TEXT,
+            processed_at TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX mailbox_messages_uid ON mailbox_messages(source, uidvalidity, uid)
+            WHERE uid IS NOT NULL;
+        CREATE INDEX mailbox_messages_msgid ON mailbox_messages(message_id);
+        CREATE INDEX mailbox_messages_sha ON mailbox_messages(sha256);
+
+        CREATE TABLE mailbox_state (
+            source TEXT PRIMARY KEY,
+            uidvalidity INTEGER NOT NULL,
+            last_uid INTEGER NOT NULL DEFAULT 0,
+            updated_at TEXT NOT NULL
+        );
+
+        -- One row per recipient per bounce report (also 5xx rejections seen while sending).
+        CREATE TABLE bounces (
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL,
+            kind TEXT NOT NULL,                 -- hard|soft|policy|delayed|complaint|...
+            status TEXT,
+            action TEXT,
+            diagnostic TEXT,
+            remote_mta TEXT,
+            campaign TEXT,
+            delivery_id INTEGER REFERENCES deliveries(id) ON DELETE SET NULL,
+            original_message_id TEXT,
+            mailbox_message_id INTEGER REFERENCES mailbox_messages(id) ON DELETE SET NULL,
+            report_key TEXT NOT NULL,           -- identifies the report: 'smtp:<delivery>' or msg key
+            source TEXT NOT NULL,               -- imap | file | smtp
+            bounced_at TEXT NOT NULL,
+            recorded_at TEXT NOT NULL,
+            UNIQUE (report_key, email)
+        );
+        CREATE INDEX bounces_email ON bounces(email);
+        CREATE INDEX bounces_campaign ON bounces(campaign);
+        """
+    )
+
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601 with seconds, the format every table uses."""
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def default_path() -> Path:
+    """The store path: ``$NEWSLETTER_KIT_DB``, else ``data/newsletter.db``."""
+    env = os.environ.get(ENV_DB)
+    return Path(env) if env else DEFAULT_DB
+
+
+class Store:
+    """An open store. ``store.db`` is the sqlite-utils :class:`~sqlite_utils.Database`.
+
+    Example::
+
+        >>> store = Store(":memory:")
+        >>> with store.transaction():
+        ...     _ = store.db["lists"].insert({"name": "all", "created_at": now_iso()})
+        >>> store.db["lists"].count
+        1
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = str(path)
+        if self.path != ":memory:":
+            parent = Path(self.path).parent
+            parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
+        self.db = sqlite_utils.Database(conn)
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return f"Store({self.path!r})"
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.db.conn
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """A write transaction that holds the write lock from its start (``BEGIN IMMEDIATE``).
+
+        Nested calls join the outer transaction (a savepoint), so a helper can always wrap
+        its own writes. Everything inside commits together or not at all.
+        """
+        if self.conn.in_transaction:
+            with self.db.atomic():
+                yield self
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        """The version of the schema in this file."""
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store {self.path} has schema version {current}, newer than this "
+                f"newsletter_kit understands ({SCHEMA_VERSION}): upgrade newsletter_kit"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            with self.transaction():
+                _MIGRATIONS[version](self.conn)
+                self.conn.execute(f"PRAGMA user_version = {version + 1}")
+
+
+def open_store(path: str | os.PathLike[str] | None = None) -> Store:
+    """Open (creating and migrating as needed) the store at ``path`` or the default path.
+
+    Example::
+
+        >>> store = open_store(":memory:")
+        >>> "deliveries" in store.db.table_names()
+        True
+    """
+    return Store(path if path is not None else default_path())

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Create .venv and install the locked dependencies plus this package (editable).
+# Usage: scripts/setup.sh [--servers]   (--servers also installs the Debian mail servers and
+# Chromium that the tests use; needs root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_servers=0
+[[ "${1:-}" == "--servers" ]] && want_servers=1
+
+apt_install() {
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "setup: not root, cannot apt-get install $*; install them yourself (sudo apt-get install $*)" >&2
+        return 1
+    fi
+    if [[ ! -f /var/lib/apt/periodic/nk-updated ]] || ! apt-cache show "$1" >/dev/null 2>&1; then
+        apt-get update -qq
+        mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/nk-updated
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    apt_install python3-venv
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    python3 -m venv .venv
+fi
+if [[ ! -x .venv/bin/uv ]]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check uv
+fi
+# uv pip sync makes .venv exactly the lock file (fast, reproducible); then the package itself.
+.venv/bin/uv pip sync -q --python .venv/bin/python requirements.lock
+.venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
+
+if [[ $want_servers -eq 1 ]]; then
+    need=()
+    command -v dovecot >/dev/null || need+=(dovecot-imapd dovecot-lmtpd)
+    [[ -x /usr/sbin/postfix ]] || need+=(postfix)
+    command -v openssl >/dev/null || need+=(openssl)
+    [[ -x /usr/bin/chromium ]] || need+=(chromium)
+    if (( ${#need[@]} )); then
+        echo "setup: installing Debian packages: ${need[*]}" >&2
+        # postfix asks debconf questions; answer them: local only.
+        if [[ $(id -u) -eq 0 ]]; then
+            echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+        fi
+        apt_install "${need[@]}"
+    fi
+fi

@@ -1,0 +1,843 @@
+"""Real mail servers on 127.0.0.1 for tests and benchmarks (no pytest in here).
+
+Everything listens on 127.0.0.1 only, on free ports, keeps its files under a temp
+dir, touches nothing in /etc and is stopped (pid waited for) on ``stop()`` /
+leaving the ``with`` block. Tests get these through the fixtures in
+``tests/conftest.py``; benchmarks import this module (``from tests.mailservers import ...``).
+
+free_port()
+    ``port = free_port()`` -- a port nobody listens on right now.
+
+TestCA  (trustme, EC keys)
+    ``ca = TestCA(tmpdir)``; ``ca.ca_file`` (PEM to trust), ``ca.cert_file`` /
+    ``ca.key_file`` (server cert for ``localhost`` and ``127.0.0.1``),
+    ``ca.server_context()`` / ``ca.client_context()`` (ssl.SSLContext).
+    ``ca.untrusted`` is a second, unrelated TestCA: a server using
+    ``ca.untrusted`` fails verification for a client trusting ``ca.ca_file``.
+
+SMTPServer  (aiosmtpd in a thread of this process)
+    ``with SMTPServer(tls="starttls", auth={"u": "pw"}, ca=ca) as srv:``
+    ``    smtp = smtplib.SMTP(srv.host, srv.port); smtp.starttls(context=ca.client_context())``
+    ``    smtp.login("u", "pw"); smtp.sendmail(...)``; ``srv.messages`` -> [Envelope]
+    tls: "starttls" | "ssl" (client: ``smtplib.SMTP_SSL``) | "none".
+    auth: None (no AUTH) or {user: password}; AUTH PLAIN + LOGIN, wrong password -> 535,
+    MAIL before AUTH -> 530. Over "starttls" AUTH is offered only after STARTTLS.
+    handler: default ``FaultHandler()`` (records every accepted message, and fails on
+    cue by the recipient's local part, see below). ``delay=0.05`` sleeps per message.
+    ``Envelope`` = (mail_from, rcpt_tos, content: bytes).
+
+    FaultHandler cues (recipient local part STARTS WITH the cue, e.g. ``fail550.x@example.org``):
+        fail550  -> RCPT "550 5.1.1 ... User unknown"
+        soft451  -> RCPT "451 4.3.0 ... try again later"
+        busy450  -> RCPT "450 4.2.1 ... Mailbox busy"
+        full452  -> RCPT "452 4.2.2 ... Mailbox full"
+        rcpt421  -> RCPT "421 4.3.2 ..." and the server hangs up
+        data421  -> DATA "421 4.3.2 ..." and the server hangs up
+        data554  -> DATA "554 5.7.1 ... Message rejected"
+        drop     -> at DATA the server hangs up without replying
+    Anything else is accepted and recorded in ``srv.messages``.
+
+start_sink_process(port=None, delay_ms=0) -> SinkProcess
+    An aiosmtpd sink in a SEPARATE process (for benchmarks; no TLS, no AUTH) that
+    counts and discards messages: ``sink = start_sink_process(); ... n = sink.stop()``
+    (stop returns the number of messages received). Same as
+    ``python -m tests.mailservers sink --port P [--delay-ms N]`` (prints "READY <port>").
+
+Dovecot  (IMAP + LMTP)
+    ``dv = Dovecot(tmpdir, ca); dv.add_user("bob@example.org", "pw"); dv.start()``
+    Ports: ``dv.imap_port`` (plain, STARTTLS), ``dv.imaps_port`` (implicit TLS),
+    ``dv.lmtp_port`` (LMTP over TCP, for Postfix). ``dv.host``, ``dv.ca_file``.
+    Users log in with the full address; users can be added while it runs.
+    ``add_user(name, pw, quota=True)`` makes an over-quota mailbox (LMTP answers
+    552 5.2.2 at RCPT); ``quota_tempfail=True`` makes it 452 4.2.2 instead.
+    ``dv.create_folder(user, "Bounces")``; ``dv.append(user, "INBOX", raw)`` and
+    ``dv.append_many(user, folder, [raw, ...])`` write straight into the Maildir
+    (10,000 messages in about a second); ``dv.imap_client(user, password)``
+    returns a logged-in ``imapclient.IMAPClient`` (STARTTLS verified with the CA;
+    ``ssl=True`` for the implicit-TLS port). ``dv.message_count(user, folder)``
+    and ``dv.wait_for_messages(user, n, folder="INBOX", timeout=10)`` read the
+    Maildir; ``dv.log_path``.
+
+Postfix  (an MTA that makes real DSN bounces)
+    ``pf = Postfix(tmpdir, dv); pf.start()`` -- virtual_mailbox_domains are
+    ``LOCAL_DOMAINS`` (example.org, example.net), delivered by LMTP to ``dv``;
+    every other domain bounces (default_transport = error).
+    ``pf.port``: accepts every recipient, failures come back as DSNs to the
+    envelope sender (use a Dovecot user as sender to read them).
+    ``pf.reject_port``: rejects unknown local users at RCPT with a synchronous 550.
+    Fault addresses (transport_maps), any local part, domain picks the fault:
+        ``x@FAULT_HARD_DOMAIN``  -> bounce 5.1.1 (hard.example.net)
+        ``x@FAULT_SOFT_DOMAIN``  -> deferred 4.4.1, delay warning, then bounce
+                                    (soft.example.net; timings need ``fast_queue``)
+        ``x@FAULT_DISCARD_DOMAIN`` -> silently discarded (discard.example.net)
+    ``fast_queue=True`` (default): delay_warning_time 2s, maximal_queue_lifetime 8s,
+    backoff 1s. ``pf.flush()`` retries the deferred queue, ``pf.log_path``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import email.utils
+import os
+import grp
+import pwd
+import shutil
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, NamedTuple
+
+HOST = "127.0.0.1"
+
+# aiosmtpd warns about its own legacy attribute on every AUTH, and about implicit TLS
+# (it only counts STARTTLS as TLS). Neither is something a test can act on.
+warnings.filterwarnings("ignore", message="Session.login_data is deprecated")
+warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now.
+
+    Example: ``port = free_port()``
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0, host: str = HOST) -> None:
+    """Block until something accepts TCP connections on host:port.
+
+    Example: ``wait_for_port(dovecot.imap_port)``
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+            time.sleep(0.02)
+
+
+def wait_for_pid_exit(pid: int, timeout: float = 15.0) -> None:
+    """Block until process ``pid`` is gone (reaped or not ours)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            # Reap it if it is our child, otherwise it stays a zombie forever.
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"process {pid} still running after {timeout}s")
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+class TestCA:
+    """A throw-away CA (trustme, EC keys) and a server certificate for localhost.
+
+    Example::
+
+        ca = TestCA(tmp_path)
+        ctx = ca.client_context()          # trusts ca.ca_file
+        server_ctx = ca.server_context()   # presents the localhost cert
+        bad = ca.untrusted.server_context()  # a cert ctx does NOT trust
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    def __init__(self, directory: str | Path, *, with_untrusted: bool = True) -> None:
+        import trustme
+
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.ca = trustme.CA(organization_name="newsletter_kit test CA")
+        self.server_cert = self.ca.issue_cert("localhost", HOST)
+        self.ca_file = str(self.directory / "ca.pem")
+        self.cert_file = str(self.directory / "server-chain.pem")
+        self.key_file = str(self.directory / "server-key.pem")
+        self.ca.cert_pem.write_to_path(self.ca_file)
+        with open(self.cert_file, "wb") as out:
+            for blob in self.server_cert.cert_chain_pems:
+                out.write(blob.bytes())
+        self.server_cert.private_key_pem.write_to_path(self.key_file)
+        # Dovecot's config process and Postfix read these as other users.
+        for path in (self.directory, self.ca_file, self.cert_file, self.key_file):
+            os.chmod(path, 0o755 if os.path.isdir(path) else 0o644)
+        self.untrusted: TestCA | None = (
+            TestCA(self.directory / "untrusted", with_untrusted=False) if with_untrusted else None
+        )
+
+    def server_context(self) -> ssl.SSLContext:
+        """An SSLContext for a server presenting the localhost certificate."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.server_cert.configure_cert(ctx)
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        """An SSLContext for a client that trusts this CA only (hostname checked)."""
+        return ssl.create_default_context(cafile=self.ca_file)
+
+
+# ---------------------------------------------------------------------- aiosmtpd
+
+
+class Envelope(NamedTuple):
+    """One message an SMTPServer accepted."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+
+
+class RecordingHandler:
+    """aiosmtpd handler storing every accepted message in ``.messages`` (thread-safe).
+
+    ``delay`` (seconds) is slept before answering DATA, to mimic a slow server.
+    """
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self._lock = threading.Lock()
+        self._messages: list[Envelope] = []
+
+    @property
+    def messages(self) -> list[Envelope]:
+        """A copy of the messages received so far."""
+        with self._lock:
+            return list(self._messages)
+
+    def clear(self) -> None:
+        """Forget the messages received so far."""
+        with self._lock:
+            self._messages.clear()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        content = envelope.original_content or envelope.content
+        with self._lock:
+            self._messages.append(
+                Envelope(envelope.mail_from, list(envelope.rcpt_tos), bytes(content))
+            )
+        return "250 2.0.0 OK queued"
+
+
+# cue -> (stage, reply or None for "hang up without reply", hang up afterwards)
+FAULT_CUES: dict[str, tuple[str, str | None, bool]] = {
+    "fail550": ("RCPT", "550 5.1.1 <{addr}>: Recipient address rejected: User unknown", False),
+    "soft451": ("RCPT", "451 4.3.0 <{addr}>: Temporary failure, try again later", False),
+    "busy450": ("RCPT", "450 4.2.1 <{addr}>: Mailbox busy, try again later", False),
+    "full452": ("RCPT", "452 4.2.2 <{addr}>: Mailbox full", False),
+    "rcpt421": ("RCPT", "421 4.3.2 Service shutting down, closing connection", True),
+    "data421": ("DATA", "421 4.3.2 Service shutting down, closing connection", True),
+    "data554": ("DATA", "554 5.7.1 Message rejected as spam", False),
+    "drop": ("DATA", None, True),
+}
+
+
+def fault_cue(address: str) -> str | None:
+    """The FAULT_CUES key an address's local part starts with, if any.
+
+    Example: ``fault_cue("fail550.anna@example.org") == "fail550"``
+    """
+    local = address.rsplit("@", 1)[0].lower()
+    for cue in FAULT_CUES:
+        if local.startswith(cue):
+            return cue
+    return None
+
+
+def _hang_up(server: Any) -> None:
+    # aiosmtpd never closes by itself after a 421: close once the reply is flushed.
+    server.loop.call_soon(server.transport.close)
+
+
+class FaultHandler(RecordingHandler):
+    """RecordingHandler that fails on cue by recipient local part (see FAULT_CUES)."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        cue = fault_cue(address)
+        if cue and FAULT_CUES[cue][0] == "RCPT":
+            _, reply, hang_up = FAULT_CUES[cue]
+            if hang_up:
+                _hang_up(server)
+            return str(reply).format(addr=address)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        for rcpt in envelope.rcpt_tos:
+            cue = fault_cue(rcpt)
+            if cue and FAULT_CUES[cue][0] == "DATA":
+                _, reply, hang_up = FAULT_CUES[cue]
+                if reply is None:
+                    server.transport.abort()
+                    # aiosmtpd pushes this into the aborted transport: nobody reads it.
+                    return "421 connection dropped"
+                if hang_up:
+                    _hang_up(server)
+                return reply
+        return await super().handle_DATA(server, session, envelope)
+
+
+class _Authenticator:
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = dict(users)
+
+    def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user = auth_data.login.decode("utf-8", "replace")
+        password = auth_data.password.decode("utf-8", "replace")
+        return AuthResult(success=self.users.get(user) == password, handled=False)
+
+
+class SMTPServer:
+    """aiosmtpd on 127.0.0.1 in a background thread, with optional TLS and AUTH.
+
+    Example::
+
+        with SMTPServer(tls="ssl", auth={"news": "pw"}, ca=ca) as srv:
+            with smtplib.SMTP_SSL(srv.host, srv.port, context=ca.client_context()) as c:
+                c.login("news", "pw")
+                c.sendmail("a@example.org", ["b@example.org"], b"Subject: x\\r\\n\\r\\nhi")
+            assert srv.messages[0].rcpt_tos == ["b@example.org"]
+    """
+
+    def __init__(
+        self,
+        *,
+        tls: str = "starttls",
+        auth: dict[str, str] | None = None,
+        ca: TestCA | None = None,
+        handler: Any = None,
+        delay: float = 0.0,
+        port: int | None = None,
+        auth_required: bool | None = None,
+        hostname: str = "localhost",
+    ) -> None:
+        if tls not in ("starttls", "ssl", "none"):
+            raise ValueError(f"tls must be starttls, ssl or none, not {tls!r}")
+        if tls != "none" and ca is None:
+            raise ValueError("tls needs ca= (a TestCA)")
+        self.tls = tls
+        self.auth = auth
+        self.ca = ca
+        self.handler = handler if handler is not None else FaultHandler(delay=delay)
+        self.host = HOST
+        self.port = port or free_port()
+        self._auth_required = bool(auth) if auth_required is None else auth_required
+        self._hostname = hostname
+        self._controller: Any = None
+
+    @property
+    def messages(self) -> list[Envelope]:
+        """Messages the handler recorded (empty for handlers that do not record)."""
+        return list(getattr(self.handler, "messages", []))
+
+    def start(self) -> "SMTPServer":
+        """Start listening; returns self."""
+        from aiosmtpd.controller import Controller
+
+        kwargs: dict[str, Any] = {"server_hostname": self._hostname}
+        if self.tls == "starttls":
+            assert self.ca is not None
+            kwargs["tls_context"] = self.ca.server_context()
+        elif self.tls == "ssl":
+            assert self.ca is not None
+            kwargs["ssl_context"] = self.ca.server_context()
+        if self.auth is not None:
+            kwargs["authenticator"] = _Authenticator(self.auth)
+            kwargs["auth_required"] = self._auth_required
+            # aiosmtpd only counts STARTTLS as TLS: implicit TLS must lift the check.
+            kwargs["auth_require_tls"] = self.tls == "starttls"
+        self._controller = Controller(self.handler, hostname=HOST, port=self.port, **kwargs)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (idempotent)."""
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def __enter__(self) -> "SMTPServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ------------------------------------------------------- sink in another process
+
+
+class _CountingSink:
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.count = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.count += 1
+        return "250 2.0.0 OK discarded"
+
+
+def run_sink(port: int, delay_ms: int = 0) -> None:
+    """Serve a counting, discarding SMTP sink until SIGTERM/SIGINT; print the count.
+
+    Prints ``READY <port>`` once listening and ``COUNT <n>`` on exit.
+    """
+    from aiosmtpd.smtp import SMTP
+
+    handler = _CountingSink(delay_ms / 1000.0)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = loop.run_until_complete(
+        loop.create_server(
+            lambda: SMTP(handler, hostname="localhost", loop=loop), host=HOST, port=port
+        )
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"READY {port}", flush=True)
+    loop.run_until_complete(stop.wait())
+    server.close()
+    loop.run_until_complete(server.wait_closed())
+    print(f"COUNT {handler.count}", flush=True)
+
+
+class SinkProcess:
+    """Handle on a sink started by start_sink_process()."""
+
+    def __init__(self, proc: subprocess.Popen[str], port: int) -> None:
+        self.proc = proc
+        self.host = HOST
+        self.port = port
+
+    def stop(self) -> int:
+        """Stop the sink and return how many messages it received."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=15)
+        for line in out.splitlines():
+            if line.startswith("COUNT "):
+                return int(line.split()[1])
+        raise RuntimeError(f"sink exited with {self.proc.returncode} and no count: {out!r}")
+
+    def __enter__(self) -> "SinkProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.stop()
+
+
+def start_sink_process(port: int | None = None, delay_ms: int = 0) -> SinkProcess:
+    """Start a counting SMTP sink in a separate Python process.
+
+    Example::
+
+        with start_sink_process(delay_ms=5) as sink:
+            smtplib.SMTP(sink.host, sink.port).sendmail(...)
+            received = sink.stop()
+    """
+    port = port or free_port()
+    here = Path(__file__).resolve()
+    cmd = [sys.executable, str(here), "sink", "--port", str(port), "--delay-ms", str(delay_ms)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("READY"):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"sink did not start: {line!r}")
+    return SinkProcess(proc, port)
+
+
+# ------------------------------------------------------------------------ Dovecot
+
+DOVECOT_CONF = """\
+# Private test instance written by tests/mailservers.py; nothing here is read from /etc.
+protocols = imap lmtp
+listen = 127.0.0.1
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+info_log_path = {root}/dovecot.log
+debug_log_path = {root}/dovecot.log
+instance_name = nk-test-{port_imap}
+ssl = yes
+ssl_cert = <{cert_file}
+ssl_key = <{key_file}
+ssl_dh = </usr/share/dovecot/dh.pem
+auth_mechanisms = plain login
+first_valid_uid = {mail_uid}
+mail_location = maildir:~/Maildir
+mail_plugins = $mail_plugins quota
+lmtp_rcpt_check_quota = yes
+# The Maildir is written directly by Dovecot.append_many: do not trust cached state.
+maildir_very_dirty_syncs = no
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {users_file}
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {users_file}
+  default_fields = uid=mail gid=mail home={root}/mail/%d/%n
+}}
+plugin {{
+  quota = maildir:User quota
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port_imap}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {port_imaps}
+    ssl = yes
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {port_lmtp}
+  }}
+}}
+"""
+
+
+@dataclass
+class MailboxUser:
+    """A Dovecot user (an address) with its password and quota flags."""
+
+    name: str
+    password: str
+    quota: bool = False
+    quota_tempfail: bool = False
+
+    def passwd_line(self) -> str:
+        extra = []
+        if self.quota:
+            # 1B, not 1: a bare number is KB. Any message is over one byte.
+            extra.append("userdb_quota_rule=*:storage=1B")
+            if self.quota_tempfail:
+                extra.append("userdb_quota_full_tempfail=yes")
+        return f"{self.name}:{{PLAIN}}{self.password}::::::{' '.join(extra)}\n"
+
+
+class Dovecot:
+    """A private Dovecot (IMAP STARTTLS + implicit TLS, LMTP over TCP) on 127.0.0.1.
+
+    Example::
+
+        with Dovecot(tmp_path / "dovecot", ca) as dv:
+            dv.add_user("bounces@example.org", "pw")
+            dv.create_folder("bounces@example.org", "Bounces")
+            dv.append("bounces@example.org", "Bounces", raw_bytes)
+            client = dv.imap_client("bounces@example.org")
+            client.select_folder("Bounces")
+    """
+
+    def __init__(self, directory: str | Path, ca: TestCA) -> None:
+        if shutil.which("dovecot") is None:
+            raise FileNotFoundError("dovecot is not installed (Debian: dovecot-imapd dovecot-lmtpd)")
+        self.root = Path(directory)
+        self.ca = ca
+        self.ca_file = ca.ca_file
+        self.host = HOST
+        self.imap_port = free_port()
+        self.imaps_port = free_port()
+        self.lmtp_port = free_port()
+        self.config_file = self.root / "dovecot.conf"
+        self.users_file = self.root / "users"
+        # "address OK" lines, for Postfix's virtual_mailbox_maps (texthash).
+        self.mailbox_map = self.root / "virtual_mailboxes"
+        self.log_path = self.root / "dovecot.log"
+        self.users: dict[str, MailboxUser] = {}
+        self._mail = pwd.getpwnam("mail")
+        self._lock = threading.Lock()
+        self._counter = 0
+        self._pid: int | None = None
+        self._write_files()
+
+    # -- users and folders
+
+    def add_user(
+        self, name: str, password: str, quota: bool = False, quota_tempfail: bool = False
+    ) -> MailboxUser:
+        """Add a user (log in with ``name``, e.g. an address); works while running.
+
+        ``quota=True``: the mailbox is over quota (LMTP 552 5.2.2 -> "mailbox full" bounce);
+        with ``quota_tempfail=True`` it answers 452 4.2.2 instead.
+        Example: ``dv.add_user("anna@example.org", "pw", quota=True)``
+        """
+        if ":" in name or ":" in password or "\n" in name + password:
+            raise ValueError("user names and passwords cannot contain ':' or newlines")
+        user = MailboxUser(name, password, quota, quota_tempfail)
+        with self._lock:
+            self.users[name] = user
+            self._write_users()
+        self._maildir(name, "INBOX")
+        return user
+
+    def password(self, user: str) -> str:
+        """The password add_user() was given for ``user``."""
+        return self.users[user].password
+
+    def home(self, user: str) -> Path:
+        """The user's home directory (the Maildir is ``home / "Maildir"``)."""
+        local, _, domain = user.rpartition("@")
+        return self.root / "mail" / domain / local if local else self.root / "mail" / user
+
+    def create_folder(self, user: str, folder: str) -> Path:
+        """Create a mail folder (``"Bounces"``, ``"Archive/2024"``) and subscribe to it.
+
+        Example: ``dv.create_folder("anna@example.org", "Bounces")``
+        """
+        path = self._maildir(user, folder)
+        subs = self.home(user) / "Maildir" / "subscriptions"
+        existing = subs.read_text().splitlines() if subs.exists() else []
+        if folder not in existing and folder != "INBOX":
+            with open(subs, "a") as out:
+                out.write(folder + "\n")
+            os.chown(subs, self._mail.pw_uid, self._mail.pw_gid)
+        return path
+
+    def append(self, user: str, folder: str, raw: bytes) -> None:
+        """Put one message into ``folder`` (created if missing), as if just delivered.
+
+        Example: ``dv.append("anna@example.org", "INBOX", b"Subject: hi\\r\\n\\r\\nbody\\r\\n")``
+        """
+        self.append_many(user, folder, [raw])
+
+    def append_many(self, user: str, folder: str, messages: Iterable[bytes]) -> int:
+        """Write many messages straight into the Maildir's ``new/``; returns how many.
+
+        Dovecot picks them up on the next SELECT/STATUS. Fast: 10,000 small messages
+        take about a second. Example: ``dv.append_many(user, "Bounces", raws)``
+        """
+        maildir = self.create_folder(user, folder)
+        uid, gid = self._mail.pw_uid, self._mail.pw_gid
+        count = 0
+        for raw in messages:
+            with self._lock:
+                self._counter += 1
+                n = self._counter
+            # Maildir name: unique per message; ",S=" lets Dovecot skip a stat for quota.
+            base = f"{int(time.time())}.M{n}P{os.getpid()}.nk-test,S={len(raw)}"
+            tmp = maildir / "tmp" / base
+            with open(tmp, "wb") as out:
+                out.write(raw)
+            os.chown(tmp, uid, gid)
+            os.rename(tmp, maildir / "new" / base)
+            count += 1
+        return count
+
+    def message_count(self, user: str, folder: str = "INBOX") -> int:
+        """How many messages sit in the folder's Maildir (new + cur), without IMAP."""
+        maildir = self._folder_path(user, folder)
+        return sum(
+            len(os.listdir(maildir / sub)) for sub in ("new", "cur") if (maildir / sub).is_dir()
+        )
+
+    def wait_for_messages(
+        self, user: str, count: int, folder: str = "INBOX", timeout: float = 15.0
+    ) -> int:
+        """Poll until the folder holds at least ``count`` messages; returns the number.
+
+        Raises TimeoutError (with the last Dovecot log lines) when they do not arrive.
+        Example: ``dv.wait_for_messages("sender@example.org", 1)``
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.message_count(user, folder)
+            if found >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{user}/{folder}: {found} of {count} messages after {timeout}s; "
+                    f"dovecot log tail:\n{tail(self.log_path)}"
+                )
+            time.sleep(0.05)
+
+    def read_messages(self, user: str, folder: str = "INBOX") -> list[bytes]:
+        """The raw messages in a folder's Maildir, oldest first (no IMAP involved)."""
+        maildir = self._folder_path(user, folder)
+        files = [p for sub in ("cur", "new") if (maildir / sub).is_dir() for p in (maildir / sub).iterdir()]
+        files.sort(key=lambda p: (p.stat().st_mtime, p.name))
+        return [p.read_bytes() for p in files]
+
+    def imap_client(self, user: str, password: str | None = None, *, ssl: bool = False) -> Any:
+        """A logged-in imapclient.IMAPClient; STARTTLS (or implicit TLS) verified with the CA.
+
+        Example: ``c = dv.imap_client("anna@example.org"); c.list_folders()``
+        """
+        from imapclient import IMAPClient
+
+        context = self.ca.client_context()
+        if ssl:
+            client = IMAPClient("localhost", port=self.imaps_port, ssl=True, ssl_context=context, timeout=15)
+        else:
+            client = IMAPClient("localhost", port=self.imap_port, ssl=False, timeout=15)
+            client.starttls(context)
+        client.login(user, password if password is not None else self.password(user))
+        return client
+
+    # -- process
+
+    def start(self) -> "Dovecot":
+        """Start the daemon and wait until IMAP and LMTP accept connections."""
+        self._write_files()
+        subprocess.run(
+            ["dovecot", "-c", str(self.config_file)],
+            # dovecot keeps inherited fds open: never hand it our pipes.
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            check=True, timeout=30,
+        )
+        pid_file = self.root / "run" / "master.pid"
+        deadline = time.monotonic() + 10
+        while not pid_file.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dovecot did not start:\n{tail(self.log_path)}")
+            time.sleep(0.02)
+        self._pid = int(pid_file.read_text().split()[0])
+        for port in (self.imap_port, self.imaps_port, self.lmtp_port):
+            wait_for_port(port)
+        return self
+
+    def stop(self) -> None:
+        """Stop the daemon and wait for its master process to exit (idempotent)."""
+        if self._pid is None:
+            return
+        pid, self._pid = self._pid, None
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        wait_for_pid_exit(pid)
+
+    def __enter__(self) -> "Dovecot":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- internals
+
+    def _write_files(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        # The mail user must traverse the tree down to the Maildirs.
+        _allow_traverse(self.root)
+        mail_root = self.root / "mail"
+        mail_root.mkdir(exist_ok=True)
+        os.chown(mail_root, self._mail.pw_uid, self._mail.pw_gid)
+        self.config_file.write_text(
+            DOVECOT_CONF.format(
+                root=self.root, cert_file=self.ca.cert_file, key_file=self.ca.key_file,
+                mail_uid=self._mail.pw_uid, users_file=self.users_file,
+                port_imap=self.imap_port, port_imaps=self.imaps_port, port_lmtp=self.lmtp_port,
+            )
+        )
+        with self._lock:
+            self._write_users()
+
+    def _write_users(self) -> None:
+        # Atomic replace: Dovecot re-reads the file when its mtime changes.
+        tmp = self.users_file.with_suffix(".tmp")
+        tmp.write_text("".join(u.passwd_line() for u in self.users.values()))
+        # Plain-text passwords: readable by Dovecot's auth process (group dovecot) only.
+        os.chown(tmp, 0, grp.getgrnam("dovecot").gr_gid)
+        os.chmod(tmp, 0o640)
+        os.replace(tmp, self.users_file)
+        tmp = self.mailbox_map.with_suffix(".tmp")
+        tmp.write_text("".join(f"{name} OK\n" for name in self.users))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.mailbox_map)
+
+    def _folder_path(self, user: str, folder: str) -> Path:
+        base = self.home(user) / "Maildir"
+        if folder.upper() == "INBOX":
+            return base
+        # Maildir++ on disk: "Archive/2024" is the directory ".Archive.2024".
+        return base / ("." + folder.replace("/", "."))
+
+    def _maildir(self, user: str, folder: str) -> Path:
+        uid, gid = self._mail.pw_uid, self._mail.pw_gid
+        path = self._folder_path(user, folder)
+        to_make = [*reversed([p for p in [path, *path.parents] if not p.exists()])]
+        for directory in to_make:
+            directory.mkdir()
+            os.chown(directory, uid, gid)
+        for sub in ("cur", "new", "tmp"):
+            (path / sub).mkdir(exist_ok=True)
+            os.chown(path / sub, uid, gid)
+        if folder.upper() != "INBOX" and not (path / "maildirfolder").exists():
+            (path / "maildirfolder").touch()
+            os.chown(path / "maildirfolder", uid, gid)
+        return path
+
+
+def _allow_traverse(path: Path) -> None:
+    """Let other users (mail, dovecot, postfix) walk down to ``path`` (mkdtemp makes 0700)."""
+    for directory in [path, *path.parents]:
+        mode = directory.stat().st_mode
+        if mode & 0o011 != 0o011:
+            os.chmod(directory, mode | 0o011)
+
+
+def tail(path: str | Path, lines: int = 20) -> str:
+    """The last lines of a log file ('' when it does not exist), for error messages."""
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.mailservers sink --port P [--delay-ms N]``."""
+    parser = argparse.ArgumentParser(prog="tests.mailservers")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sink = sub.add_parser("sink", help="count and discard SMTP messages until SIGTERM")
+    sink.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: pick one)")
+    sink.add_argument("--delay-ms", type=int, default=0, help="sleep per message")
+    args = parser.parse_args(argv)
+    run_sink(args.port or free_port(), args.delay_ms)
+
+
+if __name__ == "__main__":
+    main()
