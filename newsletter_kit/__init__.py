@@ -1,1 +1,64 @@
-"""newsletter_kit."""
+"""newsletter_kit: newsletter campaigns from JupyterLab through a dedicated SMTP server.
+
+The plain Python API a notebook cell calls; the CLI (``newsletter-kit``) and the ipywidgets
+panels are thin layers over these names.
+
+Example::
+
+    >>> import newsletter_kit as nk
+    >>> store = nk.open_store(":memory:")
+    >>> smtp, warnings = nk.update_smtp_settings(store, host="127.0.0.1", port=2525,
+    ...     tls="none", daily_limit=500, from_addr="news@example.org")
+"""
+
+from .errors import (
+    AuthenticationFailed,
+    CampaignError,
+    CertificateError,
+    ConfigError,
+    ConnectionFailed,
+    ImportFailed,
+    MailboxError,
+    NewsletterKitError,
+    QuotaExhausted,
+    SecretError,
+    StoreError,
+    TemplateError,
+    ValidationError,
+)
+from .mailbox import check_imap, fetch_folder_names, open_imap
+from .settings import (
+    BounceSettings,
+    SmtpSettings,
+    hold_password_for_session,
+    load_bounce_settings,
+    load_smtp_settings,
+    show_settings,
+    store_password_in_keyring,
+    update_bounce_settings,
+    update_smtp_settings,
+)
+from .store import Store, open_store
+from .transport import check_smtp, open_smtp
+
+# --- audience ---
+# --- messages / quota / campaigns ---
+# --- bounces / mailbox fetch / suppressions ---
+# --- review / panels ---
+
+__all__ = [
+    # errors
+    "AuthenticationFailed", "CampaignError", "CertificateError", "ConfigError", "ConnectionFailed",
+    "ImportFailed", "MailboxError", "NewsletterKitError", "QuotaExhausted", "SecretError",
+    "StoreError", "TemplateError", "ValidationError",
+    # store and settings
+    "Store", "open_store", "SmtpSettings", "BounceSettings", "update_smtp_settings",
+    "update_bounce_settings", "load_smtp_settings", "load_bounce_settings", "show_settings",
+    "hold_password_for_session", "store_password_in_keyring",
+    # connections
+    "open_smtp", "check_smtp", "open_imap", "check_imap", "fetch_folder_names",
+    # --- audience (exports) ---
+    # --- messages / quota / campaigns (exports) ---
+    # --- bounces / mailbox fetch / suppressions (exports) ---
+    # --- review / panels (exports) ---
+]
