@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -287,6 +288,24 @@ class Store:
             raise
         else:
             self.conn.execute("COMMIT")
+
+    def signing_key(self) -> bytes:
+        """The key that signs unsubscribe tokens, made on first use and kept in the store.
+
+        Not a password: it only lets the holder forge opt-outs, and it must survive moves of
+        the store, so it lives with the data it protects.
+        """
+        row = self.conn.execute("SELECT data FROM settings WHERE section = 'signing_key'").fetchone()
+        if row:
+            return bytes.fromhex(row[0])
+        key = secrets.token_hex(32)
+        with self.transaction():
+            self.conn.execute(
+                "INSERT OR IGNORE INTO settings (section, data, updated_at) VALUES ('signing_key', ?, ?)",
+                (key, now_iso()),
+            )
+        row = self.conn.execute("SELECT data FROM settings WHERE section = 'signing_key'").fetchone()
+        return bytes.fromhex(row[0])
 
     def schema_version(self) -> int:
         """The version of the schema in this file."""
