@@ -211,6 +211,30 @@ def bounces() -> None:
     """Read bounce reports: from the bounce mailbox, or from local files."""
 
 
+@bounces.command("parse")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file, one per line.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def bounces_parse(as_json: bool, files: tuple[Path, ...]) -> None:
+    """Parse bounce messages in local files (.eml): no store, no network."""
+    from .bounces import parse_bounce_file
+
+    failed = 0
+    for path in files:
+        try:
+            report = parse_bounce_file(path)
+        except OSError as exc:
+            failed += 1
+            click.echo(f"error: {path}: {exc.strerror or exc}", err=True)
+            continue
+        if as_json:
+            click.echo(json.dumps({"file": str(path), **report.to_dict()}, ensure_ascii=False))
+        else:
+            rcpts = ", ".join(f"{r.address} ({r.status or r.kind.value})" for r in report.recipients)
+            click.echo(f"{path}: {report.kind.value}" + (f" {rcpts}" if rcpts else ""))
+    if failed:
+        sys.exit(1)
+
+
 @cli.group()
 def suppressions() -> None:
     """Addresses suppressed after too many bounces (never mixed with unsubscribes)."""
