@@ -496,6 +496,7 @@ ssl_cert = <{cert_file}
 ssl_key = <{key_file}
 ssl_dh = </usr/share/dovecot/dh.pem
 auth_mechanisms = plain login
+auth_verbose = yes
 first_valid_uid = {mail_uid}
 mail_location = maildir:~/Maildir
 mail_plugins = $mail_plugins quota
@@ -508,11 +509,11 @@ namespace inbox {{
 }}
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {users_file}
+  args = scheme=PLAIN username_format=%u {users_dir}/%Lu
 }}
 userdb {{
   driver = passwd-file
-  args = username_format=%u {users_file}
+  args = username_format=%u {users_dir}/%Lu
   default_fields = uid=mail gid=mail home={root}/mail/%d/%n
 }}
 plugin {{
@@ -581,7 +582,10 @@ class Dovecot:
         self.imaps_port = free_port()
         self.lmtp_port = free_port()
         self.config_file = self.root / "dovecot.conf"
-        self.users_file = self.root / "users"
+        # One passwd-file per user: Dovecot re-reads a changed passwd-file at most once a
+        # second, but opens a file it has not seen before at once, so users added while
+        # it runs can log in immediately.
+        self.users_dir = self.root / "users"
         # "address OK" lines, for Postfix's virtual_mailbox_maps (texthash).
         self.mailbox_map = self.root / "virtual_mailboxes"
         self.log_path = self.root / "dovecot.log"
@@ -766,7 +770,7 @@ class Dovecot:
         self.config_file.write_text(
             DOVECOT_CONF.format(
                 root=self.root, cert_file=self.ca.cert_file, key_file=self.ca.key_file,
-                mail_uid=self._mail.pw_uid, users_file=self.users_file,
+                mail_uid=self._mail.pw_uid, users_dir=self.users_dir,
                 port_imap=self.imap_port, port_imaps=self.imaps_port, port_lmtp=self.lmtp_port,
             )
         )
@@ -774,13 +778,18 @@ class Dovecot:
             self._write_users()
 
     def _write_users(self) -> None:
-        # Atomic replace: Dovecot re-reads the file when its mtime changes.
-        tmp = self.users_file.with_suffix(".tmp")
-        tmp.write_text("".join(u.passwd_line() for u in self.users.values()))
-        # Plain-text passwords: readable by Dovecot's auth process (group dovecot) only.
-        os.chown(tmp, 0, grp.getgrnam("dovecot").gr_gid)
-        os.chmod(tmp, 0o640)
-        os.replace(tmp, self.users_file)
+        self.users_dir.mkdir(exist_ok=True)
+        dovecot_gid = grp.getgrnam("dovecot").gr_gid
+        os.chown(self.users_dir, 0, dovecot_gid)
+        os.chmod(self.users_dir, 0o750)
+        for user in self.users.values():
+            path = self.users_dir / user.name.lower()
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(user.passwd_line())
+            # Plain-text passwords: readable by Dovecot's auth process (group dovecot) only.
+            os.chown(tmp, 0, dovecot_gid)
+            os.chmod(tmp, 0o640)
+            os.replace(tmp, path)
         tmp = self.mailbox_map.with_suffix(".tmp")
         tmp.write_text("".join(f"{name} OK\n" for name in self.users))
         os.chmod(tmp, 0o644)
