@@ -183,7 +183,7 @@ def validate_address(address: str, field_name: str = "address") -> str:
     Example::
 
         >>> validate_address("News@Example.ORG")
-        'News@example.org'
+        'news@example.org'
     """
     if not isinstance(address, str) or any(c in address for c in "\r\n\0"):
         raise ValidationError(f"{address!r} is not a valid email address", field_name)
