@@ -454,7 +454,7 @@ def _load_section(store: Store, section: str) -> dict[str, Any] | None:
 def _save_section(store: Store, section: str, obj: Any) -> None:
     data = dataclasses.asdict(obj)
     with store.transaction():
-        store.db["settings"].upsert(
+        store.db.table("settings").upsert(
             {"section": section, "data": json.dumps(data, sort_keys=True), "updated_at": now_iso()},
             pk="section",
         )
