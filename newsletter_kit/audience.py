@@ -1,0 +1,592 @@
+"""Contacts, lists, unsubscribes and the exclusion policy: who gets a campaign.
+
+Contacts come from CSV files (column ``email``; every other column becomes a template field)
+or from any iterable of dicts, e.g. a DataFrame's records. Addresses are lowercased and must
+be plain ``local@domain`` addresses. Every contact also belongs to the list ``all``.
+
+Who is excluded from a campaign:
+
+- ``campaign`` policy: whoever unsubscribed from *this* campaign;
+- ``global`` policy: whoever unsubscribed from *any* campaign;
+- under both: a global opt-out (an unsubscribe without campaign) and every suppressed
+  address (too many bounces).
+
+The audience is computed in SQL at every send run, so whoever unsubscribed or was suppressed
+since the last run drops out of the rest of the campaign.
+
+Example::
+
+    >>> from newsletter_kit.store import open_store
+    >>> store = open_store(":memory:")
+    >>> add_contacts(store, [{"email": "Ann@Example.org", "first_name": "Ann"},
+    ...                      {"email": "bob@example.org", "first_name": "Bob"}]).imported
+    2
+    >>> add_unsubscribe(store, "bob@example.org", campaign="spring")
+    True
+    >>> [r.email for r in eligible_recipients(store, "spring", "all", "campaign")]
+    ['ann@example.org']
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import email_validator
+import pandas as pd
+
+from .errors import ImportFailed, ValidationError
+from .store import Store, now_iso
+
+ALL_LIST = "all"
+EXCLUSION_POLICIES = ("campaign", "global")
+FRAME_COLUMNS = ("contact_id", "email", "excluded", "reason")
+
+# Characters that would let an address smuggle a header or a second address into a message.
+_FORBIDDEN = {"\r": "a line break", "\n": "a line break", "\0": "a NUL character",
+              '"': "a quote", "<": "'<' (give the bare address, without a name)",
+              ">": "'>' (give the bare address, without a name)", ",": "a comma (one address per row)",
+              ";": "a semicolon (one address per row)"}
+_FIELD_NAME = re.compile(r"[^0-9a-z]+")
+
+
+# --- addresses ----------------------------------------------------------------------------
+
+
+def normalize_address(raw: Any) -> str:
+    """A plain address (``local@domain``), stripped and lowercased; else :class:`ValidationError`.
+
+    Display-name forms (``Ann <ann@example.org>``), quoted local parts, line breaks and
+    internationalised local parts (which would need SMTPUTF8) are refused; an internationalised
+    domain is kept in its ASCII (punycode) form, the one bounce reports quote.
+
+    Example::
+
+        >>> normalize_address("  Ann.Lee@Example.ORG ")
+        'ann.lee@example.org'
+        >>> normalize_address("Ann <ann@example.org>")
+        Traceback (most recent call last):
+        ...
+        newsletter_kit.errors.ValidationError: 'Ann <ann@example.org>' is not a plain address: it contains '<' (give the bare address, without a name)
+    """
+    if not isinstance(raw, str):
+        raise ValidationError(f"{raw!r} is not an address (expected text)", "email")
+    value = raw.strip()
+    if not value:
+        raise ValidationError("the address is empty", "email")
+    for char, what in _FORBIDDEN.items():
+        if char in value:
+            raise ValidationError(f"{raw!r} is not a plain address: it contains {what}", "email")
+    if any(c.isspace() for c in value):
+        raise ValidationError(f"{raw!r} is not a plain address: it contains a space", "email")
+    try:
+        info = email_validator.validate_email(value, check_deliverability=False, allow_smtputf8=False)
+    except email_validator.EmailNotValidError as exc:
+        raise ValidationError(f"{raw!r} is not a valid address: {exc}", "email") from None
+    return str(info.ascii_email).lower()
+
+
+# --- reports ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A row that was skipped: its line in the file (header = line 1), the value, why."""
+
+    line: int
+    value: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.value!r}: {self.reason}"
+
+
+@dataclass
+class ImportReport:
+    """What an import did: new rows, rows that already existed, rows skipped and why.
+
+    ``duplicates`` counts rows whose address appeared again later in the same input (the later
+    row wins).
+    """
+
+    imported: int = 0
+    updated: int = 0
+    problems: list[RowProblem] = field(default_factory=list)
+    duplicates: int = 0
+
+    @property
+    def total(self) -> int:
+        """Rows written: new plus already known."""
+        return self.imported + self.updated
+
+    def summary(self) -> str:
+        """One human line, e.g. ``3 new, 1 updated, 2 skipped``."""
+        text = f"{self.imported} new, {self.updated} updated, {len(self.problems)} skipped"
+        if self.duplicates:
+            text += f", {self.duplicates} duplicate rows merged (the later row wins)"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"imported": self.imported, "updated": self.updated, "duplicates": self.duplicates,
+                "problems": [{"line": p.line, "value": p.value, "reason": p.reason}
+                             for p in self.problems]}
+
+
+# --- reading CSV files --------------------------------------------------------------------
+
+
+def _read_text(path: str | os.PathLike[str]) -> str:
+    """The file as text: UTF-8 with or without BOM, else a clear ImportFailed."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImportFailed(f"cannot read {os.fspath(path)}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportFailed(
+            f"{os.fspath(path)} is not UTF-8 at byte {exc.start} "
+            f"({data[exc.start:exc.start + 1]!r}); save it as UTF-8 (CSV UTF-8 in Excel)"
+        ) from None
+    if not text.strip():
+        raise ImportFailed(f"{os.fspath(path)} is empty: expected a header line with an 'email' column")
+    return text
+
+
+def _sniff_delimiter(header_line: str) -> str:
+    """``,`` or ``;`` (Excel in many European locales), whichever the header line uses more."""
+    return ";" if header_line.count(";") > header_line.count(",") else ","
+
+
+def _field_name(header: str, index: int) -> str:
+    """A template-friendly name: ``First Name`` becomes ``first_name``."""
+    name = _FIELD_NAME.sub("_", header.strip().lower()).strip("_")
+    return name or f"column_{index + 1}"
+
+
+def _csv_records(path: str | os.PathLike[str],
+                 wanted: tuple[str, ...] = ()) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
+    """The header's field names and an iterator of (physical start line, row dict).
+
+    Raises ImportFailed when there is no ``email`` column. ``wanted`` names optional extra
+    columns the caller recognises (kept under their normalised name).
+    """
+    text = _read_text(path)
+    first_line = text.splitlines()[0]
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(first_line))
+    header = next(reader)
+    names = [_field_name(h, i) for i, h in enumerate(header)]
+    if "email" not in names:
+        found = ", ".join(repr(h.strip()) for h in header) or "none"
+        raise ImportFailed(f"{os.fspath(path)} has no 'email' column (columns found: {found})")
+    seen: set[str] = set()
+    dupes = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    if dupes:
+        raise ImportFailed(f"{os.fspath(path)} has the column(s) {', '.join(dupes)} more than once")
+
+    def rows() -> Iterator[tuple[int, dict[str, str]]]:
+        line = reader.line_num + 1
+        try:
+            yield from _records(line)
+        except csv.Error as exc:
+            raise ImportFailed(f"{os.fspath(path)}, line {reader.line_num}: not readable as CSV: {exc}") from None
+
+    def _records(line: int) -> Iterator[tuple[int, dict[str, str]]]:
+        for cells in reader:
+            start, line = line, reader.line_num + 1
+            if not cells or all(not c.strip() for c in cells):
+                continue  # blank line, or a row of empty cells (Excel leaves those)
+            if len(cells) > len(names) and any(c.strip() for c in cells[len(names):]):
+                yield start, {"email": cells[names.index("email")] if len(cells) > names.index("email") else "",
+                              "\0problem": f"{len(cells)} cells but the header has {len(names)} columns"}
+                continue
+            yield start, dict(zip(names, cells))
+
+    return names, rows()
+
+
+# --- contacts -----------------------------------------------------------------------------
+
+
+def _clean_value(value: Any) -> Any:
+    """A field value for JSON: strings stripped; NaN/None (a DataFrame's gaps) mean 'no value'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (bool, int, float)):
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return _clean_value(value.item())
+    return str(value)
+
+
+def _collect_contacts(records: Iterable[tuple[int, Mapping[str, Any]]],
+                      report: ImportReport) -> dict[str, dict[str, Any]]:
+    """Valid rows by address (later rows win); invalid rows go to ``report.problems``."""
+    contacts: dict[str, dict[str, Any]] = {}
+    for line, row in records:
+        raw = row.get("email")
+        if "\0problem" in row:
+            report.problems.append(RowProblem(line, str(raw or ""), row["\0problem"]))
+            continue
+        try:
+            email = normalize_address(raw if raw is not None else "")
+        except ValidationError as exc:
+            report.problems.append(RowProblem(line, "" if raw is None else str(raw), str(exc)))
+            continue
+        fields = {}
+        for key, value in row.items():
+            if key == "email":
+                continue
+            cleaned = _clean_value(value)
+            if cleaned is not None:
+                fields[str(key)] = cleaned
+        if email in contacts:
+            report.duplicates += 1
+            del contacts[email]  # re-insert so the order follows the winning row
+        contacts[email] = fields
+    return contacts
+
+
+def _ensure_list(store: Store, name: str) -> int:
+    name = name.strip()
+    if not name:
+        raise ValidationError("a list needs a name", "list")
+    store.conn.execute("INSERT OR IGNORE INTO lists (name, created_at) VALUES (?, ?)", (name, now_iso()))
+    return int(store.conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()[0])
+
+
+def _write_contacts(store: Store, contacts: dict[str, dict[str, Any]], list_name: str,
+                    report: ImportReport) -> None:
+    """Upsert the contacts (fields merged) and their list memberships, in one transaction."""
+    now = now_iso()
+    conn = store.conn
+    with store.transaction():
+        before = conn.execute("SELECT count(*) FROM contacts").fetchone()[0]
+        # json_patch merges: a re-import changes the fields it names and keeps the others.
+        conn.executemany(
+            "INSERT INTO contacts (email, fields, created_at, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (email) DO UPDATE SET fields = json_patch(contacts.fields, excluded.fields), "
+            "updated_at = excluded.updated_at",
+            ((email, json.dumps(fields, ensure_ascii=False), now, now)
+             for email, fields in contacts.items()),
+        )
+        after = conn.execute("SELECT count(*) FROM contacts").fetchone()[0]
+        list_ids = {_ensure_list(store, ALL_LIST), _ensure_list(store, list_name)}
+        for list_id in list_ids:
+            conn.executemany(
+                "INSERT OR IGNORE INTO list_members (list_id, contact_id, added_at) "
+                "SELECT ?, id, ? FROM contacts WHERE email = ?",
+                ((list_id, now, email) for email in contacts),
+            )
+    report.imported = after - before
+    report.updated = len(contacts) - report.imported
+
+
+def add_contacts(store: Store, rows: Iterable[Mapping[str, Any]], list_name: str = ALL_LIST,
+                 *, first_line: int = 1) -> ImportReport:
+    """Add or update contacts from dicts with an ``email`` key; other keys become fields.
+
+    Re-adding an address updates (merges) its fields. Invalid rows are skipped and reported
+    (``line`` counts rows from ``first_line``); nothing is written when no row is valid
+    (:class:`ImportFailed`). Every contact also joins the list ``all``.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> report = add_contacts(store, [{"email": "ann@example.org", "city": "Rome"},
+        ...                               {"email": "not an address"}], list_name="italy")
+        >>> report.imported, [p.line for p in report.problems]
+        (1, [2])
+    """
+    return _add_records(store, ((first_line + i, row) for i, row in enumerate(rows)), list_name,
+                        source="the rows")
+
+
+def _add_records(store: Store, records: Iterable[tuple[int, Mapping[str, Any]]], list_name: str,
+                 source: str) -> ImportReport:
+    report = ImportReport()
+    contacts = _collect_contacts(records, report)
+    if not contacts:
+        raise ImportFailed(_no_valid_rows(source, report))
+    _write_contacts(store, contacts, list_name, report)
+    return report
+
+
+def _no_valid_rows(source: str, report: ImportReport) -> str:
+    if not report.problems:
+        return f"{source}: no contact to import (only a header?)"
+    first = "; ".join(str(p) for p in report.problems[:3])
+    more = f" (and {len(report.problems) - 3} more)" if len(report.problems) > 3 else ""
+    return f"{source}: no valid row, nothing imported: {first}{more}"
+
+
+def import_contacts(store: Store, path: str | os.PathLike[str], list_name: str = ALL_LIST) -> ImportReport:
+    """Import a CSV file of contacts into ``list_name`` (and ``all``), in one transaction.
+
+    The file is UTF-8 (a BOM is fine), comma- or semicolon-separated, with a header line that
+    has an ``email`` column (any case); other columns become template fields, their names made
+    template-friendly (``First Name`` → ``first_name``). Invalid rows are skipped and listed in
+    ``report.problems`` with their line number (the header is line 1).
+
+    Example::
+
+        >>> import tempfile, pathlib
+        >>> from newsletter_kit.store import open_store
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "c.csv"
+        >>> _ = path.write_text("Email;First Name\\nann@example.org;Ann\\nbad;Bob\\n", encoding="utf-8")
+        >>> report = import_contacts(open_store(":memory:"), path)
+        >>> report.imported, report.problems[0].line
+        (1, 3)
+    """
+    _, records = _csv_records(path)
+    return _add_records(store, records, list_name, source=os.fspath(path))
+
+
+# --- unsubscribes -------------------------------------------------------------------------
+
+
+def _clean_campaign(campaign: str | None) -> str | None:
+    if campaign is None:
+        return None
+    campaign = str(campaign).strip()
+    return campaign or None
+
+
+def add_unsubscribe(store: Store, email: str, campaign: str | None = None,
+                    source: str = "manual") -> bool:
+    """Record an opt-out (``campaign=None``: from everything); True when it is new.
+
+    Idempotent: the same address and campaign are stored once. The campaign need not exist.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> add_unsubscribe(store, "Ann@example.org"), add_unsubscribe(store, "ann@example.org")
+        (True, False)
+    """
+    address = normalize_address(email)
+    with store.transaction():
+        cursor = store.conn.execute(
+            "INSERT OR IGNORE INTO unsubscribes (email, campaign, source, created_at) VALUES (?, ?, ?, ?)",
+            (address, _clean_campaign(campaign), source, now_iso()),
+        )
+    return cursor.rowcount == 1
+
+
+def import_unsubscribes(store: Store, path: str | os.PathLike[str],
+                        campaign: str | None = None) -> ImportReport:
+    """Import opt-outs from a CSV file with an ``email`` column, in one transaction.
+
+    ``campaign`` scopes them to one campaign (which may not exist yet: they come from the
+    CRM); without it, a ``campaign`` column in the file is used when present, and a row
+    without campaign is an opt-out from everything. ``imported`` counts new opt-outs,
+    ``updated`` those already recorded.
+
+    Example::
+
+        >>> import tempfile, pathlib
+        >>> from newsletter_kit.store import open_store
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "u.csv"
+        >>> _ = path.write_text("email\\nann@example.org\\n", encoding="utf-8")
+        >>> import_unsubscribes(open_store(":memory:"), path, campaign="spring").imported
+        1
+    """
+    _, records = _csv_records(path)
+    report = ImportReport()
+    pairs: dict[tuple[str, str | None], None] = {}
+    for line, row in records:
+        if "\0problem" in row:
+            report.problems.append(RowProblem(line, row.get("email") or "", row["\0problem"]))
+            continue
+        try:
+            email = normalize_address(row.get("email", ""))
+        except ValidationError as exc:
+            report.problems.append(RowProblem(line, row.get("email") or "", str(exc)))
+            continue
+        key = (email, _clean_campaign(campaign) if campaign is not None else _clean_campaign(row.get("campaign")))
+        if key in pairs:
+            report.duplicates += 1
+        pairs[key] = None
+    if not pairs:
+        raise ImportFailed(_no_valid_rows(os.fspath(path), report))
+    now = now_iso()
+    with store.transaction():
+        before = store.conn.execute("SELECT count(*) FROM unsubscribes").fetchone()[0]
+        store.conn.executemany(
+            "INSERT OR IGNORE INTO unsubscribes (email, campaign, source, created_at) VALUES (?, ?, 'csv', ?)",
+            ((email, camp, now) for email, camp in pairs),
+        )
+        after = store.conn.execute("SELECT count(*) FROM unsubscribes").fetchone()[0]
+    report.imported = after - before
+    report.updated = len(pairs) - report.imported
+    return report
+
+
+# --- the audience -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One contact to send a campaign to. ``fields`` are its template fields."""
+
+    contact_id: int
+    email: str
+    fields: dict[str, Any]
+
+
+def _check_policy(policy: str | None, store: Store) -> str:
+    if policy is None:
+        from .settings import load_smtp_settings
+
+        smtp = load_smtp_settings(store)
+        policy = smtp.exclusion if smtp else "campaign"
+    if policy not in EXCLUSION_POLICIES:
+        raise ValidationError(f"exclusion policy {policy!r} must be 'campaign' or 'global'", "exclusion")
+    return policy
+
+
+# The anti-joins: one index probe per contact (suppressions' primary key, unsubscribes' unique
+# index on (email, coalesce(campaign, ''))). '' stands for "no campaign", i.e. a global opt-out.
+_UNSUBSCRIBED = {
+    "campaign": "EXISTS (SELECT 1 FROM unsubscribes u WHERE u.email = c.email "
+                "AND coalesce(u.campaign, '') IN ('', :campaign))",
+    "global": "EXISTS (SELECT 1 FROM unsubscribes u WHERE u.email = c.email)",
+}
+_SUPPRESSED = "EXISTS (SELECT 1 FROM suppressions s WHERE s.email = c.email)"
+_MEMBERS = ("FROM list_members m JOIN contacts c ON c.id = m.contact_id "
+            "WHERE m.list_id = (SELECT id FROM lists WHERE name = :list)")
+
+
+def eligible_recipients(store: Store, campaign: str, list_name: str = ALL_LIST,
+                        policy: str | None = None, *, limit: int | None = None,
+                        after_id: int = 0) -> list[Recipient]:
+    """The contacts of ``list_name`` to send ``campaign`` to, in contact id order.
+
+    ``policy`` is ``campaign`` or ``global`` (default: the SMTP settings' exclusion, else
+    ``campaign``). Call it at every send run: opt-outs and suppressions made since the last
+    run drop out. ``limit`` and ``after_id`` page through a big list.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}, {"email": "bob@example.org"}])
+        >>> _ = add_unsubscribe(store, "ann@example.org", campaign="autumn")
+        >>> [r.email for r in eligible_recipients(store, "spring", policy="global")]
+        ['bob@example.org']
+    """
+    policy = _check_policy(policy, store)
+    sql = (f"SELECT c.id, c.email, c.fields {_MEMBERS} AND m.contact_id > :after "
+           f"AND NOT {_SUPPRESSED} AND NOT {_UNSUBSCRIBED[policy]} ORDER BY m.contact_id")
+    params: dict[str, Any] = {"list": list_name, "campaign": campaign, "after": after_id}
+    if limit is not None:
+        sql += " LIMIT :limit"
+        params["limit"] = limit
+    loads = json.loads
+    return [Recipient(cid, email, loads(fields) if fields != "{}" else {})
+            for cid, email, fields in store.conn.execute(sql, params)]
+
+
+def _reason_sql(policy: str) -> str:
+    """A CASE expression: why a contact is excluded, in words (NULL: not excluded)."""
+    other = ""
+    if policy == "global":
+        other = ("WHEN EXISTS (SELECT 1 FROM unsubscribes u WHERE u.email = c.email) THEN "
+                 "'unsubscribed from campaign ' || (SELECT min(u.campaign) FROM unsubscribes u "
+                 "WHERE u.email = c.email) || ' (global policy)' ")
+    return (
+        "CASE WHEN s.email IS NOT NULL THEN CASE s.reason WHEN 'manual' THEN 'suppressed by hand' "
+        "ELSE 'suppressed after bounces' END "
+        "WHEN EXISTS (SELECT 1 FROM unsubscribes u WHERE u.email = c.email AND coalesce(u.campaign, '') = '') "
+        "THEN 'unsubscribed from all campaigns' "
+        "WHEN EXISTS (SELECT 1 FROM unsubscribes u WHERE u.email = c.email AND coalesce(u.campaign, '') = :campaign) "
+        "THEN 'unsubscribed from this campaign' "
+        f"{other}END"
+    )
+
+
+def _fields_frame(fields_json: list[str], index: pd.Index, reserved: Iterable[str]) -> pd.DataFrame:
+    """The JSON field objects as columns; names that clash with ours get a ``field_`` prefix."""
+    loads = json.loads
+    records = [loads(f) if f != "{}" else {} for f in fields_json]
+    frame = pd.DataFrame.from_records(records, index=index) if records else pd.DataFrame(index=index)
+    clash = {name: f"field_{name}" for name in frame.columns if name in set(reserved)}
+    return frame.rename(columns=clash)
+
+
+def audience_frame(store: Store, campaign: str, list_name: str = ALL_LIST,
+                   policy: str | None = None) -> pd.DataFrame:
+    """Every contact of the list, whether the campaign excludes it and why, and its fields.
+
+    Columns: ``contact_id``, ``email``, ``excluded`` (bool), ``reason`` (None or words such
+    as ``unsubscribed from this campaign``), then the template fields.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org", "city": "Rome"}])
+        >>> _ = add_unsubscribe(store, "ann@example.org")
+        >>> row = audience_frame(store, "spring").iloc[0]
+        >>> bool(row.excluded), row.reason, row.city
+        (True, 'unsubscribed from all campaigns', 'Rome')
+    """
+    policy = _check_policy(policy, store)
+    sql = (f"SELECT c.id, c.email, {_reason_sql(policy)} AS reason, c.fields "
+           f"{_MEMBERS.replace('WHERE', 'LEFT JOIN suppressions s ON s.email = c.email WHERE', 1)} "
+           "ORDER BY m.contact_id")
+    rows = store.conn.execute(sql, {"list": list_name, "campaign": campaign}).fetchall()
+    ids, emails, reasons, fields = (list(col) for col in zip(*rows)) if rows else ([], [], [], [])
+    frame = pd.DataFrame({"contact_id": pd.Series(ids, dtype="int64"),
+                          "email": pd.Series(emails, dtype=object),
+                          "excluded": pd.Series([r is not None for r in reasons], dtype=bool),
+                          "reason": pd.Series(reasons, dtype=object)})
+    return pd.concat([frame, _fields_frame(fields, frame.index, FRAME_COLUMNS)], axis=1)
+
+
+# --- lists --------------------------------------------------------------------------------
+
+
+def list_names(store: Store) -> list[str]:
+    """The names of the contact lists, sorted.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}], list_name="vip")
+        >>> list_names(store)
+        ['all', 'vip']
+    """
+    return [r[0] for r in store.conn.execute("SELECT name FROM lists ORDER BY name")]
+
+
+def list_contacts(store: Store, list_name: str = ALL_LIST) -> pd.DataFrame:
+    """The contacts of a list: ``contact_id``, ``email``, then the template fields.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org", "city": "Rome"}])
+        >>> list_contacts(store).to_dict("records")
+        [{'contact_id': 1, 'email': 'ann@example.org', 'city': 'Rome'}]
+    """
+    rows = store.conn.execute(f"SELECT c.id, c.email, c.fields {_MEMBERS} ORDER BY m.contact_id",
+                              {"list": list_name}).fetchall()
+    ids, emails, fields = (list(col) for col in zip(*rows)) if rows else ([], [], [])
+    frame = pd.DataFrame({"contact_id": pd.Series(ids, dtype="int64"),
+                          "email": pd.Series(emails, dtype=object)})
+    return pd.concat([frame, _fields_frame(fields, frame.index, ("contact_id", "email"))], axis=1)
