@@ -1,0 +1,17 @@
+"""ipywidgets panels over the plain API, one file per widget family.
+
+- :class:`SettingsPanel` (``settings.py``): the SMTP server and the bounce mailbox.
+
+Every panel has ``.widget`` (displayed when the panel is the value of a cell) and a visible
+``.message`` area where library errors and results appear (``common.py``).
+
+Example::
+
+    from newsletter_kit.panels import SettingsPanel
+    SettingsPanel(store)
+"""
+
+from .common import Panel, catch_errors
+from .settings import SettingsPanel
+
+__all__ = ["Panel", "catch_errors", "SettingsPanel"]

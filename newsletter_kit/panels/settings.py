@@ -1,0 +1,498 @@
+"""The settings panel: the dedicated SMTP server and the bounce mailbox, as on the CRM page.
+
+Two tabs, "Dedicated SMTP" and "Bounce settings (IMAP)", labelled with the CRM page's words.
+Save validates both sections and stores them together (or neither); Test connects to both
+servers with what is typed; "Fetch folders" lists the bounce server's folders.
+
+A password typed here goes to the system keyring or, when the machine has none (a headless
+server), is held for this kernel only. It never reaches the store, and the Password field is
+emptied as soon as the password has been taken, because widget state is saved in notebooks.
+
+Example (in a notebook cell)::
+
+    import newsletter_kit as nk
+    panel = nk.SettingsPanel(nk.open_store())
+    panel            # displays the panel
+"""
+
+from __future__ import annotations
+
+import html
+import zoneinfo
+from typing import Any
+
+import ipywidgets as widgets
+
+from .. import settings as settings_mod
+from ..errors import SecretError, ValidationError
+from ..mailbox import check_imap, fetch_folder_names
+from ..settings import BounceSettings, SmtpSettings
+from ..store import Store
+from ..transport import check_smtp
+from .common import (
+    Panel,
+    button,
+    catch_errors,
+    field_layout,
+    field_style,
+    heading,
+    hint,
+    panel_style,
+    password,
+    text,
+)
+
+TLS_CHOICES = [("STARTTLS (usually port 587 / 143)", "starttls"),
+               ("SSL/TLS (usually port 465 / 993)", "ssl"),
+               ("None (no encryption)", "none")]
+EXCLUSION_CHOICES = [("Campaign", "campaign"), ("Global", "global")]
+EXCLUSION_HELP = (
+    "<b>Campaign</b>: excludes from a campaign only the addresses that unsubscribed from that "
+    "campaign.<br><b>Global</b>: excludes every address that unsubscribed from any campaign."
+)
+SEND_RATE_HELP = (
+    "Emails per day: the most the server lets you send in a calendar day. Free providers "
+    f"(Gmail, Outlook, Libero…) cap at about {settings_mod.FREE_PROVIDER_LIMIT}/day."
+)
+BOUNCE_ADDRESS_HELP = (
+    "The envelope sender of your campaigns, where bounces arrive. Simply repeat the address "
+    "entered in the Username field (left empty, it is the Username)."
+)
+PASSWORD_ENV_HELP = (
+    "Instead of typing the password: the name of an environment variable that holds it "
+    "(what scheduled jobs use)."
+)
+UNSUBSCRIBE_HELP = "Optional: an https URL containing {token}, for one-click unsubscribe."
+
+
+class SettingsPanel(Panel):
+    """Edit, save and test the SMTP and bounce-mailbox settings of a store.
+
+    Every field is an attribute (``smtp_host``, ``smtp_password``, ``bounce_folder``...), as
+    are ``save_button``, ``test_button``, ``folders_button``, ``message`` and ``test_results``,
+    so the panel can be driven from code and tests::
+
+        panel = SettingsPanel(store)
+        panel.smtp_host.value = "smtp.example.org"
+        panel.save_button.click()
+    """
+
+    def __init__(self, store: Store | None = None):
+        super().__init__(store)
+        # Passwords typed into the panel, moved out of the widgets as soon as they are used.
+        self._typed: dict[str, str] = {}
+        self._build_smtp()
+        self._build_bounce()
+        self.save_button = button("Save", self.save, style="primary", icon="save",
+                                  tooltip="Validate and save both sections")
+        self.test_button = button("Test", self.test, icon="plug",
+                                  tooltip="Connect to both servers with the values above")
+        self.test_results = widgets.HTML(value="")
+        self.tabs = widgets.Tab(children=[self.smtp_box, self.bounce_box])
+        self.tabs.set_title(0, "Dedicated SMTP")
+        self.tabs.set_title(1, "Bounce settings (IMAP)")
+        self.widget = widgets.VBox(
+            [panel_style(), self.tabs, widgets.HBox([self.save_button, self.test_button]),
+             self.message, self.test_results],
+            layout=widgets.Layout(max_width="820px"),
+        )
+        self.widget.add_class("nk-settings-panel")
+        self.reload()
+
+    # -- building -------------------------------------------------------------------------
+    def _build_smtp(self) -> None:
+        self.smtp_host = text("Server name", placeholder="smtp.example.org")
+        self.smtp_port = text("Port", "587", width="300px")
+        self.smtp_user = text("User name", placeholder="news@example.org")
+        self.smtp_password = password("Password")
+        self.smtp_password_env = text("Password env var", placeholder="SMTP_PASSWORD")
+        self.smtp_password_note = widgets.HTML("")
+        self.smtp_auth = widgets.Checkbox(value=False, description="Requires authentication",
+                                          style=field_style(), layout=field_layout())
+        self.smtp_tls = widgets.Dropdown(options=TLS_CHOICES, value="starttls", description="TLS mode",
+                                         style=field_style(), layout=field_layout())
+        self.smtp_allow_plain_auth = widgets.Checkbox(
+            value=False, description="Allow authentication without TLS", style=field_style(),
+            layout=field_layout())
+        self.smtp_daily_limit = widgets.BoundedIntText(
+            value=settings_mod.FREE_PROVIDER_LIMIT, min=0, max=10_000_000, description="Send rate",
+            style=field_style(), layout=field_layout("300px"))
+        self.smtp_exclusion = widgets.RadioButtons(
+            options=EXCLUSION_CHOICES, value="campaign", description="Address exclusion policy",
+            style=field_style(), layout=field_layout())
+        self.smtp_from = text("From address", placeholder="news@example.org")
+        self.smtp_timezone = widgets.Combobox(
+            value=settings_mod.local_timezone(), options=sorted(zoneinfo.available_timezones()),
+            description="Time zone", ensure_option=False, style=field_style(),
+            layout=field_layout())
+        self.smtp_ca_file = text("CA file", placeholder="(the system trust store)")
+        self.smtp_unsubscribe_url = text("Unsubscribe URL",
+                                         placeholder="https://example.org/unsubscribe/{token}")
+        self.smtp_box = widgets.VBox([
+            heading("Dedicated SMTP"),
+            self.smtp_host, self.smtp_port, self.smtp_user, self.smtp_password,
+            self.smtp_password_note, self.smtp_password_env, hint(PASSWORD_ENV_HELP),
+            self.smtp_auth, self.smtp_tls, self.smtp_allow_plain_auth,
+            self.smtp_daily_limit, hint(SEND_RATE_HELP),
+            self.smtp_exclusion, hint(EXCLUSION_HELP),
+            self.smtp_from, self.smtp_timezone, hint("The day of the send rate starts at midnight here."),
+            self.smtp_ca_file, self.smtp_unsubscribe_url, hint(UNSUBSCRIBE_HELP),
+        ])
+        self.field_widgets.update({
+            "smtp.host": self.smtp_host, "smtp.port": self.smtp_port, "smtp.user": self.smtp_user,
+            "smtp.password": self.smtp_password, "smtp.tls": self.smtp_tls,
+            "smtp.daily_limit": self.smtp_daily_limit, "smtp.exclusion": self.smtp_exclusion,
+            "smtp.from_addr": self.smtp_from, "smtp.timezone": self.smtp_timezone,
+            "smtp.ca_file": self.smtp_ca_file, "smtp.unsubscribe_url": self.smtp_unsubscribe_url,
+        })
+
+    def _build_bounce(self) -> None:
+        self.bounce_host = text("Server name", placeholder="imap.example.org")
+        self.bounce_port = text("Port", "143", width="300px")
+        self.bounce_user = text("Username", placeholder="bounces@example.org")
+        self.bounce_password = password("Password")
+        self.bounce_password_env = text("Password env var", placeholder="BOUNCE_PASSWORD")
+        self.bounce_password_note = widgets.HTML("")
+        self.bounce_tls = widgets.Dropdown(options=TLS_CHOICES, value="starttls", description="SSL/TLS",
+                                           style=field_style(), layout=field_layout())
+        self.bounce_allow_plain_auth = widgets.Checkbox(
+            value=False, description="Allow login without TLS", style=field_style(),
+            layout=field_layout())
+        self.bounce_ca_file = text("CA file", placeholder="(the system trust store)")
+        self.bounce_address = text("Bounce address", placeholder="(the Username)")
+        self.bounce_folder = widgets.Dropdown(options=["INBOX"], value="INBOX",
+                                              description="Folder to monitor", style=field_style(),
+                                              layout=field_layout("400px"))
+        self.folders_button = button("Fetch folders", self.fetch_folders, icon="folder-open",
+                                     tooltip="Log in and list the server's folders")
+        self.bounce_threshold = widgets.BoundedIntText(
+            value=3, min=0, max=1000, description="Bounce threshold", style=field_style(),
+            layout=field_layout("300px"))
+        self.bounce_count_policy = widgets.Checkbox(
+            value=False, description="Count policy blocks (5.7.x) too", style=field_style(),
+            layout=field_layout())
+        self.bounce_box = widgets.VBox([
+            heading("Bounce settings (IMAP)"),
+            self.bounce_host, self.bounce_port, self.bounce_user, self.bounce_password,
+            self.bounce_password_note, self.bounce_password_env, hint(PASSWORD_ENV_HELP),
+            self.bounce_tls, self.bounce_allow_plain_auth, self.bounce_ca_file,
+            self.bounce_address, hint(BOUNCE_ADDRESS_HELP),
+            widgets.HBox([self.bounce_folder, self.folders_button]),
+            hint("Fetch folders logs in with the values above (and the password typed) and "
+                 "lists the server's folders here."),
+            self.bounce_threshold,
+            hint("Bounces (hard and soft) after which an address is suppressed; it can be "
+                 "reviewed and lifted later."),
+            self.bounce_count_policy,
+            hint("Policy blocks are rejections as spam or by the receiver's rules, not a "
+                 "problem of the address."),
+        ])
+        self.field_widgets.update({
+            "bounce.host": self.bounce_host, "bounce.port": self.bounce_port,
+            "bounce.user": self.bounce_user, "bounce.password": self.bounce_password,
+            "bounce.tls": self.bounce_tls, "bounce.ca_file": self.bounce_ca_file,
+            "bounce.bounce_address": self.bounce_address, "bounce.folder": self.bounce_folder,
+            "bounce.threshold": self.bounce_threshold,
+        })
+
+    def show_library_error(self, exc: Exception) -> None:  # type: ignore[override]
+        """Show the error, and bring forward the tab of the field it is about."""
+        section = getattr(exc, "panel_section", None)
+        if section:
+            self.tabs.selected_index = 0 if section == "smtp" else 1
+        super().show_library_error(exc)  # type: ignore[arg-type]
+
+    # -- loading --------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Show the saved settings in the fields (password fields stay empty)."""
+        smtp = settings_mod.load_smtp_settings(self.store)
+        if smtp is not None:
+            self.smtp_host.value = smtp.host
+            self.smtp_port.value = str(smtp.port)
+            self.smtp_user.value = smtp.user or ""
+            self.smtp_auth.value = bool(smtp.auth)
+            self.smtp_tls.value = smtp.tls
+            self.smtp_allow_plain_auth.value = bool(smtp.allow_plain_auth)
+            self.smtp_daily_limit.value = int(smtp.daily_limit)
+            self.smtp_exclusion.value = smtp.exclusion
+            self.smtp_from.value = smtp.from_addr
+            self.smtp_timezone.value = smtp.timezone
+            self.smtp_ca_file.value = smtp.ca_file or ""
+            self.smtp_unsubscribe_url.value = smtp.unsubscribe_url or ""
+            self.smtp_password_env.value = _env_name(smtp.password_ref)
+        self.smtp_password_note.value = _password_note(smtp.password_ref if smtp else None)
+        bounce = settings_mod.load_bounce_settings(self.store)
+        if bounce is not None:
+            self.bounce_host.value = bounce.host
+            self.bounce_port.value = str(bounce.port)
+            self.bounce_user.value = bounce.user
+            self.bounce_tls.value = bounce.tls
+            self.bounce_allow_plain_auth.value = bool(bounce.allow_plain_auth)
+            self.bounce_ca_file.value = bounce.ca_file or ""
+            # Shown empty when it is just the Username: the field then follows the Username.
+            self.bounce_address.value = "" if bounce.bounce_address == bounce.user else (bounce.bounce_address or "")
+            self._set_folders([bounce.folder], bounce.folder)
+            self.bounce_threshold.value = int(bounce.threshold)
+            self.bounce_count_policy.value = bool(bounce.count_policy)
+            self.bounce_password_env.value = _env_name(bounce.password_ref)
+        self.bounce_password_note.value = _password_note(bounce.password_ref if bounce else None)
+
+    def _set_folders(self, names: list[str], keep: str | None) -> None:
+        names = list(dict.fromkeys(names)) or ["INBOX"]
+        if keep and keep not in names:
+            keep = "INBOX" if "INBOX" in names else names[0]
+        self.bounce_folder.options = names
+        self.bounce_folder.value = keep or names[0]
+
+    # -- reading the fields ---------------------------------------------------------------
+    def _take_passwords(self) -> None:
+        """Move typed passwords out of the widgets (widget state is saved in notebooks)."""
+        for section, widget in (("smtp", self.smtp_password), ("bounce", self.bounce_password)):
+            if widget.value:
+                self._typed[section] = widget.value
+                widget.value = ""
+                widget.placeholder = "(typed: kept in this kernel until saved)"
+
+    def _smtp_fields(self) -> dict[str, Any] | None:
+        """The SMTP fields as settings values; None when the section is left empty."""
+        if not self.smtp_host.value.strip() and settings_mod.load_smtp_settings(self.store) is None:
+            return None
+        _require(self.smtp_host.value, "Server name is required", "smtp", "host")
+        _require(self.smtp_port.value, "Port is required", "smtp", "port")
+        _require(self.smtp_from.value, "From address is required", "smtp", "from_addr")
+        return {
+            "host": self.smtp_host.value.strip(),
+            "port": _port(self.smtp_port.value, "smtp"),
+            "user": self.smtp_user.value.strip() or None,
+            "auth": self.smtp_auth.value,
+            "tls": self.smtp_tls.value,
+            "allow_plain_auth": self.smtp_allow_plain_auth.value,
+            "daily_limit": self.smtp_daily_limit.value,
+            "exclusion": self.smtp_exclusion.value,
+            "from_addr": self.smtp_from.value.strip(),
+            "timezone": self.smtp_timezone.value.strip() or settings_mod.local_timezone(),
+            "ca_file": self.smtp_ca_file.value.strip() or None,
+            "unsubscribe_url": self.smtp_unsubscribe_url.value.strip() or None,
+        }
+
+    def _bounce_fields(self) -> dict[str, Any] | None:
+        """The bounce-mailbox fields as settings values; None when the section is left empty."""
+        if not self.bounce_host.value.strip() and settings_mod.load_bounce_settings(self.store) is None:
+            return None
+        _require(self.bounce_host.value, "Server name is required", "bounce", "host")
+        _require(self.bounce_port.value, "Port is required", "bounce", "port")
+        _require(self.bounce_user.value, "Username is required", "bounce", "user")
+        return {
+            "host": self.bounce_host.value.strip(),
+            "port": _port(self.bounce_port.value, "bounce"),
+            "user": self.bounce_user.value.strip(),
+            "tls": self.bounce_tls.value,
+            "allow_plain_auth": self.bounce_allow_plain_auth.value,
+            "ca_file": self.bounce_ca_file.value.strip() or None,
+            "bounce_address": self.bounce_address.value.strip() or None,
+            "folder": self.bounce_folder.value or "INBOX",
+            "threshold": self.bounce_threshold.value,
+            "count_policy": self.bounce_count_policy.value,
+        }
+
+    def _env_ref(self, section: str) -> str | None:
+        widget = self.smtp_password_env if section == "smtp" else self.bounce_password_env
+        name = widget.value.strip()
+        return f"env:{name}" if name else None
+
+    def _stored_ref(self, section: str) -> str | None:
+        loaded = (settings_mod.load_smtp_settings(self.store) if section == "smtp"
+                  else settings_mod.load_bounce_settings(self.store))
+        return loaded.password_ref if loaded else None
+
+    def _draft(self, section: str) -> SmtpSettings | BounceSettings | None:
+        """Settings built from the fields, validated but not saved (for Test / Fetch folders)."""
+        fields = self._smtp_fields() if section == "smtp" else self._bounce_fields()
+        if fields is None:
+            return None
+        # A typed password is passed to the connection directly; the reference only has to
+        # have the right form for validation.
+        ref = ("session:panel-draft" if section in self._typed
+               else self._env_ref(section) or self._stored_ref(section))
+        cls = SmtpSettings if section == "smtp" else BounceSettings
+        draft = cls(password_ref=ref, **fields)
+        try:
+            draft.validate()
+        except ValidationError as exc:
+            exc.panel_section = section  # type: ignore[attr-defined]
+            if exc.field == "password":
+                raise _missing_password(section) from None
+            raise
+        return draft
+
+    # -- actions --------------------------------------------------------------------------
+    @catch_errors
+    def save(self, _button: Any = None) -> None:
+        """Validate both sections and save them together; passwords go to keyring or kernel."""
+        self.clear_message()
+        self._take_passwords()
+        smtp_fields, bounce_fields = self._smtp_fields(), self._bounce_fields()
+        if smtp_fields is None and bounce_fields is None:
+            raise _invalid("Fill in the SMTP server (or the bounce mailbox) first", "smtp", "host")
+        notes: list[str] = []
+        warnings: list[str] = []
+        with self.store.transaction():  # both sections, or neither
+            if smtp_fields is not None:
+                ref = self._password_ref("smtp", smtp_fields, notes)
+                _, found = self._update("smtp", smtp_fields, ref)
+                warnings += found
+            if bounce_fields is not None:
+                ref = self._password_ref("bounce", bounce_fields, notes)
+                _, found = self._update("bounce", bounce_fields, ref)
+                warnings += found
+        self._typed.clear()
+        for widget in (self.smtp_password, self.bounce_password):
+            widget.value = ""
+            widget.placeholder = ""
+        self.reload()
+        saved = [name for name, fields in (("SMTP", smtp_fields), ("bounce mailbox", bounce_fields))
+                 if fields is not None]
+        lines = [("ok", f"Saved: {' and '.join(saved)} settings.")]
+        lines += [("warning", w) for w in warnings]
+        lines += [("info", n) for n in notes]
+        if bounce_fields is None:
+            lines.append(("info", "The bounce mailbox is not configured yet (second tab)."))
+        self.show_lines(lines)
+
+    def _update(self, section: str, fields: dict[str, Any], ref: str | None) -> tuple[Any, list[str]]:
+        # What the panel shows is what is saved: an empty optional field clears the setting.
+        clearable = {"user", "ca_file", "unsubscribe_url", "bounce_address"}
+        changes = {k: ("" if v is None and k in clearable else v) for k, v in fields.items()}
+        if ref is not None:
+            changes["password_ref"] = ref
+        update = (settings_mod.update_smtp_settings if section == "smtp"
+                  else settings_mod.update_bounce_settings)
+        try:
+            return update(self.store, **changes)
+        except ValidationError as exc:
+            exc.panel_section = section  # type: ignore[attr-defined]
+            if exc.field == "password":
+                raise _missing_password(section) from None
+            raise
+
+    def _password_ref(self, section: str, fields: dict[str, Any], notes: list[str]) -> str | None:
+        """The reference to save: keyring (or this kernel) for a typed password, else env."""
+        typed = self._typed.get(section)
+        if typed is None:
+            return self._env_ref(section)
+        name = f"{section}/{fields.get('user') or ''}@{fields['host']}"
+        label = "SMTP" if section == "smtp" else "bounce mailbox"
+        try:
+            ref = settings_mod.store_password_in_keyring(name, typed)
+            notes.append(f"The {label} password is in the system keyring.")
+        except SecretError:
+            ref = settings_mod.hold_password_for_session(name, typed)
+            notes.append(
+                f"This machine has no system keyring, so the {label} password is held for this "
+                "kernel only: after a restart type it again, or name an environment variable "
+                "in 'Password env var'.")
+        return ref
+
+    @catch_errors
+    def test(self, _button: Any = None) -> list[tuple[bool, str]]:
+        """Connect to both servers with the values in the fields; results in ``test_results``."""
+        self.clear_message()
+        self.test_results.value = ""
+        self._take_passwords()
+        results: list[tuple[bool, str]] = []
+        smtp = self._draft("smtp")
+        if smtp is None:
+            results.append((False, "SMTP: not configured"))
+        else:
+            results += check_smtp(smtp, password=self._typed.get("smtp"))  # type: ignore[arg-type]
+        bounce = self._draft("bounce")
+        if bounce is None:
+            results.append((False, "Bounce mailbox: not configured"))
+        else:
+            results += check_imap(bounce, password=self._typed.get("bounce"))  # type: ignore[arg-type]
+        self.test_results.value = _results_html(results)
+        failed = sum(1 for ok, _ in results if not ok)
+        if failed:
+            self.show_error(f"{failed} of {len(results)} checks failed (details below).")
+        else:
+            self.show_ok("Both servers work with these settings.")
+        return results
+
+    @catch_errors
+    def fetch_folders(self, _button: Any = None) -> list[str]:
+        """Log in to the bounce mailbox and fill the "Folder to monitor" dropdown."""
+        self.clear_message()
+        self._take_passwords()
+        self.tabs.selected_index = 1
+        bounce = self._draft("bounce")
+        if bounce is None:
+            raise _invalid("Fill in the bounce mailbox's Server name first", "bounce", "host")
+        names = fetch_folder_names(bounce, password=self._typed.get("bounce"))  # type: ignore[arg-type]
+        self._set_folders(names, self.bounce_folder.value)
+        self.show_ok(f"The server lists {len(names)} folder(s): pick the one to monitor, then Save.")
+        return names
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _invalid(message: str, section: str, field: str) -> ValidationError:
+    exc = ValidationError(message, field)
+    exc.panel_section = section  # type: ignore[attr-defined]
+    return exc
+
+
+def _require(value: str, message: str, section: str, field: str) -> None:
+    if not str(value).strip():
+        raise _invalid(message, section, field)
+
+
+def _port(value: str, section: str) -> int:
+    try:
+        return settings_mod.validate_port(value.strip())
+    except ValidationError as exc:
+        raise _invalid(str(exc), section, "port") from None
+
+
+def _missing_password(section: str) -> ValidationError:
+    label = "SMTP server" if section == "smtp" else "bounce mailbox"
+    return _invalid(
+        f"Type the {label}'s password (or name an environment variable in 'Password env var')",
+        section, "password")
+
+
+def _env_name(ref: str | None) -> str:
+    return ref[4:] if ref and ref.startswith("env:") else ""
+
+
+def _password_note(ref: str | None) -> str:
+    """Where the saved password is, in words (never the password)."""
+    if not ref:
+        return ""
+    scheme = ref.partition(":")[0]
+    if scheme == "env":
+        text_ = f"Password read from the environment variable {html.escape(ref[4:])}."
+    elif scheme == "keyring":
+        text_ = "Password saved in the system keyring. Type a new one to replace it."
+    else:
+        try:
+            settings_mod.resolve_password(ref)
+            text_ = ("Password held for this kernel only (no system keyring here). "
+                     "Type a new one to replace it.")
+        except SecretError:
+            text_ = ("<b>The password was held for a kernel that has stopped: type it again "
+                     "and Save.</b>")
+    return (f'<div style="margin-left:190px;font-size:0.9em;color:var(--jp-ui-font-color2,#666)">'
+            f"{text_}</div>")
+
+
+def _results_html(results: list[tuple[bool, str]]) -> str:
+    rows = "".join(
+        f'<li style="color:{"#0a6b2d" if ok else "#a50e0e"}">{"✔" if ok else "✖"} '
+        f"{html.escape(line)}</li>"
+        for ok, line in results
+    )
+    return f'<ul class="nk-test-results" style="list-style:none;padding-left:4px">{rows}</ul>'
+
+
+__all__ = ["SettingsPanel"]

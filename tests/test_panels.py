@@ -1,0 +1,229 @@
+"""The ipywidgets panels driven in plain pytest: set values, click, check attributes and the store.
+
+The browser test (test_browser.py) only proves the rendering; behaviour is tested here.
+"""
+
+from __future__ import annotations
+
+import html
+import uuid
+from pathlib import Path
+
+import pytest
+
+import newsletter_kit as nk
+from newsletter_kit import settings as settings_mod
+from newsletter_kit.panels import SettingsPanel
+
+
+def _store_bytes(path: Path) -> bytes:
+    """Everything SQLite wrote for the store: the main file, the WAL and its index."""
+    data = b""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        part = Path(str(path) + suffix)
+        if part.exists():
+            data += part.read_bytes()
+    return data
+
+
+def _said(panel) -> str:
+    """The panel's message area as text (its HTML unescaped)."""
+    return html.unescape(panel.message.value)
+
+
+def _fill_smtp(panel: SettingsPanel, port: int | str, **extra: object) -> None:
+    panel.smtp_host.value = "127.0.0.1"
+    panel.smtp_port.value = str(port)
+    panel.smtp_from.value = "news@example.org"
+    panel.smtp_daily_limit.value = 400
+    panel.smtp_timezone.value = "Europe/Rome"
+    for name, value in extra.items():
+        getattr(panel, name).value = value
+
+
+def _fill_bounce(panel: SettingsPanel, dovecot, user: str, password: str) -> None:
+    panel.bounce_host.value = "127.0.0.1"
+    panel.bounce_port.value = str(dovecot.imap_port)
+    panel.bounce_user.value = user
+    panel.bounce_password.value = password
+    panel.bounce_tls.value = "starttls"
+    panel.bounce_ca_file.value = dovecot.ca_file
+    panel.bounce_threshold.value = 2
+
+
+# -- settings: save and validation -----------------------------------------------------------
+
+
+def test_settings_panel_saves_every_smtp_field(nk_db: Path) -> None:
+    store = nk.open_store(nk_db)
+    panel = SettingsPanel(store)
+    _fill_smtp(panel, 2525, smtp_tls="none", smtp_exclusion="global",
+               smtp_unsubscribe_url="https://example.org/u/{token}")
+    panel.save_button.click()
+    assert "Saved: SMTP" in _said(panel)
+    smtp = settings_mod.load_smtp_settings(store)
+    assert smtp is not None
+    assert (smtp.host, smtp.port, smtp.tls, smtp.daily_limit) == ("127.0.0.1", 2525, "none", 400)
+    assert (smtp.exclusion, smtp.timezone, smtp.from_addr) == ("global", "Europe/Rome", "news@example.org")
+    assert smtp.unsubscribe_url == "https://example.org/u/{token}"
+    # A new panel on the same store shows what was saved.
+    again = SettingsPanel(store)
+    assert again.smtp_port.value == "2525"
+    assert again.smtp_exclusion.value == "global"
+    assert again.smtp_daily_limit.value == 400
+
+
+@pytest.mark.parametrize("port", ["abc", "70000", "0"])
+def test_invalid_port_is_shown_and_nothing_is_saved(nk_db: Path, port: str) -> None:
+    store = nk.open_store(nk_db)
+    panel = SettingsPanel(store)
+    _fill_smtp(panel, port)
+    panel.save_button.click()
+    assert "nk-error" in _said(panel)
+    assert "Port" in _said(panel) and port in _said(panel)
+    assert "nk-invalid" in panel.smtp_port._dom_classes
+    assert settings_mod.load_smtp_settings(store) is None
+
+
+def test_invalid_bounce_section_saves_neither_section(nk_db: Path) -> None:
+    store = nk.open_store(nk_db)
+    panel = SettingsPanel(store)
+    _fill_smtp(panel, 2525, smtp_tls="none")
+    panel.bounce_host.value = "imap.example.org"
+    panel.bounce_port.value = "143"
+    panel.bounce_user.value = "not an address"      # so a bounce address is required
+    panel.bounce_password_env.value = "NK_TEST_BOUNCE_PW"
+    panel.save_button.click()
+    assert "nk-error" in _said(panel)
+    assert "Bounce address" in _said(panel)
+    assert panel.tabs.selected_index == 1            # the tab of the faulty field is shown
+    assert settings_mod.load_smtp_settings(store) is None
+    assert settings_mod.load_bounce_settings(store) is None
+
+
+def test_the_send_rate_note_and_exclusion_explanations_are_shown(nk_db: Path) -> None:
+    panel = SettingsPanel(nk.open_store(nk_db))
+    texts = " ".join(getattr(w, "value", "") for w in panel.smtp_box.children if hasattr(w, "value")
+                     and isinstance(getattr(w, "value"), str))
+    assert "500/day" in texts
+    assert "unsubscribed from that campaign" in texts
+    assert "unsubscribed from any campaign" in texts
+    labels = {w.description for w in panel.field_widgets.values()}
+    assert {"Server name", "Port", "User name", "Password", "Send rate", "Address exclusion policy",
+            "Username", "SSL/TLS", "Bounce address", "Folder to monitor", "Bounce threshold"} <= labels
+
+
+# -- settings: passwords ----------------------------------------------------------------------
+
+
+def test_typed_password_is_never_in_the_store_nor_left_in_the_widget(nk_db: Path) -> None:
+    store = nk.open_store(nk_db)
+    panel = SettingsPanel(store)
+    secret = "pw-" + uuid.uuid4().hex
+    _fill_smtp(panel, 2525, smtp_user="news@example.org", smtp_auth=True, smtp_tls="starttls",
+               smtp_password=secret)
+    panel.save_button.click()
+    assert "Saved" in _said(panel), _said(panel)
+    assert panel.smtp_password.value == ""
+    # No keyring backend here: the password is held for this kernel, and the panel says so.
+    assert "held for this kernel only" in _said(panel)
+    smtp = settings_mod.load_smtp_settings(store)
+    assert smtp is not None and smtp.password_ref and smtp.password_ref.startswith(("session:", "keyring:"))
+    assert settings_mod.resolve_password(smtp.password_ref) == secret
+    store.close()
+    assert secret.encode() not in _store_bytes(nk_db)
+    assert secret not in repr(panel.widget) and secret not in _said(panel)
+
+
+def test_password_is_taken_out_of_the_widget_even_when_validation_fails(nk_db: Path) -> None:
+    store = nk.open_store(nk_db)
+    panel = SettingsPanel(store)
+    secret = "pw-" + uuid.uuid4().hex
+    _fill_smtp(panel, "not-a-port", smtp_password=secret, smtp_user="u", smtp_auth=True)
+    panel.save_button.click()
+    assert "nk-error" in _said(panel)
+    assert panel.smtp_password.value == ""
+    # Fixing the port and saving again uses the password typed before.
+    panel.smtp_port.value = "587"
+    panel.save_button.click()
+    smtp = settings_mod.load_smtp_settings(store)
+    assert smtp is not None and settings_mod.resolve_password(smtp.password_ref) == secret
+
+
+def test_password_env_var_is_saved_as_a_reference(nk_db: Path) -> None:
+    store = nk.open_store(nk_db)
+    panel = SettingsPanel(store)
+    _fill_smtp(panel, 587, smtp_user="u", smtp_auth=True, smtp_password_env="NK_PANEL_SMTP_PW")
+    panel.save_button.click()
+    smtp = settings_mod.load_smtp_settings(store)
+    assert smtp is not None and smtp.password_ref == "env:NK_PANEL_SMTP_PW"
+    assert "NK_PANEL_SMTP_PW" in SettingsPanel(store).smtp_password_note.value
+
+
+def test_auth_without_any_password_asks_for_one(nk_db: Path) -> None:
+    store = nk.open_store(nk_db)
+    panel = SettingsPanel(store)
+    _fill_smtp(panel, 587, smtp_user="u", smtp_auth=True)
+    panel.save_button.click()
+    assert "Type the SMTP server's password" in _said(panel)
+    assert settings_mod.load_smtp_settings(store) is None
+
+
+# -- settings: real servers --------------------------------------------------------------------
+
+
+def test_test_button_against_aiosmtpd_with_auth(nk_db: Path, smtp_server, test_ca) -> None:
+    srv = smtp_server(tls="starttls", auth={"news@example.org": "right-pw"})
+    panel = SettingsPanel(nk.open_store(nk_db))
+    _fill_smtp(panel, srv.port, smtp_user="news@example.org", smtp_auth=True,
+               smtp_ca_file=test_ca.ca_file, smtp_password="right-pw")
+    panel.test_button.click()
+    assert panel.test_results.value.count("✔") == 2           # connected (STARTTLS), logged in
+    assert "certificate verified" in panel.test_results.value
+    assert "logged in as news@example.org" in panel.test_results.value
+    assert "Bounce mailbox: not configured" in panel.test_results.value
+    assert panel.smtp_password.value == ""
+    # A wrong password is reported as such.
+    panel.smtp_password.value = "wrong"
+    panel.test_button.click()
+    assert "refused the user name or password" in panel.test_results.value
+
+
+def test_test_button_reports_an_untrusted_certificate(nk_db: Path, smtp_server) -> None:
+    srv = smtp_server(tls="starttls")
+    panel = SettingsPanel(nk.open_store(nk_db))
+    _fill_smtp(panel, srv.port)                     # no CA file: the system store does not know it
+    panel.test_button.click()
+    assert "not trusted" in panel.test_results.value
+    assert "nk-error" in _said(panel)
+
+
+def test_folders_button_fills_the_dropdown_from_dovecot(nk_db: Path, dovecot, mailbox_user) -> None:
+    user, password = mailbox_user(prefix="bounces")
+    dovecot.create_folder(user, "Bounces")
+    store = nk.open_store(nk_db)
+    panel = SettingsPanel(store)
+    _fill_bounce(panel, dovecot, user, password)
+    panel.folders_button.click()
+    assert "nk-ok" in _said(panel), _said(panel)
+    assert panel.bounce_password.value == ""
+    assert "INBOX" in panel.bounce_folder.options and "Bounces" in panel.bounce_folder.options
+    panel.bounce_folder.value = "Bounces"
+    panel.save_button.click()
+    bounce = settings_mod.load_bounce_settings(store)
+    assert bounce is not None
+    assert (bounce.folder, bounce.user, bounce.bounce_address) == ("Bounces", user, user)
+    # The saved reference works: the stored settings reach the mailbox without the panel.
+    assert "Bounces" in nk.fetch_folder_names(bounce)
+    store.close()
+    assert password.encode() not in _store_bytes(nk_db)
+
+
+def test_folders_button_with_a_wrong_password_says_so(nk_db: Path, dovecot, mailbox_user) -> None:
+    user, _password = mailbox_user()
+    panel = SettingsPanel(nk.open_store(nk_db))
+    _fill_bounce(panel, dovecot, user, "wrong-password")
+    panel.folders_button.click()
+    assert "nk-error" in _said(panel)
+    assert "refused the user name or password" in _said(panel)
+    assert list(panel.bounce_folder.options) == ["INBOX"]
