@@ -44,6 +44,17 @@ from .transport import check_smtp, open_smtp
 # --- audience ---
 # --- messages / quota / campaigns ---
 # --- bounces / mailbox fetch / suppressions ---
+from .bounces import (
+    apply_threshold,
+    bounce_counts,
+    counting_query,
+    list_suppressions,
+    record_smtp_rejection,
+    remove_suppression,
+    suppress,
+    suppression_history,
+)
+from .mailbox import FetchReport, fetch_bounces
 # --- review / panels ---
 
 __all__ = [
@@ -60,5 +71,8 @@ __all__ = [
     # --- audience (exports) ---
     # --- messages / quota / campaigns (exports) ---
     # --- bounces / mailbox fetch / suppressions (exports) ---
+    "fetch_bounces", "FetchReport", "apply_threshold", "bounce_counts", "counting_query",
+    "list_suppressions", "record_smtp_rejection", "remove_suppression", "suppress",
+    "suppression_history",
     # --- review / panels (exports) ---
 ]

@@ -885,3 +885,340 @@ def _parse(raw: bytes) -> BounceReport:
 
 
 # --- threshold policy ---
+
+import datetime as _dt
+import json
+from collections.abc import Iterable
+
+from .errors import ValidationError
+from .settings import BounceSettings, load_bounce_settings, require_bounce_settings
+from .store import Store, now_iso
+
+# Recording reports and deciding who is suppressed.  One bounces row per recipient per report,
+# keyed by (report_key, email), so the same report seen twice counts once.  The count is one
+# query over that table (as listmonk does); a suppression keeps the rows it was based on as
+# evidence, and is never an unsubscribe.
+
+#: Kinds that count towards the threshold; policy (5.7.x) only with ``count_policy``.
+COUNTED_KINDS = (HARD, SOFT)
+
+
+def _utc_iso(value: str | None) -> str | None:
+    """An ISO date (any offset, or naive = UTC) as UTC ISO with seconds, the store's format."""
+    if not value:
+        return None
+    try:
+        when = _dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return when.astimezone(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _counted_kinds(count_policy: bool) -> tuple[str, ...]:
+    kinds = [k.value for k in COUNTED_KINDS]
+    return tuple(kinds + [POLICY.value]) if count_policy else tuple(kinds)
+
+
+def counting_query(
+    count_policy: bool = False,
+    stale_after_days: int | None = None,
+    reset_on_success: bool = False,
+    addresses: Iterable[str] | None = None,
+    *,
+    now: str | None = None,
+) -> tuple[str, list[object]]:
+    """The SQL (and parameters) of the bounces that count: one row per counted bounce.
+
+    Columns: ``id, email, kind, status, diagnostic, campaign, source, bounced_at``.  Counted:
+    hard and soft bounces (policy with ``count_policy``), recorded after the address's last
+    lifted suppression, not older than ``stale_after_days`` and, with ``reset_on_success``,
+    not followed by a successful delivery to the address (sent later, and not itself bounced).
+    ``pandas.read_sql(sql, store.conn, params=params)`` gives an analyst the same rows.
+
+    >>> sql, params = counting_query(count_policy=True)
+    >>> params[:3]
+    ['hard', 'soft', 'policy']
+    """
+    kinds = _counted_kinds(count_policy)
+    where = [f"b.kind IN ({', '.join('?' * len(kinds))})"]
+    params: list[object] = list(kinds)
+    # A lifted suppression starts the count again: only bounces recorded after the lift, and
+    # not dated before it (an old report fetched late is not news about the address).
+    where.append(
+        "(le.id IS NULL OR (b.id > coalesce(json_extract(le.detail, '$.after_bounce_id'), 0)"
+        " AND julianday(b.bounced_at) >= julianday(le.at)))"
+    )
+    if stale_after_days:
+        where.append("julianday(b.bounced_at) >= julianday(?) - ?")
+        params += [now or now_iso(), int(stale_after_days)]
+    if reset_on_success:
+        bad = ", ".join("?" * len(kinds))
+        where.append(
+            "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.email = b.email AND d.state = 'sent'"
+            " AND julianday(d.sent_at) > julianday(b.bounced_at)"
+            f" AND NOT EXISTS (SELECT 1 FROM bounces b2 WHERE b2.delivery_id = d.id AND b2.kind IN ({bad})))"
+        )
+        params += list(kinds)
+    if addresses is not None:
+        wanted = sorted({a.lower() for a in addresses})
+        where.append(f"b.email IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(wanted))
+    sql = (
+        "SELECT b.id, b.email, b.kind, b.status, b.diagnostic, b.campaign, b.source, b.bounced_at"
+        " FROM bounces b"
+        " LEFT JOIN (SELECT email, max(id) AS event_id FROM suppression_events"
+        "            WHERE action = 'lifted' GROUP BY email) lifted ON lifted.email = b.email"
+        " LEFT JOIN suppression_events le ON le.id = lifted.event_id"
+        f" WHERE {' AND '.join(where)}"
+    )
+    return sql, params
+
+
+def bounce_counts(
+    store: Store,
+    count_policy: bool = False,
+    stale_after_days: int | None = None,
+    reset_on_success: bool = False,
+    addresses: Iterable[str] | None = None,
+) -> dict[str, int]:
+    """Counted bounce reports per address (see :func:`counting_query` for what counts).
+
+    >>> from newsletter_kit.store import open_store
+    >>> bounce_counts(open_store(":memory:"))
+    {}
+    """
+    sql, params = counting_query(count_policy, stale_after_days, reset_on_success, addresses)
+    rows = store.conn.execute(f"SELECT email, count(*) FROM ({sql}) GROUP BY email ORDER BY email", params)
+    return {email: n for email, n in rows}
+
+
+def _threshold_settings(store: Store, settings: BounceSettings | None) -> BounceSettings:
+    return settings if settings is not None else require_bounce_settings(store)
+
+
+def apply_threshold(
+    store: Store, settings: BounceSettings | None = None, addresses: Iterable[str] | None = None
+) -> list[str]:
+    """Suppress every address (of ``addresses``, or all) whose count reached the threshold.
+
+    One query finds them with their evidence; returns the newly suppressed addresses, sorted.
+
+    >>> apply_threshold(store, settings)  # doctest: +SKIP
+    ['mario.rossi@example.it']
+    """
+    settings = _threshold_settings(store, settings)
+    sql, params = counting_query(settings.count_policy, settings.stale_after_days,
+                                 settings.reset_on_success, addresses)
+    evidence = (
+        "json_group_array(json_object('bounce_id', id, 'date', bounced_at, 'kind', kind,"
+        " 'status', status, 'diagnostic', diagnostic, 'campaign', campaign, 'source', source))"
+    )
+    with store.transaction():
+        rows = store.conn.execute(
+            f"SELECT email, count(*), {evidence} FROM ({sql})"
+            " WHERE email NOT IN (SELECT email FROM suppressions)"
+            " GROUP BY email HAVING count(*) >= ? ORDER BY email",
+            [*params, settings.threshold],
+        ).fetchall()
+        for email, count, found in rows:
+            _insert_suppression(store, email, "threshold", count, json.loads(found),
+                                {"threshold": settings.threshold})
+    return [email for email, _, _ in rows]
+
+
+def _insert_suppression(store: Store, email: str, reason: str, count: int,
+                        evidence: list[dict[str, object]], detail: dict[str, object]) -> bool:
+    at = now_iso()
+    cursor = store.conn.execute(
+        "INSERT OR IGNORE INTO suppressions (email, since, reason, bounce_count, evidence)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (email, at, reason, count, json.dumps(evidence, ensure_ascii=False)),
+    )
+    if cursor.rowcount == 0:
+        return False
+    store.conn.execute(
+        "INSERT INTO suppression_events (email, action, at, detail) VALUES (?, 'suppressed', ?, ?)",
+        (email, at, json.dumps({"reason": reason, "bounces": count, **detail}, ensure_ascii=False)),
+    )
+    return True
+
+
+def suppress(store: Store, address: str, reason: str = "manual") -> bool:
+    """Suppress ``address`` by hand; False when it already was.
+
+    >>> from newsletter_kit.store import open_store
+    >>> s = open_store(":memory:")
+    >>> suppress(s, "Anna@Example.org"), suppress(s, "anna@example.org")
+    (True, False)
+    """
+    email = _checked_address(address)
+    with store.transaction():
+        return _insert_suppression(store, email, reason, 0, [], {})
+
+
+def remove_suppression(store: Store, address: str, by: str | None = None) -> None:
+    """Lift the suppression of ``address``; an audit event keeps who and what was lifted.
+
+    Only bounces recorded after this call count towards suppressing it again.
+
+    >>> remove_suppression(store, "anna@example.org", by="analyst")  # doctest: +SKIP
+    """
+    email = _checked_address(address)
+    with store.transaction():
+        row = store.conn.execute(
+            "SELECT since, reason, bounce_count, evidence FROM suppressions WHERE email = ?", (email,)
+        ).fetchone()
+        if row is None:
+            raise ValidationError(f"{email} is not suppressed", "address")
+        last_bounce = store.conn.execute("SELECT coalesce(max(id), 0) FROM bounces").fetchone()[0]
+        store.conn.execute("DELETE FROM suppressions WHERE email = ?", (email,))
+        detail = {"by": by, "after_bounce_id": last_bounce, "since": row[0], "reason": row[1],
+                  "bounces": row[2], "evidence": json.loads(row[3])}
+        store.conn.execute(
+            "INSERT INTO suppression_events (email, action, at, detail) VALUES (?, 'lifted', ?, ?)",
+            (email, now_iso(), json.dumps(detail, ensure_ascii=False)),
+        )
+
+
+def list_suppressions(store: Store) -> list[dict[str, object]]:
+    """Suppressed addresses as ``suppressions list --json`` prints them, oldest first.
+
+    >>> from newsletter_kit.store import open_store
+    >>> list_suppressions(open_store(":memory:"))
+    []
+    """
+    rows = store.conn.execute(
+        "SELECT email, since, bounce_count, evidence, reason FROM suppressions ORDER BY since, email"
+    )
+    return [
+        {"address": email, "since": since, "bounces": count, "evidence": json.loads(evidence), "reason": reason}
+        for email, since, count, evidence, reason in rows
+    ]
+
+
+def suppression_history(store: Store, address: str) -> list[dict[str, object]]:
+    """The audit trail of ``address``: every suppressed/lifted event, oldest first."""
+    rows = store.conn.execute(
+        "SELECT action, at, detail FROM suppression_events WHERE email = ? ORDER BY id",
+        (_checked_address(address),),
+    )
+    return [{"action": action, "at": at, **json.loads(detail)} for action, at, detail in rows]
+
+
+def _checked_address(address: str) -> str:
+    email = (address or "").strip().lower()
+    if not is_valid_address(email):
+        raise ValidationError(f"{address!r} is not a valid email address", "address")
+    return email
+
+
+# --- recording reports ---
+
+
+def find_delivery(store: Store, message_id: str | None) -> tuple[int, str, str] | None:
+    """The ledger row of our message ``message_id``: (delivery id, campaign name, email)."""
+    if not message_id:
+        return None
+    bare = message_id.strip().strip("<>")
+    return store.conn.execute(
+        "SELECT d.id, c.name, d.email FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id"
+        " WHERE d.message_id IN (?, ?) LIMIT 1",
+        (f"<{bare}>", bare),
+    ).fetchone()
+
+
+def record_report(
+    store: Store,
+    report: BounceReport,
+    *,
+    report_key: str,
+    source: str,
+    mailbox_message_id: int | None = None,
+    received_at: str | None = None,
+) -> list[str]:
+    """Insert one ``bounces`` row per recipient of ``report``; returns the addresses newly recorded.
+
+    The campaign and delivery come from the ledger (by our original's Message-ID), else from
+    the report's ``X-Newsletter-Campaign``.  A (report_key, address) already recorded is skipped.
+
+    >>> record_report(store, parse_bounce(raw), report_key="<r1@mx>", source="file")  # doctest: +SKIP
+    ['mario.rossi@example.it']
+    """
+    if not report.recipients:
+        return []
+    delivery = find_delivery(store, report.message_id)
+    campaign = delivery[1] if delivery else report.campaign
+    bounced_at = _utc_iso(report.date) or _utc_iso(received_at) or now_iso()
+    recorded_at = now_iso()
+    single = len(report.recipients) == 1
+    added: list[str] = []
+    for rcpt in report.recipients:
+        delivery_id = delivery[0] if delivery and (single or delivery[2] == rcpt.address) else None
+        cursor = store.conn.execute(
+            "INSERT OR IGNORE INTO bounces (email, kind, status, action, diagnostic, remote_mta, campaign,"
+            " delivery_id, original_message_id, mailbox_message_id, report_key, source, bounced_at, recorded_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rcpt.address, str(rcpt.kind.value), rcpt.status, rcpt.action, rcpt.diagnostic, rcpt.remote_mta,
+             campaign, delivery_id, report.message_id, mailbox_message_id, report_key, source,
+             bounced_at, recorded_at),
+        )
+        if cursor.rowcount:
+            added.append(rcpt.address)
+    return added
+
+
+def record_smtp_rejection(
+    store: Store,
+    *,
+    email: str,
+    campaign: str | None,
+    delivery_id: int | None,
+    code: int,
+    status: str | None,
+    reply: str | None,
+    settings: BounceSettings | None = None,
+) -> list[str]:
+    """Record a 5xx rejection seen while sending as a bounce; returns newly suppressed addresses.
+
+    Kind: policy for 5.7.x, soft for a full mailbox (5.2.2), else hard.  A 4xx reply is a
+    deferral the send path retries: nothing is recorded.  With no bounce settings saved
+    there is no threshold, so the rejection is recorded and nobody is suppressed.
+
+    >>> record_smtp_rejection(store, email="x@example.org", campaign="nov", delivery_id=7,
+    ...                       code=550, status="5.1.1", reply="550 5.1.1 User unknown")  # doctest: +SKIP
+    ['x@example.org']
+    """
+    if code < 500:
+        return []
+    address = email.strip().lower()
+    stated = status or next(iter(_status_codes(reply)), None)
+    kind = _classify_failure(stated if stated and stated.startswith("5") else None, reply or "")
+    key = f"smtp:{delivery_id}" if delivery_id is not None else f"smtp:{campaign or ''}:{address}"
+    rcpt = BounceRecipient(address, kind, stated, "failed", _clean(reply or "", 1000) or None)
+    report = BounceReport(True, kind, [rcpt], campaign=campaign, date=now_iso())
+    with store.transaction():
+        added = _record_rows(store, report, key, delivery_id)
+        settings = settings if settings is not None else load_bounce_settings(store)
+        if not added or settings is None:
+            return []
+        return apply_threshold(store, settings, added)
+
+
+def _record_rows(store: Store, report: BounceReport, key: str, delivery_id: int | None) -> list[str]:
+    rcpt = report.recipients[0]
+    cursor = store.conn.execute(
+        "INSERT OR IGNORE INTO bounces (email, kind, status, action, diagnostic, campaign, delivery_id,"
+        " report_key, source, bounced_at, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'smtp', ?, ?)",
+        (rcpt.address, str(rcpt.kind.value), rcpt.status, rcpt.action, rcpt.diagnostic, report.campaign,
+         delivery_id, key, report.date, report.date),
+    )
+    return [rcpt.address] if cursor.rowcount else []
+
+
+__all__ += [
+    "COUNTED_KINDS", "apply_threshold", "bounce_counts", "counting_query", "find_delivery",
+    "list_suppressions", "record_report", "record_smtp_rejection", "remove_suppression",
+    "suppress", "suppression_history",
+]

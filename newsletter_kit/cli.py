@@ -235,9 +235,63 @@ def bounces_parse(as_json: bool, files: tuple[Path, ...]) -> None:
         sys.exit(1)
 
 
+@bounces.command("fetch")
+@click.option("--from", "source", type=click.Path(exists=True, path_type=Path),
+              help="Read a folder of .eml files (or one .eml, or an mbox file) instead of the mailbox.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"fetched", "bounces", "suppressed"} as JSON.')
+@pass_store
+def bounces_fetch(store: Store, source: Path | None, as_json: bool) -> None:
+    """Fetch new messages from the bounce mailbox, record bounces, suppress at the threshold.
+
+    Only messages not seen before are read (\\Seen flags are left alone); running it again
+    changes nothing.
+    """
+    from .mailbox import fetch_bounces
+
+    report = fetch_bounces(store, source_path=source)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(report.bounces.items()))
+    say(f"fetched {report.fetched} new message(s)" + (f": {kinds}" if kinds else "")
+        + (f" ({report.duplicates} already seen)" if report.duplicates else ""))
+    for email, campaign in report.unsubscribed:
+        say(f"unsubscribed: {email}" + (f" from {campaign}" if campaign else ""))
+    for email in report.suppressed:
+        say(f"suppressed: {email}")
+
+
 @cli.group()
 def suppressions() -> None:
     """Addresses suppressed after too many bounces (never mixed with unsubscribes)."""
+
+
+@suppressions.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the list with the evidence as JSON.")
+@pass_store
+def suppressions_list(store: Store, as_json: bool) -> None:
+    """List suppressed addresses, since when, and how many bounces put them there."""
+    from .bounces import list_suppressions
+
+    rows = list_suppressions(store)
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['address']}\t{row['since']}\t{row['bounces']} bounce(s)\t{row['reason']}")
+    say(f"{len(rows)} suppressed address(es)")
+
+
+@suppressions.command("remove")
+@click.argument("address")
+@click.option("--by", help="Who lifts it (kept in the audit trail).")
+@pass_store
+def suppressions_remove(store: Store, address: str, by: str | None) -> None:
+    """Lift the suppression of ADDRESS (kept in the audit trail); new bounces count again."""
+    from .bounces import remove_suppression
+
+    remove_suppression(store, address, by=by)
+    say(f"{address.strip().lower()} is no longer suppressed")
 
 
 # --- demo ---------------------------------------------------------------------------------

@@ -154,3 +154,419 @@ def _reason(exc: BaseException) -> str:
 
 
 # --- fetching bounces (incremental by UIDVALIDITY + UID) ---------------------------------
+
+# A run fetches only what is new: UIDs above mailbox_state.last_uid for the folder's current
+# UIDVALIDITY, in batches, with BODY.PEEK[] so \Seen flags stay as they were.  Each batch is
+# one store transaction: the messages' idempotency keys (mailbox_messages), their bounces
+# rows, suppressions, unsubscribes and the new last_uid commit together, so a run cut off
+# anywhere and run again counts nothing twice and loses nothing.  Messages are also
+# de-duplicated by Message-ID and sha256, which covers a UIDVALIDITY change (a recreated
+# folder is scanned again) and the same report present twice.
+
+import datetime as _dt
+import hashlib
+import imaplib
+import json
+import mailbox as std_mailbox
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from pathlib import Path
+
+from . import bounces as _bounces
+from .settings import require_bounce_settings
+from .store import Store, now_iso
+
+#: The most bytes fetched in one batch, whatever the batch size says (bounces quote originals).
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+#: ``bounces`` counts a mailto unsubscribe request under this kind.
+UNSUBSCRIBE = "unsubscribe"
+DUPLICATE = "duplicate"
+
+_IMAP_ERRORS = (OSError, IMAPClientError, imaplib.IMAP4.error)
+
+
+@dataclass
+class Fetched:
+    """One message read from a source: its bytes and where it was found."""
+
+    raw: bytes
+    uid: int | None = None
+    received_at: str | None = None
+
+
+@dataclass
+class FetchReport:
+    """What a fetch did. ``to_dict()`` is the ``bounces fetch --json`` document.
+
+    ``fetched`` counts messages processed for the first time; ``bounces`` counts them by
+    kind (``hard``, ``soft``..., ``unsubscribe`` for a valid mailto opt-out); ``duplicates``
+    are messages already processed under another UID or file.
+    """
+
+    source: str
+    fetched: int = 0
+    bounces: Counter[str] = field(default_factory=Counter)
+    suppressed: list[str] = field(default_factory=list)
+    unsubscribed: list[tuple[str, str | None]] = field(default_factory=list)
+    duplicates: int = 0
+    moved: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        """``{"fetched", "bounces": {kind: count}, "suppressed": [address]}``.
+
+        >>> FetchReport("file:/tmp/x").to_dict()
+        {'fetched': 0, 'bounces': {}, 'suppressed': []}
+        """
+        return {"fetched": self.fetched, "bounces": dict(sorted(self.bounces.items())),
+                "suppressed": sorted(self.suppressed)}
+
+
+def fetch_bounces(
+    store: Store,
+    settings: BounceSettings | None = None,
+    *,
+    source_path: str | Path | None = None,
+    password: str | None = None,
+    imap_factory: ImapFactory | None = None,
+    batch_size: int = 500,
+) -> FetchReport:
+    """Fetch new messages from the bounce mailbox (or ``source_path``), record, suppress.
+
+    ``source_path`` is a directory of ``.eml`` files, one ``.eml`` or an mbox file; else the
+    IMAP folder of the settings is read.  Re-running changes nothing.
+
+    >>> report = fetch_bounces(store)                # doctest: +SKIP
+    >>> report.to_dict()                             # doctest: +SKIP
+    {'fetched': 3, 'bounces': {'hard': 2, 'soft': 1}, 'suppressed': ['a@example.org']}
+    """
+    settings = settings if settings is not None else require_bounce_settings(store)
+    if batch_size < 1:
+        raise ValidationError("the batch size must be at least 1", "batch_size")
+    if source_path is not None:
+        return _fetch_files(store, settings, Path(source_path), batch_size)
+    imap = open_imap(settings, password=password, factory=imap_factory)
+    try:
+        return _fetch_imap(store, settings, imap, batch_size)
+    finally:
+        _logout(imap)
+
+
+# --- IMAP ---
+
+
+def imap_source(settings: BounceSettings) -> str:
+    """The ``source`` key of the settings' folder, e.g. ``imap:bounces@mail.example.org/INBOX``."""
+    return f"imap:{settings.user}@{settings.host}/{settings.folder}"
+
+
+def _fetch_imap(store: Store, settings: BounceSettings, imap: imapclient.IMAPClient, batch_size: int) -> FetchReport:
+    source = imap_source(settings)
+    report = FetchReport(source)
+    moving = bool(settings.processed_folder)
+    if moving and settings.processed_folder == settings.folder:
+        raise ValidationError("the processed folder must differ from the monitored folder", "processed_folder")
+    try:
+        info, uidvalidity, last_uid = _select(store, imap, settings, source, readonly=not moving)
+        if moving:
+            _prepare_processed_folder(imap, settings, last_uid, report)
+        uids = _new_uids(imap, info, last_uid)
+    except _IMAP_ERRORS as exc:
+        raise MailboxError(f"{_where(settings)}: {_reason(exc)}") from None
+    batches = _batches(imap, uids, batch_size)
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                break
+            data = imap.fetch(batch, ["BODY.PEEK[]", "INTERNALDATE"])
+        except _IMAP_ERRORS as exc:
+            raise MailboxError(
+                f"{_where(settings)}: the connection failed after {report.fetched} new messages were "
+                f"recorded ({_reason(exc)}); run the fetch again to continue where it stopped"
+            ) from None
+        messages = [_fetched(uid, data[uid]) for uid in batch if uid in data]
+        _process_batch(store, settings, source, report, messages, (uidvalidity, batch[-1]))
+        if moving:
+            _move(imap, settings, batch, report)
+    return report
+
+
+def _select(store: Store, imap: imapclient.IMAPClient, settings: BounceSettings, source: str,
+            readonly: bool) -> tuple[dict[bytes, Any], int, int]:
+    """Select the folder; (SELECT response, UIDVALIDITY, last UID processed under it)."""
+    if not imap.folder_exists(settings.folder):
+        raise MailboxError(
+            f"{_where(settings)}: folder {settings.folder!r} not found; the server lists: "
+            + ", ".join(list_folders(imap))
+        )
+    info = imap.select_folder(settings.folder, readonly=readonly)
+    uidvalidity = int(info[b"UIDVALIDITY"])
+    row = store.conn.execute(
+        "SELECT uidvalidity, last_uid FROM mailbox_state WHERE source = ?", (source,)
+    ).fetchone()
+    if row is None or row[0] != uidvalidity:
+        # New folder, or it was recreated: its UIDs mean nothing any more, so scan it all
+        # again; Message-ID and sha256 keep what was processed from counting twice.
+        return info, uidvalidity, 0
+    return info, uidvalidity, int(row[1])
+
+
+def _new_uids(imap: imapclient.IMAPClient, info: dict[bytes, Any], last_uid: int) -> list[int]:
+    """The UIDs above ``last_uid``, ascending."""
+    uidnext = info.get(b"UIDNEXT")
+    if not info.get(b"EXISTS") or (uidnext is not None and int(uidnext) <= last_uid + 1):
+        return []  # nothing new: a re-run costs one SELECT
+    # "n:*" always matches the highest UID, even when it is below n: filter.
+    return sorted(uid for uid in imap.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid)
+
+
+def _batches(imap: imapclient.IMAPClient, uids: list[int], batch_size: int) -> Iterator[list[int]]:
+    """UIDs in batches of at most ``batch_size`` messages and about MAX_BATCH_BYTES.
+
+    Sizes are asked per batch: bounces quote their originals, and a few large ones must not
+    make one FETCH hold gigabytes.
+    """
+    for start in range(0, len(uids), batch_size):
+        chunk = uids[start:start + batch_size]
+        sizes = imap.fetch(chunk, ["RFC822.SIZE"])
+        current: list[int] = []
+        total = 0
+        for uid in chunk:
+            size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+            if current and total + size > MAX_BATCH_BYTES:
+                yield current
+                current, total = [], 0
+            current.append(uid)
+            total += size
+        if current:
+            yield current
+
+
+def _fetched(uid: int, item: dict[bytes, object]) -> Fetched:
+    raw = item.get(b"BODY[]") or b""
+    when = item.get(b"INTERNALDATE")
+    received = None
+    if isinstance(when, _dt.datetime):
+        # imapclient gives a naive local time unless told otherwise.
+        received = (when if when.tzinfo else when.astimezone()).astimezone(_dt.timezone.utc).isoformat()
+    if not isinstance(raw, (bytes, bytearray)):
+        raise MailboxError(f"the IMAP server sent no body for UID {uid}")
+    return Fetched(bytes(raw), uid, received)
+
+
+def _prepare_processed_folder(imap: imapclient.IMAPClient, settings: BounceSettings, last_uid: int,
+                              report: FetchReport) -> None:
+    """Create the processed folder if needed; move what a cut-off run recorded but did not move."""
+    target = settings.processed_folder
+    if not imap.folder_exists(target):
+        imap.create_folder(target)
+    if last_uid and imap.has_capability("MOVE"):
+        left = [uid for uid in imap.search(["UID", f"1:{last_uid}"]) if uid <= last_uid]
+        if left:
+            imap.move(left, target)
+            report.moved += len(left)
+
+
+def _move(imap: imapclient.IMAPClient, settings: BounceSettings, uids: list[int], report: FetchReport) -> None:
+    """MOVE processed messages when the server can; else COPY only (nothing is ever expunged)."""
+    try:
+        if imap.has_capability("MOVE"):
+            imap.move(uids, settings.processed_folder)
+        else:
+            imap.copy(uids, settings.processed_folder)
+    except _IMAP_ERRORS as exc:
+        raise MailboxError(
+            f"{_where(settings)}: recorded {report.fetched} new messages but could not move them to "
+            f"{settings.processed_folder!r} ({_reason(exc)})"
+        ) from None
+    report.moved += len(uids)
+
+
+def _advance(store: Store, source: str, uidvalidity: int, last_uid: int) -> None:
+    store.conn.execute(
+        "INSERT INTO mailbox_state (source, uidvalidity, last_uid, updated_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT(source) DO UPDATE SET uidvalidity = excluded.uidvalidity,"
+        " last_uid = excluded.last_uid, updated_at = excluded.updated_at",
+        (source, uidvalidity, last_uid, now_iso()),
+    )
+
+
+# --- local files ---
+
+
+def _fetch_files(store: Store, settings: BounceSettings, path: Path, batch_size: int) -> FetchReport:
+    path = path.expanduser().resolve()
+    report = FetchReport(f"file:{path}")
+    batch: list[Fetched] = []
+    for raw in _read_files(path):
+        batch.append(Fetched(raw))
+        if len(batch) >= batch_size:
+            _process_batch(store, settings, report.source, report, batch, None)
+            batch = []
+    if batch:
+        _process_batch(store, settings, report.source, report, batch, None)
+    return report
+
+
+def _read_files(path: Path) -> Iterator[bytes]:
+    """The raw messages of a directory of .eml files, one .eml file, or an mbox file."""
+    try:
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*.eml") if p.is_file()):
+                yield file.read_bytes()
+        elif path.suffix.lower() == ".eml":
+            yield path.read_bytes()
+        elif path.is_file():
+            box = std_mailbox.mbox(str(path), create=False)
+            try:
+                for key in box.iterkeys():
+                    yield box.get_bytes(key)
+            finally:
+                box.close()
+        else:
+            raise MailboxError(f"{path}: no such file or directory")
+    except (OSError, std_mailbox.Error) as exc:
+        raise MailboxError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+# --- processing: one transaction per batch ---
+
+
+def _process_batch(store: Store, settings: BounceSettings, source: str, report: FetchReport,
+                   messages: list[Fetched], position: tuple[int, int] | None) -> None:
+    kind_source = "imap" if source.startswith("imap:") else "file"
+    uidvalidity = position[0] if position else None
+    touched: set[str] = set()
+    counts: Counter[str] = Counter()
+    unsubscribed: list[tuple[str, str | None]] = []
+    key = store.signing_key()
+    with store.transaction():
+        for message in messages:
+            kind, addresses, unsub = _process_one(store, source, kind_source, uidvalidity, message, key)
+            counts[kind] += 1
+            touched.update(addresses)
+            if unsub:
+                unsubscribed.append(unsub)
+        suppressed = _bounces.apply_threshold(store, settings, touched) if touched else []
+        if position is not None:
+            _advance(store, source, *position)
+    # Only after the commit: a rolled-back batch reports nothing.
+    report.duplicates += counts.pop(DUPLICATE, 0)
+    report.fetched += sum(counts.values())
+    report.bounces.update(counts)
+    report.suppressed += suppressed
+    report.unsubscribed += unsubscribed
+
+
+def _process_one(store: Store, source: str, kind_source: str, uidvalidity: int | None,
+                 message: Fetched, key: bytes) -> tuple[str, list[str], tuple[str, str | None] | None]:
+    """Record one message; (kind, addresses newly bounced, unsubscribe or None)."""
+    raw = message.raw
+    digest = hashlib.sha256(raw).hexdigest()
+    parsed = _bounces.parse_bounce(raw)
+    message_id = parsed.report_message_id
+    if _seen(store, digest, message_id):
+        _insert_message(store, source, uidvalidity, message, message_id, digest, DUPLICATE, None)
+        return DUPLICATE, [], None
+    kind = str(parsed.kind.value)
+    unsub = None
+    if parsed.kind not in _bounces.BOUNCE_KINDS and parsed.kind not in (_bounces.DELAYED, _bounces.COMPLAINT):
+        asked, unsub = _unsubscribe_request(raw, key)
+        if asked:
+            kind = UNSUBSCRIBE if unsub else "other"  # a forged token is ignored
+    error = parsed.reason if kind == "other" else None
+    row_id = _insert_message(store, source, uidvalidity, message, message_id, digest, kind, error)
+    if unsub:
+        _record_unsubscribe(store, unsub[1], unsub[0])
+        return kind, [], unsub
+    report_key = message_id or f"sha256:{digest}"
+    added = _bounces.record_report(store, parsed, report_key=report_key, source=kind_source,
+                                   mailbox_message_id=row_id, received_at=message.received_at)
+    counting = {r.address for r in parsed.recipients if r.kind in _bounces.BOUNCE_KINDS}
+    return kind, [a for a in added if a in counting], None
+
+
+def _seen(store: Store, digest: str, message_id: str | None) -> bool:
+    """Processed before, from any source: same bytes, or same Message-ID."""
+    if store.conn.execute("SELECT 1 FROM mailbox_messages WHERE sha256 = ? LIMIT 1", (digest,)).fetchone():
+        return True
+    return bool(message_id) and store.conn.execute(
+        "SELECT 1 FROM mailbox_messages WHERE message_id = ? LIMIT 1", (message_id,)
+    ).fetchone() is not None
+
+
+def _insert_message(store: Store, source: str, uidvalidity: int | None, message: Fetched,
+                    message_id: str | None, digest: str, kind: str, error: str | None) -> int:
+    cursor = store.conn.execute(
+        "INSERT INTO mailbox_messages (source, uidvalidity, uid, message_id, sha256, kind, error,"
+        " received_at, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (source, uidvalidity if message.uid is not None else None, message.uid, message_id, digest,
+         kind, error, message.received_at, now_iso()),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+# --- unsubscribe requests (replies to the List-Unsubscribe mailto) ---
+
+_UNSUB_WORD_RE = re.compile(r"unsubscribe|disiscri|cancellami|cancellazione", re.IGNORECASE)
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_\-.~=:+/]{16,512}")
+
+
+def _unsubscribe_request(raw: bytes, key: bytes) -> tuple[bool, tuple[str, str | None] | None]:
+    """(is it an opt-out request, (email, campaign) when its token is valid).
+
+    A request is a message whose *Subject* asks to unsubscribe (what a List-Unsubscribe mailto
+    puts there); its token is looked for in the Subject, the To address, then the body's start.
+    A reply quoting our footer keeps its own subject, so a token it quotes never counts.
+    """
+    verify = _token_verifier()
+    if verify is None:
+        return False, None
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536], headersonly=True)
+    subject = str(headers.get("Subject", ""))
+    if not _UNSUB_WORD_RE.search(subject):
+        return False, None
+    for token in _token_candidates(headers, raw):
+        result = verify(key, token)
+        if result:
+            campaign, email = result
+            return True, (email.strip().lower(), campaign)
+    return True, None
+
+
+def _token_candidates(headers: Message, raw: bytes) -> list[str]:
+    """Token-like words of the Subject, the To address and the body's start, in that order."""
+    texts = [str(headers.get("Subject", "")), str(headers.get("To", ""))]
+    body = raw.split(b"\r\n\r\n", 1)[-1] if b"\r\n\r\n" in raw else raw.split(b"\n\n", 1)[-1]
+    texts.append(body[:4096].decode("utf-8", "replace"))
+    seen: dict[str, None] = {}
+    for text in texts:
+        for word in _TOKEN_RE.findall(text):
+            seen.setdefault(word, None)
+            seen.setdefault(word.strip(".:=+/-~"), None)
+    return [w for w in seen if len(w) >= 16]
+
+
+def _token_verifier() -> Callable[[bytes, str], tuple[str, str] | None] | None:
+    try:
+        from .messages import verify_unsubscribe_token
+    except ImportError:  # the messages module is not there: no token can be checked
+        return None
+    return verify_unsubscribe_token
+
+
+def _record_unsubscribe(store: Store, campaign: str | None, email: str) -> None:
+    try:
+        from .audience import add_unsubscribe
+    except ImportError:
+        store.conn.execute(
+            "INSERT OR IGNORE INTO unsubscribes (email, campaign, source, created_at) VALUES (?, ?, 'mailto', ?)",
+            (email, campaign, now_iso()),
+        )
+        return
+    add_unsubscribe(store, email, campaign, source="mailto")
