@@ -110,6 +110,7 @@ def _v1_initial(conn: sqlite3.Connection) -> None:
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL,
             sent_at TEXT,
+            owner TEXT,                         -- inflight rows: the run sending it (host|pid|start|run)
             UNIQUE (campaign_id, email)
         );
         CREATE INDEX deliveries_state ON deliveries(campaign_id, state);
@@ -128,8 +129,10 @@ def _v1_initial(conn: sqlite3.Connection) -> None:
             count INTEGER NOT NULL,
             pid INTEGER NOT NULL,
             host TEXT NOT NULL,
+            owner TEXT NOT NULL,                -- host|pid|process start|run: tells a dead holder
             created_at TEXT NOT NULL
         );
+        CREATE UNIQUE INDEX quota_reservations_owner ON quota_reservations(owner, day);
 
         -- Opt-outs. campaign NULL = unsubscribed from everything.
         CREATE TABLE unsubscribes (

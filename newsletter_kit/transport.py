@@ -12,10 +12,15 @@ Example::
 
 from __future__ import annotations
 
+import concurrent.futures
+import queue
+import re
 import smtplib
 import socket
 import ssl
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import AuthenticationFailed, CertificateError, ConnectionFailed, ValidationError
@@ -163,3 +168,256 @@ def _reason(exc: BaseException) -> str:
 
 
 # --- sending (campaigns build on this) ---------------------------------------------------
+
+#: What one SMTP transaction came to. ``paused``: the server (421) or the connection went away;
+#: nothing was accepted, and the run should stop until later.
+OUTCOME_KINDS = ("sent", "deferred", "failed", "paused")
+
+_ENHANCED_STATUS = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """The server's answer to one message, mapped to what the ledger should do with it.
+
+    Example::
+
+        >>> classify_reply(550, "5.1.1 <x@example.org>: User unknown")
+        SendOutcome(kind='failed', code=550, status='5.1.1', reply='5.1.1 <x@example.org>: User unknown')
+    """
+
+    kind: str
+    code: int | None = None
+    status: str | None = None
+    reply: str = ""
+
+
+def classify_reply(code: int | None, reply: Any = "") -> SendOutcome:
+    """Map an SMTP reply to an outcome: 2xx sent, 421 paused, other 4xx deferred, 5xx failed.
+
+    Example::
+
+        >>> classify_reply(451, b"4.3.0 try again later").kind
+        'deferred'
+    """
+    text = _decode(reply).strip()
+    match = _ENHANCED_STATUS.match(text)
+    status = match.group(1) if match else None
+    if code is not None and 200 <= code < 300:
+        kind = "sent"
+    elif code == 421:
+        kind = "paused"
+    elif code is not None and 400 <= code < 500:
+        kind = "deferred"
+    else:
+        kind = "failed"
+    return SendOutcome(kind, code, status, text)
+
+
+class SmtpSender:
+    """One SMTP connection reused for many messages; it reconnects once after a drop.
+
+    The password is resolved once (when :meth:`open` is called) and kept only in memory, for
+    reconnects; it never appears in a repr.
+
+    Example::
+
+        with SmtpSender(settings).open() as sender:
+            outcome = sender.send("bounces@example.org", "anna@example.org", raw_bytes)
+            outcome.kind      # 'sent' | 'deferred' | 'failed' | 'paused'
+    """
+
+    def __init__(self, settings: SmtpSettings, *, password: str | None = None,
+                 factory: SmtpFactory | None = None, timeout: float = DEFAULT_TIMEOUT):
+        self.settings = settings
+        self._password = password
+        self._factory = factory
+        self._timeout = timeout
+        self._smtp: smtplib.SMTP | None = None
+
+    def __repr__(self) -> str:
+        state = "open" if self._smtp is not None else "closed"
+        return f"SmtpSender({self.settings.host}:{self.settings.port}, {state})"
+
+    def open(self) -> SmtpSender:
+        """Connect and log in now, so a wrong password or certificate fails before any send."""
+        if self._password is None and self.settings.auth:
+            self._password = resolve_password(self.settings.password_ref)
+        if self._smtp is None:
+            self._smtp = open_smtp(self.settings, password=self._password,
+                                   timeout=self._timeout, factory=self._factory)
+        return self
+
+    def close(self) -> None:
+        """QUIT (or just close a dead connection)."""
+        if self._smtp is not None:
+            smtp, self._smtp = self._smtp, None
+            _close(smtp)
+
+    def __enter__(self) -> SmtpSender:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, mail_from: str, rcpt: str, message: bytes) -> SendOutcome:
+        """Send one message to one recipient; never raises for what the server answers.
+
+        A connection found dead is reopened and the message tried once more (the server
+        accepts responsibility only with its 250, so nothing can have been delivered); a
+        second drop, a failed reconnect or a 421 comes back as ``paused``.
+        """
+        for attempt in (1, 2):
+            try:
+                if self._smtp is None:
+                    self.open()
+                return self._transaction(mail_from, rcpt, message)
+            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                self._discard()
+                if attempt == 2:
+                    return SendOutcome("paused", None, None, f"connection lost: {_reason(exc)}")
+            except (ConnectionFailed, AuthenticationFailed) as exc:
+                self._discard()
+                return SendOutcome("paused", None, None, f"cannot reconnect: {exc}")
+        raise AssertionError("unreachable")
+
+    def _transaction(self, mail_from: str, rcpt: str, message: bytes) -> SendOutcome:
+        smtp = self._smtp
+        assert smtp is not None
+        options: list[str] = []
+        if not (mail_from.isascii() and rcpt.isascii()):
+            if not smtp.has_extn("smtputf8"):
+                return SendOutcome("failed", None, None,
+                                   "the server does not accept internationalised addresses (SMTPUTF8)")
+            options.append("SMTPUTF8")
+        try:
+            refused = smtp.sendmail(mail_from, [rcpt], message, mail_options=options)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, reply = exc.recipients.get(rcpt, (None, b"recipient refused"))
+            return self._after_reply(classify_reply(code, reply))
+        except smtplib.SMTPSenderRefused as exc:
+            # The envelope sender (bounce address) is refused: no recipient can be sent to.
+            return self._after_reply(SendOutcome(
+                "paused", exc.smtp_code, classify_reply(exc.smtp_code, exc.smtp_error).status,
+                f"the server refused the envelope sender {mail_from}: {_decode(exc.smtp_error)}"))
+        except smtplib.SMTPDataError as exc:
+            return self._after_reply(classify_reply(exc.smtp_code, exc.smtp_error))
+        except smtplib.SMTPResponseException as exc:  # HELO refused and the like
+            return self._after_reply(SendOutcome("paused", exc.smtp_code, None, _reason(exc)))
+        if rcpt in refused:
+            code, reply = refused[rcpt]
+            return self._after_reply(classify_reply(code, reply))
+        return SendOutcome("sent", 250, None, "")
+
+    def _after_reply(self, outcome: SendOutcome) -> SendOutcome:
+        if outcome.code == 421:
+            self._discard()  # the server closes after 421; smtplib already dropped the socket
+        return outcome
+
+    def _discard(self) -> None:
+        if self._smtp is not None:
+            smtp, self._smtp = self._smtp, None
+            smtp.close()
+
+
+SendJob = tuple[str, str, bytes]  # (envelope sender, recipient, wire-ready message)
+
+
+class SenderPool:
+    """N connections used in parallel (one thread each) for slow servers.
+
+    :meth:`send_batch` sends a list of jobs and returns one outcome per job, or ``None`` for a
+    job that was not attempted because ``halt`` was set (a 421, the Stop button, a drop).
+
+    Example::
+
+        with SenderPool(settings, 4) as pool:
+            outcomes = pool.send_batch([(bounce, rcpt, raw) for rcpt, raw in batch])
+    """
+
+    def __init__(self, settings: SmtpSettings, connections: int, *, password: str | None = None,
+                 factory: SmtpFactory | None = None, timeout: float = DEFAULT_TIMEOUT):
+        if connections < 1:
+            raise ValidationError("the number of connections must be at least 1", "connections")
+        if password is None and settings.auth:
+            password = resolve_password(settings.password_ref)
+        self.senders = [SmtpSender(settings, password=password, factory=factory, timeout=timeout)
+                        for _ in range(connections)]
+        self._idle: queue.SimpleQueue[SmtpSender] = queue.SimpleQueue()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def open(self) -> SenderPool:
+        """Open every connection (a wrong password fails here, before anything is sent)."""
+        try:
+            for sender in self.senders:
+                sender.open()
+        except BaseException:
+            self.close()
+            raise
+        for sender in self.senders:
+            self._idle.put(sender)
+        if len(self.senders) > 1:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                len(self.senders), thread_name_prefix="newsletter-smtp")
+        return self
+
+    def close(self) -> None:
+        """Wait for sends in progress, then close every connection."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        for sender in self.senders:
+            sender.close()
+
+    def __enter__(self) -> SenderPool:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_batch(self, jobs: list[SendJob], halt: threading.Event,
+                   started: list[bool] | None = None, *, stop: threading.Event | None = None,
+                   after: Callable[[int, SendOutcome], None] | None = None) -> list[SendOutcome | None]:
+        """Send ``jobs``; take no new one once ``halt`` (or ``stop``) is set; a ``paused`` sets ``halt``.
+
+        ``started[i]`` becomes True when job i is handed to the server, so a caller interrupted
+        mid-batch knows which messages may have gone out. ``after(i, outcome)`` is called as
+        each answer arrives (one call at a time, from the sending thread).
+        """
+        started = started if started is not None else [False] * len(jobs)
+        results: list[SendOutcome | None] = [None] * len(jobs)
+        lock = threading.Lock()
+
+        def halted() -> bool:
+            return halt.is_set() or (stop is not None and stop.is_set())
+
+        def run(i: int) -> None:
+            if halted():
+                return
+            sender = self._idle.get()
+            try:
+                if halted():
+                    return
+                started[i] = True
+                results[i] = outcome = sender.send(*jobs[i])
+                if outcome.kind == "paused":
+                    halt.set()
+                if after is not None:
+                    with lock:
+                        after(i, outcome)
+            finally:
+                self._idle.put(sender)
+
+        if self._executor is None:
+            for i in range(len(jobs)):
+                run(i)
+        else:
+            futures = [self._executor.submit(run, i) for i in range(len(jobs))]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                halt.set()  # interrupted: let the sends in progress finish, start no more
+                concurrent.futures.wait(futures)
+                raise
+        return results
