@@ -203,6 +203,135 @@ def settings_test(store: Store) -> None:
 # --- contacts, unsubscribes, campaigns, quota (audience / campaigns) ---------------------
 
 
+# campaigns and quota (campaigns helper)
+
+
+@cli.group()
+def campaign() -> None:
+    """Create campaigns, send them within today's quota, follow their progress."""
+
+
+def _read_template(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{path} is not UTF-8 text") from None
+
+
+@campaign.command("create")
+@click.argument("name")
+@click.option("--list", "list_name", required=True, metavar="L", help="The contact list to send to.")
+@click.option("--subject", required=True, metavar="S", help="Subject template (Jinja, contact fields as variables).")
+@click.option("--html", "html_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="HTML body template file (Jinja).")
+@click.option("--text", "text_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Plain-text body template file (default: made from the HTML).")
+@click.option("--from", "from_addr", metavar="ADDR", help="From address (default: the SMTP settings').")
+@pass_store
+def campaign_create(store: Store, name: str, list_name: str, subject: str, html_file: Path,
+                    text_file: Path | None, from_addr: str | None) -> None:
+    """Create a campaign; its templates are checked now, before anything is saved."""
+    from .campaigns import campaign_status, create_campaign
+
+    html = _read_template(html_file)
+    created = create_campaign(store, name, list_name, subject, html or "", _read_template(text_file), from_addr)
+    status = campaign_status(store, created.name)
+    say(f"campaign {created.name!r} created for list {list_name!r}: {status['pending']} recipient(s) "
+        f"to send, {status['excluded']} excluded")
+
+
+@campaign.command("send")
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Attempt at most N recipients in this run.")
+@click.option("--dry-run", is_flag=True, help="Render every message and say what would be sent; send and write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's report as one JSON document.")
+@click.option("--connections", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Parallel SMTP connections (for a slow server).")
+@pass_store
+def campaign_send(store: Store, name: str, limit: int | None, dry_run: bool, as_json: bool,
+                  connections: int) -> None:
+    """Send what today's quota allows; run it again (e.g. from cron) to continue.
+
+    Exit status 0 when the run finished or paused on the quota (it says when it resumes),
+    75 when the server or the connection went away (try later), 1 after too many failures.
+    """
+    from tqdm import tqdm
+
+    from .campaigns import send_campaign
+
+    bar: Any = None
+
+    def progress(done: int, total: int, report: Any) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="msg", desc=name, file=sys.stderr, disable=None)
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        report = send_campaign(store, name, limit=limit, dry_run=dry_run, progress=progress,
+                               connections=connections)
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        emit_json(report.to_dict())
+    say(report.summary())
+    if report.paused == "connection":
+        sys.exit(75)  # EX_TEMPFAIL: a scheduler should simply try again later
+    if report.paused == "failures":
+        sys.exit(1)
+
+
+@campaign.command("status")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"total", "sent", "failed", "excluded", "pending", "unknown"} as JSON.')
+@pass_store
+def campaign_status_cmd(store: Store, name: str, as_json: bool) -> None:
+    """How far a campaign is: sent, failed, excluded, pending, unknown; and when it will finish."""
+    from .campaigns import campaign_status, forecast_finish
+
+    status = campaign_status(store, name)
+    if as_json:
+        emit_json(status)
+        return
+    for key, value in status.items():
+        click.echo(f"{key:9} {value}")
+    if status["pending"] and settings_mod.load_smtp_settings(store):
+        click.echo(f"finishes {forecast_finish(store, name)} at the current send limit")
+
+
+@campaign.command("list")
+@pass_store
+def campaign_list(store: Store) -> None:
+    """Every campaign, newest first: name, list, status, sent."""
+    from .campaigns import list_campaigns
+
+    for item in list_campaigns(store):
+        click.echo(f"{item['name']}\t{item['list']}\t{item['status']}\t{item['sent']} sent\t{item['subject']}")
+
+
+@cli.command("quota")
+@click.option("--json", "as_json", is_flag=True, help='Print {"limit", "used", "remaining", "resets_at"} as JSON.')
+@pass_store
+def quota_cmd(store: Store, as_json: bool) -> None:
+    """Today's send limit: used, remaining, and when it resets (the configured time zone)."""
+    from .quota import quota_status
+
+    status = quota_status(store)
+    if as_json:
+        emit_json(status.to_dict())
+        return
+    click.echo(f"{status.used} of {status.limit} sent today ({status.day}), {status.remaining} remaining"
+               + (f", {status.reserved} held by running senders" if status.reserved else "")
+               + f"; resets at {status.resets_at.isoformat()}")
+
+
 # --- bounces and suppressions -------------------------------------------------------------
 
 
