@@ -76,3 +76,36 @@ __all__ = [
     "suppression_history",
     # --- review / panels (exports) ---
 ]
+
+# --- panels, demo and the IPython extension: imported on first use, so that importing the
+# package needs neither ipywidgets nor IPython (nor aiosmtpd) ---
+_LAZY = {
+    "SettingsPanel": "panels.settings",
+    "CampaignPanel": "panels.campaign",
+    "BounceReviewPanel": "panels.bounces",
+    "demo": None,  # the module itself: nk.demo.ensure_demo_settings(store)
+}
+__all__ += ["SettingsPanel"]
+
+
+def __getattr__(name: str) -> object:
+    """Import the panels (ipywidgets) and the demo module only when first used."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(f".{_LAZY[name] or name}", __name__)
+    return module if _LAZY[name] is None else getattr(module, name)
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext newsletter_kit``: registers the ``%newsletter`` line magic.
+
+    Example (in a notebook)::
+
+        %load_ext newsletter_kit
+        %newsletter settings
+    """
+    from .panels.magic import load_ipython_extension as load
+
+    load(ipython)

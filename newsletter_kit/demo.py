@@ -1,0 +1,527 @@
+"""The whole flow with nothing to configure: an in-process SMTP server that bounces like a real one.
+
+:class:`DemoServer` is an aiosmtpd server on 127.0.0.1 (a free port) that accepts mail and
+plays the part of the receiving servers, by the recipient's local part:
+
+- ``reject.…``  refused at RCPT with ``550 5.1.1`` (a synchronous failure);
+- ``unknown.…`` accepted, then a DSN bounce "5.1.1 user unknown" (hard);
+- ``full.…``    accepted, then a DSN bounce "5.2.2 mailbox full" (soft);
+- anyone else: accepted (and counted).
+
+The DSNs are RFC 3464 ``multipart/report`` messages shaped like Postfix's, quoting the original
+message (with its Message-ID and X-Newsletter-Campaign), written as ``.eml`` files into a local
+bounce folder next to the store (``<store dir>/demo-bounces/``). Fetching bounces from that
+folder (``fetch_bounces(store, source_path=...)``) stands in for the IMAP bounce mailbox.
+
+:func:`ensure_demo_settings` configures a store for the demo *only* when it has no settings of
+its own, and remembers that it did (a ``demo`` row in the settings table), so a user's real
+settings are never overwritten. :func:`run_demo` runs configure → import → send → fetch
+bounces → suppress, which is what ``newsletter-kit demo`` prints.
+
+Example::
+
+    >>> import newsletter_kit as nk
+    >>> store = nk.open_store(":memory:")
+    >>> env = ensure_demo_settings(store)
+    >>> env.smtp_port == nk.load_smtp_settings(store).port
+    True
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import socket
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .settings import (
+    hold_password_for_session,
+    load_bounce_settings,
+    load_smtp_settings,
+    update_bounce_settings,
+    update_smtp_settings,
+)
+from .store import Store, now_iso
+
+HOST = "127.0.0.1"
+DEMO_SECTION = "demo"
+DEMO_FROM = "news@example.org"
+DEMO_BOUNCE_ADDRESS = "bounces@example.org"
+DEMO_DAILY_LIMIT = 500
+DEMO_THRESHOLD = 1
+DEMO_LIST = "demo"
+DEMO_CAMPAIGN = "spring-sale"
+DEMO_SUBJECT = "Spring sale: {{ first_name }}, 20% off until Sunday"
+REPORTING_MTA = "demo-mta.example.net"
+DEFAULT_DEMO_DB = Path("data") / "demo.db"
+
+#: What the demo's receiving servers do, by the recipient's local part (see the module doc).
+REJECT_PREFIX, UNKNOWN_PREFIX, FULL_PREFIX = "reject.", "unknown.", "full."
+
+
+# --- the demo data (shipped inside the package) --------------------------------------------
+
+
+def demo_data_path(name: str) -> Path:
+    """The path of a file shipped in ``newsletter_kit/demo_data`` (contacts, template...).
+
+    Example::
+
+        >>> demo_data_path("sample_contacts.csv").name
+        'sample_contacts.csv'
+    """
+    return Path(str(resources.files("newsletter_kit") / "demo_data" / name))
+
+
+def sample_contacts_path() -> Path:
+    """The demo contacts: 50 rows with first_name, last_name, city, language, signed_up."""
+    return demo_data_path("sample_contacts.csv")
+
+
+def sample_unsubscribes_path() -> Path:
+    """Three opt-outs: one from everything, one from the demo campaign, one from another."""
+    return demo_data_path("sample_unsubscribes.csv")
+
+
+def sample_template_path() -> Path:
+    """The demo campaign's HTML template (Jinja2, ``{{ first_name }}``...)."""
+    return demo_data_path("sample_template.html")
+
+
+# --- DSN bounces ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a demo recipient fails: the status, and the remote server's reply."""
+
+    status: str
+    reply: str
+    action: str = "failed"
+
+
+def failure_for(address: str) -> tuple[str, Failure] | None:
+    """``("rcpt" | "dsn", Failure)`` for a demo fault address, None for a deliverable one.
+
+    Example::
+
+        >>> failure_for("full.ann@example.org")[1].status
+        '5.2.2'
+    """
+    local = address.partition("@")[0].lower()
+    if local.startswith(REJECT_PREFIX):
+        return "rcpt", Failure("5.1.1", f"550 5.1.1 <{address}>: Recipient address rejected: "
+                                        "User unknown in virtual mailbox table")
+    if local.startswith(UNKNOWN_PREFIX):
+        return "dsn", Failure("5.1.1", f"550 5.1.1 <{address}>: Recipient address rejected: "
+                                       "User unknown in local recipient table")
+    if local.startswith(FULL_PREFIX):
+        return "dsn", Failure("5.2.2", f"552 5.2.2 <{address}> Quota exceeded (mailbox for user "
+                                       "is full)")
+    return None
+
+
+def make_dsn(original: bytes, sender: str, recipient: str, failure: Failure, *,
+             remote_mta: str | None = None, arrival: str | None = None) -> bytes:
+    """A Postfix-style RFC 3464 bounce for ``recipient``, quoting ``original`` whole.
+
+    Example::
+
+        >>> raw = make_dsn(b"Message-ID: <1@example.org>\\r\\n\\r\\nhi\\r\\n", "b@example.org",
+        ...                "unknown.x@example.net", failure_for("unknown.x@example.net")[1])
+        >>> b"Status: 5.1.1" in raw and b"<1@example.org>" in raw
+        True
+    """
+    domain = recipient.rpartition("@")[2]
+    mx = remote_mta or f"mx.{domain}"
+    boundary = f"{uuid.uuid4().hex[:12]}.{REPORTING_MTA}"
+    queue_id = uuid.uuid4().hex[:10].upper()
+    arrival = arrival or email.utils.formatdate(localtime=False)
+    lines = [
+        "Return-Path: <>",
+        f"Date: {email.utils.formatdate(localtime=False)}",
+        f"From: MAILER-DAEMON@{REPORTING_MTA} (Mail Delivery System)",
+        "Subject: Undelivered Mail Returned to Sender",
+        f"To: {sender}",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary="{boundary}"',
+        "Content-Transfer-Encoding: 7bit",
+        f"Message-Id: <{uuid.uuid4().hex}@{REPORTING_MTA}>",
+        "",
+        "This is a MIME-encapsulated message.",
+        "",
+        f"--{boundary}",
+        "Content-Description: Notification",
+        "Content-Type: text/plain; charset=us-ascii",
+        "",
+        f"This is the mail system at host {REPORTING_MTA}.",
+        "",
+        "I'm sorry to have to inform you that your message could not",
+        "be delivered to one or more recipients. It's attached below.",
+        "",
+        "                   The mail system",
+        "",
+        f"<{recipient}>: host {mx}[192.0.2.25] said: {failure.reply} (in reply to RCPT TO command)",
+        "",
+        f"--{boundary}",
+        "Content-Description: Delivery report",
+        "Content-Type: message/delivery-status",
+        "",
+        f"Reporting-MTA: dns; {REPORTING_MTA}",
+        f"X-Postfix-Queue-ID: {queue_id}",
+        f"X-Postfix-Sender: rfc822; {sender}",
+        f"Arrival-Date: {arrival}",
+        "",
+        f"Final-Recipient: rfc822; {recipient}",
+        f"Original-Recipient: rfc822;{recipient}",
+        f"Action: {failure.action}",
+        f"Status: {failure.status}",
+        f"Remote-MTA: dns; {mx}",
+        f"Diagnostic-Code: smtp; {failure.reply}",
+        "",
+        f"--{boundary}",
+        "Content-Description: Undelivered Message",
+        "Content-Type: message/rfc822",
+        "",
+    ]
+    head = "\r\n".join(lines).encode("ascii") + b"\r\n"
+    body = original.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return head + body + f"\r\n--{boundary}--\r\n".encode("ascii")
+
+
+def write_bounce(folder: Path, raw: bytes) -> Path:
+    """Write one bounce as ``<folder>/<unique>.eml``, atomically (a reader never sees half)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{now_iso().replace(':', '')}-{uuid.uuid4().hex[:12]}.eml"
+    partial = folder / f".{name}.part"
+    partial.write_bytes(raw)
+    os.replace(partial, folder / name)
+    return folder / name
+
+
+# --- the demo SMTP server ------------------------------------------------------------------------
+
+
+@dataclass
+class DemoHandler:
+    """aiosmtpd handler: refuses ``reject.*`` at RCPT, bounces ``unknown.*``/``full.*`` later."""
+
+    bounce_dir: Path
+    accepted: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    bounced: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        fault = failure_for(address)
+        if fault and fault[0] == "rcpt":
+            with self.lock:
+                self.rejected.append(address)
+            return fault[1].reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        original = envelope.original_content or envelope.content or b""
+        sender = envelope.mail_from or ""
+        for rcpt in envelope.rcpt_tos:
+            fault = failure_for(rcpt)
+            if fault and fault[0] == "dsn" and sender:
+                # Written before the 250 so that a fetch right after the send finds it.
+                write_bounce(self.bounce_dir, make_dsn(original, sender, rcpt, fault[1]))
+                with self.lock:
+                    self.bounced.append(rcpt)
+            else:
+                with self.lock:
+                    self.accepted.append(rcpt)
+        return f"250 2.0.0 Ok: queued as {uuid.uuid4().hex[:10].upper()}"
+
+
+def _free_port() -> int:
+    # aiosmtpd 1.4.6 cannot listen on port 0, so pick a port the kernel says is free now.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class DemoServer:
+    """The demo SMTP server: aiosmtpd in a thread of this process, on 127.0.0.1.
+
+    Example::
+
+        server = DemoServer(Path("/tmp/demo-bounces")).start()
+        ...  # send to 127.0.0.1:server.port, no TLS, no AUTH
+        server.stop()
+    """
+
+    def __init__(self, bounce_dir: Path):
+        self.bounce_dir = Path(bounce_dir)
+        self.handler = DemoHandler(self.bounce_dir)
+        self.host = HOST
+        self.port = 0
+        self._controller: Any = None
+
+    def start(self) -> DemoServer:
+        """Listen on a free port; returns self."""
+        from aiosmtpd.controller import Controller
+
+        self.bounce_dir.mkdir(parents=True, exist_ok=True)
+        self.port = _free_port()
+        self._controller = Controller(self.handler, hostname=HOST, port=self.port,
+                                      server_hostname="demo-smtp.example.net", ready_timeout=10)
+        self._controller.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._controller is not None
+
+    def stop(self) -> None:
+        """Stop listening (the bounce files stay)."""
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def __enter__(self) -> DemoServer:
+        return self if self.running else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"DemoServer({self.host}:{self.port}, bounces in {self.bounce_dir})"
+
+
+# One server per bounce folder per process: re-running a notebook cell reuses it.
+_SERVERS: dict[str, DemoServer] = {}
+_SERVERS_LOCK = threading.Lock()
+
+
+def demo_server(bounce_dir: Path) -> DemoServer:
+    """The running demo server for ``bounce_dir``, started on first use."""
+    key = str(Path(bounce_dir).resolve())
+    with _SERVERS_LOCK:
+        server = _SERVERS.get(key)
+        if server is None or not server.running:
+            server = _SERVERS[key] = DemoServer(Path(key)).start()
+        return server
+
+
+def stop_demo_servers() -> None:
+    """Stop every demo server this process started."""
+    with _SERVERS_LOCK:
+        for server in _SERVERS.values():
+            server.stop()
+        _SERVERS.clear()
+
+
+# --- demo settings ------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoEnvironment:
+    """What :func:`ensure_demo_settings` set up: the server and where its bounces land."""
+
+    server: DemoServer
+    bounce_dir: Path
+
+    @property
+    def smtp_port(self) -> int:
+        return self.server.port
+
+
+def demo_bounce_dir(store: Store) -> Path:
+    """Where the demo writes its bounces: ``demo-bounces/`` next to the store file."""
+    if store.path == ":memory:":
+        return Path(tempfile.gettempdir()) / f"newsletter-kit-demo-bounces-{os.getpid()}"
+    return Path(store.path).resolve().parent / "demo-bounces"
+
+
+def _demo_marker(store: Store) -> dict[str, Any] | None:
+    row = store.conn.execute("SELECT data FROM settings WHERE section = ?", (DEMO_SECTION,)).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def is_demo_store(store: Store) -> bool:
+    """True when the store's SMTP settings are the demo's (set by :func:`ensure_demo_settings`).
+
+    Once the user saves a real server, the settings no longer match and this is False.
+    """
+    marker = _demo_marker(store)
+    smtp = load_smtp_settings(store)
+    if marker is None or smtp is None:
+        return False
+    return smtp.host == HOST and smtp.port == marker.get("smtp_port")
+
+
+def has_real_settings(store: Store) -> bool:
+    """True when the store has SMTP settings that the demo did not make."""
+    return load_smtp_settings(store) is not None and not is_demo_store(store)
+
+
+def demo_bounce_source(store: Store) -> Path | None:
+    """The demo's bounce folder when the store is set up for the demo, else None.
+
+    A notebook fetches bounces from it instead of the IMAP mailbox::
+
+        source = nk.demo.demo_bounce_source(store)
+        nk.fetch_bounces(store, source_path=source) if source else nk.fetch_bounces(store)
+    """
+    marker = _demo_marker(store)
+    if marker is None or not is_demo_store(store):
+        return None
+    return Path(marker["bounce_dir"])
+
+
+def describe(store: Store) -> str:
+    """One sentence: is the store in demo mode, and where do campaigns and bounces go?
+
+    Example::
+
+        >>> describe(open_store(":memory:"))      # doctest: +SKIP
+        'No SMTP settings yet: ...'
+    """
+    smtp = load_smtp_settings(store)
+    if smtp is None:
+        return "No SMTP settings yet: fill in the settings panel, or call ensure_demo_settings(store)."
+    source = demo_bounce_source(store)
+    if source is None:
+        return (f"Your own settings: campaigns go to {smtp.host}:{smtp.port}; the demo servers "
+                "are not used.")
+    running = any(s.running and s.port == smtp.port for s in _SERVERS.values())
+    where = "running in this kernel" if running else "NOT running: call ensure_demo_settings(store)"
+    return (f"Demo mode: campaigns go to the demo SMTP server on {smtp.host}:{smtp.port} ({where}); "
+            f"bounce reports are written to {source}.")
+
+
+def ensure_demo_settings(store: Store) -> DemoEnvironment | None:
+    """Start the demo SMTP server and point the store at it, unless real settings exist.
+
+    Returns None (and changes nothing) when the store has SMTP settings the demo did not
+    make; else the :class:`DemoEnvironment`. Safe to call again: in a new kernel the server
+    gets a new port and the settings follow it.
+    """
+    if has_real_settings(store):
+        return None
+    bounce_dir = demo_bounce_dir(store)
+    server = demo_server(bounce_dir)
+    bounce = load_bounce_settings(store)
+    with store.transaction():
+        update_smtp_settings(
+            store, host=HOST, port=server.port, tls="none", auth=False, user="",
+            password_ref="", daily_limit=DEMO_DAILY_LIMIT, from_addr=DEMO_FROM,
+            exclusion="campaign")
+        if bounce is None or bounce.user == DEMO_BOUNCE_ADDRESS:
+            # No IMAP server in the demo: the bounce folder stands in for the mailbox. The
+            # settings still need a password reference; this one lives only in this process.
+            ref = hold_password_for_session("demo-bounce", "demo")
+            update_bounce_settings(
+                store, host=HOST, port=993, tls="ssl", user=DEMO_BOUNCE_ADDRESS,
+                password_ref=ref, threshold=DEMO_THRESHOLD, folder="INBOX")
+        store.db.table("settings").upsert(
+            {"section": DEMO_SECTION, "updated_at": now_iso(),
+             "data": json.dumps({"smtp_port": server.port, "bounce_dir": str(bounce_dir)})},
+            pk="section")
+    return DemoEnvironment(server, bounce_dir)
+
+
+# --- the whole flow --------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoResult:
+    """What one demo run did; the numbers are read back from the store."""
+
+    campaign: str
+    contacts: int
+    excluded: int
+    sent: int
+    rejected: int
+    bounce_files: int
+    bounces: dict[str, int]
+    suppressed: list[str]
+    bounce_dir: Path
+
+    def lines(self) -> list[str]:
+        """The summary ``newsletter-kit demo`` prints."""
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.bounces.items())) or "none"
+        return [
+            f"campaign: {self.campaign} ({self.contacts} contacts, {self.excluded} excluded)",
+            f"sent: {self.sent}",
+            f"rejected at RCPT: {self.rejected}",
+            f"bounced: {sum(self.bounces.values())} ({kinds}) from {self.bounce_files} bounce message(s) in {self.bounce_dir}",
+            f"suppressed: {len(self.suppressed)}" + (f" ({', '.join(self.suppressed)})" if self.suppressed else ""),
+        ]
+
+
+def _campaign_name(store: Store) -> str:
+    """``spring-sale``, or ``spring-sale-2``... when the demo already ran on this store."""
+    names = {row[0] for row in store.conn.execute("SELECT name FROM campaigns")}
+    if DEMO_CAMPAIGN not in names:
+        return DEMO_CAMPAIGN
+    n = 2
+    while f"{DEMO_CAMPAIGN}-{n}" in names:
+        n += 1
+    return f"{DEMO_CAMPAIGN}-{n}"
+
+
+def run_demo(store: Store, say: Callable[[str], None] = print) -> DemoResult:
+    """Configure the demo servers, import the demo contacts, send, fetch bounces, suppress.
+
+    Refuses (ConfigError) a store that has real settings. Example::
+
+        result = run_demo(open_store("data/demo.db"))
+        result.sent, result.suppressed
+    """
+    from . import audience, campaigns, mailbox
+
+    env = ensure_demo_settings(store)
+    if env is None:
+        raise ConfigError(
+            f"the store {store.path} has real SMTP settings; the demo will not touch them: "
+            "run it on another store (newsletter-kit --db data/demo.db demo)")
+    say(f"demo SMTP server on {env.server.host}:{env.server.port}; bounces go to {env.bounce_dir}")
+    imported = audience.import_contacts(store, sample_contacts_path(), list_name=DEMO_LIST)
+    audience.import_unsubscribes(store, sample_unsubscribes_path())
+    say(f"contacts: {imported.summary()}")
+    name = _campaign_name(store)
+    campaigns.create_campaign(store, name, list_name=DEMO_LIST, subject=DEMO_SUBJECT,
+                              html=sample_template_path().read_text(encoding="utf-8"))
+    say(f"sending campaign {name!r}...")
+    campaigns.send_campaign(store, name)
+    fetched = mailbox.fetch_bounces(store, source_path=env.bounce_dir)
+    return _result(store, name, env.bounce_dir, fetched)
+
+
+def _result(store: Store, name: str, bounce_dir: Path, fetched: Any) -> DemoResult:
+    """Read the run's numbers back from the store (what the test compares)."""
+    cid = store.conn.execute("SELECT id FROM campaigns WHERE name = ?", (name,)).fetchone()[0]
+    states = dict(store.conn.execute(
+        "SELECT state, count(*) FROM deliveries WHERE campaign_id = ? GROUP BY state", (cid,)).fetchall())
+    rejected = store.conn.execute(
+        "SELECT count(*) FROM deliveries WHERE campaign_id = ? AND state = 'failed'", (cid,)).fetchone()[0]
+    bounces = dict(store.conn.execute(
+        "SELECT kind, count(DISTINCT email) FROM bounces WHERE campaign = ? AND source != 'smtp' "
+        "GROUP BY kind", (name,)).fetchall())
+    suppressed = [row[0] for row in store.conn.execute("SELECT email FROM suppressions ORDER BY email")]
+    files = sum(1 for _ in bounce_dir.glob("*.eml")) if bounce_dir.exists() else 0
+    contacts = store.conn.execute(
+        "SELECT count(*) FROM list_members JOIN lists ON lists.id = list_id WHERE lists.name = ?",
+        (DEMO_LIST,)).fetchone()[0]
+    return DemoResult(
+        campaign=name, contacts=contacts, excluded=states.get("excluded", 0),
+        sent=states.get("sent", 0), rejected=rejected, bounce_files=files, bounces=bounces,
+        suppressed=suppressed, bounce_dir=bounce_dir)
