@@ -1,0 +1,726 @@
+"""Bounce review for analysts: pandas tables and matplotlib plots over the store.
+
+SQL does the aggregation (SQLite groups a million deliveries faster than pandas can load them);
+pandas only shapes the small results: types, day boundaries in the configured time zone, rates.
+Nothing here writes to the store or touches the network.
+
+Example::
+
+    >>> import newsletter_kit as nk
+    >>> store = nk.open_store(":memory:")
+    >>> list(bounces_by_address(store).columns)[:4]
+    ['email', 'hard', 'soft', 'policy']
+    >>> threshold_what_if(store, max_threshold=3)["would_suppress"].tolist()
+    [0, 0, 0]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .errors import ValidationError
+from .settings import load_bounce_settings, load_smtp_settings
+from .store import Store
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = [
+    "RFC3463_CLASSES",
+    "RFC3463_CODES",
+    "ThresholdPolicy",
+    "bounces_by_address",
+    "bounces_by_day",
+    "bounces_by_domain",
+    "bounces_by_status",
+    "campaign_forecast",
+    "campaign_summary",
+    "newly_suppressed",
+    "plot_bounce_rate_by_day",
+    "plot_top_domains",
+    "quota_by_day",
+    "status_meaning",
+    "suppression_table",
+    "threshold_counts",
+    "threshold_what_if",
+]
+
+#: The kinds that get their own column in the per-address/domain/day tables; the rest is "other".
+KIND_COLUMNS = ("hard", "soft", "policy", "delayed", "complaint")
+#: Kinds that are delivery failures (what a bounce rate counts).
+FAILURE_KINDS = ("hard", "soft", "policy")
+
+
+# --- RFC 3463 enhanced status codes ----------------------------------------------------------
+
+#: The class digit (first number) of an enhanced status code.
+RFC3463_CLASSES = {
+    "2": "Success",
+    "4": "Persistent Transient Failure",
+    "5": "Permanent Failure",
+}
+
+#: ``subject.detail`` → meaning: the whole RFC 3463 list, then the codes later RFCs registered
+#: (IANA "SMTP Enhanced Status Codes" registry), which real servers quote just as often.
+RFC3463_CODES: dict[str, str] = {
+    # X.0 Other or Undefined Status
+    "0.0": "Other undefined Status",
+    # X.1 Addressing Status
+    "1.0": "Other address status",
+    "1.1": "Bad destination mailbox address",
+    "1.2": "Bad destination system address",
+    "1.3": "Bad destination mailbox address syntax",
+    "1.4": "Destination mailbox address ambiguous",
+    "1.5": "Destination address valid",
+    "1.6": "Destination mailbox has moved, No forwarding address",
+    "1.7": "Bad sender's mailbox address syntax",
+    "1.8": "Bad sender's system address",
+    # X.2 Mailbox Status
+    "2.0": "Other or undefined mailbox status",
+    "2.1": "Mailbox disabled, not accepting messages",
+    "2.2": "Mailbox full",
+    "2.3": "Message length exceeds administrative limit",
+    "2.4": "Mailing list expansion problem",
+    # X.3 Mail System Status
+    "3.0": "Other or undefined mail system status",
+    "3.1": "Mail system full",
+    "3.2": "System not accepting network messages",
+    "3.3": "System not capable of selected features",
+    "3.4": "Message too big for system",
+    "3.5": "System incorrectly configured",
+    # X.4 Network and Routing Status
+    "4.0": "Other or undefined network or routing status",
+    "4.1": "No answer from host",
+    "4.2": "Bad connection",
+    "4.3": "Directory server failure",
+    "4.4": "Unable to route",
+    "4.5": "Mail system congestion",
+    "4.6": "Routing loop detected",
+    "4.7": "Delivery time expired",
+    # X.5 Mail Delivery Protocol Status
+    "5.0": "Other or undefined protocol status",
+    "5.1": "Invalid command",
+    "5.2": "Syntax error",
+    "5.3": "Too many recipients",
+    "5.4": "Invalid command arguments",
+    "5.5": "Wrong protocol version",
+    # X.6 Message Content or Media Status
+    "6.0": "Other or undefined media error",
+    "6.1": "Media not supported",
+    "6.2": "Conversion required and prohibited",
+    "6.3": "Conversion required but not supported",
+    "6.4": "Conversion with loss performed",
+    "6.5": "Conversion Failed",
+    # X.7 Security or Policy Status
+    "7.0": "Other or undefined security status",
+    "7.1": "Delivery not authorized, message refused",
+    "7.2": "Mailing list expansion prohibited",
+    "7.3": "Security conversion required but not possible",
+    "7.4": "Security features not supported",
+    "7.5": "Cryptographic failure",
+    "7.6": "Cryptographic algorithm not supported",
+    "7.7": "Message integrity failure",
+    # Registered after RFC 3463 (RFC 3886, 4468, 4954, 5248, 6531, 6710, 7293, 7372, 7505).
+    "1.9": "Message relayed to non-compliant mailer",
+    "1.10": "Recipient address has null MX",
+    "3.6": "Requested priority was changed",
+    "5.6": "Authentication Exchange line is too long",
+    "6.6": "Message content not available",
+    "6.7": "Non-ASCII addresses not permitted for that sender/recipient",
+    "6.8": "UTF-8 string reply is required, but not permitted by the SMTP client",
+    "6.9": "UTF-8 header message cannot be transferred to one or more recipients",
+    "7.8": "Authentication credentials invalid",
+    "7.9": "Authentication mechanism is too weak",
+    "7.10": "Encryption Needed",
+    "7.11": "Encryption required for requested authentication mechanism",
+    "7.12": "A password transition is needed",
+    "7.13": "User Account Disabled",
+    "7.14": "Trust relationship required",
+    "7.15": "Priority Level is too low",
+    "7.16": "Message is too big for the specified priority",
+    "7.17": "Mailbox owner has changed",
+    "7.18": "Domain owner has changed",
+    "7.19": "RRVS test cannot be completed",
+    "7.20": "No passing DKIM signature found",
+    "7.21": "No acceptable DKIM signature found",
+    "7.22": "No valid author-matched DKIM signature found",
+    "7.23": "SPF validation failed",
+    "7.24": "SPF validation error",
+    "7.25": "Reverse DNS validation failed",
+    "7.26": "Multiple authentication checks failed",
+    "7.27": "Sender address has null MX",
+}
+
+
+def status_meaning(code: str | None) -> str | None:
+    """The meaning of an enhanced status code (RFC 3463), or None when it is not one.
+
+    An unlisted detail falls back to the subject's "other" meaning, as RFC 3463 asks receivers to.
+
+    Example::
+
+        >>> status_meaning("5.1.1")
+        'Bad destination mailbox address'
+        >>> status_meaning("4.2.2")
+        'Mailbox full'
+        >>> status_meaning("5.7.99")
+        'Other or undefined security status'
+    """
+    if not isinstance(code, str) or not code:
+        return None
+    parts = code.strip().split(".")
+    if len(parts) != 3 or parts[0] not in RFC3463_CLASSES or not all(p.isdigit() for p in parts[1:]):
+        return None
+    subject, detail = str(int(parts[1])), str(int(parts[2]))
+    return RFC3463_CODES.get(f"{subject}.{detail}") or RFC3463_CODES.get(f"{subject}.0")
+
+
+def _status_class(code: str | None) -> str | None:
+    if not isinstance(code, str) or status_meaning(code) is None:
+        return None
+    return RFC3463_CLASSES[code.strip()[0]]
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _query(store: Store, sql: str, params: Any = ()) -> pd.DataFrame:
+    return pd.read_sql_query(sql, store.conn, params=params)
+
+
+def _kind_sums(alias: str = "") -> str:
+    """``SUM(kind = 'hard') AS hard, ...`` for the kind columns, plus ``other`` and ``total``."""
+    col = f"{alias}kind"
+    sums = [f"SUM({col} = '{k}') AS {k}" for k in KIND_COLUMNS]
+    listed = ", ".join(f"'{k}'" for k in KIND_COLUMNS)
+    sums.append(f"SUM({col} NOT IN ({listed})) AS other")
+    sums.append("COUNT(*) AS total")
+    return ",\n               ".join(sums)
+
+
+def _ints(df: pd.DataFrame, columns: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    for column in columns:
+        df[column] = df[column].fillna(0).astype("int64")
+    return df
+
+
+def _utc(series: pd.Series) -> pd.Series:
+    return pd.to_datetime(series, utc=True, format="ISO8601")
+
+
+def _zone(store: Store, tz: str | None) -> str:
+    """The zone days are counted in: ``tz``, else the SMTP settings' zone (the quota's), else UTC."""
+    if tz:
+        return tz
+    smtp = load_smtp_settings(store)
+    return smtp.timezone if smtp and smtp.timezone else "UTC"
+
+
+def _local_days(minutes: pd.Series, zone: str) -> pd.Series:
+    """UTC minute stamps (``YYYY-MM-DDTHH:MM``) → calendar days in ``zone``."""
+    stamps = pd.to_datetime(minutes, format="%Y-%m-%dT%H:%M", utc=True)
+    return stamps.dt.tz_convert(zone).dt.date
+
+
+def _per_local_day(df: pd.DataFrame, zone: str, value_columns: list[str]) -> pd.DataFrame:
+    """Sum per-UTC-minute rows into days of ``zone`` (minutes: every real offset is whole)."""
+    if df.empty:
+        return pd.DataFrame({"day": pd.Series(dtype="object"), **{c: pd.Series(dtype="int64") for c in value_columns}})
+    df = df.assign(day=_local_days(df["minute"], zone))
+    return df.groupby("day", as_index=False)[value_columns].sum()
+
+
+def _domain_sql(column: str) -> str:
+    return f"substr({column}, instr({column}, '@') + 1)"
+
+
+# --- per address, domain, status, day ---------------------------------------------------------
+
+
+def bounces_by_address(store: Store) -> pd.DataFrame:
+    """One row per bouncing address: bounces per kind, first/last bounce, the last one's status.
+
+    Columns: email, hard, soft, policy, delayed, complaint, other, total, first_bounce,
+    last_bounce (UTC timestamps), last_kind, last_status, last_diagnostic, suppressed (bool).
+    Each row of ``bounces`` is one report for one address, so a report fetched twice counts once.
+    Sorted by total, most bounces first.
+
+    Example::
+
+        >>> bounces_by_address(store).head()          # doctest: +SKIP
+    """
+    sql = f"""
+        WITH per_address AS (
+            SELECT email,
+               {_kind_sums()},
+               MIN(julianday(bounced_at)) AS first_jd,
+               MAX(julianday(bounced_at)) AS last_jd
+            FROM bounces GROUP BY email
+        ),
+        latest AS (
+            SELECT email, kind AS last_kind, status AS last_status, diagnostic AS last_diagnostic,
+                   bounced_at,
+                   ROW_NUMBER() OVER (PARTITION BY email ORDER BY julianday(bounced_at) DESC, id DESC) AS rn
+            FROM bounces
+        ),
+        firsts AS (
+            SELECT email, bounced_at,
+                   ROW_NUMBER() OVER (PARTITION BY email ORDER BY julianday(bounced_at), id) AS rn
+            FROM bounces
+        )
+        SELECT p.email, p.hard, p.soft, p.policy, p.delayed, p.complaint, p.other, p.total,
+               f.bounced_at AS first_bounce, l.bounced_at AS last_bounce,
+               l.last_kind, l.last_status, l.last_diagnostic,
+               s.email IS NOT NULL AS suppressed
+        FROM per_address p
+        JOIN latest l ON l.email = p.email AND l.rn = 1
+        JOIN firsts f ON f.email = p.email AND f.rn = 1
+        LEFT JOIN suppressions s ON s.email = p.email
+        ORDER BY p.total DESC, p.email
+    """
+    df = _query(store, sql)
+    df = _ints(df, [*KIND_COLUMNS, "other", "total"])
+    df["first_bounce"] = _utc(df["first_bounce"])
+    df["last_bounce"] = _utc(df["last_bounce"])
+    df["suppressed"] = df["suppressed"].astype(bool)
+    return df
+
+
+def bounces_by_domain(store: Store, *, with_sent: bool = True) -> pd.DataFrame:
+    """One row per recipient domain: bouncing addresses, bounces per kind, suppressed addresses.
+
+    Columns: domain, addresses (distinct bouncing), hard, soft, policy, delayed, complaint,
+    other, total, suppressed (addresses), and with ``with_sent`` also sent (ledger rows in state
+    ``sent``) and bounce_rate (addresses with a failure / addresses sent to).
+    Sorted by total, most bounces first.
+
+    Example::
+
+        >>> bounces_by_domain(store).head(10)          # doctest: +SKIP
+    """
+    domain = _domain_sql("email")
+    failures = ", ".join(f"'{k}'" for k in FAILURE_KINDS)
+    df = _query(store, f"""
+        SELECT {domain} AS domain,
+               COUNT(DISTINCT email) AS addresses,
+               COUNT(DISTINCT CASE WHEN kind IN ({failures}) THEN email END) AS failed_addresses,
+               {_kind_sums()}
+        FROM bounces GROUP BY domain
+    """)
+    suppressed = _query(store, f"SELECT {domain} AS domain, COUNT(*) AS suppressed FROM suppressions GROUP BY domain")
+    df = df.merge(suppressed, on="domain", how="left")
+    if with_sent:
+        sent = _query(store, f"""
+            SELECT {domain} AS domain, COUNT(DISTINCT email) AS sent
+            FROM deliveries WHERE state = 'sent' AND {domain} IN (SELECT DISTINCT {domain} FROM bounces)
+            GROUP BY domain
+        """)
+        df = df.merge(sent, on="domain", how="left")
+        df = _ints(df, ["sent"])
+        df["bounce_rate"] = df["failed_addresses"] / df["sent"].where(df["sent"] > 0)
+    df = _ints(df, ["addresses", "failed_addresses", *KIND_COLUMNS, "other", "total", "suppressed"])
+    return df.sort_values(["total", "domain"], ascending=[False, True], ignore_index=True)
+
+
+def bounces_by_status(store: Store) -> pd.DataFrame:
+    """One row per RFC 3463 status code seen in bounces, with its meaning.
+
+    Columns: status (None for reports that gave none), class (Permanent/Persistent Transient
+    Failure), meaning, addresses, hard, soft, policy, delayed, complaint, other, total.
+    Sorted by total, most bounces first.
+
+    Example::
+
+        >>> bounces_by_status(store)[["status", "meaning", "total"]]   # doctest: +SKIP
+    """
+    df = _query(store, f"""
+        SELECT status, COUNT(DISTINCT email) AS addresses, {_kind_sums()}
+        FROM bounces GROUP BY status
+    """)
+    df = _ints(df, ["addresses", *KIND_COLUMNS, "other", "total"])
+    df.insert(1, "class", df["status"].map(_status_class))
+    df.insert(2, "meaning", df["status"].map(status_meaning))
+    return df.sort_values(["total", "status"], ascending=[False, True], ignore_index=True, na_position="last")
+
+
+def bounces_by_day(store: Store, *, tz: str | None = None) -> pd.DataFrame:
+    """Bounces received and messages sent per calendar day, and the day's bounce rate.
+
+    Days are in ``tz``, else the SMTP settings' time zone (the quota's days), else UTC.
+    Columns: day (datetime.date), hard, soft, policy, delayed, complaint, other, total, failures
+    (hard + soft + policy), sent (ledger rows sent that day), bounce_rate (failures / sent: a
+    daily indicator; a bounce usually arrives minutes after its message, rarely days).
+
+    Example::
+
+        >>> bounces_by_day(store).tail(7)              # doctest: +SKIP
+    """
+    zone = _zone(store, tz)
+    kinds = [*KIND_COLUMNS, "other", "total"]
+    bounced = _query(store, f"""
+        SELECT strftime('%Y-%m-%dT%H:%M', bounced_at) AS minute, {_kind_sums()}
+        FROM bounces GROUP BY minute
+    """)
+    sent = _query(store, """
+        SELECT substr(sent_at, 1, 16) AS minute, COUNT(*) AS sent
+        FROM deliveries WHERE state = 'sent' AND sent_at IS NOT NULL GROUP BY minute
+    """)
+    df = _per_local_day(bounced, zone, kinds).merge(_per_local_day(sent, zone, ["sent"]), on="day", how="outer")
+    df = _ints(df, [*kinds, "sent"])
+    df.insert(len(kinds) + 1, "failures", df[list(FAILURE_KINDS)].sum(axis=1).astype("int64"))
+    df["bounce_rate"] = df["failures"] / df["sent"].where(df["sent"] > 0)
+    return df.sort_values("day", ignore_index=True)
+
+
+# --- campaigns, quota, forecast ------------------------------------------------------------------
+
+
+def campaign_summary(store: Store) -> pd.DataFrame:
+    """One row per campaign: ledger counts, bounced addresses, bounce rate, complaints, opt-outs.
+
+    Columns: campaign, status, created_at, total (ledger rows), sent, failed (refused while
+    sending), excluded, pending (pending, in flight or deferred), unknown, bounced (addresses with
+    a hard/soft/policy bounce for this campaign, SMTP-time refusals included), hard, soft,
+    policy, bounce_rate (bounced / (sent + failed)), complaints (addresses), unsubscribes (opt-outs
+    that name this campaign; global opt-outs name none).
+    A bounce belongs to the campaign of its delivery, else to the campaign its report names.
+
+    Example::
+
+        >>> campaign_summary(store)[["campaign", "sent", "bounce_rate"]]   # doctest: +SKIP
+    """
+    failures = ", ".join(f"'{k}'" for k in FAILURE_KINDS)
+    df = _query(store, f"""
+        WITH ledger AS (
+            SELECT campaign_id, COUNT(*) AS total, SUM(state = 'sent') AS sent,
+                   SUM(state = 'failed') AS failed, SUM(state = 'excluded') AS excluded,
+                   SUM(state IN ('pending', 'inflight', 'deferred')) AS pending,
+                   SUM(state = 'unknown') AS unknown
+            FROM deliveries GROUP BY campaign_id
+        ),
+        attributed AS (
+            SELECT COALESCE(d.campaign_id, c.id) AS campaign_id, b.email, b.kind
+            FROM bounces b
+            LEFT JOIN deliveries d ON d.id = b.delivery_id
+            LEFT JOIN campaigns c ON c.name = b.campaign
+        ),
+        bounced AS (
+            SELECT campaign_id,
+                   COUNT(DISTINCT CASE WHEN kind IN ({failures}) THEN email END) AS bounced,
+                   COUNT(DISTINCT CASE WHEN kind = 'hard' THEN email END) AS hard,
+                   COUNT(DISTINCT CASE WHEN kind = 'soft' THEN email END) AS soft,
+                   COUNT(DISTINCT CASE WHEN kind = 'policy' THEN email END) AS policy,
+                   COUNT(DISTINCT CASE WHEN kind = 'complaint' THEN email END) AS complaints
+            FROM attributed WHERE campaign_id IS NOT NULL GROUP BY campaign_id
+        ),
+        optouts AS (
+            SELECT campaign, COUNT(*) AS unsubscribes FROM unsubscribes
+            WHERE campaign IS NOT NULL GROUP BY campaign
+        )
+        SELECT c.name AS campaign, c.status, c.created_at,
+               l.total, l.sent, l.failed, l.excluded, l.pending, l.unknown,
+               b.bounced, b.hard, b.soft, b.policy, b.complaints, o.unsubscribes
+        FROM campaigns c
+        LEFT JOIN ledger l ON l.campaign_id = c.id
+        LEFT JOIN bounced b ON b.campaign_id = c.id
+        LEFT JOIN optouts o ON o.campaign = c.name
+        ORDER BY c.id
+    """)
+    counts = ["total", "sent", "failed", "excluded", "pending", "unknown", "bounced", "hard", "soft",
+              "policy", "complaints", "unsubscribes"]
+    df = _ints(df, counts)
+    df["created_at"] = _utc(df["created_at"])
+    attempted = df["sent"] + df["failed"]
+    df.insert(df.columns.get_loc("policy") + 1, "bounce_rate", df["bounced"] / attempted.where(attempted > 0))
+    return df
+
+
+def quota_by_day(store: Store, *, tz: str | None = None) -> pd.DataFrame:
+    """Per calendar day: what the quota counted, what the ledger says was sent, and the limit.
+
+    Columns: day (datetime.date), used (accepted recipients the quota counted), reserved (held by
+    running senders), sent (ledger rows sent that day, in the same zone), limit (today's daily
+    limit from the SMTP settings; NA without settings), remaining, share_used (used / limit).
+
+    Example::
+
+        >>> quota_by_day(store).tail(7)                # doctest: +SKIP
+    """
+    zone = _zone(store, tz)
+    quota = _query(store, "SELECT day, used, reserved FROM quota_days")
+    quota["day"] = pd.to_datetime(quota["day"], format="%Y-%m-%d").dt.date
+    sent = _query(store, """
+        SELECT substr(sent_at, 1, 16) AS minute, COUNT(*) AS sent
+        FROM deliveries WHERE state = 'sent' AND sent_at IS NOT NULL GROUP BY minute
+    """)
+    df = quota.merge(_per_local_day(sent, zone, ["sent"]), on="day", how="outer")
+    df = _ints(df, ["used", "reserved", "sent"])
+    smtp = load_smtp_settings(store)
+    limit = smtp.daily_limit if smtp else None
+    df["limit"] = pd.array([limit] * len(df), dtype="Int64")
+    df["remaining"] = (df["limit"] - df["used"] - df["reserved"]).clip(lower=0)
+    df["share_used"] = df["used"] / df["limit"].astype("Float64")
+    return df.sort_values("day", ignore_index=True)
+
+
+def campaign_forecast(store: Store, *, now: dt.datetime | None = None) -> pd.DataFrame:
+    """Each campaign's expected finish date at the current daily limit.
+
+    Uses the send path's own rule (:func:`newsletter_kit.campaigns.forecast_finish`: today's
+    remaining quota, then the full limit per day, as if the campaign had the quota to itself).
+    Columns: campaign, status, pending (recipients still to send, audience computed now),
+    finish (datetime.date; None when nothing is left).
+
+    Example::
+
+        >>> campaign_forecast(store)                   # doctest: +SKIP
+    """
+    from . import campaigns  # late: the send path is heavier than the review needs otherwise
+
+    names = _query(store, "SELECT name AS campaign, status FROM campaigns ORDER BY id")
+    names["pending"] = pd.Series(
+        [campaigns.campaign_status(store, name)["pending"] for name in names["campaign"]],
+        index=names.index, dtype="int64")
+    names["finish"] = pd.Series(
+        [campaigns.forecast_finish(store, name, now=now) for name in names["campaign"]],
+        index=names.index, dtype="object")
+    return names
+
+
+# --- suppressions -------------------------------------------------------------------------------
+
+
+def suppression_table(store: Store) -> pd.DataFrame:
+    """The suppressed addresses with their evidence, newest first.
+
+    Columns: email, since (UTC timestamp), reason (threshold | manual | smtp), bounce_count,
+    kinds (e.g. ``"hard×2, soft×1"``), statuses (distinct status codes), first_evidence,
+    last_evidence (the bounce dates the evidence lists), evidence (the list of dicts as stored).
+
+    Example::
+
+        >>> suppression_table(store)[["email", "since", "kinds"]]   # doctest: +SKIP
+    """
+    df = _query(store, "SELECT email, since, reason, bounce_count, evidence FROM suppressions ORDER BY since DESC, email")
+    evidence = [json.loads(text or "[]") for text in df["evidence"]]
+    df["evidence"] = pd.Series(evidence, index=df.index, dtype="object")
+    df["since"] = _utc(df["since"])
+    df["bounce_count"] = df["bounce_count"].astype("int64")
+    df.insert(4, "kinds", [_kinds_text(items) for items in evidence])
+    df.insert(5, "statuses", [_statuses_text(items) for items in evidence])
+    df.insert(6, "first_evidence", _evidence_dates(evidence, "min", df.index))
+    df.insert(7, "last_evidence", _evidence_dates(evidence, "max", df.index))
+    return df
+
+
+def _kinds_text(items: list[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for item in items:
+        kind = str(item.get("kind") or "?")
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{kind}×{n}" for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _statuses_text(items: list[dict[str, Any]]) -> str:
+    return ", ".join(sorted({str(item["status"]) for item in items if item.get("status")}))
+
+
+def _evidence_dates(evidence: list[list[dict[str, Any]]], pick: str, index: pd.Index) -> pd.Series:
+    """The earliest (``pick="min"``) or latest bounce date each evidence list names, in UTC.
+
+    All dates are parsed in one vectorised call: a store may hold tens of thousands of them.
+    """
+    rows = [(n, item.get("date") or item.get("bounced_at")) for n, items in enumerate(evidence) for item in items]
+    flat = pd.DataFrame([r for r in rows if r[1]], columns=["row", "date"])
+    result = pd.Series(pd.NaT, index=range(len(evidence)), dtype="datetime64[ns, UTC]")
+    if not flat.empty:
+        flat["date"] = _utc(flat["date"]).astype("datetime64[ns, UTC]")
+        result.update(flat.groupby("row")["date"].agg(pick))
+    return pd.Series(result.to_numpy(), index=index, dtype="datetime64[ns, UTC]")
+
+
+# --- threshold what-if --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThresholdPolicy:
+    """How bounces count towards the threshold (the bounce settings' rule).
+
+    ``hard`` and ``soft`` bounces count, ``policy`` ones only with ``count_policy``; with
+    ``stale_after_days`` older bounces no longer count; with ``reset_on_success`` a bounce
+    followed by a successful delivery no longer counts. The SQL is
+    :func:`newsletter_kit.bounces.counting_query`, the same one ``apply_threshold`` runs.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> ThresholdPolicy.from_store(open_store(":memory:"), count_policy=True)
+        ThresholdPolicy(count_policy=True, stale_after_days=None, reset_on_success=False)
+    """
+
+    count_policy: bool = False
+    stale_after_days: int | None = None
+    reset_on_success: bool = False
+
+    @classmethod
+    def from_store(cls, store: Store, *, count_policy: bool | None = None,
+                   stale_after_days: int | None = None,
+                   reset_on_success: bool | None = None) -> ThresholdPolicy:
+        """The bounce settings' policy, with any argument given replacing the saved value.
+
+        ``stale_after_days=0`` switches staleness off (the settings cannot hold 0).
+        """
+        saved = load_bounce_settings(store)
+        base = cls(saved.count_policy, saved.stale_after_days, saved.reset_on_success) if saved else cls()
+        stale = base.stale_after_days if stale_after_days is None else (stale_after_days or None)
+        if stale is not None and stale < 0:
+            raise ValidationError("stale-after days must be positive", "stale_after_days")
+        return cls(
+            base.count_policy if count_policy is None else bool(count_policy),
+            stale,
+            base.reset_on_success if reset_on_success is None else bool(reset_on_success),
+        )
+
+
+def threshold_counts(store: Store, *, count_policy: bool | None = None,
+                     stale_after_days: int | None = None, reset_on_success: bool | None = None,
+                     now: dt.datetime | None = None) -> pd.DataFrame:
+    """Per address, the bounces that count towards the threshold under the policy.
+
+    Arguments left as None take the bounce settings' values (defaults without settings).
+    Columns: email, counted, first_counted, last_counted (UTC), suppressed (already, bool).
+    Sorted by counted, most first.
+
+    Example::
+
+        >>> threshold_counts(store, count_policy=True).head()   # doctest: +SKIP
+    """
+    from .bounces import counting_query  # the threshold's own rule, so what-if and apply agree
+
+    policy = ThresholdPolicy.from_store(store, count_policy=count_policy,
+                                        stale_after_days=stale_after_days, reset_on_success=reset_on_success)
+    moment = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).replace(microsecond=0)
+    sql, params = counting_query(policy.count_policy, policy.stale_after_days, policy.reset_on_success,
+                                 now=moment.isoformat())
+    df = _query(store, f"""
+        SELECT c.email, COUNT(*) AS counted, MIN(c.bounced_at) AS first_counted,
+               MAX(c.bounced_at) AS last_counted, s.email IS NOT NULL AS suppressed
+        FROM ({sql}) c LEFT JOIN suppressions s ON s.email = c.email
+        GROUP BY c.email
+    """, params)
+    df["counted"] = df["counted"].astype("int64")
+    df["first_counted"] = _utc(df["first_counted"])
+    df["last_counted"] = _utc(df["last_counted"])
+    df["suppressed"] = df["suppressed"].astype(bool)
+    return df.sort_values(["counted", "email"], ascending=[False, True], ignore_index=True)
+
+
+def threshold_what_if(store: Store, max_threshold: int = 10, *, counts: pd.DataFrame | None = None,
+                      **policy: Any) -> pd.DataFrame:
+    """For thresholds 1..max_threshold: how many addresses would be suppressed, how many are new.
+
+    Columns: threshold, would_suppress (addresses whose counted bounces reach it), new (of those,
+    the ones not suppressed today). :func:`newly_suppressed` lists the new ones for a threshold.
+    ``counts`` (a :func:`threshold_counts` result) avoids querying again; ``policy`` are
+    :func:`threshold_counts`'s keyword arguments.
+
+    Example::
+
+        >>> threshold_what_if(store, 5)                # doctest: +SKIP
+           threshold  would_suppress  new
+        0          1            1200  300
+    """
+    if max_threshold < 1:
+        raise ValidationError("the largest threshold must be at least 1", "max_threshold")
+    if counts is None:
+        counts = threshold_counts(store, **policy)
+    thresholds = pd.RangeIndex(1, max_threshold + 1)
+    # How many addresses have exactly n counted bounces, then a reversed cumulative sum: >= n.
+    every = counts["counted"].value_counts()
+    fresh = counts.loc[~counts["suppressed"], "counted"].value_counts()
+    top = max(max_threshold, int(counts["counted"].max()) if len(counts) else 0)
+    full = pd.RangeIndex(1, top + 1)
+    reach = every.reindex(full, fill_value=0)[::-1].cumsum()[::-1]
+    reach_new = fresh.reindex(full, fill_value=0)[::-1].cumsum()[::-1]
+    return pd.DataFrame({
+        "threshold": thresholds.to_numpy(),
+        "would_suppress": reach.reindex(thresholds).to_numpy(dtype="int64"),
+        "new": reach_new.reindex(thresholds).to_numpy(dtype="int64"),
+    })
+
+
+def newly_suppressed(store: Store, threshold: int, *, counts: pd.DataFrame | None = None,
+                     **policy: Any) -> list[str]:
+    """The addresses a threshold would suppress that are not suppressed today, sorted.
+
+    Example::
+
+        >>> newly_suppressed(store, 3)                 # doctest: +SKIP
+        ['anna@example.org', 'bruno@example.net']
+    """
+    if threshold < 1:
+        raise ValidationError("the threshold must be at least 1", "threshold")
+    if counts is None:
+        counts = threshold_counts(store, **policy)
+    chosen = counts[(counts["counted"] >= threshold) & ~counts["suppressed"]]
+    return sorted(chosen["email"].tolist())
+
+
+# --- plots --------------------------------------------------------------------------------------
+
+
+def _axes(ax: Axes | None, size: tuple[float, float] = (8, 3.5)) -> Axes:
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt  # late: importing pyplot picks a backend
+
+    _, new_ax = plt.subplots(figsize=size)
+    return new_ax
+
+
+def plot_bounce_rate_by_day(store: Store, *, ax: Axes | None = None, tz: str | None = None) -> Axes:
+    """A line of the daily bounce rate (failures / sent, :func:`bounces_by_day`), in percent.
+
+    Returns the matplotlib Axes (a notebook cell shows it; nothing calls ``plt.show``).
+
+    Example::
+
+        >>> plot_bounce_rate_by_day(store)             # doctest: +SKIP
+    """
+    df = bounces_by_day(store, tz=tz)
+    ax = _axes(ax)
+    days = pd.to_datetime(df["day"])
+    ax.plot(days, df["bounce_rate"] * 100, marker="o")
+    ax.set_title("Bounce rate per day")
+    ax.set_ylabel("failures / sent (%)")
+    ax.set_xlabel("day")
+    ax.grid(True, alpha=0.3)
+    if not df.empty:
+        ax.figure.autofmt_xdate()
+    return ax
+
+
+def plot_top_domains(store: Store, n: int = 10, *, ax: Axes | None = None) -> Axes:
+    """Horizontal bars of the ``n`` domains with the most bounces, stacked by kind.
+
+    Example::
+
+        >>> plot_top_domains(store, 15)                # doctest: +SKIP
+    """
+    df = bounces_by_domain(store, with_sent=False).head(n).iloc[::-1]
+    ax = _axes(ax, (8, max(2.5, 0.35 * len(df) + 1)))
+    left = pd.Series(0, index=df.index)
+    for kind in [*KIND_COLUMNS, "other"]:
+        if df[kind].sum():
+            ax.barh(df["domain"], df[kind], left=left, label=kind)
+            left = left + df[kind]
+    ax.set_title(f"Top {n} bouncing domains")
+    ax.set_xlabel("bounces")
+    if len(df):
+        ax.legend(loc="lower right")
+    return ax
