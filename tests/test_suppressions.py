@@ -1,0 +1,336 @@
+"""Bounces from local files (.eml directory, mbox), the threshold policy, suppressions and
+mailto unsubscribe requests: no servers needed."""
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import hashlib
+import hmac
+import json
+import mailbox
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter_kit import bounces as nk
+from newsletter_kit import mailbox as nk_mailbox
+from newsletter_kit.cli import cli
+from newsletter_kit.errors import MailboxError, ValidationError
+from newsletter_kit.mailbox import fetch_bounces
+from newsletter_kit.settings import update_bounce_settings
+from newsletter_kit.store import Store, now_iso, open_store
+from tests.dsn import postfix_dsn
+
+
+@pytest.fixture
+def store(nk_db: Path) -> Store:
+    return open_store(nk_db)
+
+
+def _configure(store: Store, threshold: int = 1, **more: Any) -> Any:
+    settings, _ = update_bounce_settings(store, host="imap.example.org", port=993, tls="ssl",
+                                         user="bounces@example.org", password_ref="env:NK_UNUSED",
+                                         threshold=threshold, **more)
+    return settings
+
+
+def _write(directory: Path, raws: list[bytes]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, raw in enumerate(raws):
+        (directory / f"{i:03}.eml").write_bytes(raw)
+    return directory
+
+
+def _days_ago(days: float) -> str:
+    return email.utils.format_datetime(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days))
+
+
+def _ledger(store: Store, campaign: str, rows: list[tuple[str, str, str | None]]) -> dict[str, int]:
+    """Ledger rows (email, message_id, sent_at); returns {email: delivery id}."""
+    now = now_iso()
+    with store.transaction():
+        cid = store.conn.execute(
+            "INSERT INTO campaigns (name, list_name, subject, html, status, created_at, updated_at)"
+            " VALUES (?, 'all', 's', '<p>h</p>', 'done', ?, ?)", (campaign, now, now)).lastrowid
+        ids = {}
+        for email_, message_id, sent_at in rows:
+            ids[email_] = store.conn.execute(
+                "INSERT INTO deliveries (campaign_id, email, state, message_id, created_at, updated_at, sent_at)"
+                " VALUES (?, ?, 'sent', ?, ?, ?, ?)", (cid, email_, message_id, now, now, sent_at)).lastrowid
+    return ids
+
+
+# --- local sources ---------------------------------------------------------------------------
+
+
+def test_a_directory_of_eml_files_is_recorded_once(store: Store, tmp_path: Path) -> None:
+    settings = _configure(store, threshold=1)
+    raws = [
+        postfix_dsn("gone@example.org", status="5.1.1", campaign="nov"),
+        postfix_dsn("full@example.org", status="5.2.2", campaign="nov"),
+        postfix_dsn("spam@example.org", status="5.7.1", campaign="nov"),
+        postfix_dsn("slow@example.org", status="4.4.1", delayed=True),
+        b"From: Anna <anna@example.net>\r\nTo: bounces@example.org\r\nSubject: thanks\r\n"
+        b"Message-ID: <human-1@example.net>\r\n\r\nLovely newsletter!\r\n",
+    ]
+    folder = _write(tmp_path / "eml", raws)
+
+    report = fetch_bounces(store, settings, source_path=folder)
+
+    assert report.to_dict() == {
+        "fetched": 5, "bounces": {"delayed": 1, "hard": 1, "human": 1, "policy": 1, "soft": 1},
+        "suppressed": ["full@example.org", "gone@example.org"],
+    }
+    assert report.source == f"file:{folder.resolve()}"
+    kinds = dict(store.conn.execute("SELECT email, kind FROM bounces").fetchall())
+    assert kinds == {"gone@example.org": "hard", "full@example.org": "soft", "spam@example.org": "policy",
+                     "slow@example.org": "delayed"}
+    assert {r[0] for r in store.conn.execute("SELECT campaign FROM bounces WHERE kind != 'delayed'")} == {"nov"}
+
+    again = fetch_bounces(store, settings, source_path=folder)
+    assert (again.fetched, again.duplicates, again.suppressed) == (0, 5, [])
+    assert store.conn.execute("SELECT count(*) FROM bounces").fetchone()[0] == 4
+
+
+def test_an_mbox_file_and_the_same_reports_from_another_source_count_once(store: Store, tmp_path: Path) -> None:
+    settings = _configure(store, threshold=2)
+    raws = [postfix_dsn(f"u{i}@example.org", status="5.1.1") for i in range(3)]
+    box = mailbox.mbox(str(tmp_path / "bounces.mbox"))
+    for raw in raws:
+        box.add(raw)
+    box.close()
+
+    report = fetch_bounces(store, settings, source_path=tmp_path / "bounces.mbox")
+    assert report.fetched == 3 and report.bounces == {"hard": 3}
+
+    # The same reports exported as .eml (CRLF, so other bytes): same Message-IDs, not counted.
+    report = fetch_bounces(store, settings, source_path=_write(tmp_path / "eml", raws))
+    assert (report.fetched, report.duplicates) == (0, 3)
+    assert nk.bounce_counts(store) == {f"u{i}@example.org": 1 for i in range(3)}
+
+
+def test_a_report_without_message_id_is_keyed_by_its_content(store: Store, tmp_path: Path) -> None:
+    settings = _configure(store, threshold=3)
+    raw = postfix_dsn("x@example.org").replace(b"Message-Id: ", b"X-Old-Id: ")
+    first = fetch_bounces(store, settings, source_path=_write(tmp_path / "a", [raw]))
+    second = fetch_bounces(store, settings, source_path=_write(tmp_path / "b", [raw]))
+    assert (first.fetched, second.fetched, second.duplicates) == (1, 0, 1)
+    key = store.conn.execute("SELECT report_key FROM bounces").fetchone()[0]
+    assert key == "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def test_a_single_eml_file_and_a_missing_path(store: Store, tmp_path: Path) -> None:
+    settings = _configure(store)
+    path = tmp_path / "one.eml"
+    path.write_bytes(postfix_dsn("one@example.org"))
+    assert fetch_bounces(store, settings, source_path=path).suppressed == ["one@example.org"]
+    with pytest.raises(MailboxError, match="no such file"):
+        fetch_bounces(store, settings, source_path=tmp_path / "missing")
+
+
+def test_fetch_needs_bounce_settings(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="settings bounce"):
+        fetch_bounces(store, source_path=tmp_path)
+
+
+def test_the_campaign_comes_from_the_ledger_by_message_id(store: Store, tmp_path: Path) -> None:
+    settings = _configure(store, threshold=5)
+    ids = _ledger(store, "real-name", [("gone@example.org", "<m1@news.example.org>", now_iso())])
+    raw = postfix_dsn("gone@example.org", original_message_id="<m1@news.example.org>", campaign="stamped")
+    fetch_bounces(store, settings, source_path=_write(tmp_path / "e", [raw]))
+    row = store.conn.execute("SELECT campaign, delivery_id, original_message_id FROM bounces").fetchone()
+    assert row == ("real-name", ids["gone@example.org"], "<m1@news.example.org>")
+
+
+# --- the threshold ---------------------------------------------------------------------------
+
+
+def _fetch_raws(store: Store, settings: Any, tmp_path: Path, raws: list[bytes]) -> Any:
+    folder = tmp_path / f"batch{len(list(tmp_path.iterdir()))}"
+    return fetch_bounces(store, settings, source_path=_write(folder, raws))
+
+
+def test_policy_bounces_count_only_with_count_policy(store: Store, tmp_path: Path) -> None:
+    settings = _configure(store, threshold=2)
+    raws = [postfix_dsn("p@example.org", status="5.7.1") for _ in range(2)]
+    assert _fetch_raws(store, settings, tmp_path, raws).suppressed == []
+    settings, _ = update_bounce_settings(store, count_policy=True)
+    assert nk.apply_threshold(store) == ["p@example.org"]
+
+
+def test_stale_bounces_are_ignored(store: Store, tmp_path: Path) -> None:
+    settings = _configure(store, threshold=2, stale_after_days=7)
+    old = postfix_dsn("s@example.org", date=_days_ago(30))
+    assert _fetch_raws(store, settings, tmp_path, [old]).suppressed == []
+    assert _fetch_raws(store, settings, tmp_path, [postfix_dsn("s@example.org")]).suppressed == []
+    assert nk.bounce_counts(store, stale_after_days=7) == {"s@example.org": 1}
+    assert nk.bounce_counts(store) == {"s@example.org": 2}
+    assert _fetch_raws(store, settings, tmp_path, [postfix_dsn("s@example.org")]).suppressed == ["s@example.org"]
+
+
+def test_a_later_successful_delivery_resets_the_count(store: Store, tmp_path: Path) -> None:
+    settings = _configure(store, threshold=2, reset_on_success=True)
+    _fetch_raws(store, settings, tmp_path, [postfix_dsn("r@example.org", date=_days_ago(3))])
+    _ledger(store, "later", [("r@example.org", "<later@news>", now_iso())])  # accepted since
+    assert nk.bounce_counts(store, reset_on_success=True) == {}
+    assert nk.bounce_counts(store) == {"r@example.org": 1}
+    # The next bounce starts a new count: one is below the threshold.
+    assert _fetch_raws(store, settings, tmp_path, [postfix_dsn("r@example.org")]).suppressed == []
+    assert _fetch_raws(store, settings, tmp_path, [postfix_dsn("r@example.org")]).suppressed == ["r@example.org"]
+
+
+def test_a_delivery_that_bounced_is_not_a_success(store: Store, tmp_path: Path) -> None:
+    settings = _configure(store, threshold=2, reset_on_success=True)
+    _fetch_raws(store, settings, tmp_path, [postfix_dsn("q@example.org", date=_days_ago(3))])
+    _ledger(store, "later", [("q@example.org", "<q-later@news>", _days_ago_iso(2))])
+    report = _fetch_raws(store, settings, tmp_path, [postfix_dsn("q@example.org", original_message_id="<q-later@news>")])
+    assert report.suppressed == ["q@example.org"]
+
+
+def _days_ago_iso(days: float) -> str:
+    return (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)).replace(microsecond=0).isoformat()
+
+
+def test_suppressions_list_remove_and_the_audit_trail(store: Store, tmp_path: Path) -> None:
+    settings = _configure(store, threshold=2)
+    _fetch_raws(store, settings, tmp_path, [postfix_dsn("a@example.org", status="5.2.2") for _ in range(2)])
+    [row] = nk.list_suppressions(store)
+    assert row["address"] == "a@example.org" and row["bounces"] == 2 and row["reason"] == "threshold"
+    assert [(e["kind"], e["status"]) for e in row["evidence"]] == [("soft", "5.2.2")] * 2
+    assert all(e["bounce_id"] and e["date"] and "Quota exceeded" in e["diagnostic"] for e in row["evidence"])
+
+    nk.remove_suppression(store, "A@example.org", by="analyst")
+    assert nk.list_suppressions(store) == []
+    history = nk.suppression_history(store, "a@example.org")
+    assert [h["action"] for h in history] == ["suppressed", "lifted"]
+    assert history[1]["by"] == "analyst" and len(history[1]["evidence"]) == 2
+    # The old bounces no longer count; only new ones can suppress it again.
+    assert nk.apply_threshold(store, settings) == []
+    assert _fetch_raws(store, settings, tmp_path, [postfix_dsn("a@example.org")]).suppressed == []
+    assert _fetch_raws(store, settings, tmp_path, [postfix_dsn("a@example.org")]).suppressed == ["a@example.org"]
+    assert [h["action"] for h in nk.suppression_history(store, "a@example.org")] == ["suppressed", "lifted", "suppressed"]
+    with pytest.raises(ValidationError, match="not suppressed"):
+        nk.remove_suppression(store, "nobody@example.org")
+
+
+def test_suppressed_is_never_unsubscribed(store: Store, tmp_path: Path) -> None:
+    settings = _configure(store)
+    _fetch_raws(store, settings, tmp_path, [postfix_dsn("b@example.org")])
+    assert nk.suppress(store, "manual@example.org") is True
+    assert {r["address"] for r in nk.list_suppressions(store)} == {"b@example.org", "manual@example.org"}
+    assert store.conn.execute("SELECT count(*) FROM unsubscribes").fetchone()[0] == 0
+
+
+def test_smtp_rejections_count_as_bounces(store: Store) -> None:
+    settings = _configure(store, threshold=2)
+    ids = _ledger(store, "nov", [("x@example.org", "<x1@news>", None), ("y@example.org", "<y1@news>", None)])
+    args = dict(campaign="nov", code=550, status="5.1.1", reply="550 5.1.1 User unknown")
+    assert nk.record_smtp_rejection(store, email="x@example.org", delivery_id=ids["x@example.org"], **args) == []
+    # The same rejection recorded twice is one bounce.
+    assert nk.record_smtp_rejection(store, email="x@example.org", delivery_id=ids["x@example.org"], **args) == []
+    assert nk.record_smtp_rejection(store, email="x@example.org", delivery_id=None, settings=settings,
+                                    **{**args, "campaign": "dec"}) == ["x@example.org"]
+    # 5.7.x is policy (not counted by default); 4xx is a deferral, not recorded.
+    assert nk.record_smtp_rejection(store, email="y@example.org", delivery_id=ids["y@example.org"],
+                                    campaign="nov", code=554, status="5.7.1", reply="554 5.7.1 spam") == []
+    assert nk.record_smtp_rejection(store, email="y@example.org", delivery_id=None, campaign="dec",
+                                    code=451, status="4.3.0", reply="451 try later") == []
+    rows = store.conn.execute("SELECT email, kind, source, report_key FROM bounces ORDER BY id").fetchall()
+    assert rows == [("x@example.org", "hard", "smtp", f"smtp:{ids['x@example.org']}"),
+                    ("x@example.org", "hard", "smtp", "smtp:dec:x@example.org"),
+                    ("y@example.org", "policy", "smtp", f"smtp:{ids['y@example.org']}")]
+
+
+def test_counting_query_is_usable_from_pandas(store: Store, tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    settings = _configure(store, threshold=9)
+    _fetch_raws(store, settings, tmp_path, [postfix_dsn("a@example.org"), postfix_dsn("b@example.org", status="5.7.1")])
+    sql, params = nk.counting_query(count_policy=True)
+    frame = pd.read_sql(sql, store.conn, params=params)
+    assert sorted(frame["email"]) == ["a@example.org", "b@example.org"]
+
+
+# --- unsubscribe requests by mail -----------------------------------------------------------
+
+KEY_FOR_TESTS = b"k" * 32
+
+
+def _fake_token(key: bytes, campaign: str, email_: str) -> str:
+    payload = f"{campaign}|{email_}".encode().hex()
+    return payload + "." + hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _fake_verify(key: bytes, token: str) -> tuple[str, str] | None:
+    payload, _, sig = token.partition(".")
+    good = hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()[:32]
+    if not sig or not hmac.compare_digest(sig, good):
+        return None
+    campaign, _, email_ = bytes.fromhex(payload).decode().partition("|")
+    return campaign, email_
+
+
+def _request(subject: str, body: str = "", sender: str = "reader@example.net") -> bytes:
+    return (f"From: {sender}\r\nTo: bounces@example.org\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{hashlib.md5((subject + body).encode()).hexdigest()}@example.net>\r\n\r\n{body}\r\n").encode()
+
+
+def test_mailto_unsubscribe_requests_with_valid_and_forged_tokens(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nk_mailbox, "_token_verifier", lambda: _fake_verify)
+    settings = _configure(store)
+    key = store.signing_key()
+    good = _fake_token(key, "nov", "reader@example.net")
+    forged = _fake_token(b"x" * 32, "nov", "victim@example.net")
+    footer_quote = _fake_token(key, "nov", "quoter@example.net")
+    raws = [
+        _request(f"unsubscribe {good}"),
+        _request("unsubscribe", body=_fake_token(key, "dec", "body@example.net"), sender="body@example.net"),
+        _request(f"unsubscribe {forged}", sender="victim@example.net"),
+        _request("Re: our November news", body=f"> to stop: {footer_quote}", sender="quoter@example.net"),
+    ]
+    report = _fetch_raws(store, settings, tmp_path, raws)
+    assert report.bounces == {"unsubscribe": 2, "other": 1, "human": 1}
+    assert sorted(report.unsubscribed) == [("body@example.net", "dec"), ("reader@example.net", "nov")]
+    rows = store.conn.execute("SELECT email, campaign, source FROM unsubscribes ORDER BY email").fetchall()
+    assert rows == [("body@example.net", "dec", "mailto"), ("reader@example.net", "nov", "mailto")]
+    assert nk.list_suppressions(store) == []
+
+
+def test_mailto_unsubscribe_with_the_real_token() -> None:
+    messages = pytest.importorskip("newsletter_kit.messages")
+    if not hasattr(messages, "unsubscribe_token"):
+        pytest.skip("messages.unsubscribe_token is not there yet")
+    key = b"s" * 32
+    token = messages.unsubscribe_token(key, "nov", "reader@example.net")
+    raw = _request(f"unsubscribe {token}")
+    assert nk_mailbox._unsubscribe_request(raw, key) == (True, ("reader@example.net", "nov"))
+    assert nk_mailbox._unsubscribe_request(raw, b"t" * 32) == (True, None)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def test_cli_fetch_from_files_and_suppressions(store: Store, tmp_path: Path, nk_db: Path) -> None:
+    _configure(store, threshold=1)
+    folder = _write(tmp_path / "eml", [postfix_dsn("c@example.org"), postfix_dsn("d@example.org", delayed=True, status="4.4.1")])
+    runner = CliRunner()
+
+    result = runner.invoke(cli, ["bounces", "fetch", "--from", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"fetched": 2, "bounces": {"delayed": 1, "hard": 1}, "suppressed": ["c@example.org"]}
+
+    result = runner.invoke(cli, ["bounces", "fetch", "--from", str(folder)])
+    assert result.exit_code == 0 and "fetched 0 new message(s) (2 already seen)" in result.stderr
+
+    result = runner.invoke(cli, ["suppressions", "list", "--json"])
+    [row] = json.loads(result.stdout)
+    assert row["address"] == "c@example.org" and row["bounces"] == 1 and row["evidence"][0]["status"] == "5.1.1"
+
+    result = runner.invoke(cli, ["suppressions", "remove", "c@example.org", "--by", "me"])
+    assert result.exit_code == 0 and "no longer suppressed" in result.stderr
+    result = runner.invoke(cli, ["suppressions", "remove", "c@example.org"])
+    assert result.exit_code == 1 and result.stderr.strip() == "Error: c@example.org is not suppressed"
+    assert json.loads(runner.invoke(cli, ["suppressions", "list", "--json"]).stdout) == []
