@@ -25,9 +25,18 @@ from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
 from enum import StrEnum
 from os import PathLike
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from flufl.bounce import all_failures
+
+try:  # the ordered detector list behind all_failures(), to run each one on its own
+    from flufl.bounce._scan import _DETECTORS as _FLUFL_DETECTORS
+except ImportError:  # pragma: no cover - a flufl.bounce without it: wrap all_failures() instead
+    class _AllFailures:
+        def process(self, msg: Message) -> tuple[frozenset[bytes], frozenset[bytes]]:
+            return all_failures(msg)
+
+    _FLUFL_DETECTORS = [_AllFailures]  # type: ignore[list-item]
 
 __all__ = [
     "AUTOREPLY",
@@ -415,6 +424,19 @@ class _Context:
 _TEXT_LIMIT = 256 * 1024
 
 
+def _payload(part: Message) -> list[Message] | str:
+    """``get_payload()`` that survives a garbage charset parameter on 8-bit text."""
+    try:
+        payload = part.get_payload()
+    except (ValueError, LookupError):
+        # compat32 decodes 8-bit text with the declared charset and only expects LookupError.
+        data = part.get_payload(decode=True)
+        return data.decode("latin-1") if isinstance(data, bytes) else ""
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, Message)]
+    return payload if isinstance(payload, str) else ""
+
+
 def _decode_part(part: Message) -> str:
     """A text part's body as text: declared charset, else UTF-8, else Latin-1; never raises."""
     try:
@@ -422,7 +444,7 @@ def _decode_part(part: Message) -> str:
     except Exception:  # noqa: BLE001 - broken transfer encoding: fall back to the raw text
         payload = None
     if not isinstance(payload, bytes):
-        raw = part.get_payload()
+        raw = _payload(part)
         return raw[:_TEXT_LIMIT] if isinstance(raw, str) else ""
     data = payload[:_TEXT_LIMIT]
     try:
@@ -446,7 +468,7 @@ def _body_text(msg: Message) -> str:
     stack = [msg]
     while stack and len(plain) + len(html) < 50:
         part = stack.pop(0)
-        payload = part.get_payload()
+        payload = _payload(part)
         maintype = part.get_content_maintype()
         if isinstance(payload, list):
             # A quoted message (message/rfc822) is our original, not the report's wording.
@@ -476,7 +498,7 @@ def _quoted_original(ctx: _Context) -> Message | None:
     for ctype, part in list(ctx.content_types())[1:]:
         if ctype not in _ORIGINAL_TYPES:
             continue
-        payload = part.get_payload()
+        payload = _payload(part)
         if isinstance(payload, list):
             if payload and isinstance(payload[0], Message):
                 return payload[0]
@@ -567,7 +589,7 @@ def _detect_arf(ctx: _Context) -> BounceReport | None:
 
 
 def _feedback_fields(part: Message) -> Message | None:
-    payload = part.get_payload()
+    payload = _payload(part)
     if isinstance(payload, list):
         return payload[0] if payload and isinstance(payload[0], Message) else None
     return HeaderParser(policy=compat32).parsestr(_decode_part(part).lstrip(), headersonly=True)
@@ -593,7 +615,7 @@ def _detect_dsn(ctx: _Context) -> BounceReport | None:
 
 def _status_blocks(part: Message) -> list[Message]:
     """The header blocks of a delivery-status part (compat32 parses them into a list)."""
-    payload = part.get_payload()
+    payload = _payload(part)
     if isinstance(payload, list):
         return [b for b in payload if isinstance(b, Message)]
     # Encoded (base64) or global delivery-status: split the text into blocks ourselves.
@@ -739,13 +761,26 @@ def _detect_failure_notice(ctx: _Context) -> BounceReport | None:
 
 
 def _flufl_failures(msg: Message) -> tuple[list[str], list[str], str | None]:
-    """flufl.bounce's verdict as (temporary, permanent) valid addresses, plus any detector error."""
-    try:
-        temporary, permanent = all_failures(msg)
-    except Exception as exc:  # noqa: BLE001 - a detector choking on odd input is reported, not fatal
-        return [], [], f"flufl.bounce failed: {type(exc).__name__}"
-    norm = lambda values: sorted(a for a in map(_normalise_address, values) if a)  # noqa: E731
-    return norm(temporary), norm(permanent), None
+    """flufl.bounce's verdict as (temporary, permanent) valid addresses, plus any detector error.
+
+    Same order and stopping rule as ``all_failures``, but one detector at a time: there, one
+    detector choking on odd input (Yale on a message without From) aborts the whole scan and logs a
+    traceback; here it is noted and the next detector still gets its turn.
+    """
+    errors: list[str] = []
+    for detector in _FLUFL_DETECTORS:
+        try:
+            temporary, permanent = detector().process(msg)
+        except Exception as exc:  # noqa: BLE001 - reported in the reason, never fatal
+            errors.append(f"{detector.__name__}: {type(exc).__name__}")
+            continue
+        if temporary or permanent:
+            return _valid_sorted(temporary), _valid_sorted(permanent), None
+    return [], [], ("flufl.bounce detectors failed: " + ", ".join(errors)) if errors else None
+
+
+def _valid_sorted(values: Iterable[bytes | str]) -> list[str]:
+    return sorted({a for a in map(_normalise_address, values) if a})
 
 
 def _failed_recipients_header(msg: Message) -> list[str]:

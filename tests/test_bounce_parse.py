@@ -1,0 +1,294 @@
+"""parse_bounce on hand-written samples of every kind and MTA, plus fuzzing: it never raises and
+never lets an invalid or CR/LF-carrying address out."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from newsletter_kit.bounces import (
+    AUTOREPLY,
+    COMPLAINT,
+    DELAYED,
+    HARD,
+    HUMAN,
+    OTHER,
+    POLICY,
+    SOFT,
+    BounceKind,
+    BounceReport,
+    _verp_token,
+    is_valid_address,
+    parse_bounce,
+    parse_bounce_file,
+)
+from newsletter_kit.cli import cli
+
+SAMPLES = Path(__file__).parent / "bounce_samples"
+CAMP, CAMP_IT = "autumn-2026", "autunno-2026"
+
+# file, kind, {address: status} (status None when the notice states none), campaign, message_id
+CASES = [
+    ("postfix_hard_511.eml", HARD, {"mario.rossi@example.it": "5.1.1"}, CAMP_IT, "<20261120091500.c42.r7@news.example.org>"),
+    ("postfix_full_522.eml", SOFT, {"laura.conti@example.net": "5.2.2"}, CAMP, "<20261120092009.c42.r9@news.example.org>"),
+    ("postfix_full_422.eml", SOFT, {"franco.ferri@example.com": "4.2.2"}, CAMP, "<20261120092009.c42.r11@news.example.org>"),
+    ("postfix_delayed.eml", DELAYED, {"elena.galli@example.org": "4.4.1"}, CAMP, "<20261120091501.c42.r12@news.example.org>"),
+    ("postfix_relayed.eml", OTHER, {"piero.russo@example.com": "2.0.0"}, CAMP, "<20261120091502.c42.r13@news.example.org>"),
+    ("exim_dsn_500.eml", HARD, {"tom.baker@example.co.uk": "5.1.1"}, CAMP, "<20261121080200.c42.r20@news.example.org>"),
+    ("exim_plain_xfailed.eml", HARD, {"luca.bianchi@example.org": None}, CAMP, "<20261121093010.c42.r21@news.example.org>"),
+    ("exchange_ndr.eml", HARD, {"g.romano@contoso-example.com": "5.1.10"}, CAMP, "<20261122110240.c42.r30@news.example.org>"),
+    ("gmail_511.eml", HARD, {"chiara.marino@gmail.com": "5.1.1"}, CAMP, "<20261122121031.c42.r31@news.example.org>"),
+    ("qmail.eml", HARD, {"anna.verdi@example.net": "5.1.1"}, CAMP, "<20261123074508.c42.r40@news.example.org>"),
+    ("libero_it.eml", HARD, {"giulia.neri@libero.it": None}, CAMP_IT, "<20261124091238.c42.r50@news.example.org>"),
+    ("aruba_quota_it.eml", SOFT, {"paolo.gialli@pec-example.it": None}, CAMP_IT, "<20261124100000.c42.r51@news.example.org>"),
+    ("italian_temporary.eml", SOFT, {"sofia.costa@provider-example.it": None}, CAMP_IT, "<20261123110000.c42.r52@news.example.org>"),
+    ("spam_block_571.eml", POLICY, {"marco.riva@example.com": "5.7.1"}, CAMP, "<20261124110100.c42.r60@news.example.org>"),
+    ("arf_complaint.eml", COMPLAINT, {"sara.blu@mailbox-example.com": None}, CAMP, "<20261125075759.c42.r70@news.example.org>"),
+    ("ooo_en.eml", AUTOREPLY, {}, None, "<20261120091500.c42.r80@news.example.org>"),
+    ("ooo_it.eml", AUTOREPLY, {}, None, None),
+    ("human_reply.eml", HUMAN, {}, None, "<20261120091500.c42.r81@news.example.org>"),
+    ("broken_no_boundary.eml", HARD, {"bruno.leone@example.net": "5.1.1"}, CAMP, "<20261126085959.c42.r90@news.example.org>"),
+    ("truncated_dsn.eml", HARD, {"irene.vitale@example.com": "5.1.1"}, None, None),
+    ("unknown_charset_8bit.eml", SOFT, {"matteo.fabbri@provider-example.it": None}, "autunno-2026 \u00e8", "<20261126095959.c42.r91@news.example.org>"),
+    (
+        "multi_recipient.eml",
+        HARD,
+        {
+            "delay.me@example.com": "4.4.1",
+            "full.box@example.com": "5.2.2",
+            "gone.away@example.com": "5.1.1",
+            "blocked.here@example.com": "5.7.1",
+            "fine.one@example.com": "2.0.0",
+        },
+        CAMP,
+        "<20261127065959.c42.b1@news.example.org>",
+    ),
+    ("nested_mixed_dsn.eml", HARD, {"nadia.parisi@example.com": "5.1.1"}, CAMP, "<20261127085959.c42.r92@news.example.org>"),
+    ("notice_no_address.eml", OTHER, {}, None, None),
+    ("list_mail.eml", OTHER, {}, None, None),
+    ("injection.eml", HARD, {"ok.one@example.com": "5.1.1"}, "camp X-Evil: 1", None),
+]
+
+
+@pytest.mark.parametrize("name, kind, statuses, campaign, message_id", CASES, ids=[c[0] for c in CASES])
+def test_sample(name: str, kind: BounceKind, statuses: dict[str, str | None], campaign: str | None, message_id: str | None) -> None:
+    report = parse_bounce_file(SAMPLES / name)
+    assert report.kind is kind
+    assert report.is_bounce == (kind in (HARD, SOFT, POLICY))
+    assert {r.address: r.status for r in report.recipients} == statuses
+    assert report.campaign == campaign
+    assert report.message_id == message_id
+    _assert_safe(report)
+
+
+def test_every_sample_is_in_the_table() -> None:
+    assert sorted(p.name for p in SAMPLES.glob("*.eml")) == sorted(c[0] for c in CASES)
+
+
+def test_every_kind_is_covered() -> None:
+    assert {c[1] for c in CASES} == set(BounceKind)
+
+
+def test_recipients_of_several_severities_keep_their_own_kinds() -> None:
+    report = parse_bounce_file(SAMPLES / "multi_recipient.eml")
+    kinds = {r.address: r.kind for r in report.recipients}
+    assert kinds == {
+        "delay.me@example.com": DELAYED,
+        "full.box@example.com": SOFT,
+        "gone.away@example.com": HARD,
+        "blocked.here@example.com": POLICY,
+        "fine.one@example.com": OTHER,
+    }
+    assert report.reporting_mta == "mx.news.example.org"
+
+
+def test_dsn_details_original_recipient_diagnostic_and_report_identity() -> None:
+    report = parse_bounce_file(SAMPLES / "postfix_hard_511.eml")
+    (rcpt,) = report.recipients
+    # Original-Recipient is the address we sent to; Final-Recipient is the expanded alias.
+    assert rcpt.address == "mario.rossi@example.it"
+    assert rcpt.action == "failed"
+    assert rcpt.remote_mta == "mx1.mail.example.it"
+    assert rcpt.diagnostic == (
+        "550 5.1.1 <mrossi@mail.example.it>: Recipient address rejected: User unknown in virtual mailbox table"
+    )
+    assert report.report_message_id == "<20261120091502.4F2A81C0A3B@mx.news.example.org>"
+    assert report.date == "2026-11-20T10:15:02+01:00"
+    assert report.verp_token == "c42.r7"
+
+
+def test_generic_status_yields_to_the_specific_code_in_the_diagnostic() -> None:
+    report = parse_bounce_file(SAMPLES / "exim_dsn_500.eml")
+    assert report.recipients[0].status == "5.1.1"
+    assert "5.0.0" not in (report.recipients[0].status or "")
+
+
+def test_to_dict_has_exactly_the_documented_shape() -> None:
+    data = parse_bounce_file(SAMPLES / "spam_block_571.eml").to_dict()
+    assert list(data) == ["is_bounce", "kind", "recipients", "campaign", "message_id"]
+    assert list(data["recipients"][0]) == ["address", "kind", "status", "action", "diagnostic"]  # type: ignore[index]
+    assert data["kind"] == "policy" and data["is_bounce"] is True
+    json.dumps(data)
+
+
+def test_verp_token_hook() -> None:
+    assert _verp_token("bounces+c42.r7@news.example.org") == "c42.r7"
+    assert _verp_token("<Bounces+abc=def@x.example>") == "abc=def"
+    assert _verp_token("news@news.example.org") is None
+    assert _verp_token(None) is None
+
+
+@pytest.mark.parametrize(
+    "address, valid",
+    [
+        ("a.b+tag@example.com", True),
+        ("o'brien@example.ie", True),
+        ("david...@gmail.com", False),
+        ('"quoted"@example.com', False),
+        ("a\r\nb@example.com", False),
+        ("a b@example.com", False),
+        ("back\\slash@example.com", False),
+        ("user@localhost", False),
+        ("user@example..com", False),
+        ("us\u00e9r@example.com", False),
+        ("x" * 65 + "@example.com", False),
+    ],
+)
+def test_address_validation(address: str, valid: bool) -> None:
+    assert is_valid_address(address) is valid
+
+
+def test_huge_dsn_with_5mb_attachment() -> None:
+    raw = _with_attachment((SAMPLES / "postfix_hard_511.eml").read_bytes(), 5 * 1024 * 1024)
+    report = parse_bounce(raw)
+    assert report.kind is HARD
+    assert report.addresses == ["mario.rossi@example.it"]
+    assert report.message_id == "<20261120091500.c42.r7@news.example.org>"
+
+
+def test_huge_plain_notice_with_5mb_copy_of_the_message() -> None:
+    raw = (SAMPLES / "qmail.eml").read_bytes() + _base64_lines(5 * 1024 * 1024)
+    report = parse_bounce(raw)
+    assert report.kind is HARD
+    assert report.addresses == ["anna.verdi@example.net"]
+
+
+def test_empty_and_garbage_input_is_other_with_a_reason() -> None:
+    for raw in (b"", b"\x00\xff\xfe", b"\r\n\r\n", b"Content-Type: multipart/report; boundary=\"x\"\n\n--x\n"):
+        report = parse_bounce(raw)
+        assert report.kind in (OTHER, HUMAN)
+        assert report.recipients == []
+        assert report.kind is HUMAN or report.reason
+
+
+def test_cli_parse_json_one_object_per_line() -> None:
+    files = [str(SAMPLES / "gmail_511.eml"), str(SAMPLES / "ooo_it.eml")]
+    result = CliRunner().invoke(cli, ["bounces", "parse", "--json", *files])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert first["file"] == files[0] and first["kind"] == "hard"
+    assert first["recipients"][0]["address"] == "chiara.marino@gmail.com"
+    assert second == {"file": files[1], "is_bounce": False, "kind": "autoreply", "recipients": [], "campaign": None, "message_id": None}
+
+
+def test_cli_parse_human_output_and_missing_file(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["bounces", "parse", str(SAMPLES / "postfix_full_522.eml"), str(tmp_path / "nope.eml")])
+    assert result.exit_code == 1
+    assert "postfix_full_522.eml: soft laura.conti@example.net (5.2.2)" in result.stdout
+    assert "nope.eml" in result.stderr
+
+
+# --- fuzzing ---------------------------------------------------------------------------------
+
+_SAMPLE_BYTES = [p.read_bytes() for p in sorted(SAMPLES.glob("*.eml"))]
+_LINE_BREAK = re.compile(r"[\r\n\x00]")
+
+
+def _assert_safe(report: BounceReport) -> None:
+    """Invariants of every report: known kind, valid addresses, one-line strings, JSON-ready."""
+    assert isinstance(report.kind, BounceKind)
+    assert report.is_bounce == (report.kind in (HARD, SOFT, POLICY))
+    assert not report.reason or not report.reason.startswith("unparseable message"), report.reason
+    for rcpt in report.recipients:
+        assert is_valid_address(rcpt.address), rcpt.address
+        assert rcpt.address == rcpt.address.lower()
+        assert isinstance(rcpt.kind, BounceKind)
+    texts = [report.campaign, report.message_id, report.report_message_id, report.reason, report.reporting_mta]
+    texts += [v for r in report.recipients for v in (r.status, r.action, r.diagnostic, r.remote_mta)]
+    for text in texts:
+        assert text is None or not _LINE_BREAK.search(text), text
+    json.dumps(report.to_dict())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=3000))
+def test_fuzz_arbitrary_bytes(raw: bytes) -> None:
+    _assert_safe(parse_bounce(raw))
+
+
+@st.composite
+def _mutated_sample(draw: st.DrawFn) -> bytes:
+    raw = bytearray(draw(st.sampled_from(_SAMPLE_BYTES)))
+    for _ in range(draw(st.integers(1, 8))):
+        pos = draw(st.integers(0, len(raw)))
+        op = draw(st.sampled_from(["insert", "delete", "replace", "truncate"]))
+        chunk = draw(st.one_of(st.binary(min_size=1, max_size=40), st.sampled_from([b"\r\n", b"\n\n", b"--", b";", b"\\", b'"', b"@", b"=?utf-8?q?=0D=0A?=", b"\x00", b"\xff"])))
+        if op == "insert":
+            raw[pos:pos] = chunk
+        elif op == "delete":
+            del raw[pos : pos + len(chunk)]
+        elif op == "replace":
+            raw[pos : pos + len(chunk)] = chunk
+        else:
+            del raw[pos:]
+    return bytes(raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutated_sample())
+def test_fuzz_mutated_samples(raw: bytes) -> None:
+    _assert_safe(parse_bounce(raw))
+
+
+_ADDRESS_PIECES = st.text(alphabet=st.sampled_from(list("ab.+\"\\\r\n <>@;:,'\x00\u00e8")), min_size=1, max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(local=_ADDRESS_PIECES, field=st.sampled_from(["Final-Recipient", "Original-Recipient", "X-Actual-Recipient"]))
+def test_fuzz_hostile_recipient_fields(local: str, field: str) -> None:
+    raw = (
+        "From: MAILER-DAEMON@example.net\nSubject: Undelivered Mail Returned to Sender\n"
+        "X-Failed-Recipients: " + local + "@example.com\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain\n\n<" + local + "@example.com>: 550 5.1.1 user unknown\n"
+        "--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; example.net\n\n"
+        + field + ": rfc822; " + local + "@example.com\nAction: failed\nStatus: 5.1.1\n--b--\n"
+    ).encode("utf-8", "surrogateescape")
+    _assert_safe(parse_bounce(raw))
+
+
+def _base64_lines(size: int) -> bytes:
+    data = base64.encodebytes(bytes(range(256)) * (size // 256))
+    return b"\n" + data
+
+
+def _with_attachment(raw: bytes, size: int) -> bytes:
+    """The sample with its quoted original turned into a multipart message with a big attachment."""
+    original_body = b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nCiao Mario, ecco le novit\xc3\xa0 di novembre.\n"
+    big = (
+        b'Content-Type: multipart/mixed; boundary="att"\n\n--att\nContent-Type: text/plain\n\nSee attached.\n'
+        b'--att\nContent-Type: application/pdf; name="listino.pdf"\nContent-Transfer-Encoding: base64\n'
+        + _base64_lines(size)
+        + b"--att--\n"
+    )
+    assert original_body in raw
+    return raw.replace(original_body, big)
