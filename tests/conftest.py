@@ -16,8 +16,10 @@ is not installed they are skipped, except on CI (``$CI`` set) where they fail.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -46,10 +48,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.servers)
 
 
+@contextlib.contextmanager
+def _server_dir(name: str) -> Iterator[Path]:
+    """A private temp dir for a server, removed afterwards.
+
+    Not under pytest's basetemp: every pytest session that starts resets
+    /tmp/pytest-of-<user> to mode 0700, which would lock Dovecot's and Postfix's
+    unprivileged processes out of the files of a session already running.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"nk-{name}-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def test_ca(tmp_path_factory: pytest.TempPathFactory) -> mailservers.TestCA:
+def test_ca() -> Iterator[mailservers.TestCA]:
     """A trustme CA with a localhost/127.0.0.1 server cert, and an untrusted twin."""
-    return mailservers.TestCA(tmp_path_factory.mktemp("ca"))
+    with _server_dir("ca") as path:
+        yield mailservers.TestCA(path)
 
 
 @pytest.fixture
@@ -72,15 +90,16 @@ def smtp_server(test_ca: mailservers.TestCA) -> Iterator[Callable[..., mailserve
 
 
 @pytest.fixture(scope="session")
-def dovecot(
-    tmp_path_factory: pytest.TempPathFactory, test_ca: mailservers.TestCA
-) -> Iterator[mailservers.Dovecot]:
+def dovecot(test_ca: mailservers.TestCA) -> Iterator[mailservers.Dovecot]:
     """One Dovecot (IMAP STARTTLS + IMAPS + LMTP) for the whole session."""
     _require_binary("dovecot", "dovecot-imapd dovecot-lmtpd")
-    server = mailservers.Dovecot(tmp_path_factory.mktemp("dovecot"), test_ca)
-    server.start()
-    yield server
-    server.stop()
+    with _server_dir("dovecot") as path:
+        server = mailservers.Dovecot(path, test_ca)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture
@@ -100,6 +119,19 @@ def mailbox_user(dovecot: mailservers.Dovecot) -> Callable[..., tuple[str, str]]
         return address, password
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postfix(dovecot: mailservers.Dovecot) -> Iterator[mailservers.Postfix]:
+    """One Postfix for the session, delivering example.org/example.net to ``dovecot``."""
+    _require_binary("postfix", "postfix")
+    with _server_dir("postfix") as path:
+        server = mailservers.Postfix(path, dovecot, fast_queue=True)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,9 @@ Everything listens on 127.0.0.1 only, on free ports, keeps its files under a tem
 dir, touches nothing in /etc and is stopped (pid waited for) on ``stop()`` /
 leaving the ``with`` block. Tests get these through the fixtures in
 ``tests/conftest.py``; benchmarks import this module (``from tests.mailservers import ...``).
+Give Dovecot/Postfix a directory from ``tempfile.mkdtemp()``, not pytest's ``tmp_path``:
+each new pytest session resets /tmp/pytest-of-<user> to 0700, locking the servers'
+unprivileged processes out of a session that is still running.
 
 free_port()
     ``port = free_port()`` -- a port nobody listens on right now.
@@ -43,35 +46,49 @@ start_sink_process(port=None, delay_ms=0) -> SinkProcess
     (stop returns the number of messages received). Same as
     ``python -m tests.mailservers sink --port P [--delay-ms N]`` (prints "READY <port>").
 
-Dovecot  (IMAP + LMTP)
+Dovecot  (IMAP + LMTP; fixture ``dovecot``, users via ``mailbox_user``)
     ``dv = Dovecot(tmpdir, ca); dv.add_user("bob@example.org", "pw"); dv.start()``
-    Ports: ``dv.imap_port`` (plain, STARTTLS), ``dv.imaps_port`` (implicit TLS),
-    ``dv.lmtp_port`` (LMTP over TCP, for Postfix). ``dv.host``, ``dv.ca_file``.
-    Users log in with the full address; users can be added while it runs.
-    ``add_user(name, pw, quota=True)`` makes an over-quota mailbox (LMTP answers
-    552 5.2.2 at RCPT); ``quota_tempfail=True`` makes it 452 4.2.2 instead.
-    ``dv.create_folder(user, "Bounces")``; ``dv.append(user, "INBOX", raw)`` and
-    ``dv.append_many(user, folder, [raw, ...])`` write straight into the Maildir
-    (10,000 messages in about a second); ``dv.imap_client(user, password)``
-    returns a logged-in ``imapclient.IMAPClient`` (STARTTLS verified with the CA;
-    ``ssl=True`` for the implicit-TLS port). ``dv.message_count(user, folder)``
-    and ``dv.wait_for_messages(user, n, folder="INBOX", timeout=10)`` read the
-    Maildir; ``dv.log_path``.
+    Ports: ``dv.imap_port`` (plain, use STARTTLS), ``dv.imaps_port`` (implicit TLS),
+    ``dv.lmtp_port`` (LMTP over TCP, for Postfix). ``dv.host``, ``dv.ca_file``,
+    ``dv.log_path``. Users log in with the full address; ``add_user`` also works
+    while Dovecot runs (the user can log in at once).
+    ``add_user(name, pw, quota=True)``: an over-quota mailbox (LMTP 552 5.2.2 at
+    DATA: a "mailbox full" hard DSN from Postfix); with ``quota_tempfail=True`` it is
+    452 4.2.2 (Postfix defers, sends a delay warning, then bounces).
+    A wrong password is refused quickly (no auth failure delay / IP penalty).
+    ``dv.create_folder(user, "Bounces")`` (subscribed; "A/B" nests).
+    ``dv.append(user, folder, raw)`` / ``dv.append_many(user, folder, [raw, ...])``
+    write straight into the Maildir (10,000 small messages in under 2 s; Dovecot
+    assigns UIDs at the next SELECT).
+    ``dv.imap_client(user[, password][, ssl=True])``: a logged-in
+    ``imapclient.IMAPClient`` ("localhost", verified with the CA; STARTTLS on
+    ``imap_port`` by default, implicit TLS with ``ssl=True``). Log out when done.
+    Without IMAP: ``dv.message_count(user, folder="INBOX")``,
+    ``dv.read_messages(user, folder)`` -> [raw bytes] oldest first,
+    ``dv.wait_for_messages(user, n, folder="INBOX", timeout=15)`` (polls; raises
+    TimeoutError with the log tail).
+    Note: Dovecot's SEARCH ``BODY`` does not match text inside an attached original;
+    ``TEXT`` does.
 
-Postfix  (an MTA that makes real DSN bounces)
-    ``pf = Postfix(tmpdir, dv); pf.start()`` -- virtual_mailbox_domains are
-    ``LOCAL_DOMAINS`` (example.org, example.net), delivered by LMTP to ``dv``;
-    every other domain bounces (default_transport = error).
-    ``pf.port``: accepts every recipient, failures come back as DSNs to the
-    envelope sender (use a Dovecot user as sender to read them).
-    ``pf.reject_port``: rejects unknown local users at RCPT with a synchronous 550.
-    Fault addresses (transport_maps), any local part, domain picks the fault:
-        ``x@FAULT_HARD_DOMAIN``  -> bounce 5.1.1 (hard.example.net)
-        ``x@FAULT_SOFT_DOMAIN``  -> deferred 4.4.1, delay warning, then bounce
-                                    (soft.example.net; timings need ``fast_queue``)
-        ``x@FAULT_DISCARD_DOMAIN`` -> silently discarded (discard.example.net)
+Postfix  (an MTA that makes real DSN bounces; fixture ``postfix``, session scope)
+    ``pf = Postfix(tmpdir, dv); pf.start()`` -- ``LOCAL_DOMAINS`` (example.org,
+    example.net) are delivered by LMTP to ``dv`` (``pf.dovecot``); every other domain
+    bounces (5.4.4). Nothing leaves the machine.
+    ``pf.host``/``pf.port``: no AUTH, no TLS; accepts every recipient; failures come
+    back as DSNs (multipart/report) to the envelope sender -- make the sender a
+    Dovecot user, then ``pf.wait_for_messages(sender, 1)`` and
+    ``pf.dovecot.read_messages(sender)`` (bounces arrive in well under a second).
+    ``pf.reject_port``: rejects unknown users of LOCAL_DOMAINS at RCPT with a
+    synchronous "550 5.1.1 ... User unknown in virtual mailbox table" (users added
+    at runtime are known at once).
+    Fault domains (any local part; transport_maps):
+        ``x@hard.example.net``    (FAULT_HARD_DOMAIN)    -> DSN 5.1.1, Diagnostic-Code X-Postfix
+        ``x@soft.example.net``    (FAULT_SOFT_DOMAIN)    -> deferred 4.4.1: delay warning
+                                  (Action: delayed) after ~2 s, bounce after ~8 s
+        ``x@discard.example.net`` (FAULT_DISCARD_DOMAIN) -> accepted and silently dropped
     ``fast_queue=True`` (default): delay_warning_time 2s, maximal_queue_lifetime 8s,
-    backoff 1s. ``pf.flush()`` retries the deferred queue, ``pf.log_path``.
+    backoff 1s. ``pf.flush()`` retries deferred mail now; ``pf.queue()`` lists the
+    queue (postqueue -j dicts); ``pf.log_path`` is the mail log.
 """
 from __future__ import annotations
 
@@ -128,6 +145,23 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = HOST) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
             time.sleep(0.02)
+
+
+def wait_for_smtp_greeting(port: int, timeout: float = 15.0, host: str = HOST) -> None:
+    """Block until an SMTP/LMTP server on host:port sends its 220 greeting."""
+    deadline = time.monotonic() + timeout
+    wait_for_port(port, timeout, host)
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as sock:
+                if sock.recv(512).startswith(b"220"):
+                    sock.sendall(b"QUIT\r\n")
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no SMTP greeting on {host}:{port} after {timeout}s")
+        time.sleep(0.05)
 
 
 def wait_for_pid_exit(pid: int, timeout: float = 15.0) -> None:
@@ -497,6 +531,9 @@ ssl_key = <{key_file}
 ssl_dh = </usr/share/dovecot/dh.pem
 auth_mechanisms = plain login
 auth_verbose = yes
+# Tests try wrong passwords on purpose: no 2 s failure delay, and no per-IP penalty
+# (the anvil socket disabled below), which would slow every later login from 127.0.0.1.
+auth_failure_delay = 0
 first_valid_uid = {mail_uid}
 mail_location = maildir:~/Maildir
 mail_plugins = $mail_plugins quota
@@ -518,6 +555,11 @@ userdb {{
 }}
 plugin {{
   quota = maildir:User quota
+}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service imap-login {{
   inet_listener imap {{
@@ -650,7 +692,7 @@ class Dovecot:
         """Write many messages straight into the Maildir's ``new/``; returns how many.
 
         Dovecot picks them up on the next SELECT/STATUS. Fast: 10,000 small messages
-        take about a second. Example: ``dv.append_many(user, "Bounces", raws)``
+        take under 2 s. Example: ``dv.append_many(user, "Bounces", raws)``
         """
         maildir = self.create_folder(user, folder)
         uid, gid = self._mail.pw_uid, self._mail.pw_gid
@@ -816,6 +858,232 @@ class Dovecot:
             (path / "maildirfolder").touch()
             os.chown(path / "maildirfolder", uid, gid)
         return path
+
+
+# ------------------------------------------------------------------------ Postfix
+
+LOCAL_DOMAINS = ("example.org", "example.net")
+FAULT_HARD_DOMAIN = "hard.example.net"
+FAULT_SOFT_DOMAIN = "soft.example.net"
+FAULT_DISCARD_DOMAIN = "discard.example.net"
+
+POSTFIX_TRANSPORT = f"""\
+{FAULT_HARD_DOMAIN}     error:5.1.1 Recipient address rejected: User unknown (test fault)
+{FAULT_SOFT_DOMAIN}     retry:4.4.1 Connection timed out (test fault)
+{FAULT_DISCARD_DOMAIN}  discard:test fault
+"""
+
+POSTFIX_MAIN_CF = """\
+# Private test instance written by tests/mailservers.py; nothing here is read from /etc.
+compatibility_level = 3.6
+queue_directory = {root}/queue
+data_directory = {root}/data
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file_prefixes = {root}
+maillog_file = {root}/maillog
+myhostname = mx.nk-test.example.com
+mydomain = nk-test.example.com
+myorigin = $myhostname
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+local_transport = error:5.1.1 no local delivery in the test Postfix
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relay_domains =
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_reject_unlisted_recipient = no
+virtual_mailbox_domains = {domains}
+virtual_mailbox_maps = texthash:{mailbox_map}
+virtual_transport = lmtp:inet:127.0.0.1:{lmtp_port}
+# Nothing ever leaves this machine: every other domain bounces.
+default_transport = error:5.4.4 Host or domain name not found (test Postfix delivers nowhere)
+relay_transport = $default_transport
+transport_maps = texthash:{root}/transport
+smtp_dns_support_level = disabled
+lmtp_host_lookup = native
+biff = no
+append_dot_mydomain = no
+# Tests send rejected commands on purpose: no tarpit, no flow-control sleeps.
+smtpd_error_sleep_time = 0s
+smtpd_soft_error_limit = 1000
+smtpd_hard_error_limit = 1000
+in_flow_delay = 0s
+smtpd_banner = $myhostname ESMTP test Postfix
+"""
+
+POSTFIX_FAST_QUEUE = """\
+# Soft bounces in seconds: warn after 2 s, give up (bounce) after 8 s.
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+delay_warning_time = 2s
+maximal_queue_lifetime = 8s
+bounce_queue_lifetime = 8s
+"""
+
+POSTFIX_MASTER_CF = """\
+# service type  private unpriv  chroot  wakeup  maxproc command
+{port}   inet  n       -       n       -       -       smtpd
+{reject_port} inet n     -       n       -       -       smtpd
+  -o smtpd_reject_unlisted_recipient=yes
+  -o max_use=1
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+class Postfix:
+    """A private Postfix on 127.0.0.1 that delivers LOCAL_DOMAINS to a Dovecot by LMTP.
+
+    ``port`` accepts every recipient and reports failures as DSN bounces to the
+    envelope sender; ``reject_port`` rejects unknown local users at RCPT (550 5.1.1).
+    Example::
+
+        with Postfix(tmp_path / "postfix", dovecot) as pf:
+            smtplib.SMTP(pf.host, pf.port).sendmail(sender, ["nobody@example.org"], raw)
+            pf.wait_for_messages(sender, 1)   # the DSN, in the sender's INBOX
+    """
+
+    def __init__(self, directory: str | Path, dovecot: Dovecot, *, fast_queue: bool = True) -> None:
+        if not os.path.exists("/usr/sbin/postfix"):
+            raise FileNotFoundError("postfix is not installed (Debian: postfix)")
+        self.root = Path(directory)
+        self.dovecot = dovecot
+        self.fast_queue = fast_queue
+        self.host = HOST
+        self.port = free_port()
+        self.reject_port = free_port()
+        self.log_path = self.root / "maillog"
+        self.transport_file = self.root / "transport"
+        self._pid: int | None = None
+
+    def start(self) -> "Postfix":
+        """Write the configuration, start the master and wait for both SMTP ports."""
+        self._write_config()
+        result = self._postfix("start")
+        if result.returncode != 0:
+            # Before the master runs, "postfix" only reports errors on a terminal: ask "check".
+            raise RuntimeError(
+                f"postfix start failed: {result.stdout}\n{tail(self.log_path)}\n"
+                f"{self._postfix_check()}"
+            )
+        pid_file = self.root / "queue" / "pid" / "master.pid"
+        deadline = time.monotonic() + 15
+        while not (pid_file.exists() and pid_file.read_text().strip()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"postfix did not start:\n{tail(self.log_path)}")
+            time.sleep(0.02)
+        self._pid = int(pid_file.read_text().split()[0])
+        # The kernel accepts connections before the master has spawned smtpd (up to ~2 s
+        # on a busy machine): ready means a 220 greeting.
+        wait_for_smtp_greeting(self.port)
+        wait_for_smtp_greeting(self.reject_port)
+        return self
+
+    def stop(self) -> None:
+        """Stop Postfix and wait for its master process to exit (idempotent)."""
+        if self._pid is None:
+            return
+        pid, self._pid = self._pid, None
+        self._postfix("stop")
+        wait_for_pid_exit(pid)
+
+    def flush(self) -> None:
+        """Retry every deferred message now (``postqueue -f``)."""
+        subprocess.run(
+            ["postqueue", "-c", str(self.root), "-f"], check=True, timeout=30,
+            stdin=subprocess.DEVNULL, capture_output=True,
+        )
+
+    def queue(self) -> list[dict[str, Any]]:
+        """The messages still queued (``postqueue -j``): dicts with queue_id, recipients..."""
+        import json
+
+        result = subprocess.run(
+            ["postqueue", "-c", str(self.root), "-j"], check=True, timeout=30,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        )
+        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+    def wait_for_messages(
+        self, user: str, count: int, folder: str = "INBOX", timeout: float = 15.0
+    ) -> int:
+        """Poll the Dovecot mailbox until ``count`` messages arrived (bounded by ``timeout``).
+
+        Example: ``pf.wait_for_messages("news@example.org", 1)``
+        """
+        try:
+            return self.dovecot.wait_for_messages(user, count, folder, timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\npostfix log tail:\n{tail(self.log_path)}") from None
+
+    def __enter__(self) -> "Postfix":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _postfix(self, command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/usr/sbin/postfix", "-c", str(self.root), command],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, timeout=60,
+        )
+
+    def _postfix_check(self) -> str:
+        # "postfix check" prints its fatal errors to stderr only when that is a tty.
+        result = subprocess.run(
+            ["script", "-qc", f"/usr/sbin/postfix -c {self.root} check", "/dev/null"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        )
+        return result.stdout.strip()
+
+    def _write_config(self) -> None:
+        postfix_user = pwd.getpwnam("postfix")
+        self.root.mkdir(parents=True, exist_ok=True)
+        _allow_traverse(self.root)
+        (self.root / "queue").mkdir(exist_ok=True)
+        data = self.root / "data"
+        data.mkdir(exist_ok=True)
+        os.chown(data, postfix_user.pw_uid, postfix_user.pw_gid)
+        main_cf = POSTFIX_MAIN_CF.format(
+            root=self.root, domains=", ".join(LOCAL_DOMAINS), mailbox_map=self.dovecot.mailbox_map,
+            lmtp_port=self.dovecot.lmtp_port,
+        )
+        if self.fast_queue:
+            main_cf += POSTFIX_FAST_QUEUE
+        (self.root / "main.cf").write_text(main_cf)
+        (self.root / "master.cf").write_text(
+            POSTFIX_MASTER_CF.format(port=self.port, reject_port=self.reject_port)
+        )
+        self.transport_file.write_text(POSTFIX_TRANSPORT)
+        # Postfix waits until main.cf is over a second old; back-dating saves ~2 s.
+        past = time.time() - 10
+        for name in ("main.cf", "master.cf", "transport"):
+            os.utime(self.root / name, (past, past))
 
 
 def _allow_traverse(path: Path) -> None:

@@ -169,3 +169,71 @@ def test_lmtp_over_quota_user_is_refused(dovecot: Any, mailbox_user: Callable[..
             lmtp.sendmail(SENDER, [full], _message(full).as_bytes())
     assert caught.value.smtp_code == 552
     assert dovecot.wait_for_messages(ok, 1) == 1
+
+
+# ------------------------------------------------------------------------ Postfix
+
+
+def _dsn_recipients(raw: bytes) -> list[dict[str, str]]:
+    """The per-recipient fields of a multipart/report DSN (lower-case names)."""
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    [status] = [part for part in msg.walk() if part.get_content_type() == "message/delivery-status"]
+    blocks = status.get_payload()
+    return [{k.lower(): str(v) for k, v in block.items()} for block in blocks[1:]]
+
+
+def _send(port: int, sender: str, rcpts: list[str]) -> dict[str, Any]:
+    with smtplib.SMTP(mailservers.HOST, port) as client:
+        return client.send_message(_message(rcpts[0], sender=sender), sender, rcpts)
+
+
+def test_unknown_local_user_bounces_as_dsn(postfix: Any, mailbox_user: Callable[..., Any]) -> None:
+    sender, _ = mailbox_user(prefix="news")
+    assert _send(postfix.port, sender, ["nobody-here@example.org"]) == {}
+    postfix.wait_for_messages(sender, 1)
+    [dsn] = postfix.dovecot.read_messages(sender)
+    [rcpt] = _dsn_recipients(dsn)
+    assert rcpt["final-recipient"] == "rfc822; nobody-here@example.org"
+    assert rcpt["action"] == "failed"
+    assert rcpt["status"] == "5.1.1"
+    assert rcpt["remote-mta"] == "dns; 127.0.0.1"
+
+
+def test_fault_domains_and_quota_in_one_dsn(postfix: Any, mailbox_user: Callable[..., Any]) -> None:
+    sender, _ = mailbox_user(prefix="news")
+    full, _ = mailbox_user(quota=True)
+    rcpts = [f"x@{mailservers.FAULT_HARD_DOMAIN}", full, f"y@{mailservers.FAULT_DISCARD_DOMAIN}"]
+    assert _send(postfix.port, sender, rcpts) == {}
+    postfix.wait_for_messages(sender, 1)
+    [dsn] = postfix.dovecot.read_messages(sender)
+    by_rcpt = {r["final-recipient"].split("; ")[1]: r for r in _dsn_recipients(dsn)}
+    assert set(by_rcpt) == {rcpts[0], full}  # the discarded one is silently gone
+    assert by_rcpt[rcpts[0]]["status"] == "5.1.1"
+    assert by_rcpt[rcpts[0]]["diagnostic-code"].startswith("X-Postfix;")
+    assert "remote-mta" not in by_rcpt[rcpts[0]]
+    assert by_rcpt[full]["status"] == "5.2.2"  # mailbox full
+    assert "552 5.2.2" in by_rcpt[full]["diagnostic-code"]
+
+
+def test_reject_port_refuses_unknown_users_at_rcpt(postfix: Any, mailbox_user: Callable[..., Any]) -> None:
+    sender, _ = mailbox_user(prefix="news")
+    known, _ = mailbox_user()  # added while Postfix runs: still accepted
+    refused = _send(postfix.reject_port, sender, [known, "nobody-there@example.org"])
+    assert refused["nobody-there@example.org"][0] == 550
+    assert known not in refused
+    assert postfix.wait_for_messages(known, 1) == 1
+
+
+def test_tempfail_quota_gives_delay_warning_then_bounce(
+    postfix: Any, mailbox_user: Callable[..., Any]
+) -> None:
+    sender, _ = mailbox_user(prefix="news")
+    full, _ = mailbox_user(quota=True, quota_tempfail=True)
+    assert _send(postfix.port, sender, [full]) == {}
+    # fast_queue: a delay warning after ~2 s, the final bounce after ~8 s.
+    postfix.wait_for_messages(sender, 2, timeout=40)
+    warning, final = (_dsn_recipients(raw)[0] for raw in postfix.dovecot.read_messages(sender))
+    assert (warning["action"], warning["status"]) == ("delayed", "4.2.2")
+    assert (final["action"], final["status"]) == ("failed", "4.2.2")
