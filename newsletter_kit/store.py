@@ -115,7 +115,8 @@ def _v1_initial(conn: sqlite3.Connection) -> None:
         );
         CREATE INDEX deliveries_state ON deliveries(campaign_id, state);
         CREATE INDEX deliveries_email ON deliveries(email);
-        CREATE INDEX deliveries_sent_at ON deliveries(sent_at);
+        -- (sent_at, state): review counts sent rows per day by range, from the index alone.
+        CREATE INDEX deliveries_sent_at ON deliveries(sent_at, state);
 
         -- The daily quota: recipients accepted by the server per calendar day (configured zone).
         CREATE TABLE quota_days (
@@ -207,6 +208,8 @@ def _v1_initial(conn: sqlite3.Connection) -> None:
         );
         CREATE INDEX bounces_email ON bounces(email);
         CREATE INDEX bounces_campaign ON bounces(campaign);
+        -- reset_on_success asks, per sent delivery, whether a failure names it.
+        CREATE INDEX bounces_delivery ON bounces(delivery_id);
         """
     )
 
