@@ -82,7 +82,7 @@ def sent(dovecot: mailservers.Dovecot, postfix: mailservers.Postfix) -> Sent:
                 message_id, raw = _stamped(sender, rcpt, campaign)
                 smtp.sendmail(sender, [rcpt], raw)
                 result.deliveries[campaign].append((rcpt, message_id))
-    postfix.wait_for_messages(sender, 6, timeout=30)
+    postfix.wait_for_messages(sender, 6, timeout=60)
     result.bounces = dovecot.read_messages(sender)
     assert len(result.bounces) == 6
     return result
@@ -309,6 +309,24 @@ def test_processed_messages_are_moved_and_nothing_else_is_touched(
     assert (report.fetched, report.moved) == (3, 3)
     assert dovecot.message_count(user, "Bounces/Done") == 6
     assert _fetch(store, settings, password).fetched == 0
+
+
+def test_without_move_processed_messages_are_only_copied(
+    sent: Sent, dovecot: mailservers.Dovecot, nk_db: Any
+) -> None:
+    user, password = _copy_user(dovecot, sent.bounces_of("nov"))
+    store = open_store(nk_db)
+    settings = _settings(dovecot, user, threshold=1, folder="Bounces", processed_folder="Seen-Bounces")
+
+    class NoMove(imapclient.IMAPClient):
+        def has_capability(self, capability: str) -> bool:
+            return capability.upper() != "MOVE" and super().has_capability(capability)
+
+    assert _fetch(store, settings, password, imap_factory=NoMove).moved == 3
+    assert _fetch(store, settings, password, imap_factory=NoMove).moved == 0
+    # Nothing is expunged without MOVE: the originals stay, one copy each.
+    assert dovecot.message_count(user, "Bounces") == 3
+    assert dovecot.message_count(user, "Seen-Bounces") == 3
 
 
 def test_a_missing_folder_is_a_clear_error(sent: Sent, dovecot: mailservers.Dovecot, nk_db: Any) -> None:
