@@ -94,18 +94,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import email.utils
 import os
 import grp
 import pwd
 import shutil
 import signal
-import smtplib
 import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -902,7 +899,7 @@ virtual_transport = lmtp:inet:127.0.0.1:{lmtp_port}
 # Nothing ever leaves this machine: every other domain bounces.
 default_transport = error:5.4.4 Host or domain name not found (test Postfix delivers nowhere)
 relay_transport = $default_transport
-transport_maps = texthash:{root}/transport
+transport_maps = texthash:{root}/conf/transport
 smtp_dns_support_level = disabled
 lmtp_host_lookup = native
 biff = no
@@ -977,7 +974,10 @@ class Postfix:
         self.port = free_port()
         self.reject_port = free_port()
         self.log_path = self.root / "maillog"
-        self.transport_file = self.root / "transport"
+        # main.cf/master.cf in their own dir: "postfix check" wants everything below
+        # the config dir owned by root, and the queue is not.
+        self.config_dir = self.root / "conf"
+        self.transport_file = self.config_dir / "transport"
         self._pid: int | None = None
 
     def start(self) -> "Postfix":
@@ -1014,7 +1014,7 @@ class Postfix:
     def flush(self) -> None:
         """Retry every deferred message now (``postqueue -f``)."""
         subprocess.run(
-            ["postqueue", "-c", str(self.root), "-f"], check=True, timeout=30,
+            ["postqueue", "-c", str(self.config_dir), "-f"], check=True, timeout=30,
             stdin=subprocess.DEVNULL, capture_output=True,
         )
 
@@ -1023,7 +1023,7 @@ class Postfix:
         import json
 
         result = subprocess.run(
-            ["postqueue", "-c", str(self.root), "-j"], check=True, timeout=30,
+            ["postqueue", "-c", str(self.config_dir), "-j"], check=True, timeout=30,
             stdin=subprocess.DEVNULL, capture_output=True, text=True,
         )
         return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
@@ -1048,7 +1048,7 @@ class Postfix:
 
     def _postfix(self, command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["/usr/sbin/postfix", "-c", str(self.root), command],
+            ["/usr/sbin/postfix", "-c", str(self.config_dir), command],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, timeout=60,
         )
@@ -1056,7 +1056,7 @@ class Postfix:
     def _postfix_check(self) -> str:
         # "postfix check" prints its fatal errors to stderr only when that is a tty.
         result = subprocess.run(
-            ["script", "-qc", f"/usr/sbin/postfix -c {self.root} check", "/dev/null"],
+            ["script", "-qc", f"/usr/sbin/postfix -c {self.config_dir} check", "/dev/null"],
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
         )
         return result.stdout.strip()
@@ -1066,6 +1066,7 @@ class Postfix:
         self.root.mkdir(parents=True, exist_ok=True)
         _allow_traverse(self.root)
         (self.root / "queue").mkdir(exist_ok=True)
+        self.config_dir.mkdir(exist_ok=True)
         data = self.root / "data"
         data.mkdir(exist_ok=True)
         os.chown(data, postfix_user.pw_uid, postfix_user.pw_gid)
@@ -1075,15 +1076,15 @@ class Postfix:
         )
         if self.fast_queue:
             main_cf += POSTFIX_FAST_QUEUE
-        (self.root / "main.cf").write_text(main_cf)
-        (self.root / "master.cf").write_text(
+        (self.config_dir / "main.cf").write_text(main_cf)
+        (self.config_dir / "master.cf").write_text(
             POSTFIX_MASTER_CF.format(port=self.port, reject_port=self.reject_port)
         )
         self.transport_file.write_text(POSTFIX_TRANSPORT)
         # Postfix waits until main.cf is over a second old; back-dating saves ~2 s.
         past = time.time() - 10
         for name in ("main.cf", "master.cf", "transport"):
-            os.utime(self.root / name, (past, past))
+            os.utime(self.config_dir / name, (past, past))
 
 
 def _allow_traverse(path: Path) -> None:

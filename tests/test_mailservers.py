@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import email
+import email.message
 import email.utils
 import smtplib
 import ssl
@@ -181,7 +182,12 @@ def _dsn_recipients(raw: bytes) -> list[dict[str, str]]:
     assert msg.get_param("report-type") == "delivery-status"
     [status] = [part for part in msg.walk() if part.get_content_type() == "message/delivery-status"]
     blocks = status.get_payload()
-    return [{k.lower(): str(v) for k, v in block.items()} for block in blocks[1:]]
+    assert isinstance(blocks, list)  # message/delivery-status parses into header blocks
+    return [
+        {k.lower(): str(v) for k, v in block.items()}
+        for block in blocks[1:]
+        if isinstance(block, email.message.Message)
+    ]
 
 
 def _send(port: int, sender: str, rcpts: list[str]) -> dict[str, Any]:
