@@ -42,7 +42,22 @@ from .store import Store, open_store
 from .transport import check_smtp, open_smtp
 
 # --- audience ---
+from .audience import (
+    ImportReport,
+    Recipient,
+    RowProblem,
+    add_contacts,
+    add_unsubscribe,
+    audience_frame,
+    eligible_recipients,
+    import_contacts,
+    import_unsubscribes,
+    list_contacts,
+    list_names,
+    normalize_address,
+)
 # --- messages / quota / campaigns ---
+from .messages import CampaignRenderer, unsubscribe_token, verify_unsubscribe_token
 # --- bounces / mailbox fetch / suppressions ---
 from .bounces import (
     apply_threshold,
@@ -69,7 +84,11 @@ __all__ = [
     # connections
     "open_smtp", "check_smtp", "open_imap", "check_imap", "fetch_folder_names",
     # --- audience (exports) ---
+    "ImportReport", "Recipient", "RowProblem", "add_contacts", "add_unsubscribe", "audience_frame",
+    "eligible_recipients", "import_contacts", "import_unsubscribes", "list_contacts", "list_names",
+    "normalize_address",
     # --- messages / quota / campaigns (exports) ---
+    "CampaignRenderer", "unsubscribe_token", "verify_unsubscribe_token",
     # --- bounces / mailbox fetch / suppressions (exports) ---
     "fetch_bounces", "FetchReport", "apply_threshold", "bounce_counts", "counting_query",
     "list_suppressions", "record_smtp_rejection", "remove_suppression", "suppress",
