@@ -25,7 +25,7 @@ from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
 from enum import StrEnum
 from os import PathLike
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from flufl.bounce import all_failures
 
@@ -321,6 +321,13 @@ _TEMP_RE = re.compile(
 )
 
 
+# One search instead of six when only "does this line state a failure?" matters.
+_ANY_FAILURE_RE = re.compile(
+    "|".join(f"(?:{r.pattern})" for r in (_STATUS_RE, _SMTP_CODE_RE, _FULL_RE, _HARD_RE, _POLICY_RE, _TEMP_RE)),
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
 def _kind_from_status(status: str) -> BounceKind:
     """RFC 3463: mailbox full is soft in any class, 5.7.x is policy, 4.x.x soft, other 5.x.x hard."""
     klass, subject, detail = status.split(".")
@@ -385,15 +392,23 @@ class _Context:
 
     def __init__(self, msg: Message):
         self.msg = msg
-        self._parts: list[Message] | None = None
+        self._typed: list[tuple[str, Message]] | None = None
         self._text: str | None = None
+        self._original: tuple[Message | None] | None = None
 
     @property
-    def parts(self) -> list[Message]:
-        """Every MIME part (compat32 walk descends into message/* parts too)."""
-        if self._parts is None:
-            self._parts = list(self.msg.walk())
-        return self._parts
+    def typed(self) -> list[tuple[str, Message]]:
+        """(content type, part) of every MIME part; compat32's walk enters message/* parts too."""
+        if self._typed is None:
+            self._typed = [(part.get_content_type(), part) for part in self.msg.walk()]
+        return self._typed
+
+    @property
+    def original(self) -> Message | None:
+        """Our quoted original message (or its headers), if the report includes it."""
+        if self._original is None:
+            self._original = (_quoted_original(self),)
+        return self._original[0]
 
     @property
     def text(self) -> str:
@@ -401,10 +416,6 @@ class _Context:
         if self._text is None:
             self._text = _body_text(self.msg)
         return self._text
-
-    def content_types(self) -> Iterator[tuple[str, Message]]:
-        for part in self.parts:
-            yield part.get_content_type(), part
 
     def subject(self) -> str:
         return _header(self.msg, "Subject") or ""
@@ -495,7 +506,7 @@ _ORIGINAL_TYPES = (
 
 def _quoted_original(ctx: _Context) -> Message | None:
     """The first quoted message (or its headers) inside the report, as a Message."""
-    for ctype, part in list(ctx.content_types())[1:]:
+    for ctype, part in ctx.typed[1:]:
         if ctype not in _ORIGINAL_TYPES:
             continue
         payload = _payload(part)
@@ -526,7 +537,11 @@ def _verp_token(address: str | None) -> str | None:
     return match.group(1) if match else None
 
 
+_VERP_SCAN_RE = re.compile(r"(?<![A-Za-z0-9.+_=-])bounces\+[A-Za-z0-9._=-]{1,200}@", re.IGNORECASE)
+
+
 def _find_verp(ctx: _Context, original: Message | None) -> str | None:
+    """The VERP token of the envelope address the report came back to (or our original's)."""
     sources: list[tuple[Message, tuple[str, ...]]] = [
         (ctx.msg, ("Delivered-To", "X-Original-To", "Envelope-To", "To")),
     ]
@@ -535,16 +550,16 @@ def _find_verp(ctx: _Context, original: Message | None) -> str | None:
     for msg, names in sources:
         for name in names:
             for value in msg.get_all(name, []):
-                for _, addr in getaddresses([str(value)]):
-                    token = _verp_token(addr)
-                    if token:
-                        return token
+                # A regex, not getaddresses(): several times faster, and this runs on every report.
+                found = _VERP_SCAN_RE.search(str(value))
+                if found:
+                    return _verp_token(found.group(0))
     return None
 
 
 def _attach_original(ctx: _Context, report: BounceReport) -> BounceReport:
     """Fill message_id/campaign (our original's) and the VERP token into ``report``."""
-    original = _quoted_original(ctx)
+    original = ctx.original
     if original is not None:
         report.message_id = _message_id(_header(original, "Message-ID"))
         report.campaign = _header(original, "X-Newsletter-Campaign")
@@ -571,15 +586,15 @@ Detector = Callable[[_Context], "BounceReport | None"]
 def _detect_arf(ctx: _Context) -> BounceReport | None:
     """An ARF (RFC 5965) feedback report: a spam complaint about our message."""
     msg = ctx.msg
-    is_arf = msg.get_content_type() == "multipart/report" and (msg.get_param("report-type") or "").__str__().lower() == "feedback-report"
-    feedback = next((p for t, p in ctx.content_types() if t == "message/feedback-report"), None)
+    is_arf = ctx.typed[0][0] == "multipart/report" and "feedback-report" in str(msg.get("Content-Type", "")).lower()
+    feedback = next((p for t, p in ctx.typed if t == "message/feedback-report"), None)
     if not is_arf and feedback is None:
         return None
     candidates: list[str] = []
     fields = _feedback_fields(feedback) if feedback is not None else None
     if fields is not None:
         candidates += [str(v) for v in fields.get_all("Original-Rcpt-To", []) + fields.get_all("Removal-Recipient", [])]
-    original = _quoted_original(ctx)
+    original = ctx.original
     if not candidates and original is not None:
         candidates += [addr for _, addr in getaddresses([str(v) for v in original.get_all("To", [])])]
     addresses = dict.fromkeys(a for a in map(_normalise_address, candidates) if a)
@@ -598,7 +613,7 @@ def _feedback_fields(part: Message) -> Message | None:
 def _detect_dsn(ctx: _Context) -> BounceReport | None:
     """RFC 3464 delivery status notifications, also nested in multipart/mixed."""
     blocks: list[Message] = []
-    for ctype, part in ctx.content_types():
+    for ctype, part in ctx.typed:
         if ctype in ("message/delivery-status", "message/global-delivery-status"):
             blocks += _status_blocks(part)
     if not blocks:
@@ -743,11 +758,9 @@ def _detect_failure_notice(ctx: _Context) -> BounceReport | None:
     """Non-DSN notices: flufl.bounce's detectors, X-Failed-Recipients, then our own wording."""
     temporary, permanent, flufl_error = _flufl_failures(ctx.msg)
     failed = [a for a in map(_normalise_address, _failed_recipients_header(ctx.msg)) if a]
-    own = ctx.own_addresses()
+    text_found = []
     if not (temporary or permanent or failed) and _looks_like_failure(ctx):
-        text_found = _text_failures(ctx, own)
-    else:
-        text_found = []
+        text_found = _text_failures(ctx, ctx.own_addresses())
     recipients = _notice_recipients(ctx, temporary, permanent + failed, text_found)
     if not recipients:
         if _looks_like_failure(ctx):
@@ -869,10 +882,12 @@ def _around(notice: str, address: str) -> str:
 
 def _diagnostic_line(text: str) -> str | None:
     """The first line of ``text`` that states a status/SMTP code or failure wording."""
-    for line in text.splitlines():
-        if _STATUS_RE.search(line) or _SMTP_CODE_RE.search(line) or _kind_from_wording(line):
-            return _clean(line, 500) or None
-    return None
+    found = _ANY_FAILURE_RE.search(text)
+    if found is None:
+        return None
+    start = text.rfind("\n", 0, found.start()) + 1
+    end = text.find("\n", found.end())
+    return _clean(text[start : end if end >= 0 else len(text)], 500) or None
 
 
 def _detect_human(ctx: _Context) -> BounceReport | None:
