@@ -426,6 +426,34 @@ def suppressions_remove(store: Store, address: str, by: str | None) -> None:
 # --- demo ---------------------------------------------------------------------------------
 
 
+@cli.command("demo")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.pass_context
+def demo_command(ctx: click.Context, as_json: bool) -> None:
+    """The whole flow on local servers, nothing to configure: send, bounce, suppress.
+
+    Starts a demo SMTP server on 127.0.0.1 that refuses some demo addresses and bounces
+    others, sends a campaign to 50 demo contacts, fetches the bounces and suppresses.
+    The store is --db / $NEWSLETTER_KIT_DB, else data/demo.db (never your default store);
+    a store with your own SMTP settings is refused. Run it again to send a new campaign.
+    """
+    from . import demo
+
+    obj = ctx.ensure_object(dict)
+    if obj.get("db") is None:
+        obj["db"] = demo.DEFAULT_DEMO_DB
+    store = get_store(ctx)
+    try:
+        result = demo.run_demo(store, say=say)
+    finally:
+        demo.stop_demo_servers()
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    for line in result.lines():
+        click.echo(line)
+
+
 def main() -> None:
     """Entry point of the console script."""
     cli(prog_name="newsletter-kit")

@@ -450,20 +450,32 @@ class DemoResult:
     excluded: int
     sent: int
     rejected: int
-    bounce_files: int
+    fetched: int
     bounces: dict[str, int]
-    suppressed: list[str]
+    suppressed_now: list[str]
+    suppressed_total: int
     bounce_dir: Path
 
+    def to_dict(self) -> dict[str, Any]:
+        """The ``newsletter-kit demo --json`` document."""
+        return {"campaign": self.campaign, "contacts": self.contacts, "excluded": self.excluded,
+                "sent": self.sent, "rejected": self.rejected, "fetched": self.fetched,
+                "bounced": sum(self.bounces.values()), "bounces": dict(sorted(self.bounces.items())),
+                "suppressed": self.suppressed_now, "suppressed_total": self.suppressed_total,
+                "bounce_dir": str(self.bounce_dir)}
+
     def lines(self) -> list[str]:
-        """The summary ``newsletter-kit demo`` prints."""
+        """The summary ``newsletter-kit demo`` prints (one ``name: number`` per line)."""
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.bounces.items())) or "none"
+        now = ", ".join(self.suppressed_now)
         return [
             f"campaign: {self.campaign} ({self.contacts} contacts, {self.excluded} excluded)",
             f"sent: {self.sent}",
-            f"rejected at RCPT: {self.rejected}",
-            f"bounced: {sum(self.bounces.values())} ({kinds}) from {self.bounce_files} bounce message(s) in {self.bounce_dir}",
-            f"suppressed: {len(self.suppressed)}" + (f" ({', '.join(self.suppressed)})" if self.suppressed else ""),
+            f"rejected: {self.rejected} (refused at RCPT by the server)",
+            f"bounced: {sum(self.bounces.values())} ({kinds}; {self.fetched} bounce message(s) "
+            f"fetched from {self.bounce_dir})",
+            f"suppressed: {len(self.suppressed_now)}" + (f" ({now})" if now else ""),
+            f"suppressed in all: {self.suppressed_total}",
         ]
 
 
@@ -501,27 +513,26 @@ def run_demo(store: Store, say: Callable[[str], None] = print) -> DemoResult:
     campaigns.create_campaign(store, name, list_name=DEMO_LIST, subject=DEMO_SUBJECT,
                               html=sample_template_path().read_text(encoding="utf-8"))
     say(f"sending campaign {name!r}...")
-    campaigns.send_campaign(store, name)
+    sent = campaigns.send_campaign(store, name)
+    say(sent.summary())
     fetched = mailbox.fetch_bounces(store, source_path=env.bounce_dir)
-    return _result(store, name, env.bounce_dir, fetched)
+    now = sorted(set(sent.suppressed) | set(fetched.suppressed))
+    return _result(store, name, env.bounce_dir, fetched.fetched, now)
 
 
-def _result(store: Store, name: str, bounce_dir: Path, fetched: Any) -> DemoResult:
+def _result(store: Store, name: str, bounce_dir: Path, fetched: int, suppressed_now: list[str]) -> DemoResult:
     """Read the run's numbers back from the store (what the test compares)."""
     cid = store.conn.execute("SELECT id FROM campaigns WHERE name = ?", (name,)).fetchone()[0]
     states = dict(store.conn.execute(
         "SELECT state, count(*) FROM deliveries WHERE campaign_id = ? GROUP BY state", (cid,)).fetchall())
-    rejected = store.conn.execute(
-        "SELECT count(*) FROM deliveries WHERE campaign_id = ? AND state = 'failed'", (cid,)).fetchone()[0]
     bounces = dict(store.conn.execute(
         "SELECT kind, count(DISTINCT email) FROM bounces WHERE campaign = ? AND source != 'smtp' "
         "GROUP BY kind", (name,)).fetchall())
-    suppressed = [row[0] for row in store.conn.execute("SELECT email FROM suppressions ORDER BY email")]
-    files = sum(1 for _ in bounce_dir.glob("*.eml")) if bounce_dir.exists() else 0
+    suppressed = store.conn.execute("SELECT count(*) FROM suppressions").fetchone()[0]
     contacts = store.conn.execute(
         "SELECT count(*) FROM list_members JOIN lists ON lists.id = list_id WHERE lists.name = ?",
         (DEMO_LIST,)).fetchone()[0]
     return DemoResult(
         campaign=name, contacts=contacts, excluded=states.get("excluded", 0),
-        sent=states.get("sent", 0), rejected=rejected, bounce_files=files, bounces=bounces,
-        suppressed=suppressed, bounce_dir=bounce_dir)
+        sent=states.get("sent", 0), rejected=states.get("failed", 0), fetched=fetched, bounces=bounces,
+        suppressed_now=suppressed_now, suppressed_total=suppressed, bounce_dir=bounce_dir)

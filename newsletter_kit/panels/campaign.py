@@ -1,0 +1,453 @@
+"""The campaign panel: pick or create a campaign, preview it, see its audience, dry run, send.
+
+Sending runs in a background thread so the notebook stays responsive and the Stop button
+works; a progress bar follows the run and today's quota meter is refreshed as it goes. Every
+number comes from the package's API (audience, campaigns, quota, messages).
+
+Example (in a notebook cell)::
+
+    import newsletter_kit as nk
+    panel = nk.CampaignPanel(nk.open_store(), campaign="spring-sale")
+    panel
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from typing import Any
+
+import ipywidgets as widgets
+import pandas as pd
+
+from .. import audience, campaigns, quota
+from ..errors import CampaignError, NewsletterKitError
+from ..settings import load_smtp_settings
+from ..store import Store, open_store
+from .common import (
+    LABEL_WIDTH,
+    Panel,
+    button,
+    catch_errors,
+    field_layout,
+    field_style,
+    heading,
+    hint,
+    panel_style,
+    text,
+)
+
+NEW_CAMPAIGN = "(new campaign…)"
+
+
+class QuotaMeter(Panel):
+    """Today's send quota as a bar: used of the daily limit, what remains, when it resets.
+
+    Example::
+
+        QuotaMeter(store)          # displays "Today: 120 of 500 sent, 380 remaining..."
+    """
+
+    def __init__(self, store: Store | None = None):
+        super().__init__(store)
+        self.bar = widgets.IntProgress(value=0, min=0, max=1, description="Today's quota",
+                                       style={"description_width": LABEL_WIDTH, "bar_color": "#2e7d32"},
+                                       layout=widgets.Layout(width="520px"))
+        self.label = widgets.HTML("")
+        self.status: quota.QuotaStatus | None = None
+        self.widget = widgets.VBox([widgets.HBox([self.bar, self.label]), self.message])
+        self.refresh()
+
+    @catch_errors
+    def refresh(self) -> quota.QuotaStatus | None:
+        """Read today's quota from the store again."""
+        if load_smtp_settings(self.store) is None:
+            self.status = None
+            self.label.value = "no SMTP settings yet (no daily limit)"
+            return None
+        status = self.status = quota.quota_status(self.store)
+        self.bar.max = max(status.limit, 1)
+        self.bar.value = min(status.used + status.reserved, self.bar.max)
+        self.bar.style.bar_color = "#c62828" if status.remaining == 0 else "#2e7d32"
+        held = f" ({status.reserved} held by running sends)" if status.reserved else ""
+        self.label.value = (
+            f"&nbsp;{status.used} of {status.limit} sent today{held}, <b>{status.remaining} "
+            f"remaining</b>; resets {status.resets_at:%Y-%m-%d %H:%M %Z}")
+        return status
+
+
+class CampaignPanel(Panel):
+    """Pick (or create) a campaign, preview it for a contact, check its audience, send it.
+
+    Attributes for code and tests: ``list_name``, ``campaign`` (dropdowns), ``new_name``,
+    ``new_subject``, ``new_html``, ``create_button``, ``preview_contact``, ``preview`` (the
+    rendered message, HTML), ``audience`` (a DataFrame: who gets it, who is excluded and why),
+    ``dry_run_button``, ``send_button``, ``stop_button``, ``progress``, ``quota``,
+    ``last_report`` (the last :class:`~newsletter_kit.campaigns.SendReport`), ``message``.
+    Call :meth:`wait` to block until a background send has finished.
+    """
+
+    def __init__(self, store: Store | None = None, campaign: str | None = None):
+        super().__init__(store)
+        self.audience: pd.DataFrame = pd.DataFrame(columns=list(audience.FRAME_COLUMNS))
+        self.last_report: campaigns.SendReport | None = None
+        self.preview_message: dict[str, Any] | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._refreshing = False
+        self._build()
+        self.refresh_choices(select=campaign)
+
+    # -- building -------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.campaign = widgets.Dropdown(options=[NEW_CAMPAIGN], description="Campaign",
+                                         style=field_style(), layout=field_layout("460px"))
+        self.list_name = widgets.Dropdown(options=[], description="Contact list",
+                                          style=field_style(), layout=field_layout("460px"))
+        self.campaign_info = widgets.HTML("")
+        self.new_name = text("Name", placeholder="spring-sale")
+        self.new_subject = text("Subject", placeholder="Spring sale: {{ first_name }}, 20% off")
+        self.new_html = widgets.Textarea(
+            value="", description="HTML template", placeholder="<p>Hello {{ first_name }}</p>",
+            style=field_style(), layout=widgets.Layout(width="720px", height="180px"))
+        self.sample_button = button("Use the sample template", self.use_sample_template,
+                                    icon="file-code")
+        self.create_button = button("Create campaign", self.create, style="primary", icon="plus")
+        self.create_box = widgets.VBox([
+            heading("New campaign"), self.new_name, self.new_subject, self.new_html,
+            hint("Jinja2 template: <code>{{ first_name }}</code> and the other CSV columns of the "
+                 "contact are available; the unsubscribe headers are added for you."),
+            widgets.HBox([self.create_button, self.sample_button]),
+        ])
+        self.preview_contact = widgets.Dropdown(options=[], description="Preview for",
+                                                style=field_style(), layout=field_layout("460px"))
+        self.preview_button = button("Preview", self.show_preview, icon="eye")
+        self.preview = widgets.HTML("")
+        self.audience_summary = widgets.HTML("")
+        self.audience_table = widgets.HTML("", layout=widgets.Layout(max_height="320px",
+                                                                     overflow="auto"))
+        self.show_all = widgets.Checkbox(value=False, description="Show everyone (not only the excluded)",
+                                         indent=False)
+        self.limit = widgets.BoundedIntText(value=0, min=0, max=10_000_000, description="At most",
+                                            style=field_style(), layout=field_layout("300px"))
+        self.dry_run_button = button("Dry run", self.dry_run, icon="flask",
+                                     tooltip="Render every pending message and count; send nothing")
+        self.send_button = button("Send", self.send, style="success", icon="paper-plane",
+                                  tooltip="Send what today's quota allows")
+        self.stop_button = button("Stop", self.stop, style="danger", icon="stop",
+                                  tooltip="Stop after the messages in flight")
+        self.stop_button.disabled = True
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, description="Progress",
+                                            style={"description_width": LABEL_WIDTH},
+                                            layout=widgets.Layout(width="520px"))
+        self.progress_label = widgets.HTML("")
+        self.quota = QuotaMeter(self.store)
+        self.campaign.observe(self._on_campaign, names="value")
+        self.list_name.observe(self._on_list, names="value")
+        self.preview_contact.observe(self._on_preview_contact, names="value")
+        self.show_all.observe(lambda _change: self._show_audience(), names="value")
+        self.send_box = widgets.VBox([
+            heading("Send"), self.quota.widget,
+            widgets.HBox([self.limit, widgets.HTML("&nbsp;recipients in this run (0: as many as "
+                                                   "today's quota allows)")]),
+            widgets.HBox([self.dry_run_button, self.send_button, self.stop_button]),
+            widgets.HBox([self.progress, self.progress_label]),
+        ])
+        self.widget = widgets.VBox([
+            panel_style(), heading("Campaign"), self.campaign, self.list_name, self.campaign_info,
+            self.create_box,
+            heading("Preview"), widgets.HBox([self.preview_contact, self.preview_button]), self.preview,
+            heading("Audience"), self.audience_summary, self.show_all, self.audience_table,
+            self.send_box, self.message,
+        ], layout=widgets.Layout(max_width="900px"))
+        self.widget.add_class("nk-campaign-panel")
+
+    # -- choices --------------------------------------------------------------------------
+    def refresh_choices(self, select: str | None = None) -> None:
+        """Reload the lists and campaigns from the store; select ``select`` if given."""
+        names = [c["name"] for c in campaigns.list_campaigns(self.store)]
+        lists = audience.list_names(self.store)
+        keep_list = self.list_name.value
+        self.list_name.options = lists
+        if lists and keep_list not in lists:
+            # A list of its own is a likelier target than "all", which holds every contact.
+            own = [n for n in lists if n != audience.ALL_LIST]
+            keep_list = own[0] if own else lists[0]
+        self.list_name.value = keep_list if lists else None
+        current = select or (self.campaign.value if self.campaign.value in names else None)
+        self.campaign.options = [*names, NEW_CAMPAIGN]
+        if select and select not in names:
+            self.new_name.value = select
+            current = None
+        self.campaign.value = current or (names[0] if names else NEW_CAMPAIGN)
+        self._on_campaign()
+
+    @property
+    def campaign_name(self) -> str | None:
+        """The selected campaign's name (None while creating a new one)."""
+        value = self.campaign.value
+        return None if value in (None, NEW_CAMPAIGN) else str(value)
+
+    def _on_campaign(self, _change: Any = None) -> None:
+        name = self.campaign_name
+        creating = name is None
+        self.create_box.layout.display = "" if creating else "none"
+        self.list_name.disabled = not creating
+        for b in (self.dry_run_button, self.send_button, self.preview_button):
+            b.disabled = creating or self.sending
+        if not creating:
+            camp = campaigns.get_campaign(self.store, name)  # type: ignore[arg-type]
+            if camp.list_name in self.list_name.options:
+                self.list_name.value = camp.list_name
+            self.campaign_info.value = _campaign_info(camp)
+        else:
+            self.campaign_info.value = ""
+        self.refresh()
+
+    def _on_list(self, _change: Any = None) -> None:
+        if self.campaign_name is None:
+            self.refresh()
+
+    # -- reading the store ----------------------------------------------------------------
+    @catch_errors
+    def refresh(self) -> None:
+        """Recompute the audience, the status line and the quota meter."""
+        name = self.campaign_name or self.new_name.value.strip() or "(new)"
+        list_name = self.list_name.value
+        if list_name:
+            self.audience = audience.audience_frame(self.store, name, list_name)
+        else:
+            self.audience = pd.DataFrame(columns=list(audience.FRAME_COLUMNS))
+        eligible = self.audience.loc[~self.audience["excluded"].astype(bool), "email"].tolist()
+        options = eligible or self.audience["email"].tolist()
+        keep = self.preview_contact.value if self.preview_contact.value in options else None
+        self._refreshing = True
+        try:
+            self.preview_contact.options = options
+            self.preview_contact.value = keep or (options[0] if options else None)
+        finally:
+            self._refreshing = False
+        self._show_audience()
+        self.quota.refresh()
+        self.show_preview()
+
+    def _on_preview_contact(self, _change: Any = None) -> None:
+        if not self._refreshing:
+            self.show_preview()
+
+    def _show_audience(self) -> None:
+        frame = self.audience
+        excluded = frame[frame["excluded"].astype(bool)]
+        reasons = excluded["reason"].value_counts()
+        why = "; ".join(f"{reason}: {count}" for reason, count in reasons.items())
+        status = ""
+        if self.campaign_name:
+            counts = campaigns.campaign_status(self.store, self.campaign_name)
+            status = ("<br>Campaign status: " + " · ".join(f"{k} {v}" for k, v in counts.items()))
+        self.audience_summary.value = (
+            f"<b>{len(frame)}</b> contacts in the list: <b>{len(frame) - len(excluded)}</b> "
+            f"eligible, <b>{len(excluded)}</b> excluded" + (f" ({html.escape(why)})" if why else "") + status)
+        shown = frame if self.show_all.value else excluded
+        self.audience_table.value = _table_html(shown)
+
+    # -- creating -------------------------------------------------------------------------
+    @catch_errors
+    def use_sample_template(self, _button: Any = None) -> None:
+        """Fill the new campaign's fields with the demo's sample template."""
+        from .. import demo
+
+        self.new_html.value = demo.sample_template_path().read_text(encoding="utf-8")
+        if not self.new_subject.value:
+            self.new_subject.value = demo.DEMO_SUBJECT
+        if not self.new_name.value:
+            self.new_name.value = demo.DEMO_CAMPAIGN
+
+    @catch_errors
+    def create(self, _button: Any = None) -> campaigns.Campaign:
+        """Create the campaign typed in the "New campaign" fields and select it."""
+        self.clear_message()
+        if not self.list_name.value:
+            raise CampaignError("there is no contact list yet: import contacts first")
+        created = campaigns.create_campaign(
+            self.store, self.new_name.value.strip(), self.list_name.value,
+            self.new_subject.value, self.new_html.value)
+        self.refresh_choices(select=created.name)
+        self.show_ok(f"Campaign {created.name!r} created for the list {created.list_name!r}.")
+        return created
+
+    # -- preview --------------------------------------------------------------------------
+    @catch_errors
+    def show_preview(self, _button: Any = None) -> dict[str, Any] | None:
+        """Render the selected campaign for the contact picked in "Preview for"."""
+        name, email = self.campaign_name, self.preview_contact.value
+        if not name or not email:
+            self.preview.value = ""
+            return None
+        rows = self.audience[self.audience["email"] == email]
+        fields = _fields_of(rows.iloc[0]) if not rows.empty else {}
+        self.preview_message = render_preview(self.store, name, email, fields)
+        self.preview.value = _preview_html(self.preview_message)
+        return self.preview_message
+
+    # -- sending --------------------------------------------------------------------------
+    @property
+    def sending(self) -> bool:
+        """True while a background send runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @catch_errors
+    def dry_run(self, _button: Any = None) -> campaigns.SendReport:
+        """Render every pending message and count what would be sent; write nothing."""
+        self.clear_message()
+        name = self._require_campaign()
+        report = campaigns.send_campaign(self.store, name, limit=self._limit(), dry_run=True)
+        self.last_report = report
+        self.show(report.summary(), "info")
+        self.refresh()
+        return report
+
+    @catch_errors
+    def send(self, _button: Any = None, background: bool = True) -> None:
+        """Send what today's quota allows, in a background thread (Stop works meanwhile)."""
+        self.clear_message()
+        name = self._require_campaign()
+        if self.sending:
+            raise CampaignError("a send is already running: wait for it, or press Stop")
+        self._stop.clear()
+        self._set_running(True)
+        self.progress.value, self.progress.max = 0, 1
+        self.progress_label.value = "starting…"
+        self.show(f"Sending {name!r}…", "info")
+        if background:
+            self._thread = threading.Thread(target=self._send_worker, args=(name,),
+                                            name=f"newsletter-send-{name}", daemon=True)
+            self._thread.start()
+        else:
+            self._send_worker(name)
+
+    def _send_worker(self, name: str) -> None:
+        # Its own connection: the kernel's thread keeps using self.store meanwhile.
+        store = self.store if self.store.path == ":memory:" else open_store(self.store.path)
+        try:
+            report = campaigns.send_campaign(store, name, limit=self._limit(),
+                                             progress=self._on_progress, stop_event=self._stop)
+            self.last_report = report
+            tone = "ok" if not report.paused and not report.failed else "warning"
+            self.show(report.summary(), tone)
+        except NewsletterKitError as exc:
+            self.show_library_error(exc)
+        except Exception as exc:  # a bug: shown, then logged by the thread's excepthook
+            self.show_error(f"unexpected error ({type(exc).__name__}): {exc}")
+            raise
+        finally:
+            if store is not self.store:
+                store.close()
+            self._set_running(False)
+            self.refresh()
+
+    def _on_progress(self, done: int, total: int, report: campaigns.SendReport) -> None:
+        self.progress.max = max(total, 1)
+        self.progress.value = min(done, self.progress.max)
+        self.progress_label.value = (f"&nbsp;{done} of {total}: {report.sent} sent, "
+                                     f"{report.failed} failed, {report.deferred} deferred")
+        self.quota.refresh()
+
+    @catch_errors
+    def stop(self, _button: Any = None) -> None:
+        """Ask the running send to stop after the messages in flight."""
+        if not self.sending:
+            self.show("Nothing is being sent.", "info")
+            return
+        self._stop.set()
+        self.stop_button.disabled = True
+        self.show("Stopping after the messages in flight…", "warning")
+
+    def wait(self, timeout: float | None = None) -> campaigns.SendReport | None:
+        """Block until the background send ends; returns :attr:`last_report`."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError("the send is still running")
+        return self.last_report
+
+    def _set_running(self, running: bool) -> None:
+        self.send_button.disabled = running
+        self.dry_run_button.disabled = running
+        self.campaign.disabled = running
+        self.stop_button.disabled = not running
+
+    def _require_campaign(self) -> str:
+        name = self.campaign_name
+        if name is None:
+            raise CampaignError("pick a campaign first (or create one)")
+        return name
+
+    def _limit(self) -> int | None:
+        return int(self.limit.value) or None
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def render_preview(store: Store, campaign: str, email: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The campaign's message for one contact: ``{"subject", "html", "text", "headers"}``.
+
+    Example::
+
+        render_preview(store, "spring-sale", "ann@example.org", {"first_name": "Ann"})["subject"]
+    """
+    camp = campaigns.get_campaign(store, campaign)
+    smtp = load_smtp_settings(store)
+    if smtp is None:
+        raise CampaignError("no SMTP settings yet: the preview needs the From address")
+    from ..settings import load_bounce_settings
+
+    renderer = campaigns._renderer(store, camp, smtp, campaigns._envelope_sender(smtp, load_bounce_settings(store)))
+    preview: dict[str, Any] = dict(renderer.render_preview(email, fields))
+    preview["headers"] = {"From": camp.from_addr or smtp.from_addr, "To": email}
+    return preview
+
+
+def _fields_of(row: pd.Series) -> dict[str, Any]:
+    skip = set(audience.FRAME_COLUMNS)
+    return {k: v for k, v in row.items() if k not in skip and not _missing(v)}
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _table_html(frame: pd.DataFrame, max_rows: int = 200) -> str:
+    """The audience rows as an HTML table (the first ``max_rows``; the DataFrame has them all)."""
+    if frame.empty:
+        return "<i>nobody</i>"
+    columns = [c for c in frame.columns if c not in ("contact_id", "excluded")]
+    table = frame[columns].head(max_rows).to_html(index=False, na_rep="", classes="nk-audience",
+                                                  border=0)
+    more = (f"<div><i>… and {len(frame) - max_rows} more (all of them are in "
+            "<code>panel.audience</code>)</i></div>" if len(frame) > max_rows else "")
+    return table + more
+
+
+def _campaign_info(camp: campaigns.Campaign) -> str:
+    return (f'<div style="margin-left:{LABEL_WIDTH}">Subject: <b>{html.escape(camp.subject)}</b> · '
+            f"list <b>{html.escape(camp.list_name)}</b> · status <b>{html.escape(camp.status)}</b></div>")
+
+
+def _preview_html(message: dict[str, Any]) -> str:
+    headers = message.get("headers") or {}
+    shown = "".join(
+        f"<tr><td style='color:#666;padding-right:8px'>{html.escape(str(k))}</td>"
+        f"<td>{html.escape(str(v))}</td></tr>" for k, v in headers.items())
+    body = html.escape(str(message.get("html") or ""), quote=True)
+    return (f"<div class='nk-preview'><table style='font-size:0.9em'>{shown}"
+            f"<tr><td style='color:#666'>Subject</td><td><b>{html.escape(str(message.get('subject', '')))}</b>"
+            "</td></tr></table>"
+            f'<iframe sandbox="" srcdoc="{body}" style="width:100%;max-width:760px;height:420px;'
+            'border:1px solid #ccc;border-radius:4px;background:#fff"></iframe></div>')
+
+
+__all__ = ["CampaignPanel", "QuotaMeter", "render_preview"]

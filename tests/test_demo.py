@@ -1,0 +1,136 @@
+"""`newsletter-kit demo`: the whole flow on the in-process demo server, numbers checked in the store."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import newsletter_kit as nk
+from newsletter_kit import demo
+from newsletter_kit.bounces import parse_bounce_file
+
+
+def _run(*args: str, db: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "newsletter_kit", "--db", str(db), *args],
+                          capture_output=True, text=True, timeout=240)
+
+
+def _numbers(stdout: str) -> dict[str, int]:
+    return {m[1]: int(m[2]) for m in re.finditer(r"^([a-z ]+): (\d+)", stdout, re.M)}
+
+
+def _contacts_by_prefix() -> dict[str, set[str]]:
+    lines = demo.sample_contacts_path().read_text(encoding="utf-8").splitlines()[1:]
+    emails = {line.split(",")[0] for line in lines}
+    return {p: {e for e in emails if e.startswith(p)} for p in ("reject.", "unknown.", "full.")}
+
+
+def test_demo_command_prints_what_the_store_holds(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    proc = _run("demo", db=db)
+    assert proc.returncode == 0, proc.stderr
+    printed = _numbers(proc.stdout)
+    store = nk.open_store(db)
+    cid = store.conn.execute("SELECT id FROM campaigns WHERE name = 'spring-sale'").fetchone()[0]
+    states = dict(store.conn.execute(
+        "SELECT state, count(*) FROM deliveries WHERE campaign_id = ? GROUP BY state", (cid,)).fetchall())
+    bounced = store.conn.execute(
+        "SELECT count(DISTINCT email) FROM bounces WHERE campaign = 'spring-sale' AND source != 'smtp'"
+    ).fetchone()[0]
+    suppressed = {r[0] for r in store.conn.execute("SELECT email FROM suppressions")}
+    assert printed["sent"] == states["sent"]
+    assert printed["rejected"] == states["failed"]
+    assert printed["bounced"] == bounced
+    assert printed["suppressed"] == len(suppressed) == printed["suppressed in all"]
+    # What the demo data and server are made to do: refused at RCPT, bounced later, accepted.
+    faults = _contacts_by_prefix()
+    failed = {r[0] for r in store.conn.execute(
+        "SELECT email FROM deliveries WHERE campaign_id = ? AND state = 'failed'", (cid,))}
+    assert failed == faults["reject."]
+    bounced_addresses = {r[0] for r in store.conn.execute(
+        "SELECT email FROM bounces WHERE source != 'smtp'")}
+    assert bounced_addresses == faults["unknown."] | faults["full."]
+    assert suppressed == faults["reject."] | faults["unknown."] | faults["full."]  # threshold 1
+    # Two opt-outs from the sample file apply to this campaign (global, and this campaign's).
+    assert states["excluded"] == 2
+    assert printed["sent"] == 50 - 2 - len(faults["reject."])
+
+
+def test_demo_bounces_are_dsns_that_quote_the_sent_message(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    proc = _run("demo", "--json", db=db)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    files = sorted(Path(result["bounce_dir"]).glob("*.eml"))
+    assert len(files) == result["fetched"] == result["bounced"]
+    store = nk.open_store(db)
+    for path in files:
+        report = parse_bounce_file(path)
+        assert report.is_bounce and report.campaign == "spring-sale"
+        (recipient,) = report.recipients
+        sent_id = store.conn.execute("SELECT message_id FROM deliveries WHERE email = ?",
+                                     (recipient.address,)).fetchone()[0]
+        assert report.message_id == sent_id  # traced back to the ledger row
+        expected = "5.2.2" if recipient.address.startswith("full.") else "5.1.1"
+        assert recipient.status == expected
+
+
+def test_demo_runs_again_on_the_same_store_with_a_new_campaign(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    assert _run("demo", db=db).returncode == 0
+    second = _run("demo", "--json", db=db)
+    assert second.returncode == 0, second.stderr
+    result = json.loads(second.stdout)
+    assert result["campaign"] == "spring-sale-2"
+    # Suppressed addresses are excluded now, so nothing is refused or bounced again.
+    assert result["rejected"] == 0 and result["bounced"] == 0 and result["suppressed"] == []
+    assert result["suppressed_total"] == 8
+
+
+def test_demo_refuses_a_store_with_real_settings(tmp_path: Path) -> None:
+    db = tmp_path / "real.db"
+    store = nk.open_store(db)
+    nk.update_smtp_settings(store, host="smtp.example.org", port=587, daily_limit=100,
+                            from_addr="news@example.org")
+    store.close()
+    proc = _run("demo", db=db)
+    assert proc.returncode == 1
+    assert "real SMTP settings" in proc.stderr and "Traceback" not in proc.stderr
+    store = nk.open_store(db)
+    smtp = nk.load_smtp_settings(store)
+    assert smtp is not None and smtp.host == "smtp.example.org"
+    assert store.conn.execute("SELECT count(*) FROM campaigns").fetchone()[0] == 0
+
+
+def test_ensure_demo_settings_follows_the_server_and_steps_aside_for_real_settings(tmp_path: Path) -> None:
+    store = nk.open_store(tmp_path / "s.db")
+    try:
+        env = demo.ensure_demo_settings(store)
+        assert env is not None and demo.is_demo_store(store)
+        assert nk.load_smtp_settings(store).port == env.smtp_port  # type: ignore[union-attr]
+        assert demo.demo_bounce_source(store) == env.bounce_dir
+        assert [ok for ok, _ in nk.check_smtp(nk.load_smtp_settings(store))] == [True, True]
+        # The user saves a real server: the demo no longer touches the settings.
+        nk.update_smtp_settings(store, host="smtp.example.org", port=587)
+        assert demo.ensure_demo_settings(store) is None
+        assert nk.load_smtp_settings(store).host == "smtp.example.org"  # type: ignore[union-attr]
+        assert demo.demo_bounce_source(store) is None
+        assert "Your own settings" in demo.describe(store)
+    finally:
+        demo.stop_demo_servers()
+
+
+@pytest.mark.parametrize("address, outcome", [
+    ("reject.a@example.org", ("rcpt", "5.1.1")),
+    ("unknown.a@example.net", ("dsn", "5.1.1")),
+    ("full.a@shop.example", ("dsn", "5.2.2")),
+    ("ann@example.org", None),
+])
+def test_demo_fault_addresses(address: str, outcome: tuple[str, str] | None) -> None:
+    found = demo.failure_for(address)
+    assert (found[0], found[1].status) == outcome if found else outcome is None
