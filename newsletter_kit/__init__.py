@@ -104,7 +104,7 @@ _LAZY = {
     "BounceReviewPanel": "panels.bounces",
     "demo": None,  # the module itself: nk.demo.ensure_demo_settings(store)
 }
-__all__ += ["SettingsPanel"]
+__all__ += ["SettingsPanel", "CampaignPanel"]
 
 
 def __getattr__(name: str) -> object:

@@ -1,6 +1,7 @@
 """ipywidgets panels over the plain API, one file per widget family.
 
 - :class:`SettingsPanel` (``settings.py``): the SMTP server and the bounce mailbox.
+- :class:`CampaignPanel`, :class:`QuotaMeter` (``campaign.py``): pick or create, preview, send.
 
 Every panel has ``.widget`` (displayed when the panel is the value of a cell) and a visible
 ``.message`` area where library errors and results appear (``common.py``).
@@ -9,9 +10,12 @@ Example::
 
     from newsletter_kit.panels import SettingsPanel
     SettingsPanel(store)
+
+In a notebook, ``%load_ext newsletter_kit`` then ``%newsletter settings`` (``magic.py``).
 """
 
+from .campaign import CampaignPanel, QuotaMeter
 from .common import Panel, catch_errors
 from .settings import SettingsPanel
 
-__all__ = ["Panel", "catch_errors", "SettingsPanel"]
+__all__ = ["CampaignPanel", "QuotaMeter", "Panel", "catch_errors", "SettingsPanel"]
