@@ -203,6 +203,74 @@ def settings_test(store: Store) -> None:
 # --- contacts, unsubscribes, campaigns, quota (audience / campaigns) ---------------------
 
 
+def _report_import(report: Any, what: str, as_json: bool) -> None:
+    """Skipped rows on stderr (line: value: reason), then a one-line summary (or JSON)."""
+    for problem in report.problems:
+        say(f"skipped {problem}")
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        say(f"{what}: {report.summary()}")
+
+
+@cli.group()
+def contacts() -> None:
+    """Import and list contacts (column `email`; other columns become template fields)."""
+
+
+@contacts.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--list", "list_name", default="all", show_default=True, metavar="NAME",
+              help="The list to add the contacts to (every contact is also in 'all').")
+@click.option("--json", "as_json", is_flag=True, help="The report as one JSON document on stdout.")
+@pass_store
+def contacts_import(store: Store, file: Path, list_name: str, as_json: bool) -> None:
+    """Import contacts from a UTF-8 CSV file (`,` or `;`); invalid rows are listed and skipped."""
+    from .audience import import_contacts
+
+    _report_import(import_contacts(store, file, list_name), f"contacts ({list_name})", as_json)
+
+
+@contacts.command("list")
+@click.option("--list", "list_name", default="all", show_default=True, metavar="NAME",
+              help="The list to show.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of {contact_id, email, fields...}.")
+@pass_store
+def contacts_list(store: Store, list_name: str, as_json: bool) -> None:
+    """The contacts of a list, one per line (or JSON)."""
+    from .audience import list_contacts, list_names
+
+    if list_name not in list_names(store):
+        raise click.ClickException(f"no contact list named {list_name!r} "
+                                   f"(lists: {', '.join(list_names(store)) or 'none'})")
+    frame = list_contacts(store, list_name)
+    if as_json:
+        click.echo(frame.to_json(orient="records", force_ascii=False))
+        return
+    for row in frame.itertuples(index=False):
+        click.echo(row.email)
+    say(f"{len(frame)} contacts in {list_name!r}")
+
+
+@cli.group()
+def unsubscribes() -> None:
+    """Import opt-outs (per campaign, or from everything)."""
+
+
+@unsubscribes.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--campaign", metavar="NAME",
+              help="The campaign they opted out of (may not exist yet); none: from everything.")
+@click.option("--json", "as_json", is_flag=True, help="The report as one JSON document on stdout.")
+@pass_store
+def unsubscribes_import(store: Store, file: Path, campaign: str | None, as_json: bool) -> None:
+    """Import opt-outs from a CSV file with an `email` column; invalid rows are listed and skipped."""
+    from .audience import import_unsubscribes
+
+    scope = f"campaign {campaign!r}" if campaign else "all campaigns"
+    _report_import(import_unsubscribes(store, file, campaign), f"unsubscribes ({scope})", as_json)
+
+
 # campaigns and quota (campaigns helper)
 
 
