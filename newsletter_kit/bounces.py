@@ -263,7 +263,8 @@ def _iso_date(value: str | None) -> str | None:
 
 # RFC 3463 status codes and SMTP reply codes.
 _STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d])")
-_SMTP_CODE_RE = re.compile(r"(?<![\d.])([45])\d\d(?:[ -]|$)")
+# An SMTP reply code (RFC 5321: second digit 0-5), not a phone number like 480-624-2500.
+_SMTP_CODE_RE = re.compile(r"(?<![\d.-])([45])[0-5]\d(?: |-(?!\d{3}-)|$)", re.MULTILINE)
 
 
 def _status_codes(text: str | None) -> list[str]:
@@ -288,7 +289,7 @@ def _most_specific_status(status_field: str | None, diagnostic: str | None) -> s
 _FULL_RE = re.compile(
     r"mailbox (?:is )?full|over ?quota|quota (?:exceeded|exceed)|exceed\w* (?:the |his |her |its |their )?"
     r"(?:storage |mailbox |disk )?(?:quota|allocation)|disk quota|insufficient (?:system )?(?:storage|space)|"
-    r"mailbox size limit|storage (?:limit|quota)|mailbox exceeded|reached (?:\w+ )?quota|"
+    r"(?:mail ?folder|inbox|mailbox|account) (?:is )?(?:full|over ?quota)|mailbox size limit|storage (?:limit|quota)|mailbox exceeded|reached (?:\w+ )?quota|"
     r"casella (?:di posta )?(?:\w+ )?piena|superat[oa] (?:la |il )?(?:quota|limite|spazio)|spazio (?:esaurito|insufficiente)|"
     r"quota superata|casella (?:di posta )?(?:\w+ )?esaurita",
     re.IGNORECASE,
