@@ -174,9 +174,10 @@ def _read_text(path: str | os.PathLike[str]) -> str:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
         raise ImportFailed(
-            f"{os.fspath(path)} is not UTF-8 at byte {exc.start} "
-            f"({data[exc.start:exc.start + 1]!r}); save it as UTF-8 (CSV UTF-8 in Excel)"
+            f"{os.fspath(path)} is not UTF-8 at byte {exc.start} (line {line}: "
+            f"{data[exc.start:exc.start + 1]!r}); save it as UTF-8 (CSV UTF-8 in Excel)"
         ) from None
     if not text.strip():
         raise ImportFailed(f"{os.fspath(path)} is empty: expected a header line with an 'email' column")
