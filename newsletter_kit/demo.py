@@ -479,6 +479,39 @@ class DemoResult:
         ]
 
 
+def ensure_demo_campaign(store: Store, name: str = DEMO_CAMPAIGN, list_name: str = DEMO_LIST) -> Any:
+    """The demo campaign (``spring-sale`` on the list ``demo``), created from the sample template
+    when it does not exist yet; returns the :class:`~newsletter_kit.campaigns.Campaign`.
+
+    Example::
+
+        campaign = ensure_demo_campaign(store)
+        campaign.name, campaign.status
+    """
+    from . import campaigns
+
+    existing = {row[0] for row in store.conn.execute("SELECT name FROM campaigns")}
+    if name in existing:
+        return campaigns.get_campaign(store, name)
+    return campaigns.create_campaign(store, name, list_name=list_name, subject=DEMO_SUBJECT,
+                                     html=sample_template_path().read_text(encoding="utf-8"))
+
+
+def send_if_demo(store: Store, name: str) -> Any:
+    """Send ``name`` only when the store is in demo mode (the SMTP server is the demo's).
+
+    Returns the :class:`~newsletter_kit.campaigns.SendReport`, or None without sending when
+    the store has real settings: a notebook's *Run All* must never send a real campaign;
+    that is what the panel's Send button is for.
+    """
+    from . import campaigns
+
+    if not is_demo_store(store):
+        return None
+    ensure_demo_settings(store)  # the server of this kernel (a new kernel has a new port)
+    return campaigns.send_campaign(store, name)
+
+
 def _campaign_name(store: Store) -> str:
     """``spring-sale``, or ``spring-sale-2``... when the demo already ran on this store."""
     names = {row[0] for row in store.conn.execute("SELECT name FROM campaigns")}

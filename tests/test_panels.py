@@ -227,3 +227,160 @@ def test_folders_button_with_a_wrong_password_says_so(nk_db: Path, dovecot, mail
     assert "nk-error" in _said(panel)
     assert "refused the user name or password" in _said(panel)
     assert list(panel.bounce_folder.options) == ["INBOX"]
+
+
+# -- campaign panel ----------------------------------------------------------------------------
+
+from newsletter_kit import audience, campaigns  # noqa: E402
+from newsletter_kit.panels import CampaignPanel  # noqa: E402
+
+
+def _campaign_store(nk_db: Path, srv, contacts: int = 12) -> nk.Store:
+    store = nk.open_store(nk_db)
+    nk.update_smtp_settings(store, host="127.0.0.1", port=srv.port, tls="none", daily_limit=500,
+                            from_addr="news@example.org", timezone="Europe/Rome")
+    rows = [{"email": f"person{i:03d}@example.org", "first_name": f"P{i}"} for i in range(contacts)]
+    rows.append({"email": "fail550.gone@example.net", "first_name": "Gone"})
+    audience.add_contacts(store, rows, list_name="customers")
+    audience.add_unsubscribe(store, "person001@example.org", campaign="spring")
+    audience.add_unsubscribe(store, "person002@example.org")
+    audience.add_unsubscribe(store, "person003@example.org", campaign="autumn")
+    return store
+
+
+def _new_campaign(panel: CampaignPanel, name: str = "spring") -> None:
+    panel.campaign.value = "(new campaign…)"
+    panel.list_name.value = "customers"
+    panel.new_name.value = name
+    panel.new_subject.value = "Hello {{ first_name }}"
+    panel.new_html.value = "<p>Dear {{ first_name }}, spring is here.</p>"
+    panel.create_button.click()
+
+
+def test_campaign_panel_creates_previews_and_shows_the_audience(nk_db: Path, smtp_server) -> None:
+    srv = smtp_server(tls="none")
+    store = _campaign_store(nk_db, srv)
+    panel = CampaignPanel(store)
+    _new_campaign(panel)
+    assert "created" in _said(panel), _said(panel)
+    assert panel.campaign_name == "spring"
+    assert campaigns.get_campaign(store, "spring").list_name == "customers"
+    # The audience says who is excluded and why (campaign policy: "autumn" does not count).
+    reasons = dict(zip(panel.audience["email"], panel.audience["reason"]))
+    assert reasons["person001@example.org"] == "unsubscribed from this campaign"
+    assert reasons["person002@example.org"] == "unsubscribed from all campaigns"
+    assert reasons["person003@example.org"] is None
+    assert int(panel.audience["excluded"].sum()) == 2
+    assert "unsubscribed from this campaign" in panel.audience_table.value
+    # The preview is the message of the contact picked.
+    panel.preview_contact.value = "person005@example.org"
+    assert panel.preview_message is not None
+    assert panel.preview_message["subject"] == "Hello P5"
+    assert "Dear P5" in html.unescape(panel.preview.value)
+    # A second panel on the store finds the campaign.
+    assert CampaignPanel(store, campaign="spring").campaign.value == "spring"
+
+
+def test_campaign_panel_template_error_is_shown(nk_db: Path, smtp_server) -> None:
+    store = _campaign_store(nk_db, smtp_server(tls="none"))
+    panel = CampaignPanel(store)
+    panel.list_name.value = "customers"
+    panel.new_name.value = "broken"
+    panel.new_subject.value = "Hello {{ first_name"
+    panel.new_html.value = "<p>x</p>"
+    panel.create_button.click()
+    assert "nk-error" in _said(panel)
+    assert store.conn.execute("SELECT count(*) FROM campaigns").fetchone()[0] == 0
+
+
+def test_campaign_panel_dry_run_then_send_against_aiosmtpd(nk_db: Path, smtp_server) -> None:
+    srv = smtp_server(tls="none")
+    store = _campaign_store(nk_db, srv)
+    panel = CampaignPanel(store)
+    _new_campaign(panel)
+    panel.dry_run_button.click()
+    report = panel.last_report
+    assert report is not None and report.dry_run and report.would_send == 11   # 13 - 2 opted out
+    assert srv.messages == []
+    assert store.conn.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 0
+    panel.send_button.click()
+    report = panel.wait(timeout=120)
+    assert report is not None and not report.dry_run
+    assert (report.sent, report.failed) == (10, 1)                    # fail550.* is refused
+    assert sorted(r for m in srv.messages for r in m.rcpt_tos) == sorted(
+        f"person{i:03d}@example.org" for i in range(12) if i not in (1, 2))
+    states = dict(store.conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state").fetchall())
+    assert states["sent"] == 10 and states["failed"] == 1
+    assert panel.progress.value == panel.progress.max == 11
+    assert panel.quota.status is not None and panel.quota.status.used == 10
+    assert "10 of 500" in panel.quota.label.value
+    assert not panel.send_button.disabled and panel.stop_button.disabled
+    # Sending again sends nobody twice.
+    panel.send_button.click()
+    assert panel.wait(timeout=60).sent == 0  # type: ignore[union-attr]
+    assert len(srv.messages) == 10
+
+
+def test_campaign_panel_stop_button_stops_a_background_send(nk_db: Path, smtp_server) -> None:
+    srv = smtp_server(tls="none", delay=0.05)
+    store = _campaign_store(nk_db, srv, contacts=120)
+    panel = CampaignPanel(store)
+    _new_campaign(panel)
+    panel.send_button.click()
+    assert panel.sending
+    panel.stop_button.click()
+    report = panel.wait(timeout=120)
+    assert report is not None and report.paused == "stopped"
+    assert report.sent < 118
+    status = campaigns.campaign_status(store, "spring")
+    assert status["sent"] == report.sent == len(srv.messages)
+    assert status["pending"] > 0
+    # Send again: it continues with those still pending.
+    panel.send_button.click()
+    final = panel.wait(timeout=240)
+    assert final is not None and final.paused is None
+    assert campaigns.campaign_status(store, "spring")["pending"] == 0
+    assert len({r for m in srv.messages for r in m.rcpt_tos}) == len(srv.messages) == 118
+
+
+def test_campaign_panel_without_settings_says_what_is_missing(nk_db: Path) -> None:
+    store = nk.open_store(nk_db)
+    audience.add_contacts(store, [{"email": "ann@example.org"}], list_name="customers")
+    campaigns.create_campaign(store, "spring", "customers", "Hi", "<p>Hi</p>")
+    panel = CampaignPanel(store, campaign="spring")
+    assert "no SMTP settings" in panel.quota.label.value
+    panel.send_button.click()
+    panel.wait(timeout=30)
+    assert "nk-error" in _said(panel) and "SMTP settings" in _said(panel)
+
+
+# -- the %newsletter magic ---------------------------------------------------------------------
+
+
+def test_newsletter_magic_returns_the_panels(nk_db: Path) -> None:
+    from IPython.core.error import UsageError
+
+    from newsletter_kit.panels.magic import newsletter
+
+    assert isinstance(newsletter("settings"), SettingsPanel)
+    store = nk.open_store(nk_db)
+    nk.update_smtp_settings(store, host="127.0.0.1", port=2525, tls="none", daily_limit=50,
+                            from_addr="news@example.org")
+    meter = newsletter("quota")
+    assert "0 of 50" in meter.label.value
+    with pytest.raises(UsageError, match="usage"):
+        newsletter("frobnicate")
+    # An unknown campaign opens the panel ready to create it.
+    panel = newsletter("campaign nope")
+    assert isinstance(panel, CampaignPanel)
+    assert panel.campaign_name is None and panel.new_name.value == "nope"
+    with pytest.raises(UsageError, match="usage"):
+        newsletter("campaign a b")
+
+
+def test_load_ext_registers_the_magic() -> None:
+    from IPython.testing.globalipapp import get_ipython
+
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "newsletter_kit")
+    assert "newsletter" in ip.magics_manager.magics["line"]
