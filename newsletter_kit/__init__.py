@@ -71,6 +71,22 @@ from .bounces import (
 )
 from .mailbox import FetchReport, fetch_bounces
 # --- review / panels ---
+from .review import (
+    bounces_by_address,
+    bounces_by_day,
+    bounces_by_domain,
+    bounces_by_status,
+    campaign_forecast,
+    campaign_summary,
+    newly_suppressed,
+    plot_bounce_rate_by_day,
+    plot_top_domains,
+    quota_by_day,
+    status_meaning,
+    suppression_table,
+    threshold_counts,
+    threshold_what_if,
+)
 
 __all__ = [
     # errors
@@ -94,6 +110,10 @@ __all__ = [
     "list_suppressions", "record_smtp_rejection", "remove_suppression", "suppress",
     "suppression_history",
     # --- review / panels (exports) ---
+    "bounces_by_address", "bounces_by_day", "bounces_by_domain", "bounces_by_status",
+    "campaign_forecast", "campaign_summary", "newly_suppressed", "plot_bounce_rate_by_day",
+    "plot_top_domains", "quota_by_day", "status_meaning", "suppression_table", "threshold_counts",
+    "threshold_what_if", "BounceReviewPanel",
 ]
 
 # --- panels, demo and the IPython extension: imported on first use, so that importing the

@@ -206,7 +206,8 @@ def _v1_initial(conn: sqlite3.Connection) -> None:
             recorded_at TEXT NOT NULL,
             UNIQUE (report_key, email)
         );
-        CREATE INDEX bounces_email ON bounces(email);
+        -- (email, bounced_at): per-address first/last bounce straight from the index.
+        CREATE INDEX bounces_email ON bounces(email, bounced_at);
         CREATE INDEX bounces_campaign ON bounces(campaign);
         -- reset_on_success asks, per sent delivery, whether a failure names it.
         CREATE INDEX bounces_delivery ON bounces(delivery_id);

@@ -126,14 +126,14 @@ def test_bounces_by_address(handmade: Store) -> None:
 
 
 def test_bounces_by_domain(handmade: Store) -> None:
-    df = review.bounces_by_domain(handmade)
+    df = review.bounces_by_domain(handmade, with_sent=True)
     assert records(df, ["domain", "addresses", "failed_addresses", "hard", "soft", "policy", "delayed",
                         "complaint", "total", "suppressed", "sent", "bounce_rate"]) == [
         ("a.example", 2, 1, 2, 1, 0, 1, 1, 5, 0, 2, 0.5),
         ("b.example", 1, 1, 0, 1, 1, 0, 0, 2, 0, 1, 1.0),
         ("c.example", 1, 1, 1, 0, 0, 0, 0, 1, 1, 0, None),
     ]
-    assert "sent" not in review.bounces_by_domain(handmade, with_sent=False)
+    assert "sent" not in review.bounces_by_domain(handmade)
 
 
 def test_campaign_summary(handmade: Store) -> None:
@@ -163,6 +163,8 @@ def test_bounces_by_day_utc_and_local(handmade: Store) -> None:
                         "bounce_rate"]) == [
         (dt.date(2026, 3, 1), 2, 1, 0, 1, 0, 4, 3, 3, 1.0),
         (dt.date(2026, 3, 2), 0, 0, 0, 0, 1, 1, 0, 0, None),
+        (dt.date(2026, 3, 3), 0, 0, 0, 0, 0, 0, 0, 0, None),  # every day between sends is listed
+        (dt.date(2026, 3, 4), 0, 0, 0, 0, 0, 0, 0, 0, None),
         (dt.date(2026, 3, 5), 0, 1, 1, 0, 0, 2, 2, 2, 1.0),
         (dt.date(2026, 3, 6), 1, 0, 0, 0, 0, 1, 1, 0, None),
     ]
@@ -175,7 +177,7 @@ def test_bounces_by_day_utc_and_local(handmade: Store) -> None:
 def test_days_follow_the_smtp_settings_zone(handmade: Store) -> None:
     update_smtp_settings(handmade, host="127.0.0.1", port=2525, tls="none", daily_limit=10,
                          from_addr="news@example.org", timezone="Europe/Rome")
-    assert review.bounces_by_day(handmade)["sent"].tolist() == [2, 1, 2, 0]
+    assert review.bounces_by_day(handmade)["sent"].tolist() == [2, 1, 0, 0, 2, 0]
 
 
 def test_quota_by_day(handmade: Store) -> None:
@@ -186,6 +188,9 @@ def test_quota_by_day(handmade: Store) -> None:
     df = review.quota_by_day(handmade)
     assert records(df, ["day", "used", "reserved", "sent", "limit", "remaining", "share_used"]) == [
         (dt.date(2026, 3, 1), 3, 0, 3, 10, 7, 0.3),
+        (dt.date(2026, 3, 2), 0, 0, 0, 10, 10, 0.0),
+        (dt.date(2026, 3, 3), 0, 0, 0, 10, 10, 0.0),
+        (dt.date(2026, 3, 4), 0, 0, 0, 10, 10, 0.0),
         (dt.date(2026, 3, 5), 2, 1, 2, 10, 7, 0.2),
     ]
 
@@ -310,7 +315,8 @@ def test_what_if_matches_brute_force(seed: int) -> None:
 
 def test_plots_return_axes(handmade: Store) -> None:
     ax = review.plot_bounce_rate_by_day(handmade, tz="UTC")
-    assert list(ax.lines[0].get_ydata()) == pytest.approx([100.0, math.nan, 100.0, math.nan], nan_ok=True)
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([100.0, math.nan, math.nan, math.nan, 100.0, math.nan],
+                                                          nan_ok=True)
     bars = review.plot_top_domains(handmade, 2)
     labels = [t.get_text() for t in bars.get_yticklabels()]
     assert labels == ["b.example", "a.example"]  # the top one drawn last, at the top

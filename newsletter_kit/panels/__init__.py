@@ -2,6 +2,7 @@
 
 - :class:`SettingsPanel` (``settings.py``): the SMTP server and the bounce mailbox.
 - :class:`CampaignPanel`, :class:`QuotaMeter` (``campaign.py``): pick or create, preview, send.
+- :class:`BounceReviewPanel` (``bounces.py``): fetch bounces, review tables, threshold what-if.
 
 Every panel has ``.widget`` (displayed when the panel is the value of a cell) and a visible
 ``.message`` area where library errors and results appear (``common.py``).
@@ -14,8 +15,9 @@ Example::
 In a notebook, ``%load_ext newsletter_kit`` then ``%newsletter settings`` (``magic.py``).
 """
 
+from .bounces import BounceReviewPanel
 from .campaign import CampaignPanel, QuotaMeter
 from .common import Panel, catch_errors
 from .settings import SettingsPanel
 
-__all__ = ["CampaignPanel", "QuotaMeter", "Panel", "catch_errors", "SettingsPanel"]
+__all__ = ["BounceReviewPanel", "CampaignPanel", "QuotaMeter", "Panel", "catch_errors", "SettingsPanel"]

@@ -1,0 +1,228 @@
+"""The bounce review panel: fetch bounces, read the review tables, try thresholds, suppress.
+
+- **Fetch bounces** reads the bounce mailbox (or a local folder of ``.eml``/mbox files given as
+  ``source_path``) through :func:`newsletter_kit.mailbox.fetch_bounces`, which also applies the
+  saved threshold, then refreshes everything below.
+- **Tabs** show the review tables (:mod:`newsletter_kit.review`): by address, by domain, by
+  campaign, by status, suppressions. The DataFrames are in ``panel.tables``.
+- **Threshold** slider: how many addresses that threshold would suppress and which of them are
+  not suppressed yet (the what-if, live; the whole table is ``panel.what_if``).
+- **Suppress** applies the slider's threshold to exactly the addresses listed (bounces that
+  arrive in between wait for the next review). It is **one-off** unless "Save as the bounce
+  threshold" is ticked: then the threshold is saved in the bounce settings first, and every
+  later fetch applies it. Suppressed addresses are never written to the unsubscribes.
+
+Example (in a notebook cell)::
+
+    from newsletter_kit.panels import BounceReviewPanel
+    panel = BounceReviewPanel(store)                       # or source_path="data/bounces"
+    panel                                                  # displays it
+    panel.threshold_slider.value = 2; panel.apply_button.click()
+    panel.last_applied                                     # ['anna@example.org', ...]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+import pandas as pd
+
+from .. import review
+from ..settings import BounceSettings, load_bounce_settings, update_bounce_settings
+from ..store import Store
+from .common import Panel, button, catch_errors, heading
+
+#: Tab title → the review function that fills it (``panel.tables`` uses the keys).
+TABLES = {
+    "by address": review.bounces_by_address,
+    "by domain": review.bounces_by_domain,
+    "by campaign": review.campaign_summary,
+    "by status": review.bounces_by_status,
+    "suppressions": review.suppression_table,
+}
+#: Rows shown per tab (the DataFrame in ``panel.tables`` has them all).
+SHOWN_ROWS = 200
+#: Addresses listed under the slider before "... and N more".
+SHOWN_ADDRESSES = 50
+DEFAULT_THRESHOLD = 3
+
+
+class BounceReviewPanel(Panel):
+    """Review bounces and suppress addresses by threshold, with a live what-if.
+
+    Attributes for code and tests: ``fetch_button``, ``threshold_slider``, ``save_threshold``
+    (checkbox), ``apply_button``, ``message``, ``tables`` (dict of DataFrames), ``what_if``
+    (threshold, would_suppress, new), ``would_suppress`` (addresses the slider's threshold would
+    newly suppress), ``last_applied`` (addresses the last Suppress click suppressed),
+    ``last_fetch`` (the last :class:`~newsletter_kit.mailbox.FetchReport`).
+
+    Example::
+
+        panel = BounceReviewPanel(store)
+        panel.threshold_slider.value = 2
+        panel.would_suppress          # ['anna@example.org']
+        panel.apply_button.click()
+    """
+
+    def __init__(self, store: Store | None = None, *, source_path: str | Path | None = None,
+                 max_threshold: int = 10):
+        super().__init__(store)
+        self.source_path = source_path
+        self.tables: dict[str, pd.DataFrame] = {}
+        self.what_if = pd.DataFrame(columns=["threshold", "would_suppress", "new"])
+        self.would_suppress: list[str] = []
+        self.last_applied: list[str] = []
+        self.last_fetch: Any = None
+        self._counts: pd.DataFrame | None = None
+
+        where = f"the folder {source_path}" if source_path else "the bounce mailbox"
+        self.fetch_button = button("Fetch bounces", self.fetch, "primary", f"Read new messages from {where}",
+                                   "download")
+        self.refresh_button = button("Refresh", self.refresh, tooltip="Read the tables again from the store",
+                                     icon="refresh")
+        self.tabs = widgets.Tab()
+        self._tab_html = {name: widgets.HTML() for name in TABLES}
+        self.tabs.children = list(self._tab_html.values())
+        for i, name in enumerate(TABLES):
+            self.tabs.set_title(i, name)
+
+        saved = load_bounce_settings(self.store)
+        start = saved.threshold if saved else DEFAULT_THRESHOLD
+        self.threshold_slider = widgets.IntSlider(
+            value=min(max(start, 1), max_threshold), min=1, max=max_threshold, description="Threshold",
+            continuous_update=False, style={"description_width": "90px"})
+        self.what_if_label = widgets.HTML()
+        self.what_if_addresses = widgets.HTML()
+        self.what_if_table = widgets.HTML()
+        self.save_threshold = widgets.Checkbox(value=False, description="Save as the bounce threshold",
+                                               indent=False)
+        self.apply_button = button("Suppress", self.apply, "danger",
+                                   "Suppress the addresses listed above (never an unsubscribe)", "ban")
+        self.threshold_slider.observe(self._on_threshold, names="value")
+
+        self.widget = widgets.VBox([
+            heading("Bounce review"),
+            widgets.HBox([self.fetch_button, self.refresh_button]),
+            self.message,
+            self.tabs,
+            heading("Threshold what-if"),
+            widgets.HTML(_POLICY_NOTE),
+            self.threshold_slider,
+            self.what_if_label,
+            self.what_if_addresses,
+            widgets.HBox([self.apply_button, self.save_threshold]),
+            self.what_if_table,
+        ])
+        self.refresh()
+
+    # -- actions
+
+    @catch_errors
+    def fetch(self, _button: Any = None) -> None:
+        """Fetch new bounces (mailbox, or ``source_path``), then refresh the tables."""
+        from ..mailbox import fetch_bounces  # late: the panel also works on a store alone
+
+        self.show("Fetching…")
+        report = fetch_bounces(self.store, source_path=self.source_path)
+        self.last_fetch = report
+        self.refresh()
+        self.show_ok(_fetch_summary(report.to_dict()))
+
+    @catch_errors
+    def refresh(self, _button: Any = None) -> None:
+        """Read every table and the what-if again from the store."""
+        self.tables = {name: fn(self.store) for name, fn in TABLES.items()}
+        for name, df in self.tables.items():
+            self._tab_html[name].value = _table_html(df)
+        self._counts = review.threshold_counts(self.store)
+        self.what_if = review.threshold_what_if(self.store, self.threshold_slider.max, counts=self._counts)
+        self.what_if_table.value = _table_html(self.what_if, caption="Every threshold at a glance")
+        self._show_what_if()
+
+    @catch_errors
+    def apply(self, _button: Any = None) -> None:
+        """Suppress the addresses the slider's threshold would newly suppress.
+
+        With "Save as the bounce threshold" ticked the threshold is saved to the bounce
+        settings first (so later fetches apply it too); otherwise it is used this once.
+        """
+        from ..bounces import apply_threshold
+
+        threshold = self.threshold_slider.value
+        if not self.would_suppress:
+            self.last_applied = []
+            self.show(f"Nobody to suppress at threshold {threshold}.")
+            return
+        if self.save_threshold.value:
+            settings, _ = update_bounce_settings(self.store, threshold=threshold)
+            how = f"threshold {threshold} saved as the bounce threshold"
+        else:
+            settings = dataclasses.replace(load_bounce_settings(self.store) or _policy_only(), threshold=threshold)
+            how = f"threshold {threshold}, this time only (the bounce settings are unchanged)"
+        self.last_applied = apply_threshold(self.store, settings, self.would_suppress)
+        self.refresh()
+        self.show_ok(f"Suppressed {len(self.last_applied)} address(es): {how}.")
+
+    # -- the what-if
+
+    def _on_threshold(self, _change: Any) -> None:
+        self._show_what_if()
+
+    def _show_what_if(self) -> None:
+        threshold = self.threshold_slider.value
+        counts = self._counts if self._counts is not None else review.threshold_counts(self.store)
+        self.would_suppress = review.newly_suppressed(self.store, threshold, counts=counts)
+        total = int((counts["counted"] >= threshold).sum())
+        already = total - len(self.would_suppress)
+        self.what_if_label.value = (
+            f"<b>{total}</b> address(es) reach {threshold} counted bounce(s): "
+            f"<b>{len(self.would_suppress)}</b> would be newly suppressed, {already} already are.")
+        self.what_if_addresses.value = _address_list(self.would_suppress)
+        self.apply_button.description = f"Suppress {len(self.would_suppress)}"
+        self.apply_button.disabled = not self.would_suppress
+
+
+_POLICY_NOTE = (
+    "<span style='color:var(--jp-ui-font-color2,#666)'>Counts as the threshold does: one per "
+    "bounce report; hard and soft bounces, policy blocks only when the bounce settings say so; "
+    "stale and reset-on-success rules from the bounce settings. Suppressed is not unsubscribed: "
+    "a suppression can be reviewed and lifted.</span>"
+)
+
+
+def _policy_only() -> BounceSettings:
+    # No bounce mailbox is configured: apply_threshold reads only the counting fields
+    # (threshold, count_policy, stale_after_days, reset_on_success), left at their defaults.
+    return BounceSettings(host="", port=0, user="", threshold=DEFAULT_THRESHOLD)
+
+
+def _fetch_summary(result: dict[str, Any]) -> str:
+    kinds = ", ".join(f"{kind} {n}" for kind, n in result["bounces"].items()) or "none"
+    suppressed = result["suppressed"]
+    lines = [f"Fetched {result['fetched']} new message(s); by kind: {kinds}."]
+    if suppressed:
+        lines.append(f"The saved threshold suppressed {len(suppressed)}: {', '.join(suppressed[:10])}"
+                     + (" …" if len(suppressed) > 10 else ""))
+    return "\n".join(lines)
+
+
+def _address_list(addresses: list[str]) -> str:
+    if not addresses:
+        return ""
+    shown = ", ".join(html.escape(a) for a in addresses[:SHOWN_ADDRESSES])
+    more = f" … and {len(addresses) - SHOWN_ADDRESSES} more" if len(addresses) > SHOWN_ADDRESSES else ""
+    return f"<div style='max-width:760px'>Newly suppressed: {shown}{more}</div>"
+
+
+def _table_html(df: pd.DataFrame, caption: str | None = None) -> str:
+    if df.empty:
+        return "<i>Nothing yet.</i>"
+    shown = df.drop(columns=["evidence"], errors="ignore").head(SHOWN_ROWS)
+    note = caption or (f"{len(df)} row(s)" if len(df) <= SHOWN_ROWS else f"first {SHOWN_ROWS} of {len(df)} rows")
+    table = shown.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.3g}", border=0)
+    return (f"<div style='max-height:360px;overflow:auto'><div style='color:#666'>{html.escape(note)}</div>"
+            f"{table}</div>")
