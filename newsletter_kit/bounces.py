@@ -201,13 +201,16 @@ def is_valid_address(address: str) -> bool:
     return _ADDRESS_RE.fullmatch(address) is not None and len(address.partition("@")[0]) <= 64
 
 
-def _normalise_address(candidate: str | bytes | None) -> str | None:
-    """The lowercased address in ``candidate`` (``<a@b>``, ``rfc822;a@b``...), or None if invalid."""
+def _normalise_address(candidate: object) -> str | None:
+    """The lowercased address in ``candidate`` (``<a@b>``, ``mailto:a@b``...), or None if invalid.
+
+    ``candidate`` may be bytes (flufl.bounce) or a compat32 ``Header`` (8-bit header values).
+    """
     if candidate is None:
         return None
     if isinstance(candidate, bytes):
         candidate = candidate.decode("ascii", "replace")
-    text = candidate.strip()
+    text = str(candidate).strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1].strip()
     if text.lower().startswith("mailto:"):
@@ -649,16 +652,17 @@ def _mta(value: object) -> str | None:
 
 
 def _typed_address(value: object) -> str | None:
-    """``rfc822; a@b`` → ``a@b`` (validated); other address types (x400, utf-8) → None."""
+    """``rfc822; a@b`` → ``a@b``; None when the value is not a valid plain address."""
     if value is None:
         return None
     text = _clean(value, 512)
-    addr_type, sep, rest = text.partition(";")
+    _addr_type, sep, rest = text.partition(";")
     if not sep:
         return _normalise_address(text)
-    if addr_type.strip().lower() != "rfc822":
-        return None
-    return _normalise_address(rest.split()[0] if rest.split() else "")
+    # Any type whose value is a plain address will do (rfc822, utf-8, some MTAs' "local");
+    # x400 and the like never pass validation.
+    words = rest.split()
+    return _normalise_address(words[0]) if words else None
 
 
 def _dsn_recipient(block: Message) -> BounceRecipient | None:

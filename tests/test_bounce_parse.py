@@ -276,6 +276,31 @@ def test_fuzz_hostile_recipient_fields(local: str, field: str) -> None:
     _assert_safe(parse_bounce(raw))
 
 
+_HEADER_NAMES = [
+    b"From", b"Subject", b"Return-Path", b"Auto-Submitted", b"Precedence", b"X-Failed-Recipients",
+    b"Delivered-To", b"Message-ID", b"In-Reply-To", b"Date",
+]
+_BLOCK_NAMES = [b"Final-Recipient", b"Original-Recipient", b"X-Actual-Recipient", b"Action", b"Status", b"Diagnostic-Code", b"Remote-MTA"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    top=st.dictionaries(st.sampled_from(_HEADER_NAMES), st.binary(max_size=30), max_size=6),
+    block=st.dictionaries(st.sampled_from(_BLOCK_NAMES), st.binary(max_size=30), max_size=7),
+    charset=st.binary(max_size=12),
+)
+def test_fuzz_8bit_header_values(top: dict[bytes, bytes], block: dict[bytes, bytes], charset: bytes) -> None:
+    """8-bit and control bytes in any header: compat32 hands back Header objects and surrogates."""
+    head = b"".join(name + b": " + value + b"\n" for name, value in top.items())
+    fields = b"".join(name + b": " + value + b"\n" for name, value in block.items())
+    raw = (
+        head + b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+        b"--b\nContent-Type: text/plain; charset=\"" + charset + b"\"\n\nnot delivered \xe8\n"
+        b"--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; example.net\n\n" + fields + b"--b--\n"
+    )
+    _assert_safe(parse_bounce(raw))
+
+
 def _base64_lines(size: int) -> bytes:
     data = base64.encodebytes(bytes(range(256)) * (size // 256))
     return b"\n" + data
