@@ -60,6 +60,11 @@ from .audience import (
 from .messages import CampaignRenderer, unsubscribe_token, verify_unsubscribe_token
 # --- bounces / mailbox fetch / suppressions ---
 from .bounces import (
+    BounceKind,
+    BounceRecipient,
+    BounceReport,
+    parse_bounce,
+    parse_bounce_file,
     apply_threshold,
     bounce_counts,
     counting_query,
@@ -106,6 +111,7 @@ __all__ = [
     # --- messages / quota / campaigns (exports) ---
     "CampaignRenderer", "unsubscribe_token", "verify_unsubscribe_token",
     # --- bounces / mailbox fetch / suppressions (exports) ---
+    "parse_bounce", "parse_bounce_file", "BounceReport", "BounceRecipient", "BounceKind",
     "fetch_bounces", "FetchReport", "apply_threshold", "bounce_counts", "counting_query",
     "list_suppressions", "record_smtp_rejection", "remove_suppression", "suppress",
     "suppression_history",
