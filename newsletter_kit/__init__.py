@@ -58,6 +58,17 @@ from .audience import (
 )
 # --- messages / quota / campaigns ---
 from .messages import CampaignRenderer, unsubscribe_token, verify_unsubscribe_token
+from .campaigns import (
+    Campaign,
+    SendReport,
+    campaign_status,
+    create_campaign,
+    forecast_finish,
+    get_campaign,
+    list_campaigns,
+    send_campaign,
+)
+from .quota import QuotaStatus, quota_status
 # --- bounces / mailbox fetch / suppressions ---
 from .bounces import (
     BounceKind,
@@ -110,6 +121,8 @@ __all__ = [
     "normalize_address",
     # --- messages / quota / campaigns (exports) ---
     "CampaignRenderer", "unsubscribe_token", "verify_unsubscribe_token",
+    "Campaign", "SendReport", "create_campaign", "send_campaign", "campaign_status", "get_campaign",
+    "list_campaigns", "forecast_finish", "QuotaStatus", "quota_status",
     # --- bounces / mailbox fetch / suppressions (exports) ---
     "parse_bounce", "parse_bounce_file", "BounceReport", "BounceRecipient", "BounceKind",
     "fetch_bounces", "FetchReport", "apply_threshold", "bounce_counts", "counting_query",

@@ -428,7 +428,7 @@ class _Run:
                 fields = self._fields_of(row)
             try:
                 raw = self.renderer.render(row.email, fields, message_id=row.message_id)
-            except TemplateError as exc:
+            except NewsletterKitError as exc:  # a bad field value fails this recipient only
                 failures[i] = SendOutcome("failed", None, None, f"cannot build the message: {exc}")
                 raw = b""
             jobs.append((self.envelope_from, row.email, raw))

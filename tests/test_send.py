@@ -1,0 +1,556 @@
+"""The send path against real SMTP servers on 127.0.0.1: ledger, quota, replies, crashes.
+
+aiosmtpd (tests/mailservers.py) records every envelope and fails on cue by the recipient's
+local part; Postfix delivers to Dovecot mailboxes. Nothing here looks at wall-clock times.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from newsletter_kit import campaigns, quota
+from newsletter_kit.audience import add_contacts, add_unsubscribe
+from newsletter_kit.bounces import suppress
+from newsletter_kit.errors import AuthenticationFailed, CampaignError, TemplateError
+from newsletter_kit.settings import update_bounce_settings, update_smtp_settings
+from newsletter_kit.store import open_store
+
+BOUNCE_ADDRESS = "bounces@example.org"
+FROM = "news@example.org"
+PASSWORD_ENV = "NK_TEST_SMTP_PASSWORD"
+
+
+@pytest.fixture
+def store(nk_db):
+    store = open_store(nk_db)
+    yield store
+    store.close()
+
+
+def configure(store, srv, *, limit=1000, tls="none", user=None, ca_file=None, exclusion="campaign",
+              timezone="Europe/Rome"):
+    """SMTP settings pointing at ``srv``, and a bounce address for the envelope sender."""
+    update_smtp_settings(
+        store, host="localhost" if tls != "none" else "127.0.0.1", port=srv.port, tls=tls,
+        daily_limit=limit, from_addr=FROM, timezone=timezone, exclusion=exclusion,
+        user=user, auth=bool(user), password_ref=f"env:{PASSWORD_ENV}" if user else None,
+        ca_file=ca_file, unsubscribe_url="https://example.org/unsubscribe/{token}")
+    update_bounce_settings(store, host="127.0.0.1", port=1143, user=BOUNCE_ADDRESS, threshold=1,
+                           tls="none", allow_plain_auth=True, password_ref="env:NK_UNUSED")
+
+
+def contacts(store, emails, list_name="news"):
+    add_contacts(store, [{"email": e, "first_name": e.split("@")[0].title()} for e in emails],
+                 list_name=list_name)
+
+
+def make_campaign(store, name="spring", list_name="news"):
+    return campaigns.create_campaign(store, name, list_name, "Hello {{ first_name }}",
+                                     "<p>Dear {{ first_name }},</p><p>news.</p>")
+
+
+def ledger(store, name="spring"):
+    rows = store.conn.execute(
+        "SELECT d.email, d.state, d.message_id, d.smtp_code, d.smtp_status, d.reason FROM deliveries d "
+        "JOIN campaigns c ON c.id = d.campaign_id WHERE c.name = ? ORDER BY d.id", (name,))
+    return {r[0]: r[1:] for r in rows}
+
+
+def received(srv):
+    return Counter(rcpt for env in srv.messages for rcpt in env.rcpt_tos)
+
+
+def addresses(n, prefix="reader"):
+    return [f"{prefix}{i:03d}@example.org" for i in range(n)]
+
+
+# --- the happy path -----------------------------------------------------------------------
+
+
+def test_every_recipient_gets_one_stamped_message_over_starttls_with_auth(
+        store, smtp_server, test_ca, monkeypatch):
+    monkeypatch.setenv(PASSWORD_ENV, "s3cret")
+    srv = smtp_server(tls="starttls", auth={"news": "s3cret"})
+    configure(store, srv, tls="starttls", user="news", ca_file=test_ca.ca_file)
+    emails = addresses(45)
+    contacts(store, emails)
+    make_campaign(store)
+
+    report = campaigns.send_campaign(store, "spring")
+
+    assert (report.sent, report.failed, report.pending, report.paused) == (45, 0, 0, None)
+    assert received(srv) == Counter({e: 1 for e in emails})
+    rows = ledger(store)
+    for env in srv.messages:
+        assert env.mail_from == BOUNCE_ADDRESS
+        msg = email.message_from_bytes(env.content, policy=email.policy.default)
+        rcpt = env.rcpt_tos[0]
+        assert msg["To"] == rcpt
+        assert msg["X-Newsletter-Campaign"] == "spring"
+        assert "mailto:" in msg["List-Unsubscribe"] and "https://example.org/unsubscribe/" in msg["List-Unsubscribe"]
+        assert msg["Message-ID"] == rows[rcpt][1]
+        assert msg["Subject"] == f"Hello {rcpt.split('@')[0].title()}"
+    assert {state for state, *_ in rows.values()} == {"sent"}
+    assert campaigns.campaign_status(store, "spring") == {
+        "total": 45, "sent": 45, "failed": 0, "excluded": 0, "pending": 0, "unknown": 0}
+    assert quota.quota_status(store).used == 45
+    assert campaigns.get_campaign(store, "spring").status == "done"
+    # A second run finds nothing to do and sends nothing.
+    again = campaigns.send_campaign(store, "spring")
+    assert (again.attempted, len(srv.messages)) == (0, 45)
+
+
+def test_implicit_tls_and_parallel_connections_send_each_recipient_once(
+        store, smtp_server, test_ca, monkeypatch):
+    monkeypatch.setenv(PASSWORD_ENV, "pw")
+    srv = smtp_server(tls="ssl", auth={"news": "pw"}, delay=0.005)
+    configure(store, srv, tls="ssl", user="news", ca_file=test_ca.ca_file)
+    emails = addresses(120)
+    contacts(store, emails)
+    make_campaign(store)
+
+    report = campaigns.send_campaign(store, "spring", connections=4)
+
+    assert (report.sent, report.pending) == (120, 0)
+    assert received(srv) == Counter({e: 1 for e in emails})
+
+
+def test_an_untrusted_certificate_fails_clearly_before_anything_is_marked(store, smtp_server, test_ca):
+    srv = smtp_server(tls="starttls", ca=test_ca.untrusted)
+    configure(store, srv, tls="starttls", ca_file=test_ca.ca_file)
+    contacts(store, addresses(3))
+    make_campaign(store)
+    with pytest.raises(Exception, match="certificate is not trusted"):
+        campaigns.send_campaign(store, "spring")
+    assert {s for s, *_ in ledger(store).values()} == {"pending"}
+
+
+def test_wrong_password_is_a_clear_error_and_nothing_is_marked_sent(store, smtp_server, test_ca, monkeypatch):
+    monkeypatch.setenv(PASSWORD_ENV, "wrong")
+    srv = smtp_server(tls="starttls", auth={"news": "right"})
+    configure(store, srv, tls="starttls", user="news", ca_file=test_ca.ca_file)
+    contacts(store, addresses(5))
+    make_campaign(store)
+
+    with pytest.raises(AuthenticationFailed, match="refused the user name or password"):
+        campaigns.send_campaign(store, "spring")
+
+    assert srv.messages == []
+    assert {s for s, *_ in ledger(store).values()} == {"pending"}
+    assert quota.quota_status(store).to_dict()["used"] == 0
+    assert store.conn.execute("SELECT count(*) FROM quota_reservations").fetchone()[0] == 0
+    # The CLI says it in one line, no traceback.
+    result = _cli(["campaign", "send", "spring"], env={PASSWORD_ENV: "wrong"})
+    assert result.returncode == 1
+    assert "refused the user name or password" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- the audience -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy, expected", [
+    ("campaign", {"ann@example.org", "bob@example.org"}),
+    ("global", {"ann@example.org"}),
+])
+def test_exclusion_policy(store, smtp_server, policy, expected):
+    srv = smtp_server(tls="none")
+    configure(store, srv, exclusion=policy)
+    contacts(store, ["ann@example.org", "bob@example.org", "cid@example.org", "dan@example.org"])
+    add_unsubscribe(store, "bob@example.org", campaign="autumn")   # another campaign
+    add_unsubscribe(store, "cid@example.org", campaign="spring")   # this one
+    suppress(store, "dan@example.org", reason="manual")
+    make_campaign(store)
+
+    report = campaigns.send_campaign(store, "spring")
+
+    assert set(received(srv)) == expected
+    rows = ledger(store)
+    assert rows["cid@example.org"][0] == "excluded"
+    assert rows["cid@example.org"][4] == "unsubscribed from this campaign"
+    assert rows["dan@example.org"][0] == "excluded"
+    assert "suppressed" in rows["dan@example.org"][4]
+    if policy == "global":
+        assert rows["bob@example.org"][0] == "excluded"
+        assert "autumn" in rows["bob@example.org"][4]
+    assert report.excluded == 4 - len(expected)
+
+
+def test_the_audience_is_recomputed_at_every_run(store, smtp_server):
+    srv = smtp_server(tls="none")
+    configure(store, srv)
+    emails = addresses(6)
+    contacts(store, emails)
+    make_campaign(store)
+    first = campaigns.send_campaign(store, "spring", limit=2)
+    assert (first.sent, first.pending) == (2, 4)
+
+    add_unsubscribe(store, emails[3])                     # opted out since the first run
+    contacts(store, ["late@example.org"])                 # joined the list since
+
+    second = campaigns.send_campaign(store, "spring")
+    assert emails[3] not in received(srv)
+    assert received(srv)["late@example.org"] == 1
+    assert ledger(store)[emails[3]][0] == "excluded"
+    assert ledger(store)[emails[3]][4] == "unsubscribed from all campaigns"
+    assert (second.sent, second.excluded) == (4, 1)
+    assert max(received(srv).values()) == 1
+
+
+# --- quota, limit, stop, dry run ----------------------------------------------------------
+
+
+def test_a_run_pauses_at_the_quota_and_the_next_run_resumes(store, smtp_server):
+    srv = smtp_server(tls="none")
+    configure(store, srv, limit=4)
+    emails = addresses(7)
+    contacts(store, emails)
+    make_campaign(store)
+
+    first = campaigns.send_campaign(store, "spring")
+    assert (first.sent, first.paused, first.pending) == (4, "quota", 3)
+    assert first.resume_at == quota.quota_status(store).resets_at.isoformat()
+    assert campaigns.get_campaign(store, "spring").status == "paused"
+
+    blocked = campaigns.send_campaign(store, "spring")
+    assert (blocked.attempted, blocked.paused) == (0, "quota")
+    assert campaigns.forecast_finish(store, "spring") == quota.quota_status(store).day + __import__("datetime").timedelta(days=1)
+
+    update_smtp_settings(store, daily_limit=10)  # as if a new day had come
+    last = campaigns.send_campaign(store, "spring")
+    assert (last.sent, last.paused, last.pending) == (3, None, 0)
+    assert received(srv) == Counter({e: 1 for e in emails})
+    assert campaigns.forecast_finish(store, "spring") is None
+
+
+def test_limit_caps_the_recipients_attempted_in_one_run(store, smtp_server):
+    srv = smtp_server(tls="none")
+    configure(store, srv)
+    contacts(store, addresses(30))
+    make_campaign(store)
+    report = campaigns.send_campaign(store, "spring", limit=25)
+    assert (report.attempted, report.sent, report.pending, report.paused) == (25, 25, 5, None)
+    assert len(srv.messages) == 25
+
+
+def test_the_stop_event_ends_the_run_cleanly(store, smtp_server):
+    srv = smtp_server(tls="none")
+    configure(store, srv)
+    contacts(store, addresses(100))
+    make_campaign(store)
+    stop = threading.Event()
+    calls = []
+
+    def progress(done, total, report):
+        calls.append((done, total))
+        if done >= 20:
+            stop.set()
+
+    report = campaigns.send_campaign(store, "spring", progress=progress, stop_event=stop)
+    assert report.paused == "stopped"
+    assert calls[0] == (0, 100)
+    assert report.sent == len(srv.messages) < 100
+    states = Counter(s for s, *_ in ledger(store).values())
+    assert states == Counter({"sent": report.sent, "pending": 100 - report.sent})
+
+
+def test_dry_run_renders_everything_and_writes_nothing(store, smtp_server):
+    srv = smtp_server(tls="none")
+    configure(store, srv, limit=5)
+    contacts(store, addresses(8))
+    add_unsubscribe(store, "reader000@example.org")
+    make_campaign(store)
+    store.signing_key()  # made on first use: a setting, not the ledger
+    before = store.conn.execute("SELECT total_changes()").fetchone()[0]
+
+    report = campaigns.send_campaign(store, "spring", dry_run=True)
+
+    assert (report.dry_run, report.would_send, report.pending, report.excluded) == (True, 5, 7, 1)
+    assert report.paused == "quota"
+    assert srv.messages == []
+    assert store.conn.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 0
+    assert store.conn.execute("SELECT count(*) FROM quota_days").fetchone()[0] == 0
+    assert store.conn.execute("SELECT total_changes()").fetchone()[0] == before
+
+
+# --- server replies -----------------------------------------------------------------------
+
+
+def test_each_reply_puts_the_recipient_in_the_right_state(store, smtp_server):
+    srv = smtp_server(tls="none")
+    configure(store, srv)
+    order = ["ok1@example.org", "fail550.a@example.org", "soft451.b@example.org", "busy450.c@example.org",
+             "full452.d@example.org", "data554.e@example.org", "ok2@example.org",
+             "rcpt421.f@example.org", "ok3@example.org"]
+    contacts(store, order)
+    make_campaign(store)
+
+    report = campaigns.send_campaign(store, "spring")
+
+    rows = ledger(store)
+    state = {e: rows[e][0] for e in order}
+    assert state == {
+        "ok1@example.org": "sent", "fail550.a@example.org": "failed", "soft451.b@example.org": "deferred",
+        "busy450.c@example.org": "deferred", "full452.d@example.org": "deferred",
+        "data554.e@example.org": "failed", "ok2@example.org": "sent",
+        "rcpt421.f@example.org": "pending", "ok3@example.org": "pending"}
+    assert rows["fail550.a@example.org"][2:4] == (550, "5.1.1")
+    assert rows["full452.d@example.org"][2:4] == (452, "4.2.2")
+    assert report.paused == "connection" and "421" in report.detail
+    assert campaigns.campaign_status(store, "spring") == {
+        "total": 9, "sent": 2, "failed": 2, "excluded": 0, "pending": 5, "unknown": 0}
+    # 5xx rejections are bounces the threshold counts (threshold 1: suppressed at once).
+    bounces = {r[0]: r[1:] for r in store.conn.execute(
+        "SELECT email, kind, status, source, report_key FROM bounces")}
+    assert bounces["fail550.a@example.org"][:3] == ("hard", "5.1.1", "smtp")
+    assert bounces["data554.e@example.org"][:3] == ("policy", "5.7.1", "smtp")
+    assert bounces["fail550.a@example.org"][3].startswith("smtp:")
+    assert "fail550.a@example.org" in report.suppressed
+    assert set(received(srv)) == {"ok1@example.org", "ok2@example.org"}
+
+    # The deferred are retried by a later run once their time has come; the 421 one is retried.
+    store.conn.execute("UPDATE deliveries SET next_attempt_at = '2000-01-01T00:00:00+00:00' "
+                       "WHERE state = 'deferred'")
+    add_unsubscribe(store, "rcpt421.f@example.org")  # stop it from pausing every run
+    second = campaigns.send_campaign(store, "spring")
+    assert second.sent == 1 and second.deferred == 3
+    assert received(srv) == Counter({"ok1@example.org": 1, "ok2@example.org": 1, "ok3@example.org": 1})
+    assert ledger(store)["rcpt421.f@example.org"][0] == "excluded"
+
+
+@pytest.mark.parametrize("cue", ["drop", "data421"])
+def test_a_dropped_connection_pauses_the_run_and_loses_nobody(store, smtp_server, cue):
+    srv = smtp_server(tls="none")
+    configure(store, srv)
+    order = ["ok1@example.org", f"{cue}.x@example.org", "ok2@example.org"]
+    contacts(store, order)
+    make_campaign(store)
+
+    report = campaigns.send_campaign(store, "spring")
+
+    assert report.paused == "connection"
+    assert {e: s for e, (s, *_) in ledger(store).items()} == {
+        "ok1@example.org": "sent", f"{cue}.x@example.org": "pending", "ok2@example.org": "pending"}
+    add_unsubscribe(store, f"{cue}.x@example.org", campaign="spring")
+    resumed = campaigns.send_campaign(store, "spring")
+    assert (resumed.sent, resumed.paused, resumed.pending) == (1, None, 0)
+    assert received(srv) == Counter({"ok1@example.org": 1, "ok2@example.org": 1})
+
+
+def test_a_run_stops_after_consecutive_failures(store, smtp_server):
+    srv = smtp_server(tls="none")
+    configure(store, srv)
+    contacts(store, [f"fail550.{i:02d}@example.org" for i in range(15)] + addresses(5))
+    make_campaign(store)
+
+    report = campaigns.send_campaign(store, "spring", max_consecutive_failures=10)
+
+    assert report.paused == "failures"
+    assert report.failed == 10
+    assert srv.messages == []
+    states = Counter(s for s, *_ in ledger(store).values())
+    assert states == Counter({"failed": 10, "pending": 10})
+
+
+class _DropsIdleConnection(smtplib.SMTP):
+    """An SMTP client whose first connection died while idle (a server timeout), which a real
+    server cannot be made to do on cue: the first MAIL FROM finds the socket closed."""
+
+    dropped = 0
+
+    def sendmail(self, *args, **kwargs):
+        if _DropsIdleConnection.dropped == 0:
+            _DropsIdleConnection.dropped += 1
+            self.close()
+        return super().sendmail(*args, **kwargs)
+
+
+def test_a_connection_dropped_while_idle_is_reopened_transparently(store, smtp_server):
+    srv = smtp_server(tls="none")
+    configure(store, srv)
+    emails = addresses(5)
+    contacts(store, emails)
+    make_campaign(store)
+    _DropsIdleConnection.dropped = 0
+
+    report = campaigns.send_campaign(store, "spring", smtp_factory=_DropsIdleConnection)
+
+    assert _DropsIdleConnection.dropped == 1
+    assert (report.sent, report.paused) == (5, None)
+    assert received(srv) == Counter({e: 1 for e in emails})
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def test_a_template_error_fails_before_anything_is_written(store):
+    contacts(store, addresses(2))
+    with pytest.raises(TemplateError):
+        campaigns.create_campaign(store, "broken", "news", "Hi {{ first_name", "<p>x</p>")
+    with pytest.raises(TemplateError):
+        campaigns.create_campaign(store, "broken", "news", "Hi", "<p>{% if x %}</p>")
+    assert store.conn.execute("SELECT count(*) FROM campaigns").fetchone()[0] == 0
+    assert store.conn.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 0
+
+
+def test_unknown_campaign_list_or_duplicate_name_is_a_clear_error(store):
+    contacts(store, addresses(1))
+    with pytest.raises(CampaignError, match="no contact list named 'nope'"):
+        campaigns.create_campaign(store, "x", "nope", "Hi", "<p>x</p>")
+    make_campaign(store)
+    with pytest.raises(CampaignError, match="already exists"):
+        make_campaign(store)
+    with pytest.raises(CampaignError, match="no campaign named 'autumn'"):
+        campaigns.campaign_status(store, "autumn")
+    with pytest.raises(CampaignError, match="no campaign named 'autumn'"):
+        campaigns.send_campaign(store, "autumn")
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def _cli(args, env=None, **kwargs):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "newsletter_kit", *args], capture_output=True,
+                          text=True, env=full_env, timeout=120, **kwargs)
+
+
+def _start_cli(args):
+    return subprocess.Popen([sys.executable, "-m", "newsletter_kit", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_cli_create_send_status_quota(store, smtp_server, tmp_path):
+    srv = smtp_server(tls="none")
+    configure(store, srv, limit=3)
+    contacts(store, addresses(5))
+    html = tmp_path / "body.html"
+    html.write_text("<p>Hi {{ first_name }}</p>", encoding="utf-8")
+    bad = tmp_path / "bad.html"
+    bad.write_text("<p>Hi {{ first_name </p>", encoding="utf-8")
+
+    broken = _cli(["campaign", "create", "x", "--list", "news", "--subject", "S", "--html", str(bad)])
+    assert broken.returncode == 1 and broken.stderr.count("\n") == 1 and "Traceback" not in broken.stderr
+    missing = _cli(["campaign", "create", "x", "--list", "nope", "--subject", "S", "--html", str(html)])
+    assert missing.returncode == 1 and "no contact list named 'nope'" in missing.stderr
+
+    created = _cli(["campaign", "create", "spring", "--list", "news", "--subject", "Hi {{ first_name }}",
+                    "--html", str(html)])
+    assert created.returncode == 0, created.stderr
+    dry = _cli(["campaign", "send", "spring", "--dry-run", "--json"])
+    assert json.loads(dry.stdout)["would_send"] == 3 and srv.messages == []
+
+    sent = _cli(["campaign", "send", "spring", "--json"])
+    assert sent.returncode == 0, sent.stderr
+    doc = json.loads(sent.stdout)
+    assert (doc["sent"], doc["paused"]) == (3, "quota")
+    assert doc["resume_at"] in sent.stderr  # says when it can continue
+
+    status = json.loads(_cli(["campaign", "status", "spring", "--json"]).stdout)
+    assert status == {"total": 5, "sent": 3, "failed": 0, "excluded": 0, "pending": 2, "unknown": 0}
+    human = _cli(["campaign", "status", "spring"])
+    assert "finishes" in human.stdout
+    q = json.loads(_cli(["quota", "--json"]).stdout)
+    assert set(q) == {"limit", "used", "remaining", "resets_at"}
+    assert (q["limit"], q["used"], q["remaining"]) == (3, 3, 0)
+    assert q["resets_at"].endswith(("+01:00", "+02:00"))  # Europe/Rome
+    listing = _cli(["campaign", "list"])
+    assert listing.stdout.startswith("spring\tnews\tpaused\t3 sent")
+    assert _cli(["campaign", "status", "nope"]).returncode == 1
+
+
+def test_two_senders_started_together_share_the_quota_and_send_nobody_twice(store, smtp_server):
+    srv = smtp_server(tls="none", delay=0.01)
+    configure(store, srv, limit=25)
+    emails = addresses(60)
+    contacts(store, emails)
+    make_campaign(store)
+
+    procs = [_start_cli(["campaign", "send", "spring", "--json"]) for _ in range(2)]
+    results = [p.communicate(timeout=120) for p in procs]
+
+    assert [p.returncode for p in procs] == [0, 0], results
+    reports = [json.loads(out) for out, _ in results]
+    assert sum(r["sent"] for r in reports) == 25
+    assert {r["paused"] for r in reports} == {"quota"}
+    counts = received(srv)
+    assert sum(counts.values()) == 25 and max(counts.values()) == 1
+    assert quota.quota_status(store).used == 25
+
+
+def test_sigkill_mid_campaign_then_send_again_sends_nobody_twice(store, smtp_server):
+    srv = smtp_server(tls="none", delay=0.03)
+    configure(store, srv)
+    emails = addresses(80)
+    contacts(store, emails)
+    make_campaign(store)
+
+    proc = _start_cli(["campaign", "send", "spring"])
+    deadline = time.monotonic() + 60
+    while len(srv.messages) < 25 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    got_before = received(srv)
+    assert 25 <= sum(got_before.values()) < 80
+
+    report = campaigns.send_campaign(store, "spring")
+
+    counts = received(srv)
+    assert max(counts.values()) == 1                       # nobody twice
+    rows = ledger(store)
+    unknown = {e for e, (s, *_) in rows.items() if s == "unknown"}
+    assert unknown and set(report.unknown) == unknown       # reported
+    assert len(unknown) <= campaigns.BATCH_PER_CONNECTION   # at most one batch
+    assert not unknown & (set(counts) - set(got_before))    # never resent
+    assert {s for e, (s, *_) in rows.items() if e not in unknown} == {"sent"}
+    assert set(counts) | unknown == set(emails)             # nobody lost
+    status = campaigns.campaign_status(store, "spring")
+    assert (status["unknown"], status["pending"]) == (len(unknown), 0)
+    # The dead run's reservation was reclaimed (counted as used: it may have been accepted).
+    assert store.conn.execute("SELECT count(*) FROM quota_reservations").fetchone()[0] == 0
+    assert quota.quota_status(store).used >= len(counts)
+
+
+# --- Postfix ------------------------------------------------------------------------------
+
+
+def test_postfix_delivers_one_message_to_each_mailbox_and_rejects_unknown_users(
+        store, postfix, dovecot, mailbox_user):
+    users = [mailbox_user()[0] for _ in range(4)]
+    unknown_user = "nobody-here@example.org"
+
+    class _Srv:
+        port = postfix.reject_port
+
+    configure(store, _Srv)
+    contacts(store, users + [unknown_user])
+    make_campaign(store)
+
+    report = campaigns.send_campaign(store, "spring")
+
+    assert (report.sent, report.failed) == (4, 1)
+    rows = ledger(store)
+    assert rows[unknown_user][0] == "failed" and rows[unknown_user][2] == 550
+    assert store.conn.execute("SELECT kind FROM bounces WHERE email = ?", (unknown_user,)).fetchone()[0] == "hard"
+    for user in users:
+        dovecot.wait_for_messages(user, 1)
+        time.sleep(0.2)  # a duplicate would arrive right behind the first
+        (raw,) = dovecot.read_messages(user)
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        assert msg["Message-ID"] == rows[user][1]
+        assert msg["X-Newsletter-Campaign"] == "spring"
+        assert msg["Return-Path"] == f"<{BOUNCE_ADDRESS}>"
