@@ -464,13 +464,71 @@ def import_unsubscribes(store: Store, path: str | os.PathLike[str],
 # --- the audience -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Recipient:
-    """One contact to send a campaign to. ``fields`` are its template fields."""
+def _parse_objects(texts: list[str]) -> list[dict[str, Any]]:
+    """Many JSON objects at once: one parse of a JSON array is ~3x faster than one per row."""
+    return json.loads("[" + ",".join(texts) + "]") if texts else []
 
-    contact_id: int
-    email: str
-    fields: dict[str, Any]
+
+class _FieldBatch:
+    """The fields JSON of the recipients of one query, parsed together on first use."""
+
+    __slots__ = ("recipients", "texts")
+
+    def __init__(self) -> None:
+        self.recipients: list[Recipient] = []
+        self.texts: list[str] = []
+
+    def parse(self) -> None:
+        for recipient, fields in zip(self.recipients, _parse_objects(self.texts)):
+            recipient._fields = fields
+        self.recipients, self.texts = [], []
+
+
+class Recipient:
+    """One contact to send a campaign to: ``contact_id``, ``email`` and template ``fields``.
+
+    Compares and unpacks like the tuple ``(contact_id, email, fields)``. The fields of the
+    recipients :func:`eligible_recipients` returns are parsed on first use, all at once: a
+    send run reads few of a big list's.
+
+    Example::
+
+        >>> cid, email, fields = Recipient(7, "ann@example.org", {"city": "Rome"})
+        >>> fields
+        {'city': 'Rome'}
+    """
+
+    __slots__ = ("contact_id", "email", "_fields", "_batch")
+
+    def __init__(self, contact_id: int, email: str, fields: Mapping[str, Any] | None = None,
+                 _batch: _FieldBatch | None = None):
+        self.contact_id = contact_id
+        self.email = email
+        self._fields: dict[str, Any] | None = None if _batch else dict(fields or {})
+        self._batch = _batch
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The contact's template fields (``{}`` when it has none)."""
+        if self._fields is None:
+            self._batch.parse()  # type: ignore[union-attr]
+        return self._fields  # type: ignore[return-value]
+
+    def _astuple(self) -> tuple[int, str, dict[str, Any]]:
+        return (self.contact_id, self.email, self.fields)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._astuple())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Recipient):
+            return self._astuple() == other._astuple()
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Recipient(contact_id={self.contact_id!r}, email={self.email!r}, fields={self.fields!r})"
 
 
 def _check_policy(policy: str | None, store: Store) -> str:
@@ -521,9 +579,11 @@ def eligible_recipients(store: Store, campaign: str, list_name: str = ALL_LIST,
     if limit is not None:
         sql += " LIMIT :limit"
         params["limit"] = limit
-    loads = json.loads
-    return [Recipient(cid, email, loads(fields) if fields != "{}" else {})
-            for cid, email, fields in store.conn.execute(sql, params)]
+    rows = store.conn.execute(sql, params).fetchall()
+    batch = _FieldBatch()
+    batch.texts = [row[2] for row in rows]
+    batch.recipients = [Recipient(cid, email, None, batch) for cid, email, _ in rows]
+    return batch.recipients[:]
 
 
 def _reason_sql(policy: str) -> str:
@@ -546,9 +606,8 @@ def _reason_sql(policy: str) -> str:
 
 def _fields_frame(fields_json: list[str], index: pd.Index, reserved: Iterable[str]) -> pd.DataFrame:
     """The JSON field objects as columns; names that clash with ours get a ``field_`` prefix."""
-    loads = json.loads
-    records = [loads(f) if f != "{}" else {} for f in fields_json]
-    frame = pd.DataFrame.from_records(records, index=index) if records else pd.DataFrame(index=index)
+    records = _parse_objects(fields_json)
+    frame = pd.DataFrame(records, index=index) if records else pd.DataFrame(index=index)
     clash = {name: f"field_{name}" for name in frame.columns if name in set(reserved)}
     return frame.rename(columns=clash)
 

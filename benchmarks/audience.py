@@ -1,0 +1,137 @@
+"""Audience at scale: eligible_recipients and audience_frame on a million contacts.
+
+Builds a store with N contacts (default 1,000,000) on the list ``all``, N/10 unsubscribes (half
+for the measured campaign, a quarter for other campaigns, a quarter global) and N/250
+suppressions, then times each function against a floor measured in the same run: reading the
+same rows with one plain SELECT (no exclusion at all). Peak memory is measured with tracemalloc
+in a second pass. Also times importing a CSV of N/10 rows against parsing it with csv.reader.
+
+    .venv/bin/python benchmarks/audience.py [--contacts 1000000] [--db PATH]
+
+Targets: each under 5 s and 1 GB for a million contacts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from newsletter_kit import audience  # noqa: E402
+from newsletter_kit.store import Store, now_iso, open_store  # noqa: E402
+
+CAMPAIGN = "spring"
+
+
+def build(store: Store, n: int) -> None:
+    """Contacts, memberships, opt-outs and suppressions written with plain SQL (fast setup)."""
+    rng = random.Random(42)
+    now = now_iso()
+    conn = store.conn
+    with store.transaction():
+        conn.execute("INSERT INTO lists (name, created_at) VALUES ('all', ?)", (now,))
+        conn.executemany(
+            "INSERT INTO contacts (id, email, fields, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            ((i, f"user{i}@example.org", json.dumps({"first_name": f"Name{i}", "city": "Rome"}), now, now)
+             for i in range(1, n + 1)))
+        conn.execute("INSERT INTO list_members (list_id, contact_id, added_at) "
+                     "SELECT 1, id, ? FROM contacts", (now,))
+        unsubscribed = rng.sample(range(1, n + 1), n // 10)
+        scopes = [CAMPAIGN, CAMPAIGN, "autumn", None]
+        conn.executemany(
+            "INSERT INTO unsubscribes (email, campaign, source, created_at) VALUES (?, ?, 'csv', ?)",
+            ((f"user{i}@example.org", scopes[k % 4], now) for k, i in enumerate(unsubscribed)))
+        conn.executemany(
+            "INSERT INTO suppressions (email, since, reason, bounce_count) VALUES (?, ?, 'threshold', 3)",
+            ((f"user{i}@example.org", now) for i in rng.sample(range(1, n + 1), n // 250)))
+    conn.execute("ANALYZE")
+
+
+def timed(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def peak_mib(fn: Callable[[], Any]) -> float:
+    tracemalloc.start()
+    result = fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    del result
+    return peak / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument("--db", type=Path, help="store file (default: a temporary one)")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="nk-bench-"))
+    db = args.db or tmp / "audience.db"
+    if db.exists():
+        db.unlink()
+    n = args.contacts
+
+    start = time.perf_counter()
+    store = open_store(db)
+    build(store, n)
+    print(f"store: {n:,} contacts, {n // 10:,} unsubscribes, {n // 250:,} suppressions "
+          f"(built in {time.perf_counter() - start:.1f} s)")
+
+    def floor() -> list[tuple[int, str, str]]:
+        return store.conn.execute(
+            "SELECT c.id, c.email, c.fields FROM list_members m JOIN contacts c ON c.id = m.contact_id "
+            "WHERE m.list_id = 1 ORDER BY m.contact_id").fetchall()
+
+    runs: dict[str, Callable[[], Any]] = {
+        "floor: plain SELECT of the list's rows": floor,
+        "eligible_recipients (campaign policy)": lambda: audience.eligible_recipients(store, CAMPAIGN, "all", "campaign"),
+        "eligible_recipients (global policy)": lambda: audience.eligible_recipients(store, CAMPAIGN, "all", "global"),
+        "audience_frame (global policy)": lambda: audience.audience_frame(store, CAMPAIGN, "all", "global"),
+    }
+    base = None
+    print(f"{'':42} {'seconds':>8} {'x floor':>8} {'rows':>10} {'peak MiB':>9}")
+    for name, fn in runs.items():
+        seconds, result = timed(fn)
+        rows = len(result)
+        del result
+        base = base or seconds
+        print(f"{name:42} {seconds:8.2f} {seconds / base:8.2f} {rows:10,} {peak_mib(fn):9.0f}")
+
+    # Importing: a CSV of n/10 new contacts, against merely parsing it.
+    path = tmp / "contacts.csv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["Email", "First Name", "City"])
+        writer.writerows([f"New{i}@Example.net", f"Name {i}", "Milano"] for i in range(n // 10))
+    parse, _ = timed(lambda: sum(1 for _ in csv.reader(path.open(encoding="utf-8"))), repeat=1)
+    seconds, report = timed(lambda: audience.import_contacts(store, path, "imported"), repeat=1)
+    print(f"{'floor: csv.reader over the file':42} {parse:8.2f} {1:8.2f} {n // 10:10,}")
+    print(f"{'import_contacts (new rows)':42} {seconds:8.2f} {seconds / parse:8.2f} {report.imported:10,}")
+    seconds, report = timed(lambda: audience.import_contacts(store, path, "imported"), repeat=1)
+    print(f"{'import_contacts (same rows again)':42} {seconds:8.2f} {seconds / parse:8.2f} {report.updated:10,}")
+    print(f"max RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    store.close()
+    if not args.db:
+        for file in tmp.iterdir():
+            file.unlink()
+        os.rmdir(tmp)
+
+
+if __name__ == "__main__":
+    main()
