@@ -620,6 +620,8 @@ def _detect_dsn(ctx: _Context) -> BounceReport | None:
     for ctype, part in ctx.typed:
         if ctype in ("message/delivery-status", "message/global-delivery-status"):
             blocks += _status_blocks(part)
+    if not blocks and _DSN_FIELD_RE.search(ctx.text):
+        blocks = _text_status_blocks(ctx.text)
     if not blocks:
         return None
     reporting = next((_mta(b.get("Reporting-MTA")) for b in blocks if b.get("Reporting-MTA")), None)
@@ -641,6 +643,26 @@ def _status_blocks(part: Message) -> list[Message]:
     parser = HeaderParser(policy=compat32)
     text = _decode_part(part).replace("\r\n", "\n")
     return [parser.parsestr(chunk.strip("\n"), headersonly=True) for chunk in re.split(r"\n[ \t]*\n", text) if chunk.strip()]
+
+
+_DSN_FIELD_RE = re.compile(r"^(?:final|original)-recipient:", re.IGNORECASE | re.MULTILINE)
+_DSN_BLOCK_RE = re.compile(r"^(?:final-recipient|original-recipient|reporting-mta):", re.IGNORECASE | re.MULTILINE)
+_FIELD_LINE_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,60}:|[ \t]")
+
+
+def _text_status_blocks(text: str) -> list[Message]:
+    """DSN fields found in plain text: a delivery-status part whose MIME structure was lost
+    (no boundary, or pasted into the notice), parsed block by block."""
+    parser = HeaderParser(policy=compat32)
+    blocks = []
+    for chunk in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n")):
+        if not _DSN_BLOCK_RE.search(chunk):
+            continue
+        fields = [line for line in chunk.split("\n") if _FIELD_LINE_RE.match(line)]
+        while fields and fields[0][:1] in (" ", "\t"):
+            fields.pop(0)  # a continuation line with nothing to continue
+        blocks.append(parser.parsestr("\n".join(fields), headersonly=True))
+    return blocks
 
 
 def _mta(value: object) -> str | None:

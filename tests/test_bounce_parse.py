@@ -130,6 +130,13 @@ def test_generic_status_yields_to_the_specific_code_in_the_diagnostic() -> None:
     assert "5.0.0" not in (report.recipients[0].status or "")
 
 
+def test_dsn_fields_survive_a_lost_mime_boundary() -> None:
+    # Without its boundary the report is one text body; its DSN fields are still read as a DSN.
+    report = parse_bounce_file(SAMPLES / "broken_no_boundary.eml")
+    assert report.reporting_mta == "relay.example.net"
+    assert [(r.address, r.action, r.status) for r in report.recipients] == [("bruno.leone@example.net", "failed", "5.1.1")]
+
+
 def test_to_dict_has_exactly_the_documented_shape() -> None:
     data = parse_bounce_file(SAMPLES / "spam_block_571.eml").to_dict()
     assert list(data) == ["is_bounce", "kind", "recipients", "campaign", "message_id"]
