@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .errors import ValidationError
-from .settings import load_bounce_settings, load_smtp_settings
+from .settings import load_bounce_settings, load_smtp_settings, validate_timezone
 from .store import Store
 
 if TYPE_CHECKING:
@@ -217,7 +217,7 @@ def _utc(series: pd.Series) -> pd.Series:
 def _zone(store: Store, tz: str | None) -> str:
     """The zone days are counted in: ``tz``, else the SMTP settings' zone (the quota's), else UTC."""
     if tz:
-        return tz
+        return validate_timezone(tz)
     smtp = load_smtp_settings(store)
     return smtp.timezone if smtp and smtp.timezone else "UTC"
 
@@ -246,8 +246,8 @@ def _sent_per_day(store: Store, zone: str) -> pd.DataFrame:
     last = store.conn.execute("SELECT MAX(sent_at) FROM deliveries").fetchone()[0]
     if first is None:
         return pd.DataFrame({"day": pd.Series(dtype="object"), "sent": pd.Series(dtype="int64")})
-    days = pd.date_range(pd.Timestamp(first).tz_convert(zone).date(), pd.Timestamp(last).tz_convert(zone).date(),
-                         freq="D")
+    days = pd.date_range(_utc(pd.Series([first]))[0].tz_convert(zone).date(),
+                         _utc(pd.Series([last]))[0].tz_convert(zone).date(), freq="D")
     # Local midnights as UTC text in the store's format (so they compare as strings).
     edges = days.append(days[-1:] + pd.Timedelta(days=1))
     edges = edges.tz_localize(zone, nonexistent="shift_forward", ambiguous=[True] * len(edges))
@@ -464,25 +464,27 @@ def quota_by_day(store: Store, *, tz: str | None = None) -> pd.DataFrame:
 def campaign_forecast(store: Store, *, now: dt.datetime | None = None) -> pd.DataFrame:
     """Each campaign's expected finish date at the current daily limit.
 
-    Uses the send path's own rule (:func:`newsletter_kit.campaigns.forecast_finish`: today's
-    remaining quota, then the full limit per day, as if the campaign had the quota to itself).
-    Columns: campaign, status, pending (recipients still to send, audience computed now),
-    finish (datetime.date; None when nothing is left).
+    The send path's own rule (what :func:`newsletter_kit.campaigns.forecast_finish` does:
+    today's remaining quota, then the full limit per day, as if the campaign had the quota to
+    itself), with each campaign's status computed once. Columns: campaign, status, pending
+    (recipients still to send, audience evaluated now), finish (datetime.date; None when nothing
+    is left). A ``done`` campaign is finished: pending 0, finish None, without recomputing it.
 
     Example::
 
         >>> campaign_forecast(store)                   # doctest: +SKIP
     """
-    from . import campaigns  # late: the send path is heavier than the review needs otherwise
+    from . import campaigns, quota  # late: the send path is heavier than the review needs otherwise
 
-    names = _query(store, "SELECT name AS campaign, status FROM campaigns ORDER BY id")
-    names["pending"] = pd.Series(
-        [campaigns.campaign_status(store, name)["pending"] for name in names["campaign"]],
-        index=names.index, dtype="int64")
-    names["finish"] = pd.Series(
-        [campaigns.forecast_finish(store, name, now=now) for name in names["campaign"]],
-        index=names.index, dtype="object")
-    return names
+    df = _query(store, "SELECT name AS campaign, status FROM campaigns ORDER BY id")
+    open_ = df["status"] != "done"
+    pending = {name: campaigns.campaign_status(store, name)["pending"] for name in df.loc[open_, "campaign"]}
+    df["pending"] = pd.Series([pending.get(name, 0) for name in df["campaign"]], index=df.index, dtype="int64")
+    status = quota.quota_status(store, now=now) if any(pending.values()) else None
+    df["finish"] = pd.Series(
+        [quota.forecast_date(status, n) if status is not None and n else None for n in df["pending"]],
+        index=df.index, dtype="object")
+    return df
 
 
 # --- suppressions -------------------------------------------------------------------------------

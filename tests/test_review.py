@@ -180,6 +180,13 @@ def test_days_follow_the_smtp_settings_zone(handmade: Store) -> None:
     assert review.bounces_by_day(handmade)["sent"].tolist() == [2, 1, 0, 0, 2, 0]
 
 
+def test_unknown_zone_is_a_validation_error(handmade: Store) -> None:
+    from newsletter_kit.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="not a known time zone"):
+        review.bounces_by_day(handmade, tz="Mars/Olympus")
+
+
 def test_quota_by_day(handmade: Store) -> None:
     no_settings = review.quota_by_day(handmade, tz="UTC")
     assert no_settings["limit"].isna().all()
@@ -204,13 +211,20 @@ def test_suppression_table(handmade: Store) -> None:
     assert row["evidence"][0]["bounce_id"] == 8
 
 
-def test_campaign_forecast(handmade: Store) -> None:
-    update_smtp_settings(handmade, host="127.0.0.1", port=2525, tls="none", daily_limit=10,
+def test_campaign_forecast() -> None:
+    from newsletter_kit.audience import add_contacts
+    from newsletter_kit.campaigns import create_campaign
+
+    store = open_store(":memory:")
+    update_smtp_settings(store, host="127.0.0.1", port=2525, tls="none", daily_limit=10,
                          from_addr="news@example.org", timezone="UTC")
-    df = review.campaign_forecast(handmade, now=dt.datetime(2026, 3, 1, 12, tzinfo=dt.timezone.utc))
-    assert list(df.columns) == ["campaign", "status", "pending", "finish"]
-    assert list(df["campaign"]) == ["spring", "summer"]
-    assert all(isinstance(d, dt.date) or d is None for d in df["finish"])
+    add_contacts(store, [{"email": f"c{i}@example.org"} for i in range(25)])
+    create_campaign(store, "big", "all", "Hi", "<p>Hello</p>")
+    create_campaign(store, "old", "all", "Hi", "<p>Hello</p>")
+    store.conn.execute("UPDATE campaigns SET status = 'done' WHERE name = 'old'")
+    # 25 to send, 10 a day, nothing used today: 10 on 1 March, 10 on the 2nd, 5 on the 3rd.
+    df = review.campaign_forecast(store, now=dt.datetime(2026, 3, 1, 12, tzinfo=dt.timezone.utc))
+    assert records(df, ["campaign", "pending", "finish"]) == [("big", 25, dt.date(2026, 3, 3)), ("old", 0, None)]
 
 
 def test_empty_store_gives_empty_tables() -> None:
