@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Create .venv and install the locked dependencies plus this package (editable).
-# Usage: scripts/setup.sh [--servers]   (--servers also installs the Debian mail servers and
-# Chromium that the tests use; needs root)
+# Usage: scripts/setup.sh [--test]   (--test installs the test lock instead of the runtime lock,
+# and the Debian mail servers and Chromium that the tests talk to; those need root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_servers=0
-[[ "${1:-}" == "--servers" ]] && want_servers=1
+lock=requirements.lock
+if [[ "${1:-}" == "--test" || "${1:-}" == "--servers" ]]; then
+    want_servers=1
+    lock=requirements-test.lock
+fi
 
 apt_install() {
     if [[ $(id -u) -ne 0 ]]; then
@@ -31,7 +35,7 @@ if [[ ! -x .venv/bin/uv ]]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check uv
 fi
 # uv pip sync makes .venv exactly the lock file (fast, reproducible); then the package itself.
-.venv/bin/uv pip sync -q --python .venv/bin/python requirements.lock
+.venv/bin/uv pip sync -q --python .venv/bin/python "$lock"
 .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
 
 if [[ $want_servers -eq 1 ]]; then
