@@ -8,9 +8,9 @@ plain human mail.  The first detector that recognises the message decides its ki
 Parsing never raises: a message that cannot be understood comes back as kind ``other`` with a
 ``reason``, so one bad message never stops an ingestion run of thousands.
 
->>> report = parse_bounce(open_sample_bytes)            # doctest: +SKIP
->>> report.kind, [r.address for r in report.recipients]  # doctest: +SKIP
-('hard', ['mario.rossi@example.it'])
+>>> report = parse_bounce(open("bounce.eml", "rb").read())  # doctest: +SKIP
+>>> report.kind.value, report.addresses, report.message_id   # doctest: +SKIP
+('hard', ['mario.rossi@example.it'], '<20261120091500.c42.r7@news.example.org>')
 """
 
 from __future__ import annotations
@@ -302,19 +302,23 @@ _HARD_RE = re.compile(
     r"(?:does not|doesn't|did not|not) exist|invalid (?:recipient|address|mailbox|user)|recipient (?:address )?rejected|"
     r"address rejected|mailbox (?:unavailable|not found|disabled|inactive)|user not found|recipientnotfound|"
     r"account (?:has been |is )?(?:disabled|closed|suspended|deactivated|inactive)|not a valid (?:mailbox|address|user)|"
-    r"bad (?:destination|recipient|address)|no mailbox|unrouteable|unroutable|not our customer|"
+    r"bad (?:destination|recipient|address)|no longer (?:valid|active|exists?|in use|available)|no mailbox|unrouteable|unroutable|not our customer|"
     r"utente (?:sconosciuto|inesistente|non (?:esistente|valido|trovato))|indirizzo (?:inesistente|non (?:valido|esistente)|errato|sconosciuto)|"
     r"destinatario (?:inesistente|sconosciuto|non (?:valido|esistente))|casella (?:di posta )?(?:inesistente|non (?:esistente|attiva))|"
     r"non esiste|account (?:disattivato|disabilitato|sospeso)",
     re.IGNORECASE,
 )
 _POLICY_RE = re.compile(
-    r"\bspam\b|\bblocked\b|block ?list|black ?list|\bdnsbl\b|\brbl\b|\blisted\b|\bpolicy\b|reputation|"
+    # Not a bare "listed" or "policy": notices say "the recipients listed below", "privacy policy".
+    r"\bspam\b|\bblocked\b|block ?listed|black ?listed|block ?list|black ?list|\bdnsbl|\brbl\b|"
+    r"listed (?:on|in|at|by) (?:the )?\S*(?:bl\b|list|spamhaus|spamcop|barracuda|sorbs)|spamhaus|spamcop|"
+    r"(?:local|security|content|anti-?spam|sender|our|dmarc|spf) policy|policy (?:reasons?|violation|rejection|restriction)|"
+    r"rejected (?:by|due to|for) (?:\w+ ){0,2}policy|reputation|"
     r"content rejected|\bvirus\b|bloccat[oa]|considerat[oa] (?:come )?spam|rifiutat[oa] per (?:spam|policy|motivi)",
     re.IGNORECASE,
 )
 _DELAY_RE = re.compile(
-    r"not (?:yet )?been delivered|will (?:continue|keep) (?:to )?(?:try|retry)|still (?:trying|being retried)|delayed|"
+    r"not yet been delivered|(?:has|have) not been delivered yet|will (?:continue|keep) (?:to )?(?:try|retry)|still (?:trying|being retried)|delayed|"
     r"will retry|will be retried|warning: could not|non (?:è )?(?:ancora )?stato (?:ancora )?recapitato|ancora in coda|"
     r"continuer[àa] (?:a )?(?:tentare|provare)|ritardat[oa]",
     re.IGNORECASE,
@@ -890,7 +894,8 @@ def _notice_recipient(address: str, notice: str, transient: bool = False, worded
         status = next(iter(_status_codes(near)), None)
         return BounceRecipient(address, kind, status, "delayed" if kind is DELAYED else "failed", _diagnostic_line(near))
     status = next((c for c in _status_codes(near) if not c.startswith("2")), None)
-    if worded and _DELAY_RE.search(near) and not (status or "").startswith("5"):
+    # A warning ("not yet delivered, will keep trying") stays a warning whoever found the address.
+    if _DELAY_RE.search(near) and not (status or "").startswith("5") and not _HARD_RE.search(near):
         return BounceRecipient(address, DELAYED, status, "delayed", _diagnostic_line(near))
     kind = _classify_failure(status, near)
     if kind is OTHER:

@@ -130,6 +130,36 @@ def test_generic_status_yields_to_the_specific_code_in_the_diagnostic() -> None:
     assert "5.0.0" not in (report.recipients[0].status or "")
 
 
+@pytest.mark.parametrize(
+    "wording, kind",
+    [
+        ("550 Requested action not taken: user unknown", HARD),
+        ("Recipient address rejected: no such user", HARD),
+        ("this email address is wrong or no longer valid", HARD),
+        ("utente sconosciuto", HARD),
+        ("indirizzo inesistente", HARD),
+        ("552 Mailbox full", SOFT),
+        ("quota exceeded", SOFT),
+        ("la casella di posta è piena", SOFT),
+        ("il destinatario ha superato la quota", SOFT),
+        ("server temporaneamente non disponibile", SOFT),
+        ("554 Message rejected as spam", POLICY),
+        ("Client host blocked using zen.spamhaus.org", POLICY),
+        ("not yet been delivered; the server will keep trying", DELAYED),
+        ("il messaggio non è ancora stato recapitato, il server continuerà a tentare", DELAYED),
+    ],
+)
+def test_plain_notice_wording_english_and_italian(wording: str, kind: BounceKind) -> None:
+    raw = (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\nTo: bounces@news.example.org\n"
+        "Subject: Undelivered Mail\nContent-Type: text/plain; charset=utf-8\n\n"
+        f"Your message could not be delivered to:\n\n<gianni.ricci@example.net>:\n    {wording}\n"
+    ).encode()
+    report = parse_bounce(raw)
+    assert [(r.address, r.kind) for r in report.recipients] == [("gianni.ricci@example.net", kind)]
+    assert report.kind is kind
+
+
 def test_dsn_fields_survive_a_lost_mime_boundary() -> None:
     # Without its boundary the report is one text body; its DSN fields are still read as a DSN.
     report = parse_bounce_file(SAMPLES / "broken_no_boundary.eml")
