@@ -161,6 +161,7 @@ class CampaignPanel(Panel):
             self.send_box, self.message,
         ], layout=widgets.Layout(max_width="900px"))
         self.widget.add_class("nk-campaign-panel")
+        self.widget.add_class("nk-panel")
 
     # -- choices --------------------------------------------------------------------------
     def refresh_choices(self, select: str | None = None) -> None:

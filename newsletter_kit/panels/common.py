@@ -83,7 +83,10 @@ def panel_style() -> widgets.HTML:
     """CSS the panels need: a red frame around a field that failed validation."""
     return widgets.HTML(
         "<style>.nk-invalid input, .nk-invalid select, .nk-invalid textarea "
-        "{border:1px solid #d93025 !important; background:#fff5f5}</style>",
+        "{border:1px solid #d93025 !important; background:#fff5f5}"
+        # ipywidgets caps tab titles at a width that cuts "Bounce settings (IMAP)".
+        ".nk-panel .lm-TabBar-tab, .nk-panel .p-TabBar-tab {min-width:240px !important;"
+        " max-width:none !important; flex:0 0 auto !important}</style>",
         layout=widgets.Layout(height="0px", margin="0"),
     )
 
@@ -116,6 +119,7 @@ class Panel:
         self.message = widgets.HTML(value="", layout=widgets.Layout(min_height="1.5em"))
         self.message.add_class("nk-panel-message")
         self.widget: widgets.Widget = widgets.VBox([self.message])
+        self.widget.add_class("nk-panel")
         self.field_widgets = {}
         self._marked: list[widgets.Widget] = []
 

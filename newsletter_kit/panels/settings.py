@@ -97,6 +97,7 @@ class SettingsPanel(Panel):
             layout=widgets.Layout(max_width="820px"),
         )
         self.widget.add_class("nk-settings-panel")
+        self.widget.add_class("nk-panel")
         self.reload()
 
     # -- building -------------------------------------------------------------------------
