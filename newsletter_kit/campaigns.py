@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import audience, quota
-from .errors import CampaignError, NewsletterKitError, TemplateError
+from .errors import CampaignError
 from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, require_smtp_settings,
                        validate_address)
 from .store import Store, now_iso
@@ -117,7 +117,8 @@ def create_campaign(store: Store, name: str, list_name: str, subject: str, html:
     if list_name not in lists:
         known = ", ".join(lists) if lists else "none yet: import contacts first"
         raise CampaignError(f"no contact list named {list_name!r} (lists: {known})")
-    _compile(subject, html, text, from_addr or "compile-check@example.org")
+    renderer = _compile(name, subject, html, text, from_addr or "compile-check@example.org")
+    renderer.check_fields(_field_names(store, list_name))
     now = now_iso()
     try:
         with store.transaction():
@@ -148,15 +149,23 @@ def list_campaigns(store: Store) -> list[dict[str, Any]]:
     return [dict(zip(keys, row)) for row in rows]
 
 
-def _compile(subject: str, html: str, text: str | None, from_addr: str) -> Any:
+def _compile(name: str, subject: str, html: str, text: str | None, from_addr: str) -> Any:
     """Compile the templates (no store, no network): TemplateError when they are broken."""
     from .messages import CampaignRenderer
 
     return CampaignRenderer(
-        campaign="compile-check", subject=subject, html=html, text=text, from_addr=from_addr,
+        campaign=name, subject=subject, html=html, text=text, from_addr=from_addr,
         bounce_address=from_addr, signing_key=b"\0" * 32, unsubscribe_url=None,
         message_id_domain=from_addr.rpartition("@")[2],
     )
+
+
+def _field_names(store: Store, list_name: str) -> set[str]:
+    """The template fields the contacts of a list have (to catch a misspelt variable)."""
+    rows = store.conn.execute(
+        "SELECT DISTINCT j.key FROM list_members m JOIN lists l ON l.id = m.list_id "
+        "JOIN contacts c ON c.id = m.contact_id, json_each(c.fields) j WHERE l.name = ?", (list_name,))
+    return {row[0] for row in rows}
 
 
 def _envelope_sender(smtp: SmtpSettings, bounce: BounceSettings | None) -> str:
@@ -418,21 +427,17 @@ class _Run:
                 "WHERE id = ?", [(r.message_id, self.owner, now, r.id) for r in rows])
         return rows, day, granted
 
-    def render(self, rows: list[_Row]) -> tuple[list[SendJob], dict[int, SendOutcome]]:
-        """Wire-ready jobs for the rows; a recipient whose message cannot be built fails alone."""
-        jobs: list[SendJob] = []
-        failures: dict[int, SendOutcome] = {}
-        for i, row in enumerate(rows):
+    def jobs(self, rows: list[_Row]) -> list[SendJob]:
+        """One job per row; its message is built by the thread that sends it."""
+        renderer, envelope_from = self.renderer, self.envelope_from
+
+        def build(row: _Row) -> Callable[[], bytes]:
             fields = self.fields.get(row.email)
             if fields is None:
                 fields = self._fields_of(row)
-            try:
-                raw = self.renderer.render(row.email, fields, message_id=row.message_id)
-            except NewsletterKitError as exc:  # a bad field value fails this recipient only
-                failures[i] = SendOutcome("failed", None, None, f"cannot build the message: {exc}")
-                raw = b""
-            jobs.append((self.envelope_from, row.email, raw))
-        return jobs, failures
+            return lambda: renderer.render(row.email, fields, message_id=row.message_id)
+
+        return [(envelope_from, row.email, build(row)) for row in rows]
 
     def _fields_of(self, row: _Row) -> dict[str, Any]:
         import json
@@ -643,22 +648,13 @@ def _send_one_batch(run: _Run, pool: SenderPool, rows: list[_Row], day: str, gra
                     halt: threading.Event, stop_event: threading.Event | None, max_failures: int) -> None:
     started = [False] * len(rows)
     outcomes: list[SendOutcome | None] = [None] * len(rows)
+
+    def after(index: int, outcome: SendOutcome) -> None:
+        outcomes[index] = outcome
+        run.after_outcome(outcome, halt, max_failures)
+
     try:
-        jobs, failures = run.render(rows)
-        for i, outcome in failures.items():
-            outcomes[i] = outcome
-        todo = [i for i in range(len(rows)) if i not in failures]
-
-        def after(index: int, outcome: SendOutcome) -> None:
-            outcomes[todo[index]] = outcome
-            run.after_outcome(outcome, halt, max_failures)
-
-        sub_started = [False] * len(todo)
-        try:
-            pool.send_batch([jobs[i] for i in todo], halt, sub_started, stop=stop_event, after=after)
-        finally:
-            for j, flag in enumerate(sub_started):
-                started[todo[j]] = started[todo[j]] or flag
+        pool.send_batch(run.jobs(rows), halt, started, stop=stop_event, after=after)
     finally:
         # Always settle, also on KeyboardInterrupt: what was answered is recorded, what was not
         # tried goes back to pending, what was handed to the server unanswered becomes unknown.

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import AuthenticationFailed, CertificateError, ConnectionFailed, ValidationError
+from .errors import (AuthenticationFailed, CertificateError, ConnectionFailed, NewsletterKitError,
+                     ValidationError)
 from .settings import SmtpSettings, resolve_password
 
 #: ``factory(host, port, timeout=..., context=...)`` → an smtplib.SMTP; tests can inject one.
@@ -234,6 +235,7 @@ class SmtpSender:
         self._factory = factory
         self._timeout = timeout
         self._smtp: smtplib.SMTP | None = None
+        self._while_waiting: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         state = "open" if self._smtp is not None else "closed"
@@ -246,7 +248,23 @@ class SmtpSender:
         if self._smtp is None:
             self._smtp = open_smtp(self.settings, password=self._password,
                                    timeout=self._timeout, factory=self._factory)
+            self._hook_replies(self._smtp)
         return self
+
+    def _hook_replies(self, smtp: smtplib.SMTP) -> None:
+        """Run the pending ``while_waiting`` work once a command is out and before its reply is read.
+
+        The server needs a round trip to answer; a message rendered meanwhile costs no time.
+        """
+        read_reply = smtp.getreply
+
+        def getreply() -> tuple[int, bytes]:
+            work, self._while_waiting = self._while_waiting, None
+            if work is not None:
+                work()
+            return read_reply()
+
+        smtp.getreply = getreply  # type: ignore[method-assign]
 
     def close(self) -> None:
         """QUIT (or just close a dead connection)."""
@@ -260,13 +278,25 @@ class SmtpSender:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def send(self, mail_from: str, rcpt: str, message: bytes) -> SendOutcome:
+    def send(self, mail_from: str, rcpt: str, message: bytes, *,
+             while_waiting: Callable[[], None] | None = None) -> SendOutcome:
         """Send one message to one recipient; never raises for what the server answers.
 
         A connection found dead is reopened and the message tried once more (the server
         accepts responsibility only with its 250, so nothing can have been delivered); a
-        second drop, a failed reconnect or a 421 comes back as ``paused``.
+        second drop, a failed reconnect or a 421 comes back as ``paused``. ``while_waiting``
+        (must not raise) runs while the server works on a reply, or at the latest before
+        this returns.
         """
+        self._while_waiting = while_waiting
+        try:
+            return self._send(mail_from, rcpt, message)
+        finally:
+            work, self._while_waiting = self._while_waiting, None
+            if work is not None:
+                work()
+
+    def _send(self, mail_from: str, rcpt: str, message: bytes) -> SendOutcome:
         for attempt in (1, 2):
             try:
                 if self._smtp is None:
@@ -320,7 +350,9 @@ class SmtpSender:
             smtp.close()
 
 
-SendJob = tuple[str, str, bytes]  # (envelope sender, recipient, wire-ready message)
+#: (envelope sender, recipient, message): the wire-ready bytes, or a function that builds them
+#: (called by the thread that sends it, so N connections also render in parallel).
+SendJob = tuple[str, str, "bytes | Callable[[], bytes]"]
 
 
 class SenderPool:
@@ -348,17 +380,19 @@ class SenderPool:
 
     def open(self) -> SenderPool:
         """Open every connection (a wrong password fails here, before anything is sent)."""
+        if len(self.senders) > 1:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                len(self.senders), thread_name_prefix="newsletter-smtp")
         try:
-            for sender in self.senders:
-                sender.open()
+            self.senders[0].open()  # one first: a wrong password fails once, not N times
+            if self._executor is not None:
+                for future in [self._executor.submit(s.open) for s in self.senders[1:]]:
+                    future.result()
         except BaseException:
             self.close()
             raise
         for sender in self.senders:
             self._idle.put(sender)
-        if len(self.senders) > 1:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                len(self.senders), thread_name_prefix="newsletter-smtp")
         return self
 
     def close(self) -> None:
@@ -384,35 +418,14 @@ class SenderPool:
         mid-batch knows which messages may have gone out. ``after(i, outcome)`` is called as
         each answer arrives (one call at a time, from the sending thread).
         """
-        started = started if started is not None else [False] * len(jobs)
-        results: list[SendOutcome | None] = [None] * len(jobs)
-        lock = threading.Lock()
-
-        def halted() -> bool:
-            return halt.is_set() or (stop is not None and stop.is_set())
-
-        def run(i: int) -> None:
-            if halted():
-                return
-            sender = self._idle.get()
-            try:
-                if halted():
-                    return
-                started[i] = True
-                results[i] = outcome = sender.send(*jobs[i])
-                if outcome.kind == "paused":
-                    halt.set()
-                if after is not None:
-                    with lock:
-                        after(i, outcome)
-            finally:
-                self._idle.put(sender)
-
+        batch = _Batch(jobs, halt, stop, started, after)
         if self._executor is None:
+            sender = self.senders[0]
             for i in range(len(jobs)):
-                run(i)
+                # One connection: build the next message while the server answers this one.
+                batch.run(i, sender, prefetch=i + 1 if i + 1 < len(jobs) else None)
         else:
-            futures = [self._executor.submit(run, i) for i in range(len(jobs))]
+            futures = [self._executor.submit(self._run_threaded, batch, i) for i in range(len(jobs))]
             try:
                 for future in futures:
                     future.result()
@@ -420,4 +433,64 @@ class SenderPool:
                 halt.set()  # interrupted: let the sends in progress finish, start no more
                 concurrent.futures.wait(futures)
                 raise
-        return results
+        return batch.results
+
+    def _run_threaded(self, batch: _Batch, i: int) -> None:
+        if batch.halted():
+            return
+        sender = self._idle.get()
+        try:
+            batch.run(i, sender)
+        finally:
+            self._idle.put(sender)
+
+
+class _Batch:
+    """The jobs of one :meth:`SenderPool.send_batch` call and what became of them."""
+
+    def __init__(self, jobs: list[SendJob], halt: threading.Event, stop: threading.Event | None,
+                 started: list[bool] | None, after: Callable[[int, SendOutcome], None] | None):
+        self.jobs = jobs
+        self.halt = halt
+        self.stop = stop
+        self.started = started if started is not None else [False] * len(jobs)
+        self.after = after
+        self.results: list[SendOutcome | None] = [None] * len(jobs)
+        self.built: dict[int, bytes | NewsletterKitError] = {}
+        self.lock = threading.Lock()
+
+    def halted(self) -> bool:
+        return self.halt.is_set() or (self.stop is not None and self.stop.is_set())
+
+    def build(self, i: int) -> None:
+        """Make job i's message bytes (once); a message that cannot be built is kept as its error."""
+        message = self.jobs[i][2]
+        if i in self.built or not callable(message):
+            return
+        try:
+            self.built[i] = message()
+        except NewsletterKitError as exc:  # this recipient's message only
+            self.built[i] = exc
+
+    def run(self, i: int, sender: SmtpSender, prefetch: int | None = None) -> None:
+        if self.halted():
+            return
+        mail_from, rcpt, job_message = self.jobs[i]
+        message: bytes | NewsletterKitError
+        if callable(job_message):
+            self.build(i)
+            message = self.built.pop(i)
+        else:
+            message = job_message
+        if isinstance(message, NewsletterKitError):
+            outcome = SendOutcome("failed", None, None, f"cannot build the message: {message}")
+        else:
+            self.started[i] = True
+            work = (lambda: self.build(prefetch)) if prefetch is not None else None
+            outcome = sender.send(mail_from, rcpt, message, while_waiting=work)
+            if outcome.kind == "paused":
+                self.halt.set()
+        self.results[i] = outcome
+        if self.after is not None:
+            with self.lock:
+                self.after(i, outcome)

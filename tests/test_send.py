@@ -554,3 +554,10 @@ def test_postfix_delivers_one_message_to_each_mailbox_and_rejects_unknown_users(
         assert msg["Message-ID"] == rows[user][1]
         assert msg["X-Newsletter-Campaign"] == "spring"
         assert msg["Return-Path"] == f"<{BOUNCE_ADDRESS}>"
+
+
+def test_a_misspelt_field_is_caught_when_the_campaign_is_created(store):
+    contacts(store, addresses(2))  # fields: first_name
+    with pytest.raises(TemplateError, match="frist_name"):
+        campaigns.create_campaign(store, "typo", "news", "Hi {{ frist_name }}", "<p>x</p>")
+    assert store.conn.execute("SELECT count(*) FROM campaigns").fetchone()[0] == 0

@@ -1,0 +1,189 @@
+"""Send throughput: newsletter_kit end to end against a bare smtplib floor, Red Mail and yagmail.
+
+Every measurement sends N personalised messages to a fresh counting SMTP sink (aiosmtpd in its
+own process, tests/mailservers.py) on 127.0.0.1, and checks the sink received all of them:
+
+(a) newsletter_kit: create the campaign and send it (ledger durable: every outcome committed);
+(b) the floor: a bare smtplib loop over one connection, the same messages built beforehand;
+(c) smtplib with one connection per message;
+(d) Red Mail, its reused-connection mode (``with sender:``) and Jinja templates;
+(e) yagmail (one logged-in connection, f-string personalisation).
+
+Then, against a sink that waits ``--delay-ms`` per message (a slow server), newsletter_kit with
+N = 1, 2, 4, 8 parallel connections against one connection.
+
+Run: ``.venv/bin/python -m benchmarks.send [--n 5000] [--slow-n 240] [--delay-ms 20]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import smtplib
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from newsletter_kit import campaigns  # noqa: E402
+from newsletter_kit.audience import add_contacts  # noqa: E402
+from newsletter_kit.messages import CampaignRenderer  # noqa: E402
+from newsletter_kit.settings import update_smtp_settings  # noqa: E402
+from newsletter_kit.store import open_store  # noqa: E402
+from tests.mailservers import start_sink_process  # noqa: E402
+
+FROM = "news@example.org"
+SUBJECT = "Spring news for {{ first_name }}"
+HTML = ("<html><body><h1>Hello {{ first_name }}!</h1><p>Our spring offers in {{ city }} are here: "
+        "twenty percent off everything until the end of the month.</p>"
+        '<p><a href="https://shop.example/spring?c={{ first_name }}">See the offers</a></p>'
+        '<p style="font-size:small">Unsubscribe: <a href="{{ unsubscribe_url }}">here</a></p>'
+        "</body></html>")
+TEXT = ("Hello {{ first_name }}!\n\nOur spring offers in {{ city }} are here: twenty percent off "
+        "everything until the end of the month.\n\nSee the offers: https://shop.example/spring\n\n"
+        "Unsubscribe: {{ unsubscribe_url }}\n")
+CITIES = ("Roma", "Milano", "Torino", "Napoli", "Bologna")
+
+
+def people(n: int) -> list[dict[str, str]]:
+    """n contacts with the fields the templates use."""
+    return [{"email": f"reader{i:05d}@example.org", "first_name": f"Reader{i}", "city": CITIES[i % 5]}
+            for i in range(n)]
+
+
+def timed(label: str, n: int, delay_ms: int, run: Callable[[str, int], None]) -> float:
+    """Run ``run(host, port)`` against a fresh sink; msg/s, after checking all n arrived."""
+    sink = start_sink_process(delay_ms=delay_ms)
+    try:
+        start = time.perf_counter()
+        run(sink.host, sink.port)
+        elapsed = time.perf_counter() - start
+    finally:
+        received = sink.stop()
+    if received != n:
+        raise SystemExit(f"{label}: the sink received {received} messages, expected {n}")
+    return n / elapsed
+
+
+def toolkit(contacts: list[dict[str, str]], connections: int = 1) -> Callable[[str, int], None]:
+    """(a): a fresh store on disk (WAL), contacts imported before the clock starts."""
+    def run(host: str, port: int) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = open_store(Path(tmp) / "bench.db")
+            update_smtp_settings(store, host=host, port=port, tls="none", daily_limit=10**9,
+                                 from_addr=FROM, unsubscribe_url="https://shop.example/u/{token}")
+            add_contacts(store, contacts, list_name="bench")
+            store.signing_key()
+            start = time.perf_counter()
+            campaigns.create_campaign(store, "bench", "bench", SUBJECT, HTML, TEXT)
+            report = campaigns.send_campaign(store, "bench", connections=connections)
+            run.elapsed = time.perf_counter() - start  # type: ignore[attr-defined]
+            if report.sent != len(contacts):
+                raise SystemExit(f"newsletter_kit sent {report.sent} of {len(contacts)}: {report.summary()}")
+            store.close()
+    return run
+
+
+def prebuilt(contacts: list[dict[str, str]]) -> list[tuple[str, bytes]]:
+    """The same messages, built before the clock starts (for the smtplib baselines)."""
+    renderer = CampaignRenderer(campaign="bench", subject=SUBJECT, html=HTML, text=TEXT,
+                                from_addr=FROM, bounce_address=FROM, signing_key=os.urandom(32),
+                                unsubscribe_url="https://shop.example/u/{token}")
+    return [(c["email"], renderer.render(c["email"], c, message_id=renderer.new_message_id()))
+            for c in contacts]
+
+
+def floor(messages: list[tuple[str, bytes]]) -> Callable[[str, int], None]:
+    """(b): one connection, a bare sendmail loop."""
+    def run(host: str, port: int) -> None:
+        with smtplib.SMTP(host, port) as smtp:
+            for rcpt, raw in messages:
+                smtp.sendmail(FROM, [rcpt], raw)
+    return run
+
+
+def per_message(messages: list[tuple[str, bytes]]) -> Callable[[str, int], None]:
+    """(c): a new connection for every message."""
+    def run(host: str, port: int) -> None:
+        for rcpt, raw in messages:
+            with smtplib.SMTP(host, port) as smtp:
+                smtp.sendmail(FROM, [rcpt], raw)
+    return run
+
+
+def redmail(contacts: list[dict[str, str]]) -> Callable[[str, int], None]:
+    """(d): Red Mail, one connection kept open (``with sender:``), Jinja for subject and bodies."""
+    import jinja2
+    from redmail import EmailSender
+
+    subject = jinja2.Template(SUBJECT)
+
+    def run(host: str, port: int) -> None:
+        sender = EmailSender(host=host, port=port, use_starttls=False)
+        with sender:
+            for c in contacts:
+                sender.send(subject=subject.render(c), sender=FROM, receivers=[c["email"]],
+                            html=HTML, text=TEXT, body_params={**c, "unsubscribe_url": "https://shop.example/u/x"})
+    return run
+
+
+def yagmail_run(contacts: list[dict[str, str]]) -> Callable[[str, int], None]:
+    """(e): yagmail, one connection (no login on the local sink), f-string personalisation."""
+    import yagmail
+
+    def run(host: str, port: int) -> None:
+        yag = yagmail.SMTP(user=FROM, host=host, port=port, smtp_starttls=False, smtp_ssl=False,
+                           smtp_skip_login=True, soft_email_validation=False)
+        try:
+            for c in contacts:
+                body = (f"<h1>Hello {c['first_name']}!</h1><p>Our spring offers in {c['city']} are "
+                        "here: twenty percent off everything until the end of the month.</p>")
+                yag.send(to=c["email"], subject=f"Spring news for {c['first_name']}", contents=[body])
+        finally:
+            yag.close()
+    return run
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure and print msg/s and the ratio to the floor."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=5000, help="messages per measurement (default 5000)")
+    parser.add_argument("--slow-n", type=int, default=240, help="messages per slow-sink measurement")
+    parser.add_argument("--delay-ms", type=int, default=20, help="the slow sink's delay per message")
+    args = parser.parse_args(argv)
+    contacts = people(args.n)
+    messages = prebuilt(contacts)
+
+    print(f"{args.n} personalised messages to a local aiosmtpd sink (own process), fresh per run")
+    rates: dict[str, float] = {}
+    rates["(b) smtplib floor, one connection"] = timed("floor", args.n, 0, floor(messages))
+    run = toolkit(contacts)
+    timed("toolkit", args.n, 0, run)
+    rates["(a) newsletter_kit end to end"] = args.n / run.elapsed  # type: ignore[attr-defined]
+    rates["(c) smtplib, connection per message"] = timed("per message", args.n, 0, per_message(messages))
+    rates["(d) Red Mail, reused connection + Jinja"] = timed("redmail", args.n, 0, redmail(contacts))
+    rates["(e) yagmail"] = timed("yagmail", args.n, 0, yagmail_run(contacts))
+    base = rates["(b) smtplib floor, one connection"]
+    for label in sorted(rates):
+        print(f"  {label:42} {rates[label]:8.0f} msg/s   {rates[label] / base:5.2f} x floor")
+    ratio = rates["(a) newsletter_kit end to end"] / base
+    print(f"  target (a) >= 0.90 x floor: {'met' if ratio >= 0.9 else 'NOT met'} ({ratio:.2f})")
+
+    print(f"\n{args.slow_n} messages to a sink that waits {args.delay_ms} ms per message")
+    contacts = people(args.slow_n)
+    one = 0.0
+    for n_conn in (1, 2, 4, 8):
+        run = toolkit(contacts, connections=n_conn)
+        timed(f"{n_conn} connections", args.slow_n, args.delay_ms, run)
+        rate = args.slow_n / run.elapsed  # type: ignore[attr-defined]
+        one = one or rate
+        speedup = rate / one
+        verdict = "" if n_conn == 1 else f"   target >= {0.8 * n_conn:.1f} x: {'met' if speedup >= 0.8 * n_conn else 'NOT met'}"
+        print(f"  newsletter_kit, {n_conn} connection(s)   {rate:8.0f} msg/s   {speedup:5.2f} x one{verdict}")
+
+
+if __name__ == "__main__":
+    main()
