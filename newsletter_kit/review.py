@@ -287,15 +287,14 @@ def bounces_by_address(store: Store) -> pd.DataFrame:
         SELECT email, {_kind_sums()},
                MAX(bounced_at) AS last_bounce, kind AS last_kind, status AS last_status,
                diagnostic AS last_diagnostic
-        FROM bounces NOT INDEXED GROUP BY email
+        FROM bounces NOT INDEXED GROUP BY email ORDER BY total DESC, email
     """)
     first = _query(store, "SELECT email, MIN(bounced_at) AS first_bounce FROM bounces GROUP BY email")
     suppressed = _query(store, "SELECT email FROM suppressions WHERE email IN (SELECT email FROM bounces)")
-    df = df.merge(first, on="email")
+    df = df.merge(first, on="email", how="left")  # a left merge keeps SQL's order
     df["suppressed"] = df["email"].isin(suppressed["email"])
     df = df[["email", *KIND_COLUMNS, "other", "total", "first_bounce", "last_bounce", "last_kind",
              "last_status", "last_diagnostic", "suppressed"]]
-    df = df.sort_values(["total", "email"], ascending=[False, True], ignore_index=True)
     df = _ints(df, [*KIND_COLUMNS, "other", "total"])
     df["first_bounce"] = _utc(df["first_bounce"])
     df["last_bounce"] = _utc(df["last_bounce"])
@@ -411,15 +410,18 @@ def campaign_summary(store: Store) -> pd.DataFrame:
     ledger = ledger.reindex(columns=["sent", "failed", "excluded", "pending", "unknown"], fill_value=0)
     ledger.insert(0, "total", ledger.sum(axis=1))
     # The recorder stamps each bounce with its delivery's campaign (else the report's header).
-    bounced = _query(store, f"""
-        SELECT campaign AS name,
-               COUNT(DISTINCT CASE WHEN kind IN ({failures}) THEN email END) AS bounced,
-               COUNT(DISTINCT CASE WHEN kind = 'hard' THEN email END) AS hard,
-               COUNT(DISTINCT CASE WHEN kind = 'soft' THEN email END) AS soft,
-               COUNT(DISTINCT CASE WHEN kind = 'policy' THEN email END) AS policy,
-               COUNT(DISTINCT CASE WHEN kind = 'complaint' THEN email END) AS complaints
-        FROM bounces WHERE campaign IN (SELECT name FROM campaigns) GROUP BY campaign
+    # Both read only the (campaign, kind, email) index, already in the order they group by.
+    by_kind = _query(store, """
+        SELECT campaign AS name, kind, COUNT(DISTINCT email) AS n FROM bounces
+        WHERE campaign IN (SELECT name FROM campaigns) GROUP BY campaign, kind
     """)
+    failed = _query(store, f"""
+        SELECT campaign AS name, COUNT(DISTINCT email) AS bounced FROM bounces
+        WHERE kind IN ({failures}) AND campaign IN (SELECT name FROM campaigns) GROUP BY campaign
+    """)
+    by_kind = by_kind.pivot_table(index="name", columns="kind", values="n", aggfunc="sum", fill_value=0)
+    by_kind = by_kind.reindex(columns=["hard", "soft", "policy", "complaint"], fill_value=0)
+    bounced = failed.merge(by_kind.rename(columns={"complaint": "complaints"}).reset_index(), on="name", how="outer")
     optouts = _query(store, """
         SELECT campaign AS name, COUNT(*) AS unsubscribes FROM unsubscribes
         WHERE campaign IS NOT NULL GROUP BY campaign
@@ -582,6 +584,33 @@ class ThresholdPolicy:
         )
 
 
+def _counts_sql(store: Store, *, count_policy: bool | None = None, stale_after_days: int | None = None,
+                reset_on_success: bool | None = None, now: dt.datetime | None = None) -> tuple[str, list[Any]]:
+    """Per address: counted bounces, first/last counted, suppressed (SQL and parameters)."""
+    from .bounces import counting_query  # the threshold's own rule, so what-if and apply agree
+
+    policy = ThresholdPolicy.from_store(store, count_policy=count_policy,
+                                        stale_after_days=stale_after_days, reset_on_success=reset_on_success)
+    moment = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).replace(microsecond=0)
+    sql, params = counting_query(policy.count_policy, policy.stale_after_days, policy.reset_on_success,
+                                 now=moment.isoformat())
+    return f"""
+        SELECT c.email, COUNT(*) AS counted, MIN(c.bounced_at) AS first_counted,
+               MAX(c.bounced_at) AS last_counted, s.email IS NOT NULL AS suppressed
+        FROM ({sql}) c LEFT JOIN suppressions s ON s.email = c.email
+        GROUP BY c.email
+    """, list(params)
+
+
+def _count_histogram(store: Store, **policy: Any) -> pd.DataFrame:
+    """How many addresses have each (counted, suppressed) pair: the what-if without the addresses."""
+    sql, params = _counts_sql(store, **policy)
+    df = _query(store, f"SELECT counted, suppressed, COUNT(*) AS n FROM ({sql}) GROUP BY counted, suppressed",
+                params)
+    df["suppressed"] = df["suppressed"].astype(bool)
+    return df
+
+
 def threshold_counts(store: Store, *, count_policy: bool | None = None,
                      stale_after_days: int | None = None, reset_on_success: bool | None = None,
                      now: dt.datetime | None = None) -> pd.DataFrame:
@@ -595,19 +624,8 @@ def threshold_counts(store: Store, *, count_policy: bool | None = None,
 
         >>> threshold_counts(store, count_policy=True).head()   # doctest: +SKIP
     """
-    from .bounces import counting_query  # the threshold's own rule, so what-if and apply agree
-
-    policy = ThresholdPolicy.from_store(store, count_policy=count_policy,
-                                        stale_after_days=stale_after_days, reset_on_success=reset_on_success)
-    moment = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).replace(microsecond=0)
-    sql, params = counting_query(policy.count_policy, policy.stale_after_days, policy.reset_on_success,
-                                 now=moment.isoformat())
-    df = _query(store, f"""
-        SELECT c.email, COUNT(*) AS counted, MIN(c.bounced_at) AS first_counted,
-               MAX(c.bounced_at) AS last_counted, s.email IS NOT NULL AS suppressed
-        FROM ({sql}) c LEFT JOIN suppressions s ON s.email = c.email
-        GROUP BY c.email
-    """, params)
+    df = _query(store, *_counts_sql(store, count_policy=count_policy, stale_after_days=stale_after_days,
+                                    reset_on_success=reset_on_success, now=now))
     df["counted"] = df["counted"].astype("int64")
     df["first_counted"] = _utc(df["first_counted"])
     df["last_counted"] = _utc(df["last_counted"])
@@ -633,12 +651,14 @@ def threshold_what_if(store: Store, max_threshold: int = 10, *, counts: pd.DataF
     if max_threshold < 1:
         raise ValidationError("the largest threshold must be at least 1", "max_threshold")
     if counts is None:
-        counts = threshold_counts(store, **policy)
+        histogram = _count_histogram(store, **policy)
+    else:
+        histogram = counts.groupby(["counted", "suppressed"], as_index=False).size().rename(columns={"size": "n"})
     thresholds = pd.RangeIndex(1, max_threshold + 1)
     # How many addresses have exactly n counted bounces, then a reversed cumulative sum: >= n.
-    every = counts["counted"].value_counts()
-    fresh = counts.loc[~counts["suppressed"], "counted"].value_counts()
-    top = max(max_threshold, int(counts["counted"].max()) if len(counts) else 0)
+    every = histogram.groupby("counted")["n"].sum()
+    fresh = histogram[~histogram["suppressed"]].groupby("counted")["n"].sum()
+    top = max(max_threshold, int(histogram["counted"].max()) if len(histogram) else 0)
     full = pd.RangeIndex(1, top + 1)
     reach = every.reindex(full, fill_value=0)[::-1].cumsum()[::-1]
     reach_new = fresh.reindex(full, fill_value=0)[::-1].cumsum()[::-1]

@@ -208,7 +208,8 @@ def _v1_initial(conn: sqlite3.Connection) -> None:
         );
         -- (email, bounced_at): per-address first/last bounce straight from the index.
         CREATE INDEX bounces_email ON bounces(email, bounced_at);
-        CREATE INDEX bounces_campaign ON bounces(campaign);
+        -- (campaign, kind, email): per-campaign distinct addresses by kind from the index alone.
+        CREATE INDEX bounces_campaign ON bounces(campaign, kind, email);
         -- reset_on_success asks, per sent delivery, whether a failure names it.
         CREATE INDEX bounces_delivery ON bounces(delivery_id);
         """
