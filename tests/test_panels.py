@@ -376,6 +376,11 @@ def test_newsletter_magic_returns_the_panels(nk_db: Path) -> None:
     assert panel.campaign_name is None and panel.new_name.value == "nope"
     with pytest.raises(UsageError, match="usage"):
         newsletter("campaign a b")
+    from newsletter_kit.panels import BounceReviewPanel
+
+    assert isinstance(newsletter("bounces"), BounceReviewPanel)
+    other = nk_db.parent / "other.db"
+    assert newsletter(f"--db {other} settings").store.path == str(other)
 
 
 def test_load_ext_registers_the_magic() -> None:

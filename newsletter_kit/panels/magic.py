@@ -65,9 +65,11 @@ def _panel(command: str, args: list[str], db: str | None) -> Any:
 
         return CampaignPanel(store, campaign=args[0] if args else None)
     if command == "bounces" and not args:
+        from ..demo import demo_bounce_source
         from .bounces import BounceReviewPanel
 
-        return BounceReviewPanel(store)
+        # In demo mode the bounces are in the demo's local folder, not an IMAP mailbox.
+        return BounceReviewPanel(store, source_path=demo_bounce_source(store))
     if command == "quota" and not args:
         from .campaign import QuotaMeter
 
