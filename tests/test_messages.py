@@ -337,3 +337,16 @@ def test_subject_lines_match_the_stdlib_fold(subject):
     r = RENDERERS[0]
     subject = m.clean_subject(subject)
     assert r._subject_line(subject) == m._fold("Subject", subject)
+
+
+WORDS = ["Ciao", "Zoë", "novità", "é", "news", "🌸", "a", "日本語", "—", "x" * 10, "=", "?", "_", "Ω", "Ñ,", "'"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(WORDS), st.sampled_from([" ", "  "])), min_size=1, max_size=10))
+def test_one_line_subjects_replay_the_stdlib_exactly(pairs):
+    subject = "".join(w + sep for w, sep in pairs).rstrip()
+    fast = m._one_line_subject(subject)
+    assert fast is None or fast == m._fold("Subject", subject)
+    if len(subject.encode()) <= 20:
+        assert fast is not None  # short subjects never need the stdlib
