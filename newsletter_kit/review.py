@@ -222,43 +222,51 @@ def _zone(store: Store, tz: str | None) -> str:
     return smtp.timezone if smtp and smtp.timezone else "UTC"
 
 
-def _local_days(minutes: pd.Series, zone: str) -> pd.Series:
-    """UTC minute stamps (``YYYY-MM-DDTHH:MM``) → calendar days in ``zone``."""
-    stamps = pd.to_datetime(minutes, format="%Y-%m-%dT%H:%M", utc=True)
-    return stamps.dt.tz_convert(zone).dt.date
+def _first_last(store: Store, table: str, column: str) -> tuple[str | None, str | None]:
+    """The earliest and latest value of an indexed time column (two index probes)."""
+    first = store.conn.execute(f"SELECT MIN({column}) FROM {table} WHERE {column} IS NOT NULL").fetchone()[0]
+    last = store.conn.execute(f"SELECT MAX({column}) FROM {table}").fetchone()[0]
+    return first, last
 
 
-def _per_local_day(df: pd.DataFrame, zone: str, value_columns: list[str]) -> pd.DataFrame:
-    """Sum per-UTC-minute rows into days of ``zone`` (minutes: every real offset is whole)."""
-    if df.empty:
-        return pd.DataFrame({"day": pd.Series(dtype="object"), **{c: pd.Series(dtype="int64") for c in value_columns}})
-    df = df.assign(day=_local_days(df["minute"], zone))
-    return df.groupby("day", as_index=False)[value_columns].sum()
+def _local_day_bounds(zone: str, *spans: tuple[str | None, str | None]) -> tuple[list[dt.date], list[str]]:
+    """Every calendar day of ``zone`` the spans touch, and its local midnights as UTC text.
 
-
-def _sent_per_day(store: Store, zone: str) -> pd.DataFrame:
-    """Ledger rows sent per calendar day of ``zone``: columns day, sent.
-
-    One index range count per day between the first and the last send (the index on
-    (sent_at, state) answers each alone): a GROUP BY over a million rows would sort them all.
+    ``bounds[i] <= t < bounds[i + 1]`` is day ``i``; the bounds are in the store's format, so
+    SQLite compares them with the stored times as strings and answers from an index.
     """
-    first = store.conn.execute("SELECT MIN(sent_at) FROM deliveries WHERE sent_at IS NOT NULL").fetchone()[0]
-    last = store.conn.execute("SELECT MAX(sent_at) FROM deliveries").fetchone()[0]
-    if first is None:
-        return pd.DataFrame({"day": pd.Series(dtype="object"), "sent": pd.Series(dtype="int64")})
-    days = pd.date_range(_utc(pd.Series([first]))[0].tz_convert(zone).date(),
-                         _utc(pd.Series([last]))[0].tz_convert(zone).date(), freq="D")
-    # Local midnights as UTC text in the store's format (so they compare as strings).
+    ends = [t for span in spans for t in span if t]
+    if not ends:
+        return [], []
+    stamps = _utc(pd.Series(ends)).dt.tz_convert(zone)
+    days = pd.date_range(stamps.min().date(), stamps.max().date(), freq="D")
     edges = days.append(days[-1:] + pd.Timedelta(days=1))
     edges = edges.tz_localize(zone, nonexistent="shift_forward", ambiguous=[True] * len(edges))
-    bounds = list(edges.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S+00:00"))
-    counts = [
-        store.conn.execute(
-            "SELECT COUNT(*) FROM deliveries WHERE sent_at >= ? AND sent_at < ? AND state = 'sent'",
-            (lo, hi)).fetchone()[0]
-        for lo, hi in zip(bounds[:-1], bounds[1:])
-    ]
-    return pd.DataFrame({"day": days.date, "sent": pd.Series(counts, dtype="int64")})
+    return list(days.date), list(edges.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S+00:00"))
+
+
+def _sent_per_day(store: Store, days: list[dt.date], bounds: list[str]) -> pd.DataFrame:
+    """Ledger rows sent per day: one range count each on the (sent_at, state) index.
+
+    A GROUP BY over a million rows would sort them all; these read each index entry once.
+    """
+    sql = "SELECT COUNT(*) FROM deliveries WHERE sent_at >= ? AND sent_at < ? AND state = 'sent'"
+    counts = [store.conn.execute(sql, (lo, hi)).fetchone()[0] for lo, hi in zip(bounds[:-1], bounds[1:])]
+    return pd.DataFrame({"day": pd.Series(days, dtype="object"), "sent": pd.Series(counts, dtype="int64")})
+
+
+def _bounces_per_day(store: Store, days: list[dt.date], bounds: list[str]) -> pd.DataFrame:
+    """Bounces per day and kind: one range query each on the (bounced_at, kind) index."""
+    sql = "SELECT kind, COUNT(*) FROM bounces WHERE bounced_at >= ? AND bounced_at < ? GROUP BY kind"
+    rows = [(day, kind, n) for day, lo, hi in zip(days, bounds[:-1], bounds[1:])
+            for kind, n in store.conn.execute(sql, (lo, hi))]
+    long = pd.DataFrame(rows, columns=["day", "kind", "n"])
+    long["kind"] = long["kind"].where(long["kind"].isin(KIND_COLUMNS), "other")
+    wide = long.pivot_table(index="day", columns="kind", values="n", aggfunc="sum", fill_value=0)
+    wide = wide.reindex(index=pd.Index(days, dtype="object", name="day"), columns=[*KIND_COLUMNS, "other"],
+                        fill_value=0)
+    wide["total"] = wide.sum(axis=1)
+    return wide.reset_index().rename_axis(columns=None)
 
 
 def _domain_sql(column: str) -> str:
@@ -365,7 +373,8 @@ def bounces_by_day(store: Store, *, tz: str | None = None) -> pd.DataFrame:
     Days are in ``tz``, else the SMTP settings' time zone (the quota's days), else UTC.
     Columns: day (datetime.date), hard, soft, policy, delayed, complaint, other, total, failures
     (hard + soft + policy), sent (ledger rows sent that day), bounce_rate (failures / sent: a
-    daily indicator; a bounce usually arrives minutes after its message, rarely days).
+    daily indicator; a bounce usually arrives minutes after its message, rarely days). Every
+    day from the first send or bounce to the last is listed, quiet days with zeros.
 
     Example::
 
@@ -373,11 +382,9 @@ def bounces_by_day(store: Store, *, tz: str | None = None) -> pd.DataFrame:
     """
     zone = _zone(store, tz)
     kinds = [*KIND_COLUMNS, "other", "total"]
-    bounced = _query(store, f"""
-        SELECT substr(bounced_at, 1, 16) AS minute, {_kind_sums()}
-        FROM bounces GROUP BY minute
-    """)
-    df = _per_local_day(bounced, zone, kinds).merge(_sent_per_day(store, zone), on="day", how="outer")
+    days, bounds = _local_day_bounds(zone, _first_last(store, "bounces", "bounced_at"),
+                                     _first_last(store, "deliveries", "sent_at"))
+    df = _bounces_per_day(store, days, bounds).merge(_sent_per_day(store, days, bounds), on="day")
     df = _ints(df, [*kinds, "sent"])
     df.insert(len(kinds) + 1, "failures", df[list(FAILURE_KINDS)].sum(axis=1).astype("int64"))
     df["bounce_rate"] = df["failures"] / df["sent"].where(df["sent"] > 0)
@@ -453,7 +460,8 @@ def quota_by_day(store: Store, *, tz: str | None = None) -> pd.DataFrame:
     zone = _zone(store, tz)
     quota = _query(store, "SELECT day, used, reserved FROM quota_days")
     quota["day"] = pd.to_datetime(quota["day"], format="%Y-%m-%d").dt.date
-    df = quota.merge(_sent_per_day(store, zone), on="day", how="outer")
+    days, bounds = _local_day_bounds(zone, _first_last(store, "deliveries", "sent_at"))
+    df = quota.merge(_sent_per_day(store, days, bounds), on="day", how="outer")
     df = _ints(df, ["used", "reserved", "sent"])
     smtp = load_smtp_settings(store)
     limit = smtp.daily_limit if smtp else None

@@ -210,6 +210,8 @@ def _v1_initial(conn: sqlite3.Connection) -> None:
         CREATE INDEX bounces_email ON bounces(email, bounced_at);
         -- (campaign, kind, email): per-campaign distinct addresses by kind from the index alone.
         CREATE INDEX bounces_campaign ON bounces(campaign, kind, email);
+        -- (bounced_at, kind): review counts each day's bounces by kind with a range read.
+        CREATE INDEX bounces_bounced_at ON bounces(bounced_at, kind);
         -- reset_on_success asks, per sent delivery, whether a failure names it.
         CREATE INDEX bounces_delivery ON bounces(delivery_id);
         """
