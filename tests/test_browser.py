@@ -192,3 +192,32 @@ def test_settings_notebook_in_jupyterlab(jupyterlab: Lab, page, dovecot, mailbox
     store.close()
     stored = b"".join(Path(str(nk_db) + s).read_bytes() for s in ("", "-wal") if Path(str(nk_db) + s).exists())
     assert password.encode() not in stored
+
+
+def test_campaign_notebook_in_jupyterlab(jupyterlab: Lab, page, nk_db: Path) -> None:
+    page.set_default_timeout(90_000)
+    page.goto(jupyterlab.url("lab/tree/02_campaign.ipynb"))
+    page.locator(".jp-Notebook").wait_for()
+    page.wait_for_function(
+        "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        " return !!(w && w.sessionContext && w.sessionContext.session &&"
+        " w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'); }")
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    panel = page.locator(".nk-campaign-panel")
+    panel.wait_for(state="visible")
+    # The preview renders the demo template for the first eligible contact, in a sandboxed frame.
+    frame = panel.locator(".nk-preview iframe")
+    frame.wait_for()
+    assert "Hello Giulia" in page.frame_locator(".nk-campaign-panel .nk-preview iframe").locator("body").inner_text()
+    assert "unsubscribed from this campaign" in panel.locator(".nk-audience").inner_text()
+    # The notebook's last cells sent the demo campaign; the panel's Dry run now has nothing to do.
+    page.locator(".jp-Notebook").get_by_text("'unknown': 0").wait_for()
+    panel.locator("button.widget-button", has_text="Dry run").click()
+    panel.locator(".nk-message", has_text="dry run of 'spring-sale': 0 message(s)").wait_for()
+    panel.locator(".nk-preview").scroll_into_view_if_needed()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "campaign-panel-preview.png"))
+    panel.locator("button.widget-button", has_text="Send").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "campaign-panel-send.png"))
+    store = nk.open_store(nk_db)
+    assert nk.campaign_status(store, "spring-sale")["pending"] == 0
