@@ -41,7 +41,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from email import _encoded_words  # the stdlib's RFC 2047 encoder, so both builds agree
+from email import _encoded_words  # type: ignore[attr-defined]  # the stdlib's RFC 2047 encoder
 from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -623,7 +623,7 @@ class CampaignRenderer:
         for part in msg.iter_parts():
             del part["MIME-Version"]  # add_alternative leaves one in the part: pointless there
         msg.set_boundary(_boundary(message_id, [(p["Content-Transfer-Encoding"],
-                                                 p.get_payload().encode("ascii", "surrogateescape"))
+                                                 str(p.get_payload()).encode("ascii", "surrogateescape"))
                                                 for p in msg.iter_parts()]))
         return msg
 

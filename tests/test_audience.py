@@ -339,3 +339,9 @@ def test_manual_suppressions_say_so_and_field_names_never_clash(store):
 def test_empty_list_gives_an_empty_frame_with_the_columns(store):
     frame = au.audience_frame(store, "spring", "all", "campaign")
     assert list(frame.columns) == ["contact_id", "email", "excluded", "reason"] and frame.empty
+
+
+def test_the_docstring_examples_run():
+    import doctest
+
+    assert doctest.testmod(au, optionflags=doctest.ELLIPSIS).failed == 0

@@ -350,3 +350,9 @@ def test_one_line_subjects_replay_the_stdlib_exactly(pairs):
     assert fast is None or fast == m._fold("Subject", subject)
     if len(subject.encode()) <= 20:
         assert fast is not None  # short subjects never need the stdlib
+
+
+def test_the_docstring_examples_run():
+    import doctest
+
+    assert doctest.testmod(m, optionflags=doctest.ELLIPSIS).failed == 0
