@@ -163,13 +163,17 @@ def _reason(exc: BaseException) -> str:
 # de-duplicated by Message-ID and sha256, which covers a UIDVALIDITY change (a recreated
 # folder is scanned again) and the same report present twice.
 
-import datetime as _dt
 import hashlib
 import imaplib
 import json
 import mailbox as std_mailbox
+import multiprocessing
+import os
 import re
+import sys
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
@@ -183,6 +187,8 @@ from .store import Store, now_iso
 
 #: The most bytes fetched in one batch, whatever the batch size says (bounces quote originals).
 MAX_BATCH_BYTES = 64 * 1024 * 1024
+#: Messages above this size are sized one by one when batching; smaller ones count as this.
+LARGE_MESSAGE = 128 * 1024
 #: ``bounces`` counts a mailto unsubscribe request under this kind.
 UNSUBSCRIBE = "unsubscribe"
 DUPLICATE = "duplicate"
@@ -234,11 +240,14 @@ def fetch_bounces(
     password: str | None = None,
     imap_factory: ImapFactory | None = None,
     batch_size: int = 500,
+    workers: int | None = None,
 ) -> FetchReport:
     """Fetch new messages from the bounce mailbox (or ``source_path``), record, suppress.
 
     ``source_path`` is a directory of ``.eml`` files, one ``.eml`` or an mbox file; else the
-    IMAP folder of the settings is read.  Re-running changes nothing.
+    IMAP folder of the settings is read.  Re-running changes nothing.  ``workers`` processes
+    parse in parallel with fetching and recording (default: one per CPU, up to 4, when at
+    least PARALLEL_MIN messages are new; 1 parses in this process).
 
     >>> report = fetch_bounces(store)                # doctest: +SKIP
     >>> report.to_dict()                             # doctest: +SKIP
@@ -247,11 +256,13 @@ def fetch_bounces(
     settings = settings if settings is not None else require_bounce_settings(store)
     if batch_size < 1:
         raise ValidationError("the batch size must be at least 1", "batch_size")
+    if workers is not None and workers < 1:
+        raise ValidationError("workers must be at least 1", "workers")
     if source_path is not None:
-        return _fetch_files(store, settings, Path(source_path), batch_size)
+        return _fetch_files(store, settings, Path(source_path), batch_size, workers)
     imap = open_imap(settings, password=password, factory=imap_factory)
     try:
-        return _fetch_imap(store, settings, imap, batch_size)
+        return _fetch_imap(store, settings, imap, batch_size, workers)
     finally:
         _logout(imap)
 
@@ -264,7 +275,8 @@ def imap_source(settings: BounceSettings) -> str:
     return f"imap:{settings.user}@{settings.host}/{settings.folder}"
 
 
-def _fetch_imap(store: Store, settings: BounceSettings, imap: imapclient.IMAPClient, batch_size: int) -> FetchReport:
+def _fetch_imap(store: Store, settings: BounceSettings, imap: imapclient.IMAPClient, batch_size: int,
+                workers: int | None) -> FetchReport:
     source = imap_source(settings)
     report = FetchReport(source)
     moving = bool(settings.processed_folder)
@@ -275,24 +287,26 @@ def _fetch_imap(store: Store, settings: BounceSettings, imap: imapclient.IMAPCli
         if moving:
             _prepare_processed_folder(imap, settings, last_uid, report)
         uids = _new_uids(imap, info, last_uid)
+        large = _large_sizes(imap, last_uid) if uids else {}
     except _IMAP_ERRORS as exc:
         raise MailboxError(f"{_where(settings)}: {_reason(exc)}") from None
-    batches = _batches(imap, uids, batch_size)
-    while True:
-        try:
-            batch = next(batches, None)
-            if batch is None:
-                break
-            data = imap.fetch(batch, ["BODY.PEEK[]", "INTERNALDATE"])
-        except _IMAP_ERRORS as exc:
-            raise MailboxError(
-                f"{_where(settings)}: the connection failed after {report.fetched} new messages were "
-                f"recorded ({_reason(exc)}); run the fetch again to continue where it stopped"
-            ) from None
-        messages = [_fetched(uid, data[uid]) for uid in batch if uid in data]
-        _process_batch(store, settings, source, report, messages, (uidvalidity, batch[-1]))
+
+    def batches() -> Iterator[_Batch]:
+        for batch in _batches(uids, large, batch_size):
+            try:
+                data = imap.fetch(batch, ["BODY.PEEK[]"])
+            except _IMAP_ERRORS as exc:
+                raise _SourceFailed(
+                    f"{_where(settings)}: the connection failed ({_reason(exc)}); what was read before "
+                    "is recorded: run the fetch again to continue where it stopped"
+                ) from None
+            yield _Batch([_fetched(uid, data[uid]) for uid in batch if uid in data], (uidvalidity, batch[-1]), batch)
+
+    def recorded(batch: _Batch) -> None:
         if moving:
-            _move(imap, settings, batch, report)
+            _move(imap, settings, batch.uids, report)
+
+    _ingest(store, settings, report, batches(), _workers(workers, len(uids)), recorded)
     return report
 
 
@@ -325,38 +339,42 @@ def _new_uids(imap: imapclient.IMAPClient, info: dict[bytes, Any], last_uid: int
     return sorted(uid for uid in imap.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid)
 
 
-def _batches(imap: imapclient.IMAPClient, uids: list[int], batch_size: int) -> Iterator[list[int]]:
-    """UIDs in batches of at most ``batch_size`` messages and about MAX_BATCH_BYTES.
+def _large_sizes(imap: imapclient.IMAPClient, last_uid: int) -> dict[int, int]:
+    """{uid: size} of the new messages over LARGE_MESSAGE bytes (one SEARCH, then their sizes)."""
+    large = [uid for uid in imap.search(["UID", f"{last_uid + 1}:*", "LARGER", str(LARGE_MESSAGE)])
+             if uid > last_uid]
+    sizes: dict[int, int] = {}
+    for start in range(0, len(large), 1000):
+        found = imap.fetch(large[start:start + 1000], ["RFC822.SIZE"])
+        sizes.update((uid, int(item.get(b"RFC822.SIZE", 0))) for uid, item in found.items())
+    return sizes
 
-    Sizes are asked per batch: bounces quote their originals, and a few large ones must not
-    make one FETCH hold gigabytes.
+
+def _batches(uids: list[int], large: dict[int, int], batch_size: int) -> Iterator[list[int]]:
+    """Consecutive UIDs in batches of at most ``batch_size`` messages and about MAX_BATCH_BYTES.
+
+    Bounces may quote big originals: a message not in ``large`` counts as LARGE_MESSAGE bytes
+    (an upper bound), a large one as its size, so one FETCH never holds gigabytes.  Batches
+    stay in UID order because last_uid advances batch by batch.
     """
-    for start in range(0, len(uids), batch_size):
-        chunk = uids[start:start + batch_size]
-        sizes = imap.fetch(chunk, ["RFC822.SIZE"])
-        current: list[int] = []
-        total = 0
-        for uid in chunk:
-            size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
-            if current and total + size > MAX_BATCH_BYTES:
-                yield current
-                current, total = [], 0
-            current.append(uid)
-            total += size
-        if current:
+    current: list[int] = []
+    total = 0
+    for uid in uids:
+        size = large.get(uid, LARGE_MESSAGE)
+        if current and (len(current) >= batch_size or total + size > MAX_BATCH_BYTES):
             yield current
+            current, total = [], 0
+        current.append(uid)
+        total += size
+    if current:
+        yield current
 
 
 def _fetched(uid: int, item: dict[bytes, object]) -> Fetched:
-    raw = item.get(b"BODY[]") or b""
-    when = item.get(b"INTERNALDATE")
-    received = None
-    if isinstance(when, _dt.datetime):
-        # imapclient gives a naive local time unless told otherwise.
-        received = (when if when.tzinfo else when.astimezone()).astimezone(_dt.timezone.utc).isoformat()
+    raw = item.get(b"BODY[]")
     if not isinstance(raw, (bytes, bytearray)):
         raise MailboxError(f"the IMAP server sent no body for UID {uid}")
-    return Fetched(bytes(raw), uid, received)
+    return Fetched(bytes(raw), uid)
 
 
 def _prepare_processed_folder(imap: imapclient.IMAPClient, settings: BounceSettings, last_uid: int,
@@ -399,59 +417,203 @@ def _advance(store: Store, source: str, uidvalidity: int, last_uid: int) -> None
 # --- local files ---
 
 
-def _fetch_files(store: Store, settings: BounceSettings, path: Path, batch_size: int) -> FetchReport:
+def _fetch_files(store: Store, settings: BounceSettings, path: Path, batch_size: int,
+                 workers: int | None) -> FetchReport:
     path = path.expanduser().resolve()
     report = FetchReport(f"file:{path}")
-    batch: list[Fetched] = []
-    for raw in _read_files(path):
-        batch.append(Fetched(raw))
-        if len(batch) >= batch_size:
-            _process_batch(store, settings, report.source, report, batch, None)
-            batch = []
-    if batch:
-        _process_batch(store, settings, report.source, report, batch, None)
+    count, raws = _read_files(path)
+
+    def batches() -> Iterator[_Batch]:
+        batch: list[Fetched] = []
+        for raw in raws:
+            batch.append(Fetched(raw))
+            if len(batch) >= batch_size:
+                yield _Batch(batch)
+                batch = []
+        if batch:
+            yield _Batch(batch)
+
+    _ingest(store, settings, report, batches(), _workers(workers, count))
     return report
 
 
-def _read_files(path: Path) -> Iterator[bytes]:
-    """The raw messages of a directory of .eml files, one .eml file, or an mbox file."""
+def _read_files(path: Path) -> tuple[int, Iterator[bytes]]:
+    """How many messages, and their bytes: a directory of .eml files, one .eml, or an mbox."""
     try:
         if path.is_dir():
-            for file in sorted(p for p in path.rglob("*.eml") if p.is_file()):
-                yield file.read_bytes()
-        elif path.suffix.lower() == ".eml":
-            yield path.read_bytes()
-        elif path.is_file():
+            files = sorted(p for p in path.rglob("*.eml") if p.is_file())
+            return len(files), _read_each(path, files)
+        if path.suffix.lower() == ".eml":
+            return 1, _read_each(path, [path])
+        if path.is_file():
             box = std_mailbox.mbox(str(path), create=False)
-            try:
-                for key in box.iterkeys():
-                    yield box.get_bytes(key)
-            finally:
-                box.close()
-        else:
-            raise MailboxError(f"{path}: no such file or directory")
+            return len(box), _read_mbox(path, box)
     except (OSError, std_mailbox.Error) as exc:
         raise MailboxError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    raise MailboxError(f"{path}: no such file or directory")
+
+
+def _read_each(path: Path, files: list[Path]) -> Iterator[bytes]:
+    for file in files:
+        try:
+            yield file.read_bytes()
+        except OSError as exc:
+            raise _SourceFailed(f"cannot read {file}: {exc.strerror or exc}") from None
+
+
+def _read_mbox(path: Path, box: std_mailbox.mbox) -> Iterator[bytes]:
+    try:
+        for key in box.iterkeys():
+            yield box.get_bytes(key)
+    except (OSError, std_mailbox.Error) as exc:
+        raise _SourceFailed(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    finally:
+        box.close()
+
+
+# --- the pipeline: read batch k+1 while batch k is parsed; record batches in order ---
+
+#: Fewer new messages than this are parsed in this process: not worth the workers.
+PARALLEL_MIN = 1000
+MAX_WORKERS = 4
+
+
+class _SourceFailed(MailboxError):
+    """Reading the source failed: what was already read is still recorded, then this is raised."""
+
+
+@dataclass
+class _Batch:
+    messages: list[Fetched]
+    position: tuple[int, int] | None = None  # (UIDVALIDITY, last UID of the batch)
+    uids: list[int] = field(default_factory=list)
+
+
+def _workers(asked: int | None, count: int) -> int:
+    if asked is not None:
+        return asked
+    if count < PARALLEL_MIN:
+        return 1
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
+def _ingest(store: Store, settings: BounceSettings, report: FetchReport, batches: Iterator[_Batch],
+            workers: int, recorded: Callable[[_Batch], None] | None = None) -> None:
+    """Parse each batch (in worker processes when ``workers`` > 1) while the next one is read,
+    then record it: batches commit in order, so last_uid never passes an unrecorded message."""
+    key = store.signing_key()
+
+    def commit(batch: _Batch, parsed: list[_Parsed]) -> None:
+        _record_batch(store, settings, report, parsed, batch.position)
+        if recorded is not None:
+            recorded(batch)
+
+    with _Parser(workers, key) as parser:
+        pending: tuple[_Batch, Callable[[], list[_Parsed]]] | None = None
+        try:
+            for batch in batches:
+                job = parser.submit(batch.messages)
+                if pending is not None:
+                    commit(pending[0], pending[1]())
+                pending = (batch, job)
+        except _SourceFailed:
+            if pending is not None:  # read before the failure: keep it
+                commit(pending[0], pending[1]())
+            raise
+        if pending is not None:
+            commit(pending[0], pending[1]())
+
+
+class _Parser:
+    """Parses batches here (one worker) or in a pool of processes started on first use."""
+
+    def __init__(self, workers: int, key: bytes):
+        self.workers = workers
+        self.key = key
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _Parser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, messages: list[Fetched]) -> Callable[[], list[_Parsed]]:
+        """Start parsing ``messages``; the returned call waits for and returns the results."""
+        if self.workers <= 1 or len(messages) < 2:
+            return lambda: [_parse(m, self.key) for m in messages]
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context())
+        chunk = max(1, len(messages) // (self.workers * 4))
+        futures = [self.pool.submit(_parse_many, [m.raw for m in messages[i:i + chunk]], self.key)
+                   for i in range(0, len(messages), chunk)]
+
+        def results() -> list[_Parsed]:
+            try:
+                parts = [part for future in futures for part in future.result()]
+            except BrokenProcessPool:  # a worker died: parse here rather than lose the batch
+                self.workers = 1
+                return [_parse(m, self.key) for m in messages]
+            return [_Parsed(m, *part) for m, part in zip(messages, parts)]
+
+        return results
+
+
+def _pool_context() -> Any:
+    """fork on Linux: a spawned worker would import the whole package again (pandas comes in
+    with sqlite-utils), seconds per worker.  The workers only parse bytes: they touch neither
+    the store nor the IMAP connection they inherit, and exit without closing them."""
+    return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+
+
+def _parse_many(raws: list[bytes], key: bytes) -> list[tuple[str, _bounces.BounceReport, str, tuple[str, str | None] | None]]:
+    """In a worker process: what _Parsed holds besides the message (the bytes are not sent back)."""
+    out = []
+    for raw in raws:
+        item = _parse(Fetched(raw), key)
+        out.append((item.digest, item.report, item.kind, item.unsubscribe))
+    return out
 
 
 # --- processing: one transaction per batch ---
 
 
-def _process_batch(store: Store, settings: BounceSettings, source: str, report: FetchReport,
-                   messages: list[Fetched], position: tuple[int, int] | None) -> None:
+@dataclass
+class _Parsed:
+    """A message with what was worked out before taking the write lock."""
+
+    message: Fetched
+    digest: str
+    report: _bounces.BounceReport
+    kind: str
+    unsubscribe: tuple[str, str | None] | None = None
+
+    @property
+    def message_id(self) -> str | None:
+        return self.report.report_message_id
+
+
+def _record_batch(store: Store, settings: BounceSettings, report: FetchReport, parsed: list[_Parsed],
+                  position: tuple[int, int] | None) -> None:
+    """One transaction: the batch's messages, bounces, unsubscribes, suppressions and last_uid."""
+    source = report.source
     kind_source = "imap" if source.startswith("imap:") else "file"
     uidvalidity = position[0] if position else None
     touched: set[str] = set()
     counts: Counter[str] = Counter()
-    unsubscribed: list[tuple[str, str | None]] = []
-    key = store.signing_key()
     with store.transaction():
-        for message in messages:
-            kind, addresses, unsub = _process_one(store, source, kind_source, uidvalidity, message, key)
-            counts[kind] += 1
-            touched.update(addresses)
-            if unsub:
-                unsubscribed.append(unsub)
+        seen_digests, seen_ids = _seen(store, parsed)
+        for item in parsed:
+            if item.digest in seen_digests or (item.message_id and item.message_id in seen_ids):
+                item.kind, item.unsubscribe = DUPLICATE, None
+                _insert_message(store, source, uidvalidity, item)
+            else:
+                touched.update(_record(store, source, kind_source, uidvalidity, item))
+            seen_digests.add(item.digest)
+            if item.message_id:
+                seen_ids.add(item.message_id)
+            counts[item.kind] += 1
         suppressed = _bounces.apply_threshold(store, settings, touched) if touched else []
         if position is not None:
             _advance(store, source, *position)
@@ -460,53 +622,51 @@ def _process_batch(store: Store, settings: BounceSettings, source: str, report: 
     report.fetched += sum(counts.values())
     report.bounces.update(counts)
     report.suppressed += suppressed
-    report.unsubscribed += unsubscribed
+    report.unsubscribed += [item.unsubscribe for item in parsed if item.unsubscribe]
 
 
-def _process_one(store: Store, source: str, kind_source: str, uidvalidity: int | None,
-                 message: Fetched, key: bytes) -> tuple[str, list[str], tuple[str, str | None] | None]:
-    """Record one message; (kind, addresses newly bounced, unsubscribe or None)."""
-    raw = message.raw
-    digest = hashlib.sha256(raw).hexdigest()
-    parsed = _bounces.parse_bounce(raw)
-    message_id = parsed.report_message_id
-    if _seen(store, digest, message_id):
-        _insert_message(store, source, uidvalidity, message, message_id, digest, DUPLICATE, None)
-        return DUPLICATE, [], None
-    kind = str(parsed.kind.value)
-    unsub = None
-    if parsed.kind not in _bounces.BOUNCE_KINDS and parsed.kind not in (_bounces.DELAYED, _bounces.COMPLAINT):
-        asked, unsub = _unsubscribe_request(raw, key)
+def _parse(message: Fetched, key: bytes) -> _Parsed:
+    report = _bounces.parse_bounce(message.raw)
+    item = _Parsed(message, hashlib.sha256(message.raw).hexdigest(), report, str(report.kind.value))
+    if report.kind not in _bounces.BOUNCE_KINDS and report.kind not in (_bounces.DELAYED, _bounces.COMPLAINT):
+        asked, item.unsubscribe = _unsubscribe_request(message.raw, key)
         if asked:
-            kind = UNSUBSCRIBE if unsub else "other"  # a forged token is ignored
-    error = parsed.reason if kind == "other" else None
-    row_id = _insert_message(store, source, uidvalidity, message, message_id, digest, kind, error)
-    if unsub:
-        _record_unsubscribe(store, unsub[1], unsub[0])
-        return kind, [], unsub
-    report_key = message_id or f"sha256:{digest}"
-    added = _bounces.record_report(store, parsed, report_key=report_key, source=kind_source,
-                                   mailbox_message_id=row_id, received_at=message.received_at)
-    counting = {r.address for r in parsed.recipients if r.kind in _bounces.BOUNCE_KINDS}
-    return kind, [a for a in added if a in counting], None
+            item.kind = UNSUBSCRIBE if item.unsubscribe else "other"  # a forged token is ignored
+    return item
 
 
-def _seen(store: Store, digest: str, message_id: str | None) -> bool:
-    """Processed before, from any source: same bytes, or same Message-ID."""
-    if store.conn.execute("SELECT 1 FROM mailbox_messages WHERE sha256 = ? LIMIT 1", (digest,)).fetchone():
-        return True
-    return bool(message_id) and store.conn.execute(
-        "SELECT 1 FROM mailbox_messages WHERE message_id = ? LIMIT 1", (message_id,)
-    ).fetchone() is not None
+def _record(store: Store, source: str, kind_source: str, uidvalidity: int | None, item: _Parsed) -> list[str]:
+    """Record one new message; returns the addresses it newly counts a bounce against."""
+    row_id = _insert_message(store, source, uidvalidity, item)
+    if item.unsubscribe:
+        _record_unsubscribe(store, item.unsubscribe[1], item.unsubscribe[0])
+        return []
+    added = _bounces.record_report(store, item.report, report_key=item.message_id or f"sha256:{item.digest}",
+                                   source=kind_source, mailbox_message_id=row_id,
+                                   received_at=item.message.received_at)
+    counting = {r.address for r in item.report.recipients if r.kind in _bounces.BOUNCE_KINDS}
+    return [a for a in added if a in counting]
 
 
-def _insert_message(store: Store, source: str, uidvalidity: int | None, message: Fetched,
-                    message_id: str | None, digest: str, kind: str, error: str | None) -> int:
+def _seen(store: Store, parsed: list[_Parsed]) -> tuple[set[str], set[str]]:
+    """The digests and Message-IDs of ``parsed`` processed before, from any source."""
+    digests = json.dumps([item.digest for item in parsed])
+    ids = json.dumps([item.message_id for item in parsed if item.message_id])
+    found_digests = {row[0] for row in store.conn.execute(
+        "SELECT sha256 FROM mailbox_messages WHERE sha256 IN (SELECT value FROM json_each(?))", (digests,))}
+    found_ids = {row[0] for row in store.conn.execute(
+        "SELECT message_id FROM mailbox_messages WHERE message_id IN (SELECT value FROM json_each(?))", (ids,))}
+    return found_digests, found_ids
+
+
+def _insert_message(store: Store, source: str, uidvalidity: int | None, item: _Parsed) -> int:
+    message = item.message
+    error = item.report.reason if item.kind == "other" else None
     cursor = store.conn.execute(
         "INSERT INTO mailbox_messages (source, uidvalidity, uid, message_id, sha256, kind, error,"
         " received_at, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (source, uidvalidity if message.uid is not None else None, message.uid, message_id, digest,
-         kind, error, message.received_at, now_iso()),
+        (source, uidvalidity if message.uid is not None else None, message.uid, item.message_id,
+         item.digest, item.kind, error, message.received_at, now_iso()),
     )
     return int(cursor.lastrowid or 0)
 

@@ -130,6 +130,30 @@ def test_a_single_eml_file_and_a_missing_path(store: Store, tmp_path: Path) -> N
         fetch_bounces(store, settings, source_path=tmp_path / "missing")
 
 
+def test_parsing_in_worker_processes_records_the_same(store: Store, tmp_path: Path) -> None:
+    settings = _configure(store, threshold=2)
+    raws = [postfix_dsn(f"w{i % 7}@example.org", status=("5.1.1", "5.2.2", "5.7.1")[i % 3]) for i in range(60)]
+    folder = _write(tmp_path / "many", raws)
+    serial = open_store(tmp_path / "serial.db")
+    expected = fetch_bounces(serial, settings, source_path=folder, batch_size=7, workers=1)
+
+    report = fetch_bounces(store, settings, source_path=folder, batch_size=7, workers=2)
+
+    assert report.to_dict() == expected.to_dict()
+    assert report.fetched == 60 and report.bounces == {"hard": 20, "soft": 20, "policy": 20}
+    query = "SELECT email, kind, status, report_key FROM bounces ORDER BY report_key, email"
+    assert store.conn.execute(query).fetchall() == serial.conn.execute(query).fetchall()
+    assert fetch_bounces(store, settings, source_path=folder, workers=2).fetched == 0
+
+
+def test_batches_stay_in_uid_order_and_bounded_in_bytes() -> None:
+    big = nk_mailbox.MAX_BATCH_BYTES // 2 + 1
+    batches = list(nk_mailbox._batches([1, 2, 3, 4, 5, 6, 7], {3: big, 4: big}, 3))
+    assert batches == [[1, 2, 3], [4, 5, 6], [7]]
+    assert list(nk_mailbox._batches([1, 2, 3], {2: big, 3: big}, 10)) == [[1, 2], [3]]
+    assert [len(b) for b in nk_mailbox._batches(list(range(1, 1201)), {}, 500)] == [500, 500, 200]
+
+
 def test_fetch_needs_bounce_settings(store: Store, tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="settings bounce"):
         fetch_bounces(store, source_path=tmp_path)
@@ -299,15 +323,19 @@ def test_mailto_unsubscribe_requests_with_valid_and_forged_tokens(
     assert nk.list_suppressions(store) == []
 
 
-def test_mailto_unsubscribe_with_the_real_token() -> None:
+def test_mailto_unsubscribe_with_the_real_token(store: Store, tmp_path: Path) -> None:
     messages = pytest.importorskip("newsletter_kit.messages")
     if not hasattr(messages, "unsubscribe_token"):
         pytest.skip("messages.unsubscribe_token is not there yet")
-    key = b"s" * 32
-    token = messages.unsubscribe_token(key, "nov", "reader@example.net")
-    raw = _request(f"unsubscribe {token}")
-    assert nk_mailbox._unsubscribe_request(raw, key) == (True, ("reader@example.net", "nov"))
-    assert nk_mailbox._unsubscribe_request(raw, b"t" * 32) == (True, None)
+    settings = _configure(store)
+    token = messages.unsubscribe_token(store.signing_key(), "nov", "reader@example.net")
+    forged = messages.unsubscribe_token(b"t" * 32, "nov", "victim@example.net")
+    # What a mail client sends for mailto:bounces@...?subject=unsubscribe%20TOKEN
+    raws = [_request(f"unsubscribe {token}"), _request(f"Re: unsubscribe {forged}", sender="victim@example.net")]
+    report = _fetch_raws(store, settings, tmp_path, raws)
+    assert report.bounces == {"unsubscribe": 1, "other": 1}
+    rows = store.conn.execute("SELECT email, campaign, source FROM unsubscribes").fetchall()
+    assert rows == [("reader@example.net", "nov", "mailto")]
 
 
 # --- command line ---------------------------------------------------------------------------

@@ -1,0 +1,154 @@
+"""Time bounce ingestion end to end against the floor of just reading the mailbox, in one run.
+
+Usage: ``python benchmarks/ingest.py [--n 10000] [--size 4096] [--batch 500]`` (from the
+repository root; needs Dovecot installed, as the tests do).
+
+It starts a private Dovecot on 127.0.0.1, writes N Postfix-style DSNs of about SIZE bytes into
+a folder (the Dovecot fixture's bulk append), with matching rows in the delivery ledger, and
+times:
+
+- the floor: imapclient batched ``UID FETCH BODY.PEEK[]`` of every message, plus
+  ``email.message_from_bytes(raw, policy=compat32)`` of each, nothing else;
+- ``fetch_bounces``: fetch, parse, classify, record, threshold, into a fresh store;
+- a re-run of ``fetch_bounces`` over the already-processed folder.
+
+It prints msg/s for both, the ratio (target >= 0.6 x floor) and the re-run as a % of the
+first run (target < 5%).  ``fetch_bounces`` parses in worker processes (one per CPU, up to 4)
+for this many messages; ``--workers 1`` shows the serial figure.  A warm-up (untimed SELECT and sizes) lets Dovecot index the new Maildir first,
+and the floor is measured before and after ``fetch_bounces`` (the faster one is used).
+"""
+from __future__ import annotations
+
+import argparse
+import email
+import os
+import sys
+import tempfile
+import time
+from email.policy import compat32
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from newsletter_kit.mailbox import _workers, fetch_bounces  # noqa: E402
+from newsletter_kit.settings import BounceSettings  # noqa: E402
+from newsletter_kit.store import Store, now_iso, open_store  # noqa: E402
+from tests import mailservers  # noqa: E402
+from tests.dsn import postfix_dsn  # noqa: E402
+
+USER = "bounces@example.org"
+PASSWORD = "bench-pw"
+FOLDER = "Bounces"
+STATUSES = ("5.1.1", "5.1.1", "5.2.2", "4.2.2", "5.7.1")
+
+
+def make_reports(n: int, size: int) -> tuple[list[bytes], list[tuple[str, str]]]:
+    """N DSNs about N/2 addresses (two reports each), and the (email, message_id) they quote."""
+    raws, deliveries = [], []
+    for i in range(n):
+        address = f"reader{i // 2:06}@example.net"
+        message_id = f"<bench.{i:07}@news.example.org>"
+        raws.append(postfix_dsn(address, status=STATUSES[i % len(STATUSES)], campaign=f"c{i % 2}",
+                                original_message_id=message_id, sender=USER, pad_to=size))
+        deliveries.append((address, message_id))
+    return raws, deliveries
+
+
+def write_ledger(store: Store, deliveries: list[tuple[str, str]]) -> None:
+    """Ledger rows for the quoted originals, as the send path would have left them."""
+    now = now_iso()
+    with store.transaction():
+        ids = {}
+        for name in ("c0", "c1"):
+            ids[name] = store.conn.execute(
+                "INSERT INTO campaigns (name, list_name, subject, html, status, created_at, updated_at)"
+                " VALUES (?, 'all', 's', '<p>h</p>', 'done', ?, ?)", (name, now, now)).lastrowid
+        store.conn.executemany(
+            "INSERT INTO deliveries (campaign_id, email, state, message_id, created_at, updated_at, sent_at)"
+            " VALUES (?, ?, 'sent', ?, ?, ?, ?)",
+            [(ids[f"c{i % 2}"], email_, mid, now, now, now) for i, (email_, mid) in enumerate(deliveries)])
+
+
+def floor(dv: mailservers.Dovecot, batch: int) -> tuple[float, int]:
+    """Seconds to fetch every message in batches and parse each with compat32; and the count."""
+    start = time.perf_counter()
+    client = dv.imap_client(USER, PASSWORD)
+    client.select_folder(FOLDER, readonly=True)
+    uids = sorted(client.search(["ALL"]))
+    count = 0
+    for i in range(0, len(uids), batch):
+        data = client.fetch(uids[i:i + batch], ["BODY.PEEK[]"])
+        for item in data.values():
+            email.message_from_bytes(item[b"BODY[]"], policy=compat32)
+            count += 1
+    client.logout()
+    return time.perf_counter() - start, count
+
+
+def warm_up(dv: mailservers.Dovecot) -> None:
+    """Let Dovecot index the new Maildir (new/ -> cur/, sizes) before anything is timed."""
+    client = dv.imap_client(USER, PASSWORD)
+    client.select_folder(FOLDER, readonly=True)
+    uids = sorted(client.search(["ALL"]))
+    for i in range(0, len(uids), 5000):
+        client.fetch(uids[i:i + 5000], ["RFC822.SIZE"])
+    client.logout()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=10_000, help="number of DSNs (default 10000)")
+    parser.add_argument("--size", type=int, default=4096, help="bytes per DSN (default 4096)")
+    parser.add_argument("--batch", type=int, default=500, help="UIDs per FETCH (default 500)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="parser processes for fetch_bounces (default: its own choice; 1 = serial)")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="nk-ingest-") as tmp:
+        tmpdir = Path(tmp)
+        ca = mailservers.TestCA(tmpdir / "ca", with_untrusted=False)
+        with mailservers.Dovecot(tmpdir / "dovecot", ca) as dv:
+            dv.add_user(USER, PASSWORD)
+            raws, deliveries = make_reports(args.n, args.size)
+            started = time.perf_counter()
+            dv.append_many(USER, FOLDER, raws)
+            print(f"appended {len(raws)} DSNs of ~{args.size} B in {time.perf_counter() - started:.1f} s")
+            warm_up(dv)
+
+            store = open_store(tmpdir / "bench.db")
+            write_ledger(store, deliveries)
+            settings = BounceSettings(host="localhost", port=dv.imap_port, user=USER, threshold=2,
+                                      folder=FOLDER, ca_file=ca.ca_file, password_ref="env:NK_BENCH")
+            settings.validate()
+
+            floor_before, count = floor(dv, args.batch)
+            started = time.perf_counter()
+            report = fetch_bounces(store, settings, password=PASSWORD, batch_size=args.batch,
+                                   workers=args.workers)
+            ours = time.perf_counter() - started
+            floor_after, _ = floor(dv, args.batch)
+            started = time.perf_counter()
+            again = fetch_bounces(store, settings, password=PASSWORD, batch_size=args.batch)
+            rerun = time.perf_counter() - started
+            floor_time = min(floor_before, floor_after)
+
+            rows = store.conn.execute("SELECT count(*) FROM bounces").fetchone()[0]
+            assert report.fetched == count == args.n, (report.fetched, count)
+            assert again.fetched == 0 and rows == args.n
+            print(f"floor (FETCH BODY.PEEK[] + compat32 parse): {count / floor_time:8.0f} msg/s"
+                  f"  ({floor_before:.2f} s before, {floor_after:.2f} s after)")
+            workers = _workers(args.workers, args.n)
+            print(f"fetch_bounces (fetch, parse, record, threshold; {workers} parser process(es)): "
+                  f"{args.n / ours:8.0f} msg/s  ({ours:.2f} s)")
+            print(f"ratio: {floor_time / ours:.2f} x floor (target >= 0.60)")
+            print(f"re-run over the processed folder: {rerun * 1000:.0f} ms = {100 * rerun / ours:.2f}% "
+                  f"of the first run (target < 5%)")
+            print(f"recorded {rows} bounce rows, suppressed {len(report.suppressed)} addresses, "
+                  f"kinds {dict(report.bounces)}")
+            store.close()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
