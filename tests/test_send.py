@@ -561,3 +561,71 @@ def test_a_misspelt_field_is_caught_when_the_campaign_is_created(store):
     with pytest.raises(TemplateError, match="frist_name"):
         campaigns.create_campaign(store, "typo", "news", "Hi {{ frist_name }}", "<p>x</p>")
     assert store.conn.execute("SELECT count(*) FROM campaigns").fetchone()[0] == 0
+
+
+def test_a_message_that_cannot_be_built_fails_alone(store, smtp_server):
+    srv = smtp_server(tls="none")
+    configure(store, srv)
+    add_contacts(store, [{"email": "ann@example.org", "vip": ""}, {"email": "bob@example.org", "vip": "yes"},
+                         {"email": "cid@example.org", "vip": ""}], list_name="news")
+    campaigns.create_campaign(store, "spring", "news", "Hi",
+                              "<p>{% if vip %}{{ vip.__class__.__mro__ }}{% endif %}</p>")
+
+    report = campaigns.send_campaign(store, "spring")
+
+    assert (report.sent, report.failed) == (2, 1)
+    rows = ledger(store)
+    assert rows["bob@example.org"][0] == "failed"
+    assert "cannot build the message" in rows["bob@example.org"][4]
+    assert set(received(srv)) == {"ann@example.org", "cid@example.org"}
+    assert store.conn.execute("SELECT count(*) FROM bounces").fetchone()[0] == 0  # not a bounce
+    assert quota.quota_status(store).used == 2
+
+
+class _InterruptedOnThird(smtplib.SMTP):
+    """Ctrl-C in a notebook while the third message is on the wire."""
+
+    calls = 0
+
+    def sendmail(self, *args, **kwargs):
+        _InterruptedOnThird.calls += 1
+        if _InterruptedOnThird.calls == 3:
+            raise KeyboardInterrupt
+        return super().sendmail(*args, **kwargs)
+
+
+def test_an_interrupted_run_records_what_it_knows(store, smtp_server):
+    srv = smtp_server(tls="none")
+    configure(store, srv)
+    emails = addresses(6)
+    contacts(store, emails)
+    make_campaign(store)
+    _InterruptedOnThird.calls = 0
+
+    with pytest.raises(KeyboardInterrupt):
+        campaigns.send_campaign(store, "spring", smtp_factory=_InterruptedOnThird)
+
+    states = {e: s for e, (s, *_) in ledger(store).items()}
+    assert [states[e] for e in emails] == ["sent", "sent", "unknown", "pending", "pending", "pending"]
+    status = quota.quota_status(store)
+    assert (status.used, status.reserved) == (2, 0)
+    # The next run sends the pending ones and never the unknown one.
+    report = campaigns.send_campaign(store, "spring")
+    assert report.sent == 3
+    assert set(received(srv)) == set(emails) - {emails[2]}
+
+
+@pytest.mark.parametrize("code, reply, kind, status", [
+    (250, b"2.0.0 OK", "sent", "2.0.0"),
+    (421, b"4.3.2 shutting down", "paused", "4.3.2"),
+    (450, b"4.2.1 busy", "deferred", "4.2.1"),
+    (451, b"try later", "deferred", None),
+    (452, b"4.2.2 Mailbox full", "deferred", "4.2.2"),
+    (550, b"5.1.1 <x@example.org>: User unknown", "failed", "5.1.1"),
+    (554, b"5.7.1 rejected as spam", "failed", "5.7.1"),
+])
+def test_smtp_replies_map_to_outcomes(code, reply, kind, status):
+    from newsletter_kit.transport import classify_reply
+
+    outcome = classify_reply(code, reply)
+    assert (outcome.kind, outcome.code, outcome.status) == (kind, code, status)
