@@ -339,3 +339,73 @@ def test_imap_source_names_user_host_and_folder() -> None:
     settings = BounceSettings(host="mail.example.org", port=993, user="b@example.org", threshold=3,
                               folder="Bounces")
     assert imap_source(settings) == "imap:b@example.org@mail.example.org/Bounces"
+
+
+# --- the whole loop: send_campaign through Postfix, bounces and a mailto opt-out come back -----
+
+
+def _mailto_subject(raw: bytes) -> str:
+    """The subject a mail client puts in a reply to the List-Unsubscribe mailto."""
+    import email as std_email
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    header = str(std_email.message_from_bytes(raw)["List-Unsubscribe"])
+    mailto = next(part.strip(" <>\r\n\t") for part in header.split(",") if "mailto:" in part)
+    return unquote(parse_qs(urlsplit(mailto).query)["subject"][0])
+
+
+def test_send_campaign_through_postfix_then_fetch_suppresses_and_honours_mailto_unsubscribes(
+    dovecot: mailservers.Dovecot, postfix: mailservers.Postfix, mailbox_user: Any, nk_db: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    campaigns = pytest.importorskip("newsletter_kit.campaigns")
+    from newsletter_kit.audience import add_contacts, eligible_recipients
+    from newsletter_kit.settings import update_bounce_settings, update_smtp_settings
+
+    sender, password = mailbox_user(prefix="bounces")
+    ok, ok_password = mailbox_user(prefix="reader")
+    full, _ = mailbox_user(prefix="full", quota=True)
+    unknown = f"nobody-{uuid.uuid4().hex[:8]}@example.org"
+    fault = f"gone-{uuid.uuid4().hex[:8]}@{mailservers.FAULT_HARD_DOMAIN}"
+    monkeypatch.setenv("NK_TEST_BOUNCE_PW", password)
+    store = open_store(nk_db)
+    update_smtp_settings(store, host="127.0.0.1", port=postfix.port, tls="none", auth=False,
+                         daily_limit=100, from_addr=sender)
+    update_bounce_settings(store, host="localhost", port=dovecot.imap_port, user=sender, threshold=1,
+                           password_ref="env:NK_TEST_BOUNCE_PW", ca_file=dovecot.ca_file)
+    add_contacts(store, [{"email": a} for a in (ok, unknown, fault, full)])
+    campaigns.create_campaign(store, "nov", "all", "November news", "<p>Hello</p>")
+
+    sent_report = campaigns.send_campaign(store, "nov")
+    assert sent_report.sent == 4  # Postfix accepts all; failures come back as DSNs
+    postfix.wait_for_messages(sender, 3, timeout=60)
+
+    report = fetch_bounces(store)
+    assert report.to_dict() == {"fetched": 3, "bounces": {"hard": 2, "soft": 1},
+                                "suppressed": sorted([unknown, fault, full])}
+    rows = store.conn.execute(
+        "SELECT b.email, b.campaign, d.email FROM bounces b JOIN deliveries d ON d.id = b.delivery_id"
+        " ORDER BY b.email").fetchall()
+    assert rows == [(a, "nov", a) for a in sorted([unknown, fault, full])]
+    # Suppressed addresses drop out of every later audience.
+    campaigns.create_campaign(store, "dec", "all", "December news", "<p>Hello again</p>")
+    assert [r.email for r in eligible_recipients(store, "dec")] == [ok]
+
+    # The reader answers the List-Unsubscribe mailto; someone else forges a token.
+    [newsletter] = dovecot.read_messages(ok)
+    subject = _mailto_subject(newsletter)
+    forged = subject[:-4] + ("AAAA" if not subject.endswith("AAAA") else "BBBB")
+    with smtplib.SMTP(postfix.host, postfix.port, timeout=30) as smtp:
+        for text in (subject, forged):
+            msg = EmailMessage()
+            msg["From"], msg["To"], msg["Subject"] = ok, sender, text
+            msg["Message-ID"] = email.utils.make_msgid(domain="example.org")
+            msg.set_content("Please unsubscribe me.\n")
+            smtp.send_message(msg)
+    postfix.wait_for_messages(sender, 5, timeout=60)
+
+    report = fetch_bounces(store)
+    assert report.bounces == {"unsubscribe": 1, "other": 1}
+    assert report.unsubscribed == [(ok, "nov")]
+    assert store.conn.execute("SELECT email, campaign, source FROM unsubscribes").fetchall() == [(ok, "nov", "mailto")]
+    assert fetch_bounces(store).fetched == 0
