@@ -409,7 +409,10 @@ def _advance(store: Store, source: str, uidvalidity: int, last_uid: int) -> None
     store.conn.execute(
         "INSERT INTO mailbox_state (source, uidvalidity, last_uid, updated_at) VALUES (?, ?, ?, ?)"
         " ON CONFLICT(source) DO UPDATE SET uidvalidity = excluded.uidvalidity,"
-        " last_uid = excluded.last_uid, updated_at = excluded.updated_at",
+        # Never backwards: a run that overlapped this one may have gone further.
+        " last_uid = CASE WHEN mailbox_state.uidvalidity = excluded.uidvalidity"
+        "   THEN max(mailbox_state.last_uid, excluded.last_uid) ELSE excluded.last_uid END,"
+        " updated_at = excluded.updated_at",
         (source, uidvalidity, last_uid, now_iso()),
     )
 
@@ -604,8 +607,12 @@ def _record_batch(store: Store, settings: BounceSettings, report: FetchReport, p
     counts: Counter[str] = Counter()
     with store.transaction():
         seen_digests, seen_ids = _seen(store, parsed)
+        done_uids = _recorded_uids(store, source, uidvalidity, parsed)
         for item in parsed:
-            if item.digest in seen_digests or (item.message_id and item.message_id in seen_ids):
+            if item.message.uid in done_uids:
+                # Recorded by a run that overlapped this one (two fetches at once).
+                item.kind, item.unsubscribe = DUPLICATE, None
+            elif item.digest in seen_digests or (item.message_id and item.message_id in seen_ids):
                 item.kind, item.unsubscribe = DUPLICATE, None
                 _insert_message(store, source, uidvalidity, item)
             else:
@@ -646,6 +653,15 @@ def _record(store: Store, source: str, kind_source: str, uidvalidity: int | None
                                    received_at=item.message.received_at)
     counting = {r.address for r in item.report.recipients if r.kind in _bounces.BOUNCE_KINDS}
     return [a for a in added if a in counting]
+
+
+def _recorded_uids(store: Store, source: str, uidvalidity: int | None, parsed: list[_Parsed]) -> set[int]:
+    uids = [item.message.uid for item in parsed if item.message.uid is not None]
+    if uidvalidity is None or not uids:
+        return set()
+    return {row[0] for row in store.conn.execute(
+        "SELECT uid FROM mailbox_messages WHERE source = ? AND uidvalidity = ?"
+        " AND uid IN (SELECT value FROM json_each(?))", (source, uidvalidity, json.dumps(uids)))}
 
 
 def _seen(store: Store, parsed: list[_Parsed]) -> tuple[set[str], set[str]]:

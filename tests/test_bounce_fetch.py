@@ -280,6 +280,23 @@ def test_a_recreated_folder_new_uidvalidity_is_rescanned_without_double_counting
     assert report.fetched == 3 and sorted(report.suppressed) == sent.bounced
 
 
+def test_a_run_that_overlaps_another_records_nothing_twice(
+    sent: Sent, dovecot: mailservers.Dovecot, nk_db: Any
+) -> None:
+    user, password = _copy_user(dovecot, sent.bounces_of("nov"))
+    store = open_store(nk_db)
+    settings = _settings(dovecot, user, threshold=2, folder="Bounces")
+    assert _fetch(store, settings, password).fetched == 3
+    # A second run that read mailbox_state before the first one committed starts from 0.
+    with store.transaction():
+        store.conn.execute("UPDATE mailbox_state SET last_uid = 0")
+
+    report = _fetch(store, settings, password)
+    assert (report.fetched, report.duplicates) == (0, 3)
+    assert store.conn.execute("SELECT count(*) FROM mailbox_messages").fetchone()[0] == 3
+    assert store.conn.execute("SELECT last_uid FROM mailbox_state").fetchone() == (3,)
+
+
 def test_the_same_report_twice_in_the_folder_counts_once(
     sent: Sent, dovecot: mailservers.Dovecot, nk_db: Any
 ) -> None:
