@@ -51,9 +51,15 @@ def _tls_failure(settings: SmtpSettings, exc: BaseException) -> ConnectionFailed
 
 
 def connect_smtp(settings: SmtpSettings, *, timeout: float = DEFAULT_TIMEOUT,
-                 factory: SmtpFactory | None = None) -> smtplib.SMTP:
-    """Connect and bring TLS up as the settings say, without logging in."""
-    context = tls_context(settings.ca_file)
+                 factory: SmtpFactory | None = None,
+                 context: ssl.SSLContext | None = None) -> smtplib.SMTP:
+    """Connect and bring TLS up as the settings say, without logging in.
+
+    ``context`` (default: :func:`tls_context` of the settings) lets many connections share one
+    context: loading the trust store costs more than connecting to a local server.
+    """
+    if context is None and settings.tls != "none":
+        context = tls_context(settings.ca_file)
     try:
         if settings.tls == "ssl":
             make = factory or smtplib.SMTP_SSL
@@ -108,9 +114,10 @@ def login_smtp(smtp: smtplib.SMTP, settings: SmtpSettings, password: str | None 
 
 
 def open_smtp(settings: SmtpSettings, *, password: str | None = None,
-              timeout: float = DEFAULT_TIMEOUT, factory: SmtpFactory | None = None) -> smtplib.SMTP:
+              timeout: float = DEFAULT_TIMEOUT, factory: SmtpFactory | None = None,
+              context: ssl.SSLContext | None = None) -> smtplib.SMTP:
     """Connect, bring TLS up and log in: a ready :class:`smtplib.SMTP` (a context manager)."""
-    smtp = connect_smtp(settings, timeout=timeout, factory=factory)
+    smtp = connect_smtp(settings, timeout=timeout, factory=factory, context=context)
     try:
         login_smtp(smtp, settings, password)
     except BaseException:
@@ -229,11 +236,13 @@ class SmtpSender:
     """
 
     def __init__(self, settings: SmtpSettings, *, password: str | None = None,
-                 factory: SmtpFactory | None = None, timeout: float = DEFAULT_TIMEOUT):
+                 factory: SmtpFactory | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 context: ssl.SSLContext | None = None):
         self.settings = settings
         self._password = password
         self._factory = factory
         self._timeout = timeout
+        self._context = context
         self._smtp: smtplib.SMTP | None = None
         self._while_waiting: Callable[[], None] | None = None
 
@@ -246,8 +255,10 @@ class SmtpSender:
         if self._password is None and self.settings.auth:
             self._password = resolve_password(self.settings.password_ref)
         if self._smtp is None:
-            self._smtp = open_smtp(self.settings, password=self._password,
-                                   timeout=self._timeout, factory=self._factory)
+            if self._context is None and self.settings.tls != "none":
+                self._context = tls_context(self.settings.ca_file)  # kept for reconnects
+            self._smtp = open_smtp(self.settings, password=self._password, timeout=self._timeout,
+                                   factory=self._factory, context=self._context)
             self._hook_replies(self._smtp)
         return self
 
@@ -373,8 +384,9 @@ class SenderPool:
             raise ValidationError("the number of connections must be at least 1", "connections")
         if password is None and settings.auth:
             password = resolve_password(settings.password_ref)
-        self.senders = [SmtpSender(settings, password=password, factory=factory, timeout=timeout)
-                        for _ in range(connections)]
+        context = tls_context(settings.ca_file) if settings.tls != "none" else None
+        self.senders = [SmtpSender(settings, password=password, factory=factory, timeout=timeout,
+                                   context=context) for _ in range(connections)]
         self._idle: queue.SimpleQueue[SmtpSender] = queue.SimpleQueue()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
