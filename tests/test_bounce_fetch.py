@@ -194,8 +194,9 @@ def test_threshold_1_suppresses_after_the_first_campaign_and_threshold_2_after_t
     assert {e["status"] for e in evidence[sent.unknown]["evidence"]} == {"5.1.1"}
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_connection_killed_mid_fetch_then_a_rerun_counts_nothing_twice_and_loses_nothing(
-    sent: Sent, dovecot: mailservers.Dovecot, nk_db: Any
+    sent: Sent, dovecot: mailservers.Dovecot, nk_db: Any, workers: int
 ) -> None:
     user, password = _copy_user(dovecot, sent.bounces)
     store = open_store(nk_db)
@@ -213,12 +214,12 @@ def test_a_connection_killed_mid_fetch_then_a_rerun_counts_nothing_twice_and_los
             return super().fetch(messages, data, modifiers)
 
     with pytest.raises(MailboxError, match="run the fetch again"):
-        _fetch(store, settings, password, imap_factory=Killing, batch_size=2)
+        _fetch(store, settings, password, imap_factory=Killing, batch_size=2, workers=workers)
     assert store.conn.execute("SELECT count(*) FROM mailbox_messages").fetchone()[0] == 2
     state = store.conn.execute("SELECT last_uid FROM mailbox_state").fetchone()
     assert state == (2,)
 
-    report = _fetch(store, settings, password, batch_size=2)
+    report = _fetch(store, settings, password, batch_size=2, workers=workers)
     assert report.fetched == 4
     assert store.conn.execute("SELECT count(*) FROM mailbox_messages").fetchone()[0] == 6
     assert len(_bounce_rows(store)) == 6
