@@ -265,9 +265,10 @@ def _iso_date(value: str | None) -> str | None:
 
 
 # RFC 3463 status codes and SMTP reply codes.
-_STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d])")
+# The lookbehind comes after the first digit so that re's fast scan for [245] still applies.
+_STATUS_RE = re.compile(r"([245])(?<![\d.].)\.(\d{1,3})\.(\d{1,3})(?!\d)")
 # An SMTP reply code (RFC 5321: second digit 0-5), not a phone number like 480-624-2500.
-_SMTP_CODE_RE = re.compile(r"(?<![\d.-])([45])[0-5]\d(?: |-(?!\d{3}-)|$)", re.MULTILINE)
+_SMTP_CODE_RE = re.compile(r"([45])(?<![\d.-].)[0-5]\d(?: |-(?!\d{3}-)|$)", re.MULTILINE)
 
 
 def _status_codes(text: str | None) -> list[str]:
@@ -288,16 +289,22 @@ def _most_specific_status(status_field: str | None, diagnostic: str | None) -> s
     return status
 
 
-# Wording, English and Italian.  Order matters: a full mailbox is soft even when it says "5xx".
-_FULL_RE = re.compile(
+def _wording(pattern: str) -> re.Pattern[str]:
+    """A wording regex, searched in *lowercased* text: anchored at a word start and compiled
+    without IGNORECASE, which makes these long alternations about ten times faster."""
+    return re.compile(rf"\b(?:{pattern})")
+
+
+# Wording, English and Italian, in lowercase.  Order matters: a full mailbox is soft even when
+# it says "5xx".
+_FULL_RE = _wording(
     r"mailbox (?:is )?full|over ?quota|quota (?:exceeded|exceed)|exceed\w* (?:the |his |her |its |their )?"
     r"(?:storage |mailbox |disk )?(?:quota|allocation)|disk quota|insufficient (?:system )?(?:storage|space)|"
     r"(?:mail ?folder|inbox|mailbox|account) (?:is )?(?:full|over ?quota)|mailbox size limit|storage (?:limit|quota)|mailbox exceeded|reached (?:\w+ )?quota|"
     r"casella (?:di posta )?(?:\w+ )?piena|superat[oa] (?:la |il )?(?:quota|limite|spazio)|spazio (?:esaurito|insufficiente)|"
     r"quota superata|casella (?:di posta )?(?:\w+ )?esaurita",
-    re.IGNORECASE,
 )
-_HARD_RE = re.compile(
+_HARD_RE = _wording(
     r"user unknown|unknown user|no such (?:user|mailbox|recipient|address|account)|unknown (?:recipient|address|mailbox|local)|"
     r"(?:does not|doesn't|did not|not) exist|invalid (?:recipient|address|mailbox|user)|recipient (?:address )?rejected|"
     r"address rejected|mailbox (?:unavailable|not found|disabled|inactive)|user not found|recipientnotfound|"
@@ -306,33 +313,22 @@ _HARD_RE = re.compile(
     r"utente (?:sconosciuto|inesistente|non (?:esistente|valido|trovato))|indirizzo (?:inesistente|non (?:valido|esistente)|errato|sconosciuto)|"
     r"destinatario (?:inesistente|sconosciuto|non (?:valido|esistente))|casella (?:di posta )?(?:inesistente|non (?:esistente|attiva))|"
     r"non esiste|account (?:disattivato|disabilitato|sospeso)",
-    re.IGNORECASE,
 )
-_POLICY_RE = re.compile(
+_POLICY_RE = _wording(
     # Not a bare "listed" or "policy": notices say "the recipients listed below", "privacy policy".
     r"\bspam\b|\bblocked\b|block ?listed|black ?listed|block ?list|black ?list|\bdnsbl|\brbl\b|"
     r"listed (?:on|in|at|by) (?:the )?\S*(?:bl\b|list|spamhaus|spamcop|barracuda|sorbs)|spamhaus|spamcop|"
     r"(?:local|security|content|anti-?spam|sender|our|dmarc|spf) policy|policy (?:reasons?|violation|rejection|restriction)|"
     r"rejected (?:by|due to|for) (?:\w+ ){0,2}policy|reputation|"
     r"content rejected|\bvirus\b|bloccat[oa]|considerat[oa] (?:come )?spam|rifiutat[oa] per (?:spam|policy|motivi)",
-    re.IGNORECASE,
 )
-_DELAY_RE = re.compile(
+_DELAY_RE = _wording(
     r"not yet been delivered|(?:has|have) not been delivered yet|will (?:continue|keep) (?:to )?(?:try|retry)|still (?:trying|being retried)|delayed|"
     r"will retry|will be retried|warning: could not|non (?:è )?(?:ancora )?stato (?:ancora )?recapitato|ancora in coda|"
     r"continuer[àa] (?:a )?(?:tentare|provare)|ritardat[oa]",
-    re.IGNORECASE,
 )
-_TEMP_RE = re.compile(
+_TEMP_RE = _wording(
     r"temporar|try (?:again )?later|deferred|timed? ?out|temporaneamente|riprova|temporane[oa]",
-    re.IGNORECASE,
-)
-
-
-# One search instead of six when only "does this line state a failure?" matters.
-_ANY_FAILURE_RE = re.compile(
-    "|".join(f"(?:{r.pattern})" for r in (_STATUS_RE, _SMTP_CODE_RE, _FULL_RE, _HARD_RE, _POLICY_RE, _TEMP_RE)),
-    re.IGNORECASE | re.MULTILINE,
 )
 
 
@@ -349,13 +345,14 @@ def _kind_from_status(status: str) -> BounceKind:
 
 
 def _kind_from_wording(text: str) -> BounceKind | None:
-    if _FULL_RE.search(text):
+    low = text.lower()
+    if _FULL_RE.search(low):
         return SOFT
-    if _HARD_RE.search(text):
+    if _HARD_RE.search(low):
         return HARD
-    if _POLICY_RE.search(text):
+    if _POLICY_RE.search(low):
         return POLICY
-    if _TEMP_RE.search(text):
+    if _TEMP_RE.search(low):
         return SOFT
     return None
 
@@ -873,7 +870,8 @@ def _names_failure(line: str, match: re.Match[str], context: str) -> bool:
         return True
     if _LABEL_RE.search(line[: match.start()]):
         return True
-    return bool(_HARD_RE.search(context) or _FULL_RE.search(context) or _STATUS_RE.search(line) or _SMTP_CODE_RE.search(line))
+    low = context.lower()
+    return bool(_HARD_RE.search(low) or _FULL_RE.search(low) or _STATUS_RE.search(line) or _SMTP_CODE_RE.search(line))
 
 
 def _notice_recipients(
@@ -889,13 +887,14 @@ def _notice_recipients(
 def _notice_recipient(address: str, notice: str, transient: bool = False, worded: bool = False) -> BounceRecipient:
     """Classify one address of a non-DSN notice from the text around it, else the whole notice."""
     near = _around(notice, address) if not worded else notice
+    low = near.lower()
     if transient:
-        kind = DELAYED if (_DELAY_RE.search(near) or not _FULL_RE.search(near)) else SOFT
+        kind = DELAYED if (_DELAY_RE.search(low) or not _FULL_RE.search(low)) else SOFT
         status = next(iter(_status_codes(near)), None)
         return BounceRecipient(address, kind, status, "delayed" if kind is DELAYED else "failed", _diagnostic_line(near))
     status = next((c for c in _status_codes(near) if not c.startswith("2")), None)
     # A warning ("not yet delivered, will keep trying") stays a warning whoever found the address.
-    if _DELAY_RE.search(near) and not (status or "").startswith("5") and not _HARD_RE.search(near):
+    if _DELAY_RE.search(low) and not (status or "").startswith("5") and not _HARD_RE.search(low):
         return BounceRecipient(address, DELAYED, status, "delayed", _diagnostic_line(near))
     kind = _classify_failure(status, near)
     if kind is OTHER:
@@ -904,19 +903,26 @@ def _notice_recipient(address: str, notice: str, transient: bool = False, worded
 
 
 def _around(notice: str, address: str) -> str:
-    """The lines around the first mention of ``address``; the whole notice if none."""
+    """The lines around the first mention of ``address``; else the notice's first 8 KB (its
+    wording is at the top, and scanning megabytes of an unhelpful notice costs too much)."""
     pos = notice.lower().find(address)
     if pos < 0:
-        return notice
+        return notice[:8192]
     start = notice.rfind("\n", 0, max(pos - 200, 0)) + 1 if pos > 200 else 0
     return notice[start : pos + len(address) + 400]
 
 
 def _diagnostic_line(text: str) -> str | None:
-    """The first line of ``text`` that states a status/SMTP code or failure wording."""
-    found = _ANY_FAILURE_RE.search(text)
+    """The first line of ``text`` stating a status or SMTP code, else failure wording."""
+    low = text.lower()
+    if len(low) != len(text):  # a few Unicode letters change length when lowercased
+        text = low
+    found = _STATUS_RE.search(low) or _SMTP_CODE_RE.search(low)
     if found is None:
-        return None
+        matches = [m for m in (r.search(low) for r in (_FULL_RE, _HARD_RE, _POLICY_RE, _TEMP_RE)) if m]
+        if not matches:
+            return None
+        found = min(matches, key=lambda m: m.start())
     start = text.rfind("\n", 0, found.start()) + 1
     end = text.find("\n", found.end())
     return _clean(text[start : end if end >= 0 else len(text)], 500) or None
