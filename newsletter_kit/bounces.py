@@ -576,8 +576,9 @@ def _attach_original(ctx: _Context, report: BounceReport) -> BounceReport:
         if report.campaign is None:
             camp = _BODY_CAMPAIGN_RE.search(text)
             report.campaign = (_clean(camp.group(1), 200) or None) if camp else None
-    if report.message_id is None and report.kind in (AUTOREPLY, HUMAN):
-        # A reply names our message in In-Reply-To rather than quoting it.
+    if report.message_id is None:
+        # Replies, and some MTAs' reports (Gmail, Exchange), name our message in In-Reply-To
+        # rather than quoting it.
         report.message_id = _message_id(_header(ctx.msg, "In-Reply-To"))
     report.verp_token = _find_verp(ctx, original)
     return report

@@ -167,6 +167,16 @@ def test_dsn_fields_survive_a_lost_mime_boundary() -> None:
     assert [(r.address, r.action, r.status) for r in report.recipients] == [("bruno.leone@example.net", "failed", "5.1.1")]
 
 
+def test_message_id_from_in_reply_to_when_the_original_is_not_quoted() -> None:
+    raw = (SAMPLES / "exim_dsn_500.eml").read_bytes()
+    raw = raw[: raw.index(b"--1763712131-eximdsn-1804289383\nContent-type: message/rfc822")]
+    assert parse_bounce(raw).message_id is None
+    report = parse_bounce(b"In-Reply-To: <20261121080200.c42.r20@news.example.org>\n" + raw)
+    assert report.kind is HARD
+    assert report.message_id == "<20261121080200.c42.r20@news.example.org>"
+    assert report.campaign is None
+
+
 def test_to_dict_has_exactly_the_documented_shape() -> None:
     data = parse_bounce_file(SAMPLES / "spam_block_571.eml").to_dict()
     assert list(data) == ["is_bounce", "kind", "recipients", "campaign", "message_id"]
