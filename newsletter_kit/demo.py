@@ -16,7 +16,10 @@ folder (``fetch_bounces(store, source_path=...)``) stands in for the IMAP bounce
 :func:`ensure_demo_settings` configures a store for the demo *only* when it has no settings of
 its own, and remembers that it did (a ``demo`` row in the settings table), so a user's real
 settings are never overwritten. :func:`run_demo` runs configure → import → send → fetch
-bounces → suppress, which is what ``newsletter-kit demo`` prints.
+bounces → suppress, which is what ``newsletter-kit demo`` prints. That command uses the store of
+``--db`` / ``$NEWSLETTER_KIT_DB``, else ``data/demo.db`` (never the default ``data/newsletter.db``),
+and refuses a store with SMTP settings of its own; run again, it sends a new campaign
+(``spring-sale-2``...) to whoever is not suppressed or unsubscribed.
 
 Example::
 
