@@ -597,7 +597,7 @@ def _dry_run(run: _Run, limit: int | None) -> SendReport:
     due = [email for email in run.fields if states.get(email, "pending") in _RETRYABLE]
     for email in due:
         run.renderer.render(email, run.fields[email], message_id=run.renderer.new_message_id())
-    status = quota.quota_status(store, run.smtp)
+    status = quota.quota_status(store, run.smtp, reclaim=False)
     report.would_send = min(len(due), status.remaining, limit if limit is not None else len(due))
     if report.would_send < len(due) and report.would_send == status.remaining:
         report.paused, report.resume_at = "quota", status.resets_at.isoformat()

@@ -173,8 +173,10 @@ class QuotaStatus:
 
 
 def quota_status(store: Store, settings: SmtpSettings | None = None, *,
-                 now: dt.datetime | None = None) -> QuotaStatus:
+                 now: dt.datetime | None = None, reclaim: bool = True) -> QuotaStatus:
     """Today's limit, use and what remains; abandoned reservations are reclaimed first.
+
+    ``reclaim=False`` only reads (a dry run): abandoned reservations then still count as held.
 
     Example::
 
@@ -183,7 +185,8 @@ def quota_status(store: Store, settings: SmtpSettings | None = None, *,
     """
     settings = settings or require_smtp_settings(store)
     moment = _now(now)
-    reclaim_abandoned(store, now=moment)
+    if reclaim:
+        reclaim_abandoned(store, now=moment)
     day = quota_day(moment, settings.timezone)
     used, reserved = _day_row(store, day.isoformat())
     return QuotaStatus(
