@@ -6,10 +6,10 @@ local part; Postfix delivers to Dovecot mailboxes. Nothing here looks at wall-cl
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import json
-import os
 import signal
 import smtplib
 import subprocess
@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -153,7 +152,7 @@ def test_wrong_password_is_a_clear_error_and_nothing_is_marked_sent(store, smtp_
     assert quota.quota_status(store).to_dict()["used"] == 0
     assert store.conn.execute("SELECT count(*) FROM quota_reservations").fetchone()[0] == 0
     # The CLI says it in one line, no traceback.
-    result = _cli(["campaign", "send", "spring"], env={PASSWORD_ENV: "wrong"})
+    result = _invoke(["campaign", "send", "spring"])
     assert result.returncode == 1
     assert "refused the user name or password" in result.stderr
     assert "Traceback" not in result.stderr
@@ -227,7 +226,7 @@ def test_a_run_pauses_at_the_quota_and_the_next_run_resumes(store, smtp_server):
 
     blocked = campaigns.send_campaign(store, "spring")
     assert (blocked.attempted, blocked.paused) == (0, "quota")
-    assert campaigns.forecast_finish(store, "spring") == quota.quota_status(store).day + __import__("datetime").timedelta(days=1)
+    assert campaigns.forecast_finish(store, "spring") == quota.quota_status(store).day + dt.timedelta(days=1)
 
     update_smtp_settings(store, daily_limit=10)  # as if a new day had come
     last = campaigns.send_campaign(store, "spring")
@@ -425,10 +424,15 @@ def test_unknown_campaign_list_or_duplicate_name_is_a_clear_error(store):
 # --- the command line ---------------------------------------------------------------------
 
 
-def _cli(args, env=None, **kwargs):
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "newsletter_kit", *args], capture_output=True,
-                          text=True, env=full_env, timeout=120, **kwargs)
+def _invoke(args):
+    """The CLI in this process (fast); ``returncode``, ``stdout`` and ``stderr`` like a subprocess."""
+    from click.testing import CliRunner
+
+    from newsletter_kit.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    result.returncode = result.exit_code
+    return result
 
 
 def _start_cli(args):
@@ -445,34 +449,34 @@ def test_cli_create_send_status_quota(store, smtp_server, tmp_path):
     bad = tmp_path / "bad.html"
     bad.write_text("<p>Hi {{ first_name </p>", encoding="utf-8")
 
-    broken = _cli(["campaign", "create", "x", "--list", "news", "--subject", "S", "--html", str(bad)])
+    broken = _invoke(["campaign", "create", "x", "--list", "news", "--subject", "S", "--html", str(bad)])
     assert broken.returncode == 1 and broken.stderr.count("\n") == 1 and "Traceback" not in broken.stderr
-    missing = _cli(["campaign", "create", "x", "--list", "nope", "--subject", "S", "--html", str(html)])
+    missing = _invoke(["campaign", "create", "x", "--list", "nope", "--subject", "S", "--html", str(html)])
     assert missing.returncode == 1 and "no contact list named 'nope'" in missing.stderr
 
-    created = _cli(["campaign", "create", "spring", "--list", "news", "--subject", "Hi {{ first_name }}",
+    created = _invoke(["campaign", "create", "spring", "--list", "news", "--subject", "Hi {{ first_name }}",
                     "--html", str(html)])
     assert created.returncode == 0, created.stderr
-    dry = _cli(["campaign", "send", "spring", "--dry-run", "--json"])
+    dry = _invoke(["campaign", "send", "spring", "--dry-run", "--json"])
     assert json.loads(dry.stdout)["would_send"] == 3 and srv.messages == []
 
-    sent = _cli(["campaign", "send", "spring", "--json"])
+    sent = _invoke(["campaign", "send", "spring", "--json"])
     assert sent.returncode == 0, sent.stderr
     doc = json.loads(sent.stdout)
     assert (doc["sent"], doc["paused"]) == (3, "quota")
     assert doc["resume_at"] in sent.stderr  # says when it can continue
 
-    status = json.loads(_cli(["campaign", "status", "spring", "--json"]).stdout)
+    status = json.loads(_invoke(["campaign", "status", "spring", "--json"]).stdout)
     assert status == {"total": 5, "sent": 3, "failed": 0, "excluded": 0, "pending": 2, "unknown": 0}
-    human = _cli(["campaign", "status", "spring"])
+    human = _invoke(["campaign", "status", "spring"])
     assert "finishes" in human.stdout
-    q = json.loads(_cli(["quota", "--json"]).stdout)
+    q = json.loads(_invoke(["quota", "--json"]).stdout)
     assert set(q) == {"limit", "used", "remaining", "resets_at"}
     assert (q["limit"], q["used"], q["remaining"]) == (3, 3, 0)
     assert q["resets_at"].endswith(("+01:00", "+02:00"))  # Europe/Rome
-    listing = _cli(["campaign", "list"])
+    listing = _invoke(["campaign", "list"])
     assert listing.stdout.startswith("spring\tnews\tpaused\t3 sent")
-    assert _cli(["campaign", "status", "nope"]).returncode == 1
+    assert _invoke(["campaign", "status", "nope"]).returncode == 1
 
 
 def test_two_senders_started_together_share_the_quota_and_send_nobody_twice(store, smtp_server):
