@@ -9,16 +9,34 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
+import imaplib
+import json
+import mailbox as std_mailbox
+import multiprocessing
+import os
+import re
 import socket
 import ssl
-from collections.abc import Callable
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from pathlib import Path
 from typing import Any
 
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from . import bounces as _bounces
 from .errors import AuthenticationFailed, CertificateError, ConnectionFailed, MailboxError, ValidationError
-from .settings import BounceSettings, resolve_password
+from .settings import BounceSettings, require_bounce_settings, resolve_password
+from .store import Store, now_iso
 from .transport import tls_context
 
 #: ``factory(host, port, ssl=..., ssl_context=..., timeout=...)`` → an IMAPClient.
@@ -163,28 +181,6 @@ def _reason(exc: BaseException) -> str:
 # de-duplicated by Message-ID and sha256, which covers a UIDVALIDITY change (a recreated
 # folder is scanned again) and the same report present twice.
 
-import hashlib
-import imaplib
-import json
-import mailbox as std_mailbox
-import multiprocessing
-import os
-import re
-import sys
-from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email.message import Message
-from email.parser import BytesHeaderParser
-from email.policy import compat32
-from pathlib import Path
-
-from . import bounces as _bounces
-from .settings import require_bounce_settings
-from .store import Store, now_iso
-
 #: The most bytes fetched in one batch, whatever the batch size says (bounces quote originals).
 MAX_BATCH_BYTES = 64 * 1024 * 1024
 #: Messages above this size are sized one by one when batching; smaller ones count as this.
@@ -202,7 +198,6 @@ class Fetched:
 
     raw: bytes
     uid: int | None = None
-    received_at: str | None = None
 
 
 @dataclass
@@ -649,8 +644,7 @@ def _record(store: Store, source: str, kind_source: str, uidvalidity: int | None
         _record_unsubscribe(store, item.unsubscribe[1], item.unsubscribe[0])
         return []
     added = _bounces.record_report(store, item.report, report_key=item.message_id or f"sha256:{item.digest}",
-                                   source=kind_source, mailbox_message_id=row_id,
-                                   received_at=item.message.received_at)
+                                   source=kind_source, mailbox_message_id=row_id)
     counting = {r.address for r in item.report.recipients if r.kind in _bounces.BOUNCE_KINDS}
     return [a for a in added if a in counting]
 
@@ -682,7 +676,7 @@ def _insert_message(store: Store, source: str, uidvalidity: int | None, item: _P
         "INSERT INTO mailbox_messages (source, uidvalidity, uid, message_id, sha256, kind, error,"
         " received_at, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (source, uidvalidity if message.uid is not None else None, message.uid, item.message_id,
-         item.digest, item.kind, error, message.received_at, now_iso()),
+         item.digest, item.kind, error, item.report.date, now_iso()),
     )
     return int(cursor.lastrowid or 0)
 
