@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -168,6 +169,18 @@ def _field_names(store: Store, list_name: str) -> set[str]:
     return {row[0] for row in rows}
 
 
+def _excluded_members(store: Store, campaign: Campaign, policy: str | None) -> dict[str, tuple[int, str]]:
+    """The list's members the campaign excludes: address → (contact id, reason in words)."""
+    reasons = audience.exclusion_reasons(store, campaign.name, policy)
+    if not reasons:
+        return {}
+    rows = store.conn.execute(
+        "SELECT c.id, c.email FROM list_members m JOIN contacts c ON c.id = m.contact_id "
+        "WHERE m.list_id = (SELECT id FROM lists WHERE name = ?) AND c.email IN "
+        "(SELECT email FROM unsubscribes UNION SELECT email FROM suppressions)", (campaign.list_name,))
+    return {email: (cid, reasons[email]) for cid, email in rows if email in reasons}
+
+
 def _envelope_sender(smtp: SmtpSettings, bounce: BounceSettings | None) -> str:
     """MAIL FROM: the bounce address, so bounces reach the mailbox we read."""
     return bounce.bounce_address if bounce and bounce.bounce_address else smtp.from_addr
@@ -204,8 +217,8 @@ def campaign_status(store: Store, name: str) -> dict[str, int]:
         {'total': 1, 'sent': 0, 'failed': 0, 'excluded': 0, 'pending': 1, 'unknown': 0}
     """
     campaign = get_campaign(store, name)
-    frame = audience.audience_frame(store, campaign.name, campaign.list_name)
-    eligible = set(frame.loc[~frame["excluded"], "email"])
+    eligible = {r.email for r in audience.eligible_recipients(store, campaign.name, campaign.list_name)}
+    excluded = _excluded_members(store, campaign, None)
     counts = {"sent": 0, "failed": 0, "excluded": 0, "pending": 0, "unknown": 0}
     seen: set[str] = set()
     for email, state in store.conn.execute(
@@ -217,9 +230,8 @@ def campaign_status(store: Store, name: str) -> dict[str, int]:
             counts["pending"] += 1
         else:
             counts[state] += 1
-    for email, excluded in zip(frame["email"], frame["excluded"]):
-        if email not in seen:
-            counts["excluded" if excluded else "pending"] += 1
+    counts["pending"] += len(eligible - seen)
+    counts["excluded"] += len(excluded.keys() - seen)
     return {"total": sum(counts.values()), **counts}
 
 
@@ -331,7 +343,7 @@ class _Run:
         self.report = report
         self.envelope_from = _envelope_sender(smtp, bounce)
         self.owner = quota.new_owner()
-        self.fields: dict[str, dict[str, Any]] = {}
+        self.recipients: dict[str, audience.Recipient] = {}
         self.consecutive_failures = 0
         self.last_reply: str | None = None
         self.lock = threading.Lock()
@@ -360,28 +372,27 @@ class _Run:
         Returns (newly excluded, pending). With ``write=False`` (dry run) only counts.
         """
         campaign, conn = self.campaign, self.store.conn
-        frame = audience.audience_frame(self.store, campaign.name, campaign.list_name, self.smtp.exclusion)
-        reasons = dict(zip(frame["email"], frame["reason"]))
         recipients = audience.eligible_recipients(self.store, campaign.name, campaign.list_name,
                                                   self.smtp.exclusion)
-        self.fields = {r.email: r.fields for r in recipients}
+        self.recipients = {r.email: r for r in recipients}
+        members = _excluded_members(self.store, campaign, self.smtp.exclusion)
         rows = dict(conn.execute("SELECT email, state FROM deliveries WHERE campaign_id = ?",
                                  (campaign.id,)).fetchall())
         to_add = [r for r in recipients if r.email not in rows]
-        back = [e for e, s in rows.items() if s == "excluded" and e in self.fields]
-        excluded = [(e, reasons.get(e) or f"no longer on the list {campaign.list_name!r}")
-                    for e, s in rows.items() if s in _RETRYABLE and e not in self.fields]
-        excluded += [(e, reason) for e, reason in reasons.items() if reason and e not in rows]
+        back = [e for e, s in rows.items() if s == "excluded" and e in self.recipients]
+        gone = f"no longer on the list {campaign.list_name!r}"
+        excluded = [(e, *members.get(e, (None, gone)))
+                    for e, s in rows.items() if s in _RETRYABLE and e not in self.recipients]
+        excluded += [(e, cid, reason) for e, (cid, reason) in members.items() if e not in rows]
         pending = len(to_add) + len(back) + sum(
-            1 for e, s in rows.items() if s in _RETRYABLE and e in self.fields)
+            1 for e, s in rows.items() if s in _RETRYABLE and e in self.recipients)
         if write and (to_add or back or excluded):
-            self._write_audience(to_add, back, excluded, frame)
+            self._write_audience(to_add, back, excluded)
         return len(excluded), pending
 
     def _write_audience(self, to_add: list[audience.Recipient], back: list[str],
-                        excluded: list[tuple[str, str]], frame: Any) -> None:
+                        excluded: list[tuple[str, int | None, str]]) -> None:
         now, cid, conn = now_iso(), self.campaign.id, self.store.conn
-        ids = dict(zip(frame["email"], frame["contact_id"].astype(int)))
         with self.store.transaction():
             conn.executemany(
                 "INSERT OR IGNORE INTO deliveries (campaign_id, contact_id, email, state, created_at, "
@@ -396,7 +407,7 @@ class _Run:
                 "updated_at) VALUES (?, ?, ?, 'excluded', ?, ?, ?) ON CONFLICT (campaign_id, email) "
                 "DO UPDATE SET state = 'excluded', reason = excluded.reason, updated_at = excluded.updated_at "
                 "WHERE deliveries.state IN ('pending', 'deferred')",
-                [(cid, ids.get(e), e, reason, now, now) for e, reason in excluded])
+                [(cid, contact, e, reason, now, now) for e, contact, reason in excluded])
 
     # -- batches
 
@@ -432,16 +443,14 @@ class _Run:
         renderer, envelope_from = self.renderer, self.envelope_from
 
         def build(row: _Row) -> Callable[[], bytes]:
-            fields = self.fields.get(row.email)
-            if fields is None:
-                fields = self._fields_of(row)
+            recipient = self.recipients.get(row.email)
+            fields = recipient.fields if recipient is not None else self._fields_of(row)
             return lambda: renderer.render(row.email, fields, message_id=row.message_id)
 
         return [(envelope_from, row.email, build(row)) for row in rows]
 
     def _fields_of(self, row: _Row) -> dict[str, Any]:
-        import json
-
+        # A row another process added for a contact this run's audience did not include.
         found = self.store.conn.execute("SELECT fields FROM contacts WHERE email = ?", (row.email,)).fetchone()
         return json.loads(found[0]) if found else {}
 
@@ -594,9 +603,9 @@ def _dry_run(run: _Run, limit: int | None) -> SendReport:
     report.excluded, report.pending = run.refresh_audience(write=False)
     states = dict(store.conn.execute(
         "SELECT email, state FROM deliveries WHERE campaign_id = ?", (run.campaign.id,)).fetchall())
-    due = [email for email in run.fields if states.get(email, "pending") in _RETRYABLE]
-    for email in due:
-        run.renderer.render(email, run.fields[email], message_id=run.renderer.new_message_id())
+    due = [r for email, r in run.recipients.items() if states.get(email, "pending") in _RETRYABLE]
+    for recipient in due:
+        run.renderer.render(recipient.email, recipient.fields, message_id=run.renderer.new_message_id())
     status = quota.quota_status(store, run.smtp, reclaim=False)
     report.would_send = min(len(due), status.remaining, limit if limit is not None else len(due))
     if report.would_send < len(due) and report.would_send == status.remaining:
