@@ -990,6 +990,8 @@ from .store import Store, now_iso
 
 #: Kinds that count towards the threshold; policy (5.7.x) only with ``count_policy``.
 COUNTED_KINDS = (HARD, SOFT)
+#: Recipients of these kinds get a bounces row; a success notice ("relayed") does not.
+RECORDED_KINDS = frozenset({HARD, SOFT, POLICY, DELAYED, COMPLAINT})
 
 
 def _utc_iso(value: str | None) -> str | None:
@@ -1182,7 +1184,8 @@ def list_suppressions(store: Store) -> list[dict[str, object]]:
         "SELECT email, since, bounce_count, evidence, reason FROM suppressions ORDER BY since, email"
     )
     return [
-        {"address": email, "since": since, "bounces": count, "evidence": json.loads(evidence), "reason": reason}
+        {"address": email, "since": since, "bounces": count, "evidence": json.loads(evidence),
+         "reason": reason}
         for email, since, count, evidence, reason in rows
     ]
 
@@ -1227,7 +1230,8 @@ def record_report(
     mailbox_message_id: int | None = None,
     received_at: str | None = None,
 ) -> list[str]:
-    """Insert one ``bounces`` row per recipient of ``report``; returns the addresses newly recorded.
+    """Insert one ``bounces`` row per failed, delayed or complaining recipient of ``report``;
+    returns the addresses newly recorded.
 
     The campaign and delivery come from the ledger (by our original's Message-ID), else from
     the report's ``X-Newsletter-Campaign``.  A (report_key, address) already recorded is skipped.
@@ -1235,15 +1239,16 @@ def record_report(
     >>> record_report(store, parse_bounce(raw), report_key="<r1@mx>", source="file")  # doctest: +SKIP
     ['mario.rossi@example.it']
     """
-    if not report.recipients:
+    recipients = [r for r in report.recipients if r.kind in RECORDED_KINDS]
+    if not recipients:
         return []
     delivery = find_delivery(store, report.message_id)
     campaign = delivery[1] if delivery else report.campaign
     bounced_at = _utc_iso(report.date) or _utc_iso(received_at) or now_iso()
     recorded_at = now_iso()
-    single = len(report.recipients) == 1
+    single = len(recipients) == 1
     added: list[str] = []
-    for rcpt in report.recipients:
+    for rcpt in recipients:
         delivery_id = delivery[0] if delivery and (single or delivery[2] == rcpt.address) else None
         cursor = store.conn.execute(
             "INSERT OR IGNORE INTO bounces (email, kind, status, action, diagnostic, remote_mta, campaign,"
@@ -1307,7 +1312,8 @@ def _record_rows(store: Store, report: BounceReport, key: str, delivery_id: int 
 
 
 __all__ += [
-    "COUNTED_KINDS", "apply_threshold", "bounce_counts", "counting_query", "find_delivery",
+    "COUNTED_KINDS", "RECORDED_KINDS", "apply_threshold", "bounce_counts", "counting_query",
+    "find_delivery",
     "list_suppressions", "record_report", "record_smtp_rejection", "remove_suppression",
     "suppress", "suppression_history",
 ]

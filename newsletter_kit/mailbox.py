@@ -276,7 +276,8 @@ def _fetch_imap(store: Store, settings: BounceSettings, imap: imapclient.IMAPCli
     report = FetchReport(source)
     moving = bool(settings.processed_folder)
     if moving and settings.processed_folder == settings.folder:
-        raise ValidationError("the processed folder must differ from the monitored folder", "processed_folder")
+        raise ValidationError("the processed folder must differ from the monitored folder",
+                              "processed_folder")
     try:
         info, uidvalidity, last_uid = _select(store, imap, settings, source, readonly=not moving)
         if moving:
@@ -295,7 +296,8 @@ def _fetch_imap(store: Store, settings: BounceSettings, imap: imapclient.IMAPCli
                     f"{_where(settings)}: the connection failed ({_reason(exc)}); what was read before "
                     "is recorded: run the fetch again to continue where it stopped"
                 ) from None
-            yield _Batch([_fetched(uid, data[uid]) for uid in batch if uid in data], (uidvalidity, batch[-1]), batch)
+            messages = [_fetched(uid, data[uid]) for uid in batch if uid in data]
+            yield _Batch(messages, (uidvalidity, batch[-1]), batch)
 
     def recorded(batch: _Batch) -> None:
         if moving:
@@ -385,7 +387,8 @@ def _prepare_processed_folder(imap: imapclient.IMAPClient, settings: BounceSetti
             report.moved += len(left)
 
 
-def _move(imap: imapclient.IMAPClient, settings: BounceSettings, uids: list[int], report: FetchReport) -> None:
+def _move(imap: imapclient.IMAPClient, settings: BounceSettings, uids: list[int],
+          report: FetchReport) -> None:
     """MOVE processed messages when the server can; else COPY only (nothing is ever expunged)."""
     try:
         if imap.has_capability("MOVE"):
@@ -565,7 +568,10 @@ def _pool_context() -> Any:
     return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
 
 
-def _parse_many(raws: list[bytes], key: bytes) -> list[tuple[str, _bounces.BounceReport, str, tuple[str, str | None] | None]]:
+_ParsedParts = tuple[str, _bounces.BounceReport, str, tuple[str, str | None] | None]
+
+
+def _parse_many(raws: list[bytes], key: bytes) -> list[_ParsedParts]:
     """In a worker process: what _Parsed holds besides the message (the bytes are not sent back)."""
     out = []
     for raw in raws:
@@ -665,7 +671,8 @@ def _seen(store: Store, parsed: list[_Parsed]) -> tuple[set[str], set[str]]:
     found_digests = {row[0] for row in store.conn.execute(
         "SELECT sha256 FROM mailbox_messages WHERE sha256 IN (SELECT value FROM json_each(?))", (digests,))}
     found_ids = {row[0] for row in store.conn.execute(
-        "SELECT message_id FROM mailbox_messages WHERE message_id IN (SELECT value FROM json_each(?))", (ids,))}
+        "SELECT message_id FROM mailbox_messages WHERE message_id IN (SELECT value FROM json_each(?))",
+        (ids,))}
     return found_digests, found_ids
 
 
@@ -735,7 +742,8 @@ def _record_unsubscribe(store: Store, campaign: str | None, email: str) -> None:
         from .audience import add_unsubscribe
     except ImportError:
         store.conn.execute(
-            "INSERT OR IGNORE INTO unsubscribes (email, campaign, source, created_at) VALUES (?, ?, 'mailto', ?)",
+            "INSERT OR IGNORE INTO unsubscribes (email, campaign, source, created_at)"
+            " VALUES (?, ?, 'mailto', ?)",
             (email, campaign, now_iso()),
         )
         return

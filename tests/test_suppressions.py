@@ -111,6 +111,14 @@ def test_an_mbox_file_and_the_same_reports_from_another_source_count_once(store:
     assert nk.bounce_counts(store) == {f"u{i}@example.org": 1 for i in range(3)}
 
 
+def test_a_success_notice_records_no_bounce(store: Store, tmp_path: Path) -> None:
+    settings = _configure(store)
+    relayed = postfix_dsn("fine@example.org", status="2.0.0").replace(b"Action: failed", b"Action: relayed")
+    report = fetch_bounces(store, settings, source_path=_write(tmp_path / "ok", [relayed]))
+    assert report.fetched == 1 and "hard" not in report.bounces and report.suppressed == []
+    assert store.conn.execute("SELECT count(*) FROM bounces").fetchone()[0] == 0
+
+
 def test_a_report_without_message_id_is_keyed_by_its_content(store: Store, tmp_path: Path) -> None:
     settings = _configure(store, threshold=3)
     raw = postfix_dsn("x@example.org").replace(b"Message-Id: ", b"X-Old-Id: ")
