@@ -427,3 +427,32 @@ def test_send_campaign_through_postfix_then_fetch_suppresses_and_honours_mailto_
     assert report.unsubscribed == [(ok, "nov")]
     assert store.conn.execute("SELECT email, campaign, source FROM unsubscribes").fetchall() == [(ok, "nov", "mailto")]
     assert fetch_bounces(store).fetched == 0
+
+
+def test_cli_bounces_fetch_reads_the_configured_mailbox(
+    sent: Sent, dovecot: mailservers.Dovecot, nk_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from newsletter_kit.cli import cli
+    from newsletter_kit.settings import update_bounce_settings
+
+    user, password = _copy_user(dovecot, sent.bounces_of("nov"))
+    store = open_store(nk_db)
+    update_bounce_settings(store, host="localhost", port=dovecot.imap_port, user=user, threshold=1,
+                           password_ref="env:NK_TEST_CLI_PW", ca_file=dovecot.ca_file, folder="Bounces")
+    store.close()
+    runner = CliRunner()
+
+    monkeypatch.setenv("NK_TEST_CLI_PW", "wrong")
+    result = runner.invoke(cli, ["bounces", "fetch", "--json"])
+    assert result.exit_code == 1 and "refused the user name or password" in result.stderr
+    assert result.stdout == "" and "wrong" not in result.stderr
+
+    monkeypatch.setenv("NK_TEST_CLI_PW", password)
+    result = runner.invoke(cli, ["bounces", "fetch", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"fetched": 3, "bounces": {"hard": 2, "soft": 1},
+                                         "suppressed": sent.bounced}
+    result = runner.invoke(cli, ["bounces", "fetch"])
+    assert result.exit_code == 0 and "fetched 0 new message(s)" in result.stderr
