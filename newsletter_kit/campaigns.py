@@ -304,6 +304,8 @@ class SendReport:
         return "\n".join(line for line in lines if line)
 
     def _next_step(self) -> str:
+        if self.dry_run and self.paused == "quota":
+            return f"today's send limit allows {self.would_send}; the rest would follow after {self.resume_at}"
         if self.paused == "quota":
             return (f"paused: today's send limit is used; run `send` again after {self.resume_at} "
                     "to continue")

@@ -636,3 +636,23 @@ def test_smtp_replies_map_to_outcomes(code, reply, kind, status):
 
     outcome = classify_reply(code, reply)
     assert (outcome.kind, outcome.code, outcome.status) == (kind, code, status)
+
+
+def test_a_421_on_one_of_several_connections_pauses_them_all_and_loses_nobody(store, smtp_server):
+    srv = smtp_server(tls="none", delay=0.002)
+    configure(store, srv)
+    emails = addresses(30) + ["rcpt421.x@example.org"] + addresses(30, prefix="later")
+    contacts(store, emails)
+    make_campaign(store)
+
+    report = campaigns.send_campaign(store, "spring", connections=3)
+
+    assert report.paused == "connection"
+    states = {e: s for e, (s, *_) in ledger(store).items()}
+    assert states["rcpt421.x@example.org"] == "pending"
+    assert set(states.values()) <= {"sent", "pending"}          # nothing left in flight
+    assert {e for e, s in states.items() if s == "sent"} == set(received(srv))
+    assert max(received(srv).values()) == 1
+    add_unsubscribe(store, "rcpt421.x@example.org")
+    campaigns.send_campaign(store, "spring", connections=3)
+    assert received(srv) == Counter({e: 1 for e in emails if not e.startswith("rcpt421")})
