@@ -43,6 +43,14 @@ style="display:inline-block;padding:12px 24px;background:#2a7ae2;color:#ffffff;t
 <ul style="font-size:16px;line-height:24px;color:#555555">
 <li>Giacche leggere, a partire da 49 €</li><li>Scarpe da città e da trekking, -20%</li>
 <li>Accessori: borse, cappelli e occhiali da sole</li></ul>
+<h2 style="font-size:20px;color:#333333">I più amati della settimana</h2>
+<p style="font-size:16px;line-height:24px;color:#555555">Le sneaker bianche in pelle, il trench color sabbia
+e la borsa a tracolla in tela sono tornati disponibili in tutte le taglie. Li trovi nella sezione
+novità del sito e nei negozi di Milano, Roma, Torino e Bologna, aperti anche la domenica.</p>
+<p style="font-size:16px;line-height:24px;color:#555555">Hai domande su un ordine? Rispondi a questa email
+oppure scrivici dalla pagina assistenza: ti risponderemo entro 24 ore, dal lunedì al sabato.</p>
+<p style="font-size:16px;line-height:24px;color:#555555">Ti ricordiamo che il reso è gratuito entro 30 giorni
+dall'acquisto, sia in negozio sia con il corriere: basta stampare l'etichetta dalla tua area personale.</p>
 <p style="font-size:16px;line-height:24px;color:#555555">A presto,<br>il team di Shop Example</p>
 </td></tr>
 <tr><td style="padding:16px 24px;font-size:12px;line-height:18px;color:#999999;border-top:1px solid #eeeeee">
