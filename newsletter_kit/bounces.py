@@ -395,8 +395,9 @@ def _merge(recipients: list[BounceRecipient]) -> list[BounceRecipient]:
 class _Context:
     """One parsed message plus what detectors share, computed once on first use."""
 
-    def __init__(self, msg: Message):
+    def __init__(self, msg: Message, raw: bytes = b""):
         self.msg = msg
+        self.raw = raw
         self._typed: list[tuple[str, Message]] | None = None
         self._text: str | None = None
         self._original: tuple[Message | None] | None = None
@@ -422,6 +423,16 @@ class _Context:
             self._text = _body_text(self.msg)
         return self._text
 
+    def heuristic_msg(self) -> Message:
+        """The message for flufl.bounce's line-by-line heuristics: its first 256 KB when larger.
+
+        They scan every line of every part (attachments included), so a big message costs them
+        seconds; a notice's wording and addresses come first, before any quoted attachment.
+        """
+        if len(self.raw) <= _HEURISTIC_LIMIT:
+            return self.msg
+        return email.message_from_bytes(self.raw[:_HEURISTIC_LIMIT], policy=compat32)
+
     def subject(self) -> str:
         return _header(self.msg, "Subject") or ""
 
@@ -438,6 +449,7 @@ class _Context:
 
 
 _TEXT_LIMIT = 256 * 1024
+_HEURISTIC_LIMIT = 256 * 1024
 
 
 def _payload(part: Message) -> list[Message] | str:
@@ -785,7 +797,7 @@ def _detect_autoreply_subject(ctx: _Context) -> BounceReport | None:
 
 def _detect_failure_notice(ctx: _Context) -> BounceReport | None:
     """Non-DSN notices: flufl.bounce's detectors, X-Failed-Recipients, then our own wording."""
-    temporary, permanent, flufl_error = _flufl_failures(ctx.msg)
+    temporary, permanent, flufl_error = _flufl_failures(ctx.heuristic_msg())
     failed = [a for a in map(_normalise_address, _failed_recipients_header(ctx.msg)) if a]
     text_found = []
     if not (temporary or permanent or failed) and _looks_like_failure(ctx):
@@ -847,32 +859,39 @@ def _notice_part(text: str) -> str:
     return text[: cut.start()] if cut else text
 
 
+_MAX_TEXT_RECIPIENTS = 100  # a "notice" naming more is not one; stop before it costs seconds
+
+
 def _text_failures(ctx: _Context, own: set[str]) -> list[tuple[str, str]]:
     """(address, context) pairs named as failed in a notice's own text, English or Italian."""
-    lines = _notice_part(ctx.text).splitlines()[:400]
+    lines = [line[:1000] for line in _notice_part(ctx.text).splitlines()[:400]]
     found: list[tuple[str, str]] = []
     for i, line in enumerate(lines):
         if "@" not in line:
             continue
         context = " ".join(lines[i : i + 4])
+        states_failure = _states_failure(line, context)
         for match in _SCAN_ADDRESS_RE.finditer(line):
             address = _normalise_address(match.group(0))
             if address is None or address in own or _DAEMON_RE.match(address):
                 continue
-            if _names_failure(line, match, context):
+            if states_failure or _names_alone_or_labelled(line, match):
                 found.append((address, context))
+                if len(found) >= _MAX_TEXT_RECIPIENTS:
+                    return found
     return found
 
 
-def _names_failure(line: str, match: re.Match[str], context: str) -> bool:
-    """Does ``line`` name ``match`` as a failed recipient (alone, labelled, or with failure wording)?"""
-    rest = (line[: match.start()] + line[match.end() :]).strip(" \t<>:;,.\"'()[]")
-    if not rest:
-        return True
-    if _LABEL_RE.search(line[: match.start()]):
-        return True
+def _states_failure(line: str, context: str) -> bool:
+    """Does this line (or the next few) state a failure: a code, or failure wording?"""
     low = context.lower()
-    return bool(_HARD_RE.search(low) or _FULL_RE.search(low) or _STATUS_RE.search(line) or _SMTP_CODE_RE.search(line))
+    return bool(_STATUS_RE.search(line) or _SMTP_CODE_RE.search(line) or _HARD_RE.search(low) or _FULL_RE.search(low))
+
+
+def _names_alone_or_labelled(line: str, match: re.Match[str]) -> bool:
+    """Is the address alone on its line, or after a label ("Destinatario:", "Recipient:")?"""
+    rest = (line[: match.start()] + line[match.end() :]).strip(" \t<>:;,.\"'()[]")
+    return not rest or _LABEL_RE.search(line[: match.start()]) is not None
 
 
 def _notice_recipients(
@@ -957,10 +976,25 @@ _DETECTORS: list[Detector] = [
 ]
 
 
+_MAX_LINE = 16384
+
+
+def _trim_long_lines(raw: bytes) -> bytes:
+    """Cut lines longer than 16 KB (RFC 5322 allows 998 octets): a multi-megabyte line costs the
+    heuristic detectors seconds of regex work and carries nothing a real report needs."""
+    if len(raw) <= _MAX_LINE:
+        return raw
+    lines = raw.split(b"\n")
+    if max(map(len, lines)) <= _MAX_LINE:
+        return raw
+    return b"\n".join(line[:_MAX_LINE] for line in lines)
+
+
 def _parse(raw: bytes) -> BounceReport:
     # compat32 on purpose: policy.default is about 5x slower and this is the ingestion hot path.
+    raw = _trim_long_lines(raw)
     msg = email.message_from_bytes(raw, policy=compat32)
-    ctx = _Context(msg)
+    ctx = _Context(msg, raw)
     report = None
     for detector in _DETECTORS:
         report = detector(ctx)
@@ -1063,6 +1097,7 @@ def counting_query(
         "            WHERE action = 'lifted' GROUP BY email) lifted ON lifted.email = b.email"
         " LEFT JOIN suppression_events le ON le.id = lifted.event_id"
         f" WHERE {' AND '.join(where)}"
+        " ORDER BY b.id"  # evidence lists the reports in the order they were recorded
     )
     return sql, params
 

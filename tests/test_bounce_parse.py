@@ -227,6 +227,17 @@ def test_huge_plain_notice_with_5mb_copy_of_the_message() -> None:
     assert report.addresses == ["anna.verdi@example.net"]
 
 
+def test_pathological_notices_stay_cheap() -> None:
+    # Before lines were capped these took minutes (regexes over a multi-megabyte line, per address).
+    head = b"From: MAILER-DAEMON@mx.example.net\nSubject: Undelivered Mail\n\n"
+    one_line = parse_bounce(head + b"x@y.example.com " * 200_000 + b"\n")
+    assert one_line.kind is OTHER and one_line.recipients == []
+    long_line = parse_bounce(head + b"a" * 5_000_000 + b"@example.com user unknown\n")
+    assert long_line.recipients == []
+    many_lines = parse_bounce(head + b"u@y.example.com user unknown\n" * 200_000)
+    assert many_lines.addresses == ["u@y.example.com"] and many_lines.kind is HARD
+
+
 def test_empty_and_garbage_input_is_other_with_a_reason() -> None:
     for raw in (b"", b"\x00\xff\xfe", b"\r\n\r\n", b"Content-Type: multipart/report; boundary=\"x\"\n\n--x\n"):
         report = parse_bounce(raw)
