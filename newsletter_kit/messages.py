@@ -360,8 +360,9 @@ def text_template_from_html(html: str) -> str | None:
     """A text template made once from the HTML template (Jinja tags kept), or None.
 
     html2text is far too slow to run per recipient, so the tags are swapped for placeholders,
-    the HTML converted once, and the tags put back. None when a tag does not survive the
-    conversion (one in an attribute html2text drops, say): then each message is converted.
+    the HTML converted once, and the tags put back. A ``{{ value }}`` where html2text drops
+    text (a ``<title>``, a ``class`` attribute) is dropped too, as it would be from each
+    message. None when a ``{% statement %}`` is lost or doubled: then each message is converted.
 
     Example::
 
@@ -377,7 +378,8 @@ def text_template_from_html(html: str) -> str | None:
     text = _html_to_text(_JINJA_SYNTAX.sub(placeholder, html))
     for i, tag in enumerate(tags):
         marker = _PLACEHOLDER.format(i)
-        if text.count(marker) != 1:
+        count = text.count(marker)
+        if count > 1 or (count == 0 and tag.startswith("{%")):
             return None
         text = text.replace(marker, tag)
     return text
