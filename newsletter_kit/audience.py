@@ -472,27 +472,12 @@ def _parse_objects(texts: list[str]) -> list[dict[str, Any]]:
     return json.loads("[" + ",".join(texts) + "]") if texts else []
 
 
-class _FieldBatch:
-    """The fields JSON of the recipients of one query, parsed together on first use."""
-
-    __slots__ = ("recipients", "texts")
-
-    def __init__(self) -> None:
-        self.recipients: list[Recipient] = []
-        self.texts: list[str] = []
-
-    def parse(self) -> None:
-        for recipient, fields in zip(self.recipients, _parse_objects(self.texts)):
-            recipient._fields = fields
-        self.recipients, self.texts = [], []
-
-
 class Recipient:
     """One contact to send a campaign to: ``contact_id``, ``email`` and template ``fields``.
 
     Compares and unpacks like the tuple ``(contact_id, email, fields)``. The fields of the
-    recipients :func:`eligible_recipients` returns are parsed on first use, all at once: a
-    send run reads few of a big list's.
+    recipients :func:`eligible_recipients` returns are parsed from JSON when first read: a
+    send run reads only those it sends to today, a few of a big list's.
 
     Example::
 
@@ -501,20 +486,20 @@ class Recipient:
         {'city': 'Rome'}
     """
 
-    __slots__ = ("contact_id", "email", "_fields", "_batch")
+    __slots__ = ("contact_id", "email", "_fields", "_json")
 
     def __init__(self, contact_id: int, email: str, fields: Mapping[str, Any] | None = None,
-                 _batch: _FieldBatch | None = None):
+                 _json: str | None = None):
         self.contact_id = contact_id
         self.email = email
-        self._fields: dict[str, Any] | None = None if _batch else dict(fields or {})
-        self._batch = _batch
+        self._fields: dict[str, Any] | None = None if _json is not None else dict(fields or {})
+        self._json = _json
 
     @property
     def fields(self) -> dict[str, Any]:
         """The contact's template fields (``{}`` when it has none)."""
         if self._fields is None:
-            self._batch.parse()  # type: ignore[union-attr]
+            self._fields, self._json = json.loads(self._json), None  # type: ignore[arg-type]
         return self._fields  # type: ignore[return-value]
 
     def _astuple(self) -> tuple[int, str, dict[str, Any]]:
@@ -583,12 +568,8 @@ def eligible_recipients(store: Store, campaign: str, list_name: str = ALL_LIST,
     if limit is not None:
         sql += " LIMIT :limit"
         params["limit"] = limit
-    batch = _FieldBatch()
-    with _bulk():
-        rows = store.conn.execute(sql, params).fetchall()
-        batch.texts = [row[2] for row in rows]
-        batch.recipients = [Recipient(cid, email, None, batch) for cid, email, _ in rows]
-        return batch.recipients[:]
+    with _bulk():  # one row at a time from the cursor: never all rows and all recipients at once
+        return [Recipient(cid, email, None, fields) for cid, email, fields in store.conn.execute(sql, params)]
 
 
 def exclusion_reasons(store: Store, campaign: str, policy: str | None = None) -> dict[str, str]:
