@@ -59,6 +59,7 @@ DEFERRAL_BACKOFF = (dt.timedelta(minutes=15), dt.timedelta(hours=1), dt.timedelt
 Progress = Callable[[int, int, "SendReport"], None]
 
 _RETRYABLE = ("pending", "deferred")
+_CLAIM_COLUMNS = "id, email, contact_id, message_id, attempts FROM deliveries"
 
 
 # --- campaigns ----------------------------------------------------------------------------
@@ -324,6 +325,15 @@ class SendReport:
 
 
 @dataclass
+class _Claim:
+    """Rows marked in flight together, with the quota reserved for them (``granted``)."""
+
+    rows: list[_Row]
+    day: str
+    granted: int
+
+
+@dataclass
 class _Row:
     id: int
     email: str
@@ -419,26 +429,36 @@ class _Run:
             "SELECT count(*) FROM deliveries WHERE campaign_id = ? AND (state = 'pending' OR "
             "(state = 'deferred' AND next_attempt_at <= ?))", (self.campaign.id, now_iso())).fetchone()[0])
 
-    def claim(self, want: int) -> tuple[list[_Row], str, int]:
+    def claim(self, want: int) -> _Claim:
         """Mark up to ``want`` due rows in flight and reserve their quota, in one transaction.
 
-        Returns (rows, quota day, granted); no rows with ``granted == 0`` means the quota is used.
+        No rows with ``granted == 0`` means today's quota is used; ``granted == -1``: nothing due.
         """
-        conn, now = self.store.conn, now_iso()
         with self.store.transaction():
-            candidates = conn.execute(
-                "SELECT id, email, contact_id, message_id, attempts FROM deliveries WHERE campaign_id = ? "
-                "AND (state = 'pending' OR (state = 'deferred' AND next_attempt_at <= ?)) "
-                "ORDER BY id LIMIT ?", (self.campaign.id, now, want)).fetchall()
-            if not candidates:
-                return [], "", -1
-            day, granted = quota.reserve(self.store, len(candidates), owner=self.owner, settings=self.smtp)
-            rows = [_Row(rid, email, contact, mid or self.renderer.new_message_id(), attempts)
-                    for rid, email, contact, mid, attempts in candidates[:granted]]
-            conn.executemany(
-                "UPDATE deliveries SET state = 'inflight', message_id = ?, owner = ?, updated_at = ? "
-                "WHERE id = ?", [(r.message_id, self.owner, now, r.id) for r in rows])
-        return rows, day, granted
+            return self._claim(want)
+
+    def _claim(self, want: int) -> _Claim:
+        conn, now = self.store.conn, now_iso()
+        if want <= 0:
+            return _Claim([], "", -1)
+        # Two index range scans (campaign_id, state), deferred first: they have waited. One
+        # query with OR would scan the whole campaign and sort it, for every batch.
+        candidates = conn.execute(
+            f"SELECT {_CLAIM_COLUMNS} WHERE campaign_id = ? AND state = 'deferred' "
+            "AND next_attempt_at <= ? ORDER BY id LIMIT ?", (self.campaign.id, now, want)).fetchall()
+        if len(candidates) < want:
+            candidates += conn.execute(
+                f"SELECT {_CLAIM_COLUMNS} WHERE campaign_id = ? AND state = 'pending' ORDER BY id LIMIT ?",
+                (self.campaign.id, want - len(candidates))).fetchall()
+        if not candidates:
+            return _Claim([], "", -1)
+        day, granted = quota.reserve(self.store, len(candidates), owner=self.owner, settings=self.smtp)
+        rows = [_Row(rid, email, contact, mid or self.renderer.new_message_id(), attempts)
+                for rid, email, contact, mid, attempts in candidates[:granted]]
+        conn.executemany(
+            "UPDATE deliveries SET state = 'inflight', message_id = ?, owner = ?, updated_at = ? "
+            "WHERE id = ?", [(r.message_id, self.owner, now, r.id) for r in rows])
+        return _Claim(rows, day, granted)
 
     def jobs(self, rows: list[_Row]) -> list[SendJob]:
         """One job per row; its message is built by the thread that sends it."""
@@ -468,10 +488,14 @@ class _Run:
             elif outcome.kind == "sent":
                 self.consecutive_failures = 0
 
-    def settle(self, rows: list[_Row], outcomes: list[SendOutcome | None], started: list[bool],
-               day: str, granted: int) -> None:
-        """Record every outcome and the quota used, in one transaction."""
-        now = now_iso()
+    def settle(self, batch: _Claim, outcomes: list[SendOutcome | None], started: list[bool],
+               claim_next: int = 0) -> _Claim:
+        """Record every outcome and the quota used, and claim the next batch, in one transaction.
+
+        One commit per batch instead of two: the next batch's rows are in flight (committed)
+        before any of them is sent, as the ledger requires.
+        """
+        rows, now = batch.rows, now_iso()
         updates: dict[str, list[tuple[Any, ...]]] = {"sent": [], "deferred": [], "failed": [],
                                                      "pending": [], "unknown": [], "untouched": []}
         rejections: list[tuple[_Row, SendOutcome]] = []
@@ -490,10 +514,13 @@ class _Run:
         accepted = len(updates["sent"])
         with self.store.transaction():
             self._write_outcomes(updates)
-            quota.settle(self.store, owner=self.owner, day=day, released=granted, accepted=accepted)
+            quota.settle(self.store, owner=self.owner, day=batch.day, released=batch.granted,
+                         accepted=accepted)
             for row, outcome in rejections:
                 self.report.suppressed += self._record_rejection(row, outcome)
+            following = self._claim(claim_next)
         self._count(updates)
+        return following
 
     @staticmethod
     def _ledger_state(row: _Row, outcome: SendOutcome | None, started: bool) -> str:
@@ -633,43 +660,50 @@ def _send_batches(run: _Run, limit: int | None, progress: Progress | None, conne
         _set_status(run, "sending")
         if progress:
             progress(0, total, report)
-        batch = BATCH_PER_CONNECTION * connections
-        while not halt.is_set():
-            want = batch if limit is None else min(batch, limit - report.attempted)
-            if want <= 0:
-                break
-            if stop_event is not None and stop_event.is_set():
-                report.paused = "stopped"
-                break
-            rows, day, granted = run.claim(want)
-            if not rows:
-                if granted == 0:
-                    report.paused = "quota"
-                    report.resume_at = quota.quota_status(run.store, run.smtp).resets_at.isoformat()
-                break
-            _send_one_batch(run, pool, rows, day, granted, halt, stop_event, max_failures)
+        size = BATCH_PER_CONNECTION * connections
+
+        def next_size(settling: int = 0) -> int:
+            if halt.is_set() or (stop_event is not None and stop_event.is_set()):
+                return 0
+            # ``settling``: the batch being settled, not yet in report.attempted.
+            return size if limit is None else min(size, limit - report.attempted - settling)
+
+        claimed = run.claim(next_size())
+        while claimed.rows:
+            outcomes, started = _send_one_batch(run, pool, claimed, halt, stop_event, max_failures)
+            attempted = sum(1 for outcome in outcomes if outcome is not None)
+            claimed = run.settle(claimed, outcomes, started, claim_next=next_size(attempted))
             if progress:
                 progress(report.attempted, max(total, report.attempted), report)
+        if claimed.granted == 0:
+            report.paused = "quota"
+            report.resume_at = quota.quota_status(run.store, run.smtp).resets_at.isoformat()
+        elif stop_event is not None and stop_event.is_set() and not halt.is_set():
+            report.paused = "stopped"
     if halt.is_set() and report.paused is None:
         report.paused = _halt_reason(run, stop_event, max_failures)
         report.detail = run.last_reply
 
 
-def _send_one_batch(run: _Run, pool: SenderPool, rows: list[_Row], day: str, granted: int,
-                    halt: threading.Event, stop_event: threading.Event | None, max_failures: int) -> None:
-    started = [False] * len(rows)
-    outcomes: list[SendOutcome | None] = [None] * len(rows)
+def _send_one_batch(run: _Run, pool: SenderPool, batch: _Claim, halt: threading.Event,
+                    stop_event: threading.Event | None,
+                    max_failures: int) -> tuple[list[SendOutcome | None], list[bool]]:
+    """Send a claimed batch; the caller settles it (with the next claim, in one transaction)."""
+    started = [False] * len(batch.rows)
+    outcomes: list[SendOutcome | None] = [None] * len(batch.rows)
 
     def after(index: int, outcome: SendOutcome) -> None:
         outcomes[index] = outcome
         run.after_outcome(outcome, halt, max_failures)
 
     try:
-        pool.send_batch(run.jobs(rows), halt, started, stop=stop_event, after=after)
-    finally:
-        # Always settle, also on KeyboardInterrupt: what was answered is recorded, what was not
-        # tried goes back to pending, what was handed to the server unanswered becomes unknown.
-        run.settle(rows, outcomes, started, day, granted)
+        pool.send_batch(run.jobs(batch.rows), halt, started, stop=stop_event, after=after)
+    except BaseException:
+        # Interrupted (Ctrl-C in a notebook): record what was answered; what was not tried
+        # goes back to pending, what was handed to the server unanswered becomes unknown.
+        run.settle(batch, outcomes, started)
+        raise
+    return outcomes, started
 
 
 def _halt_reason(run: _Run, stop_event: threading.Event | None, max_failures: int) -> str:

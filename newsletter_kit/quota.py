@@ -216,8 +216,9 @@ def reserve(store: Store, count: int, *, owner: str, settings: SmtpSettings | No
     moment = _now(now)
     day = quota_day(moment, settings.timezone).isoformat()
     with store.transaction():
-        reclaim_abandoned(store, now=moment)
         used, reserved = _day_row(store, day)
+        if used + reserved + count > settings.daily_limit and reclaim_abandoned(store, now=moment):
+            used, reserved = _day_row(store, day)  # a dead run's share was holding some back
         granted = max(0, min(count, settings.daily_limit - used - reserved))
         if granted:
             _add_reserved(store, day, owner, granted)
