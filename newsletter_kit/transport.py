@@ -263,18 +263,29 @@ class SmtpSender:
         return self
 
     def _hook_replies(self, smtp: smtplib.SMTP) -> None:
-        """Run the pending ``while_waiting`` work once a command is out and before its reply is read.
+        """Run the pending ``while_waiting`` work once the message is out, before the reply is read.
 
-        The server needs a round trip to answer; a message rendered meanwhile costs no time.
+        The server needs a round trip (the longest of the transaction: it takes the message in)
+        to answer the end of DATA; a message rendered meanwhile costs no time.
         """
-        read_reply = smtp.getreply
+        write, read_reply = smtp.send, smtp.getreply
+        message_out = False
+
+        def send(data: Any) -> None:
+            nonlocal message_out
+            write(data)
+            message_out = isinstance(data, bytes) and data.endswith(b"\r\n.\r\n")
 
         def getreply() -> tuple[int, bytes]:
-            work, self._while_waiting = self._while_waiting, None
-            if work is not None:
-                work()
+            nonlocal message_out
+            if message_out:
+                message_out = False
+                work, self._while_waiting = self._while_waiting, None
+                if work is not None:
+                    work()
             return read_reply()
 
+        smtp.send = send  # type: ignore[method-assign, assignment]
         smtp.getreply = getreply  # type: ignore[method-assign]
 
     def close(self) -> None:
