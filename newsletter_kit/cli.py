@@ -267,8 +267,9 @@ def unsubscribes_import(store: Store, file: Path, campaign: str | None, as_json:
     """Import opt-outs from a CSV file with an `email` column; invalid rows are listed and skipped."""
     from .audience import import_unsubscribes
 
-    scope = f"campaign {campaign!r}" if campaign else "all campaigns"
-    _report_import(import_unsubscribes(store, file, campaign), f"unsubscribes ({scope})", as_json)
+    # Without --campaign a row opts out of its `campaign` column's campaign, else of everything.
+    what = f"unsubscribes (campaign {campaign!r})" if campaign else "unsubscribes"
+    _report_import(import_unsubscribes(store, file, campaign), what, as_json)
 
 
 # campaigns and quota (campaigns helper)

@@ -73,7 +73,7 @@ def test_unsubscribes_import_per_campaign_and_global(run, tmp_path):
     assert "unsubscribes (campaign 'not-yet-created'): 1 new, 0 updated, 1 skipped" in result.stderr
     assert "skipped line 3: 'bad row'" in result.stderr
     result = run("unsubscribes", "import", path)
-    assert "unsubscribes (all campaigns): 1 new" in result.stderr
+    assert "unsubscribes: 1 new" in result.stderr
     result = run("unsubscribes", "import", path)
     assert "0 new, 1 updated" in result.stderr
     with open_store(run.db) as store:
