@@ -398,7 +398,6 @@ class SenderPool:
         context = tls_context(settings.ca_file) if settings.tls != "none" else None
         self.senders = [SmtpSender(settings, password=password, factory=factory, timeout=timeout,
                                    context=context) for _ in range(connections)]
-        self._idle: queue.SimpleQueue[SmtpSender] = queue.SimpleQueue()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     def open(self) -> SenderPool:
@@ -414,8 +413,6 @@ class SenderPool:
         except BaseException:
             self.close()
             raise
-        for sender in self.senders:
-            self._idle.put(sender)
         return self
 
     def close(self) -> None:
@@ -448,7 +445,11 @@ class SenderPool:
                 # One connection: build the next message while the server answers this one.
                 batch.run(i, sender, prefetch=i + 1 if i + 1 < len(jobs) else None)
         else:
-            futures = [self._executor.submit(self._run_threaded, batch, i) for i in range(len(jobs))]
+            todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+            for i in range(len(jobs)):
+                todo.put(i)
+            # One loop per connection taking the next job: no hand-off per message.
+            futures = [self._executor.submit(self._work, batch, todo, sender) for sender in self.senders]
             try:
                 for future in futures:
                     future.result()
@@ -458,14 +459,14 @@ class SenderPool:
                 raise
         return batch.results
 
-    def _run_threaded(self, batch: _Batch, i: int) -> None:
-        if batch.halted():
-            return
-        sender = self._idle.get()
-        try:
+    @staticmethod
+    def _work(batch: _Batch, todo: queue.SimpleQueue[int], sender: SmtpSender) -> None:
+        while not batch.halted():
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
             batch.run(i, sender)
-        finally:
-            self._idle.put(sender)
 
 
 class _Batch:
