@@ -18,7 +18,9 @@ Rows move through these states:
 
 Sending goes in small batches: one transaction marks a batch in flight and reserves its quota,
 the messages go out over one reused connection (or N in parallel), and one transaction records
-their outcomes and the quota used. A crash leaves at most one batch ``unknown``.
+their outcomes and the quota used, together with marking the batch after next in flight. A
+ledger thread runs those transactions while the next batch is being sent, so the commits cost
+no time on the wire. A crash leaves at most two batches ``unknown``.
 
 Example::
 
@@ -32,6 +34,7 @@ Example::
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
 import sqlite3
@@ -49,7 +52,7 @@ from .transport import SendJob, SenderPool, SendOutcome, SmtpFactory
 
 #: A run stops after this many failed or deferred messages in a row (rather than burn the list).
 MAX_CONSECUTIVE_FAILURES = 10
-#: Recipients per ledger transaction and connection: what a crash can leave ``unknown``.
+#: Recipients per ledger transaction and connection (a crash can leave two batches ``unknown``).
 BATCH_PER_CONNECTION = 20
 #: A deferred recipient is tried again after these delays (by attempt), then given up.
 DEFERRAL_BACKOFF = (dt.timedelta(minutes=15), dt.timedelta(hours=1), dt.timedelta(hours=4),
@@ -662,20 +665,16 @@ def _send_batches(run: _Run, limit: int | None, progress: Progress | None, conne
             progress(0, total, report)
         size = BATCH_PER_CONNECTION * connections
 
-        def next_size(settling: int = 0) -> int:
+        def next_size(not_counted: int) -> int:
             if halt.is_set() or (stop_event is not None and stop_event.is_set()):
                 return 0
-            # ``settling``: the batch being settled, not yet in report.attempted.
-            return size if limit is None else min(size, limit - report.attempted - settling)
+            # ``not_counted``: rows claimed or being settled, not yet in report.attempted.
+            return size if limit is None else max(0, min(size, limit - report.attempted - not_counted))
 
-        claimed = run.claim(next_size())
-        while claimed.rows:
-            outcomes, started = _send_one_batch(run, pool, claimed, halt, stop_event, max_failures)
-            attempted = sum(1 for outcome in outcomes if outcome is not None)
-            claimed = run.settle(claimed, outcomes, started, claim_next=next_size(attempted))
-            if progress:
-                progress(report.attempted, max(total, report.attempted), report)
-        if claimed.granted == 0:
+        last = _pipeline(run, pool, run.claim(next_size(0)), next_size, halt, stop_event,
+                         max_failures, lambda: progress and progress(
+                             report.attempted, max(total, report.attempted), report))
+        if last.granted == 0:
             report.paused = "quota"
             report.resume_at = quota.quota_status(run.store, run.smtp).resets_at.isoformat()
         elif stop_event is not None and stop_event.is_set() and not halt.is_set():
@@ -685,25 +684,71 @@ def _send_batches(run: _Run, limit: int | None, progress: Progress | None, conne
         report.detail = run.last_reply
 
 
-def _send_one_batch(run: _Run, pool: SenderPool, batch: _Claim, halt: threading.Event,
-                    stop_event: threading.Event | None,
-                    max_failures: int) -> tuple[list[SendOutcome | None], list[bool]]:
-    """Send a claimed batch; the caller settles it (with the next claim, in one transaction)."""
-    started = [False] * len(batch.rows)
-    outcomes: list[SendOutcome | None] = [None] * len(batch.rows)
+def _pipeline(run: _Run, pool: SenderPool, claimed: _Claim, next_size: Callable[[int], int],
+              halt: threading.Event, stop_event: threading.Event | None, max_failures: int,
+              tick: Callable[[], Any]) -> _Claim:
+    """Send batch after batch while a ledger thread settles the previous one and claims the next.
+
+    The ledger's commits (the previous batch's outcomes and quota, the next batch marked in
+    flight) overlap the SMTP conversation instead of sitting between batches. The store's
+    connection is used by one thread at a time: the ledger thread only while this one sends.
+    At most two batches are in flight (a crash leaves them ``unknown``). Returns the last claim
+    (``granted == 0``: the quota ran out).
+    """
+    ledger = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="newsletter-ledger")
+    previous: tuple[_Claim, list[SendOutcome | None], list[bool]] | None = None
+    try:
+        while claimed.rows:
+            jobs = run.jobs(claimed.rows)
+            in_flight = len(claimed.rows) + (len(previous[0].rows) if previous else 0)
+            if previous is None:
+                ahead = ledger.submit(run.claim, next_size(in_flight))
+            else:
+                ahead = ledger.submit(run.settle, *previous, claim_next=next_size(in_flight))
+            outcomes: list[SendOutcome | None] = [None] * len(claimed.rows)
+            started = [False] * len(claimed.rows)
+            try:
+                _send_one_batch(run, pool, jobs, outcomes, started, halt, stop_event, max_failures)
+                following = ahead.result()
+            except BaseException:
+                # Interrupted (Ctrl-C in a notebook) or the ledger failed: record what was
+                # answered; what was not tried goes back to pending, what was handed to the
+                # server unanswered becomes unknown.
+                concurrent.futures.wait([ahead])
+                if not ahead.exception():
+                    _release(run, ahead.result())
+                run.settle(claimed, outcomes, started)
+                raise
+            previous = (claimed, outcomes, started)
+            if halt.is_set() or (stop_event is not None and stop_event.is_set()):
+                _release(run, following)
+                following = _Claim([], "", -1)
+            claimed = following
+            tick()
+        if previous is not None:
+            run.settle(*previous)
+            tick()
+        return claimed
+    finally:
+        ledger.shutdown(wait=True)
+
+
+def _release(run: _Run, batch: _Claim) -> None:
+    """A batch claimed ahead but not to be sent: back to pending, its quota given back."""
+    if batch.rows:
+        run.settle(batch, [None] * len(batch.rows), [False] * len(batch.rows))
+
+
+def _send_one_batch(run: _Run, pool: SenderPool, jobs: list[SendJob], outcomes: list[SendOutcome | None],
+                    started: list[bool], halt: threading.Event, stop_event: threading.Event | None,
+                    max_failures: int) -> None:
+    """Send a claimed batch, filling ``outcomes`` and ``started`` as answers come."""
 
     def after(index: int, outcome: SendOutcome) -> None:
         outcomes[index] = outcome
         run.after_outcome(outcome, halt, max_failures)
 
-    try:
-        pool.send_batch(run.jobs(batch.rows), halt, started, stop=stop_event, after=after)
-    except BaseException:
-        # Interrupted (Ctrl-C in a notebook): record what was answered; what was not tried
-        # goes back to pending, what was handed to the server unanswered becomes unknown.
-        run.settle(batch, outcomes, started)
-        raise
-    return outcomes, started
+    pool.send_batch(jobs, halt, started, stop=stop_event, after=after)
 
 
 def _halt_reason(run: _Run, stop_event: threading.Event | None, max_failures: int) -> str:
