@@ -724,7 +724,12 @@ def _pipeline(run: _Run, pool: SenderPool, claimed: _Claim, next_size: Callable[
                 _release(run, following)
                 following = _Claim([], "", -1)
             claimed = following
-            tick()
+            try:
+                tick()
+            except BaseException:  # the caller's progress callback failed: leave nothing in flight
+                run.settle(*previous)
+                _release(run, claimed)
+                raise
         if previous is not None:
             run.settle(*previous)
             tick()

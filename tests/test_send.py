@@ -656,3 +656,21 @@ def test_a_421_on_one_of_several_connections_pauses_them_all_and_loses_nobody(st
     add_unsubscribe(store, "rcpt421.x@example.org")
     campaigns.send_campaign(store, "spring", connections=3)
     assert received(srv) == Counter({e: 1 for e in emails if not e.startswith("rcpt421")})
+
+
+def test_a_failing_progress_callback_leaves_nothing_in_flight(store, smtp_server):
+    srv = smtp_server(tls="none")
+    configure(store, srv)
+    contacts(store, addresses(60))
+    make_campaign(store)
+
+    def progress(done, total, report):
+        if done:
+            raise RuntimeError("the notebook's widget is gone")
+
+    with pytest.raises(RuntimeError):
+        campaigns.send_campaign(store, "spring", progress=progress)
+
+    states = Counter(s for s, *_ in ledger(store).values())
+    assert set(states) == {"sent", "pending"} and states["sent"] == len(srv.messages)
+    assert quota.quota_status(store).reserved == 0
