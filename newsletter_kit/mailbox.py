@@ -19,6 +19,7 @@ import re
 import socket
 import ssl
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -562,10 +563,21 @@ class _Parser:
 
 
 def _pool_context() -> Any:
-    """fork on Linux: a spawned worker would import the whole package again (pandas comes in
-    with sqlite-utils), seconds per worker.  The workers only parse bytes: they touch neither
-    the store nor the IMAP connection they inherit, and exit without closing them."""
-    return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    """How parser workers start.
+
+    fork when this process runs a single thread (the CLI, cron): instant, and safe, since a
+    forked child leaves through os._exit and never touches the inherited store or IMAP socket.
+    forkserver when other threads run (a notebook kernel, a panel's background send): forking
+    those could copy a lock some thread holds; the server is clean and imports this module once.
+    spawn elsewhere.
+    """
+    if sys.platform != "linux":
+        return multiprocessing.get_context("spawn")
+    if threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 _ParsedParts = tuple[str, _bounces.BounceReport, str, tuple[str, str | None] | None]

@@ -370,3 +370,21 @@ def test_cli_fetch_from_files_and_suppressions(store: Store, tmp_path: Path, nk_
     result = runner.invoke(cli, ["suppressions", "remove", "c@example.org"])
     assert result.exit_code == 1 and result.stderr.strip() == "Error: c@example.org is not suppressed"
     assert json.loads(runner.invoke(cli, ["suppressions", "list", "--json"]).stdout) == []
+
+
+def test_parser_workers_never_fork_a_threaded_process():
+    """A notebook kernel runs threads: its parser workers must come from a clean forkserver."""
+    import threading
+
+    from newsletter_kit import mailbox
+
+    if threading.active_count() == 1:
+        assert mailbox._pool_context().get_start_method() == "fork"
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        assert mailbox._pool_context().get_start_method() == "forkserver"
+    finally:
+        stop.set()
+        helper.join()
