@@ -67,6 +67,7 @@ from .campaigns import (
     forecast_finish,
     get_campaign,
     list_campaigns,
+    preview_message,
     send_campaign,
 )
 from .quota import QuotaStatus, quota_status
@@ -123,7 +124,7 @@ __all__ = [
     # --- messages / quota / campaigns (exports) ---
     "CampaignRenderer", "unsubscribe_token", "verify_unsubscribe_token",
     "Campaign", "SendReport", "create_campaign", "send_campaign", "campaign_status", "get_campaign",
-    "list_campaigns", "forecast_finish", "QuotaStatus", "quota_status",
+    "list_campaigns", "forecast_finish", "preview_message", "QuotaStatus", "quota_status",
     # --- bounces / mailbox fetch / suppressions (exports) ---
     "parse_bounce", "parse_bounce_file", "BounceReport", "BounceRecipient", "BounceKind",
     "fetch_bounces", "FetchReport", "apply_threshold", "bounce_counts", "counting_query",

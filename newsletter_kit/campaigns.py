@@ -45,7 +45,8 @@ from typing import Any
 
 from . import audience, quota
 from .errors import CampaignError
-from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, require_smtp_settings,
+from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, load_smtp_settings,
+                       require_smtp_settings,
                        validate_address)
 from .store import Store, now_iso
 from .transport import SendJob, SenderPool, SendOutcome, SmtpFactory
@@ -199,6 +200,25 @@ def _renderer(store: Store, campaign: Campaign, smtp: SmtpSettings, envelope_fro
         from_addr=from_addr, bounce_address=envelope_from, signing_key=store.signing_key(),
         unsubscribe_url=smtp.unsubscribe_url, message_id_domain=from_addr.rpartition("@")[2],
     )
+
+
+def preview_message(store: Store, name: str, email: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The campaign's message for one contact, as sending would build it.
+
+    ``{"subject", "html", "text", "headers": {"From", "To"}}``; nothing is written or sent.
+
+    Example::
+
+        preview_message(store, "spring-sale", "ann@example.org", {"first_name": "Ann"})["subject"]
+    """
+    campaign = get_campaign(store, name)
+    smtp = load_smtp_settings(store)
+    if smtp is None:
+        raise CampaignError("no SMTP settings yet: the preview needs the From address")
+    renderer = _renderer(store, campaign, smtp, _envelope_sender(smtp, load_bounce_settings(store)))
+    preview: dict[str, Any] = dict(renderer.render_preview(email, fields))
+    preview["headers"] = {"From": campaign.from_addr or smtp.from_addr, "To": email}
+    return preview
 
 
 # --- status -------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import mailbox as std_mailbox
 import multiprocessing
 import os
 import re
-import socket
 import ssl
 import sys
 import threading
@@ -35,10 +34,10 @@ import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from . import bounces as _bounces
-from .errors import AuthenticationFailed, CertificateError, ConnectionFailed, MailboxError, ValidationError
+from .errors import AuthenticationFailed, ConnectionFailed, MailboxError, ValidationError
 from .settings import BounceSettings, require_bounce_settings, resolve_password
 from .store import Store, now_iso
-from .transport import tls_context
+from .transport import network_reason, tls_context, tls_failure
 
 #: ``factory(host, port, ssl=..., ssl_context=..., timeout=...)`` → an IMAPClient.
 ImapFactory = Callable[..., imapclient.IMAPClient]
@@ -50,12 +49,7 @@ def _where(settings: BounceSettings) -> str:
 
 
 def _tls_failure(settings: BounceSettings, exc: BaseException) -> ConnectionFailed:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return CertificateError(
-            f"{_where(settings)}: its TLS certificate is not trusted ({exc.verify_message}); "
-            "give the CA that signed it with --ca-file"
-        )
-    return ConnectionFailed(f"{_where(settings)}: TLS handshake failed ({exc})")
+    return tls_failure(_where(settings), exc)
 
 
 def connect_imap(settings: BounceSettings, *, timeout: float = DEFAULT_TIMEOUT,
@@ -160,12 +154,8 @@ def _logout(imap: imapclient.IMAPClient) -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, socket.timeout):
-        return "timed out"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (is the server running, and is the port right?)"
-    if isinstance(exc, socket.gaierror):
-        return f"unknown host ({exc.strerror})"
+    if network_reason(exc):
+        return network_reason(exc)
     text: Any = exc.args[0] if exc.args else exc
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")

@@ -41,13 +41,18 @@ def _where(settings: SmtpSettings) -> str:
     return f"SMTP server {settings.host}:{settings.port}"
 
 
-def _tls_failure(settings: SmtpSettings, exc: BaseException) -> ConnectionFailed:
+def tls_failure(where: str, exc: BaseException) -> ConnectionFailed:
+    """The error for a failed TLS handshake with ``where`` (e.g. "SMTP server h:587")."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return CertificateError(
-            f"{_where(settings)}: its TLS certificate is not trusted ({exc.verify_message}); "
+            f"{where}: its TLS certificate is not trusted ({exc.verify_message}); "
             "give the CA that signed it with --ca-file"
         )
-    return ConnectionFailed(f"{_where(settings)}: TLS handshake failed ({exc})")
+    return ConnectionFailed(f"{where}: TLS handshake failed ({exc})")
+
+
+def _tls_failure(settings: SmtpSettings, exc: BaseException) -> ConnectionFailed:
+    return tls_failure(_where(settings), exc)
 
 
 def connect_smtp(settings: SmtpSettings, *, timeout: float = DEFAULT_TIMEOUT,
@@ -163,16 +168,21 @@ def _decode(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _reason(exc: BaseException) -> str:
+def network_reason(exc: BaseException) -> str:
+    """A socket-level failure in words a person can act on."""
     if isinstance(exc, socket.timeout):
         return "timed out"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is the server running, and is the port right?)"
     if isinstance(exc, socket.gaierror):
         return f"unknown host ({exc.strerror})"
+    return ""
+
+
+def _reason(exc: BaseException) -> str:
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"{exc.smtp_code} {_decode(exc.smtp_error)}"
-    return str(exc) or type(exc).__name__
+    return network_reason(exc) or str(exc) or type(exc).__name__
 
 
 # --- sending (campaigns build on this) ---------------------------------------------------

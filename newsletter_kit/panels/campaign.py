@@ -286,7 +286,7 @@ class CampaignPanel(Panel):
             return None
         rows = self.audience[self.audience["email"] == email]
         fields = _fields_of(rows.iloc[0]) if not rows.empty else {}
-        self.preview_message = render_preview(self.store, name, email, fields)
+        self.preview_message = campaigns.preview_message(self.store, name, email, fields)
         self.preview.value = _preview_html(self.preview_message)
         return self.preview_message
 
@@ -390,25 +390,6 @@ class CampaignPanel(Panel):
 # -- helpers --------------------------------------------------------------------------------
 
 
-def render_preview(store: Store, campaign: str, email: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """The campaign's message for one contact: ``{"subject", "html", "text", "headers"}``.
-
-    Example::
-
-        render_preview(store, "spring-sale", "ann@example.org", {"first_name": "Ann"})["subject"]
-    """
-    camp = campaigns.get_campaign(store, campaign)
-    smtp = load_smtp_settings(store)
-    if smtp is None:
-        raise CampaignError("no SMTP settings yet: the preview needs the From address")
-    from ..settings import load_bounce_settings
-
-    renderer = campaigns._renderer(store, camp, smtp, campaigns._envelope_sender(smtp, load_bounce_settings(store)))
-    preview: dict[str, Any] = dict(renderer.render_preview(email, fields))
-    preview["headers"] = {"From": camp.from_addr or smtp.from_addr, "To": email}
-    return preview
-
-
 def _fields_of(row: pd.Series) -> dict[str, Any]:
     skip = set(audience.FRAME_COLUMNS)
     return {k: v for k, v in row.items() if k not in skip and not _missing(v)}
@@ -451,4 +432,4 @@ def _preview_html(message: dict[str, Any]) -> str:
             'border:1px solid #ccc;border-radius:4px;background:#fff"></iframe></div>')
 
 
-__all__ = ["CampaignPanel", "QuotaMeter", "render_preview"]
+__all__ = ["CampaignPanel", "QuotaMeter"]
