@@ -386,19 +386,33 @@ def campaign_list(store: Store) -> None:
 
 
 @cli.command("quota")
-@click.option("--json", "as_json", is_flag=True, help='Print {"limit", "used", "remaining", "resets_at"} as JSON.')
+@click.option("--campaign", metavar="NAME",
+              help="Also forecast the day this campaign finishes at the current limit.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"limit", "used", "remaining", "resets_at"} as JSON (with --campaign '
+                   'also "campaign", "pending" and "forecast_finish").')
 @pass_store
-def quota_cmd(store: Store, as_json: bool) -> None:
+def quota_cmd(store: Store, campaign: str | None, as_json: bool) -> None:
     """Today's send limit: used, remaining, and when it resets (the configured time zone)."""
+    from .campaigns import campaign_status, forecast_finish
     from .quota import quota_status
 
     status = quota_status(store)
+    data: dict[str, Any] = status.to_dict()
+    if campaign is not None:
+        finish = forecast_finish(store, campaign)
+        data.update(campaign=campaign, pending=campaign_status(store, campaign)["pending"],
+                    forecast_finish=finish.isoformat() if finish else None)
     if as_json:
-        emit_json(status.to_dict())
+        emit_json(data)
         return
     click.echo(f"{status.used} of {status.limit} sent today ({status.day}), {status.remaining} remaining"
                + (f", {status.reserved} held by running senders" if status.reserved else "")
                + f"; resets at {status.resets_at.isoformat()}")
+    if campaign is not None:
+        click.echo(f"{campaign}: {data['pending']} still to send; "
+                   + (f"finishes on {data['forecast_finish']} at this limit" if data["forecast_finish"]
+                      else "nothing left to send"))
 
 
 # --- bounces and suppressions -------------------------------------------------------------

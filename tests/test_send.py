@@ -474,6 +474,10 @@ def test_cli_create_send_status_quota(store, smtp_server, tmp_path):
     assert set(q) == {"limit", "used", "remaining", "resets_at"}
     assert (q["limit"], q["used"], q["remaining"]) == (3, 3, 0)
     assert q["resets_at"].endswith(("+01:00", "+02:00"))  # Europe/Rome
+    # Today's quota is used and 2 remain at 3 a day: the campaign finishes tomorrow.
+    forecast = json.loads(_invoke(["quota", "--campaign", "spring", "--json"]).stdout)
+    assert (forecast["campaign"], forecast["pending"]) == ("spring", 2)
+    assert forecast["forecast_finish"] == q["resets_at"][:10]
     listing = _invoke(["campaign", "list"])
     assert listing.stdout.startswith("spring\tnews\tpaused\t3 sent")
     assert _invoke(["campaign", "status", "nope"]).returncode == 1
