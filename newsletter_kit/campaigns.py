@@ -524,7 +524,7 @@ class _Run:
         rejections: list[tuple[_Row, SendOutcome]] = []
         for row, outcome, was_started in zip(rows, outcomes, started):
             kind = self._ledger_state(row, outcome, was_started)
-            if outcome is None:
+            if outcome is None or kind == "unknown":
                 updates[kind].append((now, row.id))
                 continue
             attempts = row.attempts + 1

@@ -188,8 +188,10 @@ def _reason(exc: BaseException) -> str:
 # --- sending (campaigns build on this) ---------------------------------------------------
 
 #: What one SMTP transaction came to. ``paused``: the server (421) or the connection went away;
-#: nothing was accepted, and the run should stop until later.
-OUTCOME_KINDS = ("sent", "deferred", "failed", "paused")
+#: nothing was accepted, and the run should stop until later. ``unknown``: the connection went
+#: away after the whole message was sent, before the server's reply: perhaps delivered, so it is
+#: never tried again (and the run pauses as for ``paused``).
+OUTCOME_KINDS = ("sent", "deferred", "failed", "paused", "unknown")
 
 _ENHANCED_STATUS = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
 
@@ -255,6 +257,7 @@ class SmtpSender:
         self._context = context
         self._smtp: smtplib.SMTP | None = None
         self._while_waiting: Callable[[], None] | None = None
+        self._data_sent = False  # this transaction's end of DATA is on the wire
 
     def __repr__(self) -> str:
         state = "open" if self._smtp is not None else "closed"
@@ -285,6 +288,8 @@ class SmtpSender:
             nonlocal message_out
             write(data)
             message_out = isinstance(data, bytes) and data.endswith(b"\r\n.\r\n")
+            if message_out:
+                self._data_sent = True
 
         def getreply() -> tuple[int, bytes]:
             nonlocal message_out
@@ -330,12 +335,19 @@ class SmtpSender:
 
     def _send(self, mail_from: str, rcpt: str, message: bytes) -> SendOutcome:
         for attempt in (1, 2):
+            self._data_sent = False
             try:
                 if self._smtp is None:
                     self.open()
                 return self._transaction(mail_from, rcpt, message)
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
                 self._discard()
+                if self._data_sent:
+                    # The server may have taken the message before the line dropped: sending
+                    # it again could deliver it twice.
+                    return SendOutcome("unknown", None, None,
+                                       f"connection lost after the message was sent, before the "
+                                       f"server's reply ({_reason(exc)}): perhaps delivered, not resent")
                 if attempt == 2:
                     return SendOutcome("paused", None, None, f"connection lost: {_reason(exc)}")
             except (ConnectionFailed, AuthenticationFailed) as exc:
@@ -522,7 +534,7 @@ class _Batch:
             self.started[i] = True
             work = (lambda: self.build(prefetch)) if prefetch is not None else None
             outcome = sender.send(mail_from, rcpt, message, while_waiting=work)
-            if outcome.kind == "paused":
+            if outcome.kind in ("paused", "unknown"):
                 self.halt.set()
         self.results[i] = outcome
         if self.after is not None:
