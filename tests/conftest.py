@@ -24,9 +24,14 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import hypothesis
 import pytest
 
 from tests import mailservers
+
+# On a loaded 2-core CI machine a slow example is not a failure: no per-example deadline.
+hypothesis.settings.register_profile("newsletter_kit", deadline=None)
+hypothesis.settings.load_profile("newsletter_kit")
 
 # ----------------------------------------------------------------- mail servers
 
