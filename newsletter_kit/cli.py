@@ -320,9 +320,11 @@ def campaign_create(store: Store, name: str, list_name: str, subject: str, html_
 @click.option("--json", "as_json", is_flag=True, help="Print the run's report as one JSON document.")
 @click.option("--connections", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel SMTP connections (for a slow server).")
+@click.option("--max-failures", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
+              help="Stop the run after N failed or deferred recipients in a row.")
 @pass_store
 def campaign_send(store: Store, name: str, limit: int | None, dry_run: bool, as_json: bool,
-                  connections: int) -> None:
+                  connections: int, max_failures: int) -> None:
     """Send what today's quota allows; run it again (e.g. from cron) to continue.
 
     Exit status 0 when the run finished or paused on the quota (it says when it resumes),
@@ -343,7 +345,7 @@ def campaign_send(store: Store, name: str, limit: int | None, dry_run: bool, as_
 
     try:
         report = send_campaign(store, name, limit=limit, dry_run=dry_run, progress=progress,
-                               connections=connections)
+                               connections=connections, max_consecutive_failures=max_failures)
     finally:
         if bar is not None:
             bar.close()

@@ -689,3 +689,20 @@ def test_a_failing_progress_callback_leaves_nothing_in_flight(store, smtp_server
     states = Counter(s for s, *_ in ledger(store).values())
     assert set(states) == {"sent", "pending"} and states["sent"] == len(srv.messages)
     assert quota.quota_status(store).reserved == 0
+
+
+def test_cli_max_failures_stops_the_run_and_exits_1(store, smtp_server):
+    srv = smtp_server(tls="none")
+    configure(store, srv)
+    contacts(store, [f"fail550.{i}@example.org" for i in range(4)] + addresses(2))
+    make_campaign(store)
+
+    result = _invoke(["campaign", "send", "spring", "--max-failures", "3", "--json"])
+
+    assert result.returncode == 1
+    doc = json.loads(result.stdout)
+    assert (doc["failed"], doc["sent"], doc["paused"]) == (3, 0, "failures")
+    assert srv.messages == []
+    # The next run goes on from where this one stopped.
+    again = _invoke(["campaign", "send", "spring", "--max-failures", "3", "--json"])
+    assert json.loads(again.stdout)["sent"] == 2 and again.returncode == 0
