@@ -1235,10 +1235,10 @@ def suppression_history(store: Store, address: str) -> list[dict[str, object]]:
 
 
 def _checked_address(address: str) -> str:
-    email = (address or "").strip().lower()
-    if not is_valid_address(email):
-        raise ValidationError(f"{address!r} is not a valid email address", "address")
-    return email
+    # The contacts' own normaliser: a suppression must name the address exactly as stored.
+    from .audience import normalize_address
+
+    return normalize_address(address)
 
 
 # --- recording reports ---
