@@ -40,10 +40,12 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import email_validator
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported by the functions that return DataFrames, not at start-up
+    import pandas as pd
 
 from .errors import ImportFailed, ValidationError
 from .store import Store, now_iso
@@ -618,6 +620,8 @@ def _bulk() -> Iterator[None]:
 
 def _fields_frame(fields_json: list[str], index: pd.Index, reserved: Iterable[str]) -> pd.DataFrame:
     """The JSON field objects as columns; names that clash with ours get a ``field_`` prefix."""
+    import pandas as pd
+
     records = _parse_objects(fields_json)
     frame = pd.DataFrame(records, index=index) if records else pd.DataFrame(index=index)
     clash = {name: f"field_{name}" for name in frame.columns if name in set(reserved)}
@@ -651,6 +655,8 @@ def audience_frame(store: Store, campaign: str, list_name: str = ALL_LIST,
         >>> bool(row.excluded), row.reason, row.city
         (True, 'unsubscribed from all campaigns', 'Rome')
     """
+    import pandas as pd
+
     reasons = exclusion_reasons(store, campaign, policy)
     with _bulk():
         ids, emails, fields = _member_columns(store, list_name)
@@ -690,6 +696,8 @@ def list_contacts(store: Store, list_name: str = ALL_LIST) -> pd.DataFrame:
         >>> list_contacts(store).to_dict("records")
         [{'contact_id': 1, 'email': 'ann@example.org', 'city': 'Rome'}]
     """
+    import pandas as pd
+
     with _bulk():
         ids, emails, fields = _member_columns(store, list_name)
         frame = pd.DataFrame({"contact_id": pd.Series(ids, dtype="int64"),

@@ -24,9 +24,32 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import sqlite_utils
-
 from .errors import StoreError
+
+
+def _import_sqlite_utils():  # type: ignore[no-untyped-def]
+    """Import sqlite_utils without letting it import pandas and numpy.
+
+    sqlite_utils imports pandas and numpy at import time whenever they are installed, only to
+    map their scalar types to column types; that costs about a second on every command-line
+    start. The store never inserts pandas or numpy values, so hide them while sqlite_utils
+    loads (when nothing has imported them yet) and let pandas users import them as usual.
+    """
+    import sys
+
+    hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
+    try:
+        import sqlite_utils
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+    return sqlite_utils
+
+
+sqlite_utils = _import_sqlite_utils()
 
 DEFAULT_DB = Path("data") / "newsletter.db"
 ENV_DB = "NEWSLETTER_KIT_DB"

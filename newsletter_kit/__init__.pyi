@@ -1,0 +1,121 @@
+"""What ``newsletter_kit`` exports: static checkers read this; at run time ``__init__.py``
+hands it to lazy_loader, which imports each name's module on first use."""
+
+from .errors import (
+    AuthenticationFailed as AuthenticationFailed,
+    CampaignError as CampaignError,
+    CertificateError as CertificateError,
+    ConfigError as ConfigError,
+    ConnectionFailed as ConnectionFailed,
+    ImportFailed as ImportFailed,
+    MailboxError as MailboxError,
+    NewsletterKitError as NewsletterKitError,
+    QuotaExhausted as QuotaExhausted,
+    SecretError as SecretError,
+    StoreError as StoreError,
+    TemplateError as TemplateError,
+    ValidationError as ValidationError,
+)
+from .store import (
+    Store as Store,
+    open_store as open_store,
+)
+from .settings import (
+    SmtpSettings as SmtpSettings,
+    BounceSettings as BounceSettings,
+    update_smtp_settings as update_smtp_settings,
+    update_bounce_settings as update_bounce_settings,
+    load_smtp_settings as load_smtp_settings,
+    load_bounce_settings as load_bounce_settings,
+    show_settings as show_settings,
+    hold_password_for_session as hold_password_for_session,
+    store_password_in_keyring as store_password_in_keyring,
+)
+from .transport import (
+    open_smtp as open_smtp,
+    check_smtp as check_smtp,
+)
+from .mailbox import (
+    open_imap as open_imap,
+    check_imap as check_imap,
+    fetch_folder_names as fetch_folder_names,
+    fetch_bounces as fetch_bounces,
+    FetchReport as FetchReport,
+)
+from .audience import (
+    ImportReport as ImportReport,
+    Recipient as Recipient,
+    RowProblem as RowProblem,
+    add_contacts as add_contacts,
+    add_unsubscribe as add_unsubscribe,
+    audience_frame as audience_frame,
+    eligible_recipients as eligible_recipients,
+    exclusion_reasons as exclusion_reasons,
+    import_contacts as import_contacts,
+    import_unsubscribes as import_unsubscribes,
+    list_contacts as list_contacts,
+    list_names as list_names,
+    normalize_address as normalize_address,
+)
+from .messages import (
+    CampaignRenderer as CampaignRenderer,
+    unsubscribe_token as unsubscribe_token,
+    verify_unsubscribe_token as verify_unsubscribe_token,
+)
+from .campaigns import (
+    Campaign as Campaign,
+    SendReport as SendReport,
+    create_campaign as create_campaign,
+    send_campaign as send_campaign,
+    campaign_status as campaign_status,
+    get_campaign as get_campaign,
+    list_campaigns as list_campaigns,
+    forecast_finish as forecast_finish,
+    preview_message as preview_message,
+)
+from .quota import (
+    QuotaStatus as QuotaStatus,
+    quota_status as quota_status,
+)
+from .bounces import (
+    parse_bounce as parse_bounce,
+    parse_bounce_file as parse_bounce_file,
+    BounceReport as BounceReport,
+    BounceRecipient as BounceRecipient,
+    BounceKind as BounceKind,
+    apply_threshold as apply_threshold,
+    bounce_counts as bounce_counts,
+    counting_query as counting_query,
+    list_suppressions as list_suppressions,
+    record_smtp_rejection as record_smtp_rejection,
+    remove_suppression as remove_suppression,
+    suppress as suppress,
+    suppression_history as suppression_history,
+)
+from .review import (
+    bounces_by_address as bounces_by_address,
+    bounces_by_day as bounces_by_day,
+    bounces_by_domain as bounces_by_domain,
+    bounces_by_status as bounces_by_status,
+    campaign_forecast as campaign_forecast,
+    campaign_summary as campaign_summary,
+    newly_suppressed as newly_suppressed,
+    plot_bounce_rate_by_day as plot_bounce_rate_by_day,
+    plot_top_domains as plot_top_domains,
+    quota_by_day as quota_by_day,
+    status_meaning as status_meaning,
+    suppression_table as suppression_table,
+    threshold_counts as threshold_counts,
+    threshold_what_if as threshold_what_if,
+)
+from .panels.settings import (
+    SettingsPanel as SettingsPanel,
+)
+from .panels.campaign import (
+    CampaignPanel as CampaignPanel,
+)
+from .panels.bounces import (
+    BounceReviewPanel as BounceReviewPanel,
+)
+
+def load_ipython_extension(ipython: object) -> None: ...
