@@ -454,10 +454,10 @@ def _load_section(store: Store, section: str) -> dict[str, Any] | None:
 def _save_section(store: Store, section: str, obj: Any) -> None:
     data = dataclasses.asdict(obj)
     with store.transaction():
-        store.db.table("settings").upsert(
-            {"section": section, "data": json.dumps(data, sort_keys=True), "updated_at": now_iso()},
-            pk="section",
-        )
+        store.conn.execute(
+            "INSERT INTO settings (section, data, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (section) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+            (section, json.dumps(data, sort_keys=True), now_iso()))
 
 
 def update_smtp_settings(store: Store, **changes: Any) -> tuple[SmtpSettings, list[str]]:

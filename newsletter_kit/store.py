@@ -23,17 +23,18 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import StoreError
 
 
-def _import_sqlite_utils():  # type: ignore[no-untyped-def]
+def _import_sqlite_utils() -> Any:
     """Import sqlite_utils without letting it import pandas and numpy.
 
     sqlite_utils imports pandas and numpy at import time whenever they are installed, only to
-    map their scalar types to column types; that costs about a second on every command-line
-    start. The store never inserts pandas or numpy values, so hide them while sqlite_utils
-    loads (when nothing has imported them yet) and let pandas users import them as usual.
+    map their scalar types to column types; that costs about a second. The store never inserts
+    pandas or numpy values, so hide them while sqlite_utils loads (when nothing has imported
+    them yet) and let pandas users import them as usual.
     """
     import sys
 
@@ -44,12 +45,9 @@ def _import_sqlite_utils():  # type: ignore[no-untyped-def]
         import sqlite_utils
     finally:
         for name in hidden:
-            if sys.modules.get(name, 0) is None:
+            if name in sys.modules and sys.modules[name] is None:
                 del sys.modules[name]
     return sqlite_utils
-
-
-sqlite_utils = _import_sqlite_utils()
 
 DEFAULT_DB = Path("data") / "newsletter.db"
 ENV_DB = "NEWSLETTER_KIT_DB"
@@ -279,9 +277,11 @@ class Store:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA recursive_triggers = ON")  # as sqlite-utils' Database sets it
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
-        self.db = sqlite_utils.Database(conn)
+        self._conn = conn
+        self._db: Any = None
         self._migrate()
 
     def __repr__(self) -> str:
@@ -289,11 +289,23 @@ class Store:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        return self.db.conn
+        """The sqlite3 connection every module's SQL runs on."""
+        return self._conn
+
+    @property
+    def db(self) -> Any:
+        """The sqlite-utils ``Database`` on the same connection, made on first use.
+
+        The package itself runs plain SQL on :attr:`conn`; sqlite-utils' import is left to
+        those who want its table API, so that a command-line start does not pay for it.
+        """
+        if self._db is None:
+            self._db = _import_sqlite_utils().Database(self._conn)
+        return self._db
 
     def close(self) -> None:
         """Close the connection."""
-        self.db.close()
+        self._conn.close()
 
     def __enter__(self) -> Store:
         return self
@@ -309,8 +321,16 @@ class Store:
         its own writes. Everything inside commits together or not at all.
         """
         if self.conn.in_transaction:
-            with self.db.atomic():
+            savepoint = f"nk_{secrets.token_hex(4)}"
+            self.conn.execute(f"SAVEPOINT {savepoint}")
+            try:
                 yield self
+            except BaseException:
+                if self.conn.in_transaction:  # an error may have ended the whole transaction
+                    self.conn.execute(f"ROLLBACK TO {savepoint}")
+                    self.conn.execute(f"RELEASE {savepoint}")
+                raise
+            self.conn.execute(f"RELEASE {savepoint}")
             return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
