@@ -59,6 +59,8 @@ from .audience import (
 )
 from .messages import (
     CampaignRenderer as CampaignRenderer,
+)
+from .tokens import (
     unsubscribe_token as unsubscribe_token,
     verify_unsubscribe_token as verify_unsubscribe_token,
 )

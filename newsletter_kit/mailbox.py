@@ -733,8 +733,8 @@ def _token_candidates(headers: Message, raw: bytes) -> list[str]:
 
 def _token_verifier() -> Callable[[bytes, str], tuple[str, str] | None] | None:
     try:
-        from .messages import verify_unsubscribe_token
-    except ImportError:  # the messages module is not there: no token can be checked
+        from .tokens import verify_unsubscribe_token
+    except ImportError:  # the tokens module is not there: no token can be checked
         return None
     return verify_unsubscribe_token
 

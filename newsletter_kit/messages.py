@@ -32,12 +32,9 @@ Example::
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import email.quoprimime
 import hashlib
-import hmac
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -53,6 +50,7 @@ import jinja2.sandbox
 import markupsafe
 
 from .errors import TemplateError, ValidationError
+from .tokens import unsubscribe_token
 
 #: The stdlib policy of the reference build: policy.SMTP (CRLF), except lines of at most 76
 #: characters, the limit RFC 2045 sets for quoted-printable (the stdlib's 78 trips spam
@@ -63,8 +61,6 @@ CRLF = b"\r\n"
 #: Variables every template gets besides the contact's fields.
 BUILTIN_VARIABLES = frozenset({"email", "unsubscribe_url"})
 
-_TOKEN_CONTEXT = b"newsletter-kit unsubscribe v1\0"
-_SIGNATURE_BYTES = 16  # 128-bit HMAC-SHA256 prefix: unforgeable, and keeps the header short
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _MESSAGE_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+@[A-Za-z0-9.-]+>")
 _HEADER_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
@@ -74,71 +70,6 @@ _QP_UNSAFE = re.compile(r"[^\t\n\r\x20-\x3c\x3e-\x7e]")
 _QP_QUOTE = {chr(c): f"={c:02X}" for c in range(256)}
 _QP_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
-
-
-# --- unsubscribe tokens -------------------------------------------------------------------
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _signature(key: bytes, payload: bytes) -> bytes:
-    return hmac.new(key, _TOKEN_CONTEXT + payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
-
-
-def unsubscribe_token(key: bytes, campaign: str, email: str) -> str:
-    """A URL-safe token naming the campaign and address, signed with HMAC-SHA256.
-
-    Example::
-
-        >>> token = unsubscribe_token(b"k" * 32, "spring", "ann@example.org")
-        >>> verify_unsubscribe_token(b"k" * 32, token)
-        ('spring', 'ann@example.org')
-    """
-    payload = f"{campaign}\n{email}".encode()
-    return f"{_b64(payload)}.{_b64(_signature(key, payload))}"
-
-
-def verify_unsubscribe_token(key: bytes, token: str) -> tuple[str, str] | None:
-    """``(campaign, email)`` when the token is genuine; None when forged or garbled.
-
-    Example::
-
-        >>> token = unsubscribe_token(b"k" * 32, "spring", "ann@example.org")
-        >>> verify_unsubscribe_token(b"other key", token) is None
-        True
-    """
-    if not isinstance(token, str) or token.count(".") != 1 or len(token) > 2000:
-        return None
-    body, _, sig = token.strip().partition(".")
-    try:
-        payload, signature = _unb64(body), _unb64(sig)
-    except (binascii.Error, ValueError):
-        return None
-    if not hmac.compare_digest(signature, _signature(key, payload)):
-        return None
-    campaign, sep, email = payload.decode("utf-8", "replace").rpartition("\n")
-    return (campaign, email) if sep and email else None
-
-
-_TOKEN_IN_TEXT = re.compile(r"unsubscribe(?:%20|\s)+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)", re.IGNORECASE)
-
-
-def find_unsubscribe_token(text: str) -> str | None:
-    """The token in a reply to the ``mailto:`` (``Re: unsubscribe TOKEN``), if any.
-
-    Example::
-
-        >>> find_unsubscribe_token("Re: unsubscribe abc.def")
-        'abc.def'
-    """
-    match = _TOKEN_IN_TEXT.search(text or "")
-    return match.group(1) if match else None
 
 
 # --- bodies -------------------------------------------------------------------------------
