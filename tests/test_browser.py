@@ -127,6 +127,12 @@ def page(jupyterlab: Lab) -> Iterator[object]:
             browser.close()
 
 
+_KERNEL_IDLE = (
+    "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+    " return !!(w && w.sessionContext && w.sessionContext.session &&"
+    " w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'); }")
+
+
 def _field(panel, label: str):
     """The input of the visible labelled widget ``label`` (the other tab's twin is hidden)."""
     return panel.locator(".widget-inline-hbox:visible", has=panel.page.locator(
@@ -140,10 +146,7 @@ def test_settings_notebook_in_jupyterlab(jupyterlab: Lab, page, dovecot, mailbox
     page.goto(jupyterlab.url("lab/tree/01_settings.ipynb"))
     page.locator(".jp-Notebook").wait_for()
     # Wait until the kernel is ready, then run every cell (JupyterLab's own command).
-    page.wait_for_function(
-        "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-        " return !!(w && w.sessionContext && w.sessionContext.session &&"
-        " w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'); }")
+    page.wait_for_function(_KERNEL_IDLE)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     panel = page.locator(".nk-settings-panel")
     panel.wait_for(state="visible")
@@ -171,7 +174,9 @@ def test_settings_notebook_in_jupyterlab(jupyterlab: Lab, page, dovecot, mailbox
         "(el) => Array.from(el.options).some(o => o.textContent === 'Bounces')",
         arg=folder.element_handle())
     folder.select_option(label="Bounces")
-    page.wait_for_timeout(300)  # let the selection reach the kernel before Save reads it
+    # Let the selection reach the kernel before Save reads it: the kernel turns busy, then idle.
+    page.wait_for_timeout(300)
+    page.wait_for_function(_KERNEL_IDLE)
     panel.locator("button.widget-button", has_text="Save").click()
     panel.locator(".nk-message.nk-ok").wait_for()
     assert _field(panel, "Password").input_value() == ""
@@ -198,10 +203,7 @@ def test_campaign_notebook_in_jupyterlab(jupyterlab: Lab, page, nk_db: Path) -> 
     page.set_default_timeout(90_000)
     page.goto(jupyterlab.url("lab/tree/02_campaign.ipynb"))
     page.locator(".jp-Notebook").wait_for()
-    page.wait_for_function(
-        "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-        " return !!(w && w.sessionContext && w.sessionContext.session &&"
-        " w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'); }")
+    page.wait_for_function(_KERNEL_IDLE)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     panel = page.locator(".nk-campaign-panel")
     panel.wait_for(state="visible")
