@@ -1,26 +1,12 @@
-"""Campaigns: create, send within today's quota, pause and resume; the delivery ledger.
+"""Campaigns: create, send within today's quota, pause and resume.
 
-The ledger (table ``deliveries``) holds one row per (campaign, recipient) and is the truth
-about who was sent what. A row is marked ``inflight`` (with its Message-ID) in a committed
-transaction *before* its SMTP transaction and gets its outcome *after* it, so a crash or a kill
-never sends anyone the same campaign twice: a row found ``inflight`` when a run starts, left by
-a run that died, is marked ``unknown``, reported, and never resent.
-
-Rows move through these states:
-
-- ``pending``: to send (also a message the server answered 421 to, or a dropped connection);
-- ``inflight``: handed to the server right now;
-- ``sent``: the server accepted it (2xx); it counts against the day's quota;
-- ``deferred``: a 4xx at RCPT/DATA; retried by a later run after ``next_attempt_at``;
-- ``failed``: a 5xx (also recorded as a bounce, so the threshold counts it), or gave up;
-- ``excluded``: unsubscribed or suppressed before it was sent (``reason`` says which);
-- ``unknown``: a run died while it was in flight: perhaps sent, never resent.
-
-Sending goes in small batches: one transaction marks a batch in flight and reserves its quota,
-the messages go out over one reused connection (or N in parallel), and one transaction records
-their outcomes and the quota used, together with marking the batch after next in flight. A
-ledger thread runs those transactions while the next batch is being sent, so the commits cost
-no time on the wire. A crash leaves at most two batches ``unknown``.
+A send run claims rows of the delivery ledger (:mod:`newsletter_kit.ledger`, which documents
+the states a row goes through) in small batches: one transaction marks a batch in flight and
+reserves its quota, the messages go out over one reused connection (or N in parallel), and one
+transaction records their outcomes and the quota used, together with claiming the batch after
+next. A ledger thread runs those transactions while the next batch is being sent, so the
+commits cost no time on the wire. A crash leaves at most two batches ``unknown``. When a run
+stops early is decided by one :class:`StopPolicy`.
 
 Example::
 
@@ -39,12 +25,13 @@ import datetime as dt
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import audience, quota
 from .errors import CampaignError
+from .ledger import DEFERRAL_BACKOFF, RETRYABLE, Claim, Ledger, Row  # noqa: F401 (DEFERRAL_BACKOFF: kept importable here)
 from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, load_smtp_settings,
                        require_smtp_settings,
                        validate_address)
@@ -55,15 +42,10 @@ from .transport import SendJob, SenderPool, SendOutcome, SmtpFactory
 MAX_CONSECUTIVE_FAILURES = 10
 #: Recipients per ledger transaction and connection (a crash can leave two batches ``unknown``).
 BATCH_PER_CONNECTION = 20
-#: A deferred recipient is tried again after these delays (by attempt), then given up.
-DEFERRAL_BACKOFF = (dt.timedelta(minutes=15), dt.timedelta(hours=1), dt.timedelta(hours=4),
-                    dt.timedelta(hours=12))
 
 #: ``progress(done, total, report)``: called as a run proceeds (a notebook's progress bar).
 Progress = Callable[[int, int, "SendReport"], None]
 
-_RETRYABLE = ("pending", "deferred")
-_CLAIM_COLUMNS = "id, email, contact_id, message_id, attempts FROM deliveries"
 
 
 # --- campaigns ----------------------------------------------------------------------------
@@ -245,10 +227,9 @@ def campaign_status(store: Store, name: str) -> dict[str, int]:
     excluded = _excluded_members(store, campaign, None)
     counts = {"sent": 0, "failed": 0, "excluded": 0, "pending": 0, "unknown": 0}
     seen: set[str] = set()
-    for email, state in store.conn.execute(
-            "SELECT email, state FROM deliveries WHERE campaign_id = ?", (campaign.id,)):
+    for email, state in Ledger(store, campaign.id).states().items():
         seen.add(email)
-        if state in _RETRYABLE:
+        if state in RETRYABLE:
             counts["pending" if email in eligible else "excluded"] += 1
         elif state == "inflight":
             counts["pending"] += 1
@@ -347,261 +328,178 @@ class SendReport:
 # --- sending ------------------------------------------------------------------------------
 
 
-@dataclass
-class _Claim:
-    """Rows marked in flight together, with the quota reserved for them (``granted``)."""
+class StopPolicy:
+    """When a run stops before it is done, in one place (called from the sending threads).
 
-    rows: list[_Row]
-    day: str
-    granted: int
+    It stops on the Stop button (``stop_event``), after ``max_failures`` failed or deferred
+    messages in a row, and when the server or the connection goes away (a ``paused`` or
+    ``unknown`` outcome, which the sender pool reports by setting :attr:`halt`).
 
+    Example::
 
-@dataclass
-class _Row:
-    id: int
-    email: str
-    contact_id: int | None
-    message_id: str
-    attempts: int
+        >>> from newsletter_kit.transport import SendOutcome
+        >>> policy = StopPolicy(max_failures=2)
+        >>> for code in (550, 550):
+        ...     policy.after_outcome(SendOutcome("failed", code, "5.1.1", "no such user"))
+        >>> policy.stopping(), policy.reason(), policy.last_reply
+        (True, 'failures', '550 no such user')
+    """
+
+    def __init__(self, max_failures: int = MAX_CONSECUTIVE_FAILURES,
+                 stop_event: threading.Event | None = None):
+        self.max_failures = max_failures
+        self.stop_event = stop_event
+        #: Set to stop the sending now: read by the sender pool between messages.
+        self.halt = threading.Event()
+        self.consecutive_failures = 0
+        self.last_reply: str | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"StopPolicy(max_failures={self.max_failures}, "
+                f"consecutive_failures={self.consecutive_failures}, stopping={self.stopping()})")
+
+    def after_outcome(self, outcome: SendOutcome) -> None:
+        """Count failures in a row; halt at the limit."""
+        with self._lock:
+            if outcome.kind != "sent":
+                self.last_reply = f"{outcome.code or ''} {outcome.reply}".strip()
+            if outcome.kind in ("failed", "deferred"):
+                self.consecutive_failures += 1
+                if self.consecutive_failures >= self.max_failures:
+                    self.halt.set()
+            elif outcome.kind == "sent":
+                self.consecutive_failures = 0
+
+    def stop_requested(self) -> bool:
+        """The Stop button was pressed."""
+        return self.stop_event is not None and self.stop_event.is_set()
+
+    def stopping(self) -> bool:
+        """No new message should be started."""
+        return self.halt.is_set() or self.stop_requested()
+
+    def reason(self) -> str | None:
+        """Why the run stopped (a :attr:`SendReport.paused` value), or None while it goes on."""
+        if self.halt.is_set():
+            if self.consecutive_failures >= self.max_failures:
+                return "failures"
+            return "stopped" if self.stop_requested() else "connection"
+        return "stopped" if self.stop_requested() else None
 
 
 class _Run:
-    """One send run of one campaign: the state shared by its steps."""
+    """One send run of one campaign: the state shared by its steps, and job building.
+
+    The ledger's SQL is :class:`~newsletter_kit.ledger.Ledger`'s; when to stop is the
+    :class:`StopPolicy`'s.
+    """
 
     def __init__(self, store: Store, campaign: Campaign, smtp: SmtpSettings,
-                 bounce: BounceSettings | None, renderer: Any, report: SendReport):
+                 bounce: BounceSettings | None, renderer: Any, report: SendReport,
+                 policy: StopPolicy):
         self.store = store
         self.campaign = campaign
         self.smtp = smtp
         self.bounce = bounce
         self.renderer = renderer
         self.report = report
+        self.policy = policy
+        self.ledger = Ledger(store, campaign.id)
         self.envelope_from = _envelope_sender(smtp, bounce)
         self.owner = quota.new_owner()
         self.recipients: dict[str, audience.Recipient] = {}
-        self.consecutive_failures = 0
-        self.last_reply: str | None = None
-        self.lock = threading.Lock()
 
     # -- at the start of a run
-
-    def mark_abandoned(self) -> list[str]:
-        """Rows left in flight by runs that died become ``unknown``; returns their addresses."""
-        rows = self.store.conn.execute(
-            "SELECT id, email, owner, updated_at FROM deliveries WHERE campaign_id = ? AND state = 'inflight'",
-            (self.campaign.id,)).fetchall()
-        dead = [(rid, email) for rid, email, owner, since in rows
-                if not owner or not quota.owner_alive(owner, since)]
-        if dead:
-            with self.store.transaction():
-                self.store.conn.executemany(
-                    "UPDATE deliveries SET state = 'unknown', owner = NULL, updated_at = ?, reason = "
-                    "'in flight when a send run died: perhaps sent, not resent' "
-                    "WHERE id = ? AND state = 'inflight'",
-                    [(now_iso(), rid) for rid, _ in dead])
-        return [email for _, email in dead]
 
     def refresh_audience(self, write: bool = True) -> tuple[int, int]:
         """Compute the audience now: new rows ``pending``, opted-out rows ``excluded``.
 
         Returns (newly excluded, pending). With ``write=False`` (dry run) only counts.
         """
-        campaign, conn = self.campaign, self.store.conn
+        campaign = self.campaign
         recipients = audience.eligible_recipients(self.store, campaign.name, campaign.list_name,
                                                   self.smtp.exclusion)
         self.recipients = {r.email: r for r in recipients}
         members = _excluded_members(self.store, campaign, self.smtp.exclusion)
-        rows = dict(conn.execute("SELECT email, state FROM deliveries WHERE campaign_id = ?",
-                                 (campaign.id,)).fetchall())
-        to_add = [r for r in recipients if r.email not in rows]
+        rows = self.ledger.states()
+        to_add = [(r.contact_id, r.email) for r in recipients if r.email not in rows]
         back = [e for e, s in rows.items() if s == "excluded" and e in self.recipients]
         gone = f"no longer on the list {campaign.list_name!r}"
         excluded = [(e, *members.get(e, (None, gone)))
-                    for e, s in rows.items() if s in _RETRYABLE and e not in self.recipients]
+                    for e, s in rows.items() if s in RETRYABLE and e not in self.recipients]
         excluded += [(e, cid, reason) for e, (cid, reason) in members.items() if e not in rows]
         pending = len(to_add) + len(back) + sum(
-            1 for e, s in rows.items() if s in _RETRYABLE and e in self.recipients)
+            1 for e, s in rows.items() if s in RETRYABLE and e in self.recipients)
         if write and (to_add or back or excluded):
-            self._write_audience(to_add, back, excluded)
+            with self.store.transaction():
+                self.ledger.add_recipients(to_add, back, excluded)
         return len(excluded), pending
-
-    def _write_audience(self, to_add: list[audience.Recipient], back: list[str],
-                        excluded: list[tuple[str, int | None, str]]) -> None:
-        now, cid, conn = now_iso(), self.campaign.id, self.store.conn
-        with self.store.transaction():
-            conn.executemany(
-                "INSERT OR IGNORE INTO deliveries (campaign_id, contact_id, email, state, created_at, "
-                "updated_at) VALUES (?, ?, ?, 'pending', ?, ?)",
-                [(cid, r.contact_id, r.email, now, now) for r in to_add])
-            conn.executemany(
-                "UPDATE deliveries SET state = 'pending', reason = NULL, updated_at = ? "
-                "WHERE campaign_id = ? AND email = ? AND state = 'excluded'",
-                [(now, cid, e) for e in back])
-            conn.executemany(
-                "INSERT INTO deliveries (campaign_id, contact_id, email, state, reason, created_at, "
-                "updated_at) VALUES (?, ?, ?, 'excluded', ?, ?, ?) ON CONFLICT (campaign_id, email) "
-                "DO UPDATE SET state = 'excluded', reason = excluded.reason, updated_at = excluded.updated_at "
-                "WHERE deliveries.state IN ('pending', 'deferred')",
-                [(cid, contact, e, reason, now, now) for e, contact, reason in excluded])
 
     # -- batches
 
-    def due_count(self) -> int:
-        """Rows a run could send now (pending, or deferred whose time has come)."""
-        return int(self.store.conn.execute(
-            "SELECT count(*) FROM deliveries WHERE campaign_id = ? AND (state = 'pending' OR "
-            "(state = 'deferred' AND next_attempt_at <= ?))", (self.campaign.id, now_iso())).fetchone()[0])
-
-    def claim(self, want: int) -> _Claim:
-        """Mark up to ``want`` due rows in flight and reserve their quota, in one transaction.
-
-        No rows with ``granted == 0`` means today's quota is used; ``granted == -1``: nothing due.
-        """
+    def claim(self, want: int) -> Claim:
+        """Mark up to ``want`` due rows in flight and reserve their quota, in one transaction."""
         with self.store.transaction():
             return self._claim(want)
 
-    def _claim(self, want: int) -> _Claim:
-        conn, now = self.store.conn, now_iso()
-        if want <= 0:
-            return _Claim([], "", -1)
-        # Two index range scans (campaign_id, state), deferred first: they have waited. One
-        # query with OR would scan the whole campaign and sort it, for every batch.
-        candidates = conn.execute(
-            f"SELECT {_CLAIM_COLUMNS} WHERE campaign_id = ? AND state = 'deferred' "
-            "AND next_attempt_at <= ? ORDER BY id LIMIT ?", (self.campaign.id, now, want)).fetchall()
-        if len(candidates) < want:
-            candidates += conn.execute(
-                f"SELECT {_CLAIM_COLUMNS} WHERE campaign_id = ? AND state = 'pending' ORDER BY id LIMIT ?",
-                (self.campaign.id, want - len(candidates))).fetchall()
-        if not candidates:
-            return _Claim([], "", -1)
-        day, granted = quota.reserve(self.store, len(candidates), owner=self.owner, settings=self.smtp)
-        rows = [_Row(rid, email, contact, mid or self.renderer.new_message_id(), attempts)
-                for rid, email, contact, mid, attempts in candidates[:granted]]
-        conn.executemany(
-            "UPDATE deliveries SET state = 'inflight', message_id = ?, owner = ?, updated_at = ? "
-            "WHERE id = ?", [(r.message_id, self.owner, now, r.id) for r in rows])
-        return _Claim(rows, day, granted)
+    def _claim(self, want: int) -> Claim:
+        return self.ledger.claim(want, owner=self.owner, settings=self.smtp,
+                                 new_message_id=self.renderer.new_message_id)
 
-    def jobs(self, rows: list[_Row]) -> list[SendJob]:
+    def jobs(self, rows: list[Row]) -> list[SendJob]:
         """One job per row; its message is built by the thread that sends it."""
         renderer, envelope_from = self.renderer, self.envelope_from
 
-        def build(row: _Row) -> Callable[[], bytes]:
+        def build(row: Row) -> Callable[[], bytes]:
             recipient = self.recipients.get(row.email)
             fields = recipient.fields if recipient is not None else self._fields_of(row)
             return lambda: renderer.render(row.email, fields, message_id=row.message_id)
 
         return [(envelope_from, row.email, build(row)) for row in rows]
 
-    def _fields_of(self, row: _Row) -> dict[str, Any]:
+    def _fields_of(self, row: Row) -> dict[str, Any]:
         # A row another process added for a contact this run's audience did not include.
         found = self.store.conn.execute("SELECT fields FROM contacts WHERE email = ?", (row.email,)).fetchone()
         return json.loads(found[0]) if found else {}
 
-    def after_outcome(self, outcome: SendOutcome, halt: threading.Event, limit: int) -> None:
-        """Count failures in a row (called from sender threads); halt at the limit."""
-        with self.lock:
-            if outcome.kind != "sent":
-                self.last_reply = f"{outcome.code or ''} {outcome.reply}".strip()
-            if outcome.kind in ("failed", "deferred"):
-                self.consecutive_failures += 1
-                if self.consecutive_failures >= limit:
-                    halt.set()
-            elif outcome.kind == "sent":
-                self.consecutive_failures = 0
+    def record(self, batch: Claim, outcomes: list[SendOutcome | None], started: list[bool]) -> None:
+        """Record a batch's outcomes and settle its quota, in one transaction."""
+        self.record_and_claim_next(batch, outcomes, started, 0)
 
-    def settle(self, batch: _Claim, outcomes: list[SendOutcome | None], started: list[bool],
-               claim_next: int = 0) -> _Claim:
-        """Record every outcome and the quota used, and claim the next batch, in one transaction.
+    def record_and_claim_next(self, batch: Claim, outcomes: list[SendOutcome | None],
+                              started: list[bool], want: int) -> Claim:
+        """Record a batch's outcomes, settle its quota and claim up to ``want`` next rows.
 
         One commit per batch instead of two: the next batch's rows are in flight (committed)
         before any of them is sent, as the ledger requires.
         """
-        rows, now = batch.rows, now_iso()
-        updates: dict[str, list[tuple[Any, ...]]] = {"sent": [], "deferred": [], "failed": [],
-                                                     "pending": [], "unknown": [], "untouched": []}
-        rejections: list[tuple[_Row, SendOutcome]] = []
-        for row, outcome, was_started in zip(rows, outcomes, started):
-            kind = self._ledger_state(row, outcome, was_started)
-            if outcome is None or kind == "unknown":
-                updates[kind].append((now, row.id))
-                continue
-            attempts = row.attempts + 1
-            next_at = _next_attempt(attempts) if kind == "deferred" else None
-            reason = _reason(kind, outcome, attempts)
-            updates[kind].append((attempts, outcome.code, outcome.status, outcome.reply or None,
-                                  reason, next_at, now, now if kind == "sent" else None, row.id))
-            if kind == "failed" and outcome.code and outcome.code >= 500:
-                rejections.append((row, outcome))
-        accepted = len(updates["sent"])
         with self.store.transaction():
-            self._write_outcomes(updates)
+            written = self.ledger.write_outcomes(batch.rows, outcomes, started)
             quota.settle(self.store, owner=self.owner, day=batch.day, released=batch.granted,
-                         accepted=accepted)
-            for row, outcome in rejections:
+                         accepted=written.accepted)
+            for row, outcome in written.rejections:
                 self.report.suppressed += self._record_rejection(row, outcome)
-            following = self._claim(claim_next)
-        self._count(updates)
+            following = self._claim(want)
+        report = self.report
+        report.sent += written.counts["sent"]
+        report.deferred += written.counts["deferred"]
+        report.failed += written.counts["failed"]
+        report.attempted += written.attempted
         return following
 
-    @staticmethod
-    def _ledger_state(row: _Row, outcome: SendOutcome | None, started: bool) -> str:
-        if outcome is None:
-            # Not attempted: back to the queue. Handed to the server but no answer (an
-            # interruption): perhaps sent.
-            return "unknown" if started else "untouched"
-        if outcome.kind == "paused":
-            return "pending"
-        if outcome.kind == "deferred" and row.attempts + 1 > len(DEFERRAL_BACKOFF):
-            return "failed"
-        return outcome.kind
+    def release(self, batch: Claim) -> None:
+        """A batch claimed ahead but not to be sent: back to pending, its quota given back."""
+        if batch.rows:
+            self.record(batch, [None] * len(batch.rows), [False] * len(batch.rows))
 
-    def _write_outcomes(self, updates: dict[str, list[tuple[Any, ...]]]) -> None:
-        conn = self.store.conn
-        for state in ("sent", "deferred", "failed", "pending"):
-            if updates[state]:
-                conn.executemany(
-                    f"UPDATE deliveries SET state = '{state}', owner = NULL, attempts = ?, smtp_code = ?, "
-                    "smtp_status = ?, smtp_reply = ?, reason = ?, next_attempt_at = ?, updated_at = ?, "
-                    "sent_at = coalesce(?, sent_at) WHERE id = ?",
-                    updates[state])
-        conn.executemany(
-            "UPDATE deliveries SET state = 'pending', owner = NULL, updated_at = ? WHERE id = ?",
-            updates["untouched"])
-        conn.executemany(
-            "UPDATE deliveries SET state = 'unknown', owner = NULL, updated_at = ?, reason = "
-            "'interrupted while being sent: perhaps sent, not resent' WHERE id = ?", updates["unknown"])
-
-    def _record_rejection(self, row: _Row, outcome: SendOutcome) -> list[str]:
+    def _record_rejection(self, row: Row, outcome: SendOutcome) -> list[str]:
         from .bounces import record_smtp_rejection
 
         return record_smtp_rejection(
             self.store, email=row.email, campaign=self.campaign.name, delivery_id=row.id,
             code=int(outcome.code or 0), status=outcome.status, reply=f"{outcome.code} {outcome.reply}",
             settings=self.bounce)
-
-    def _count(self, updates: dict[str, list[tuple[Any, ...]]]) -> None:
-        report = self.report
-        report.sent += len(updates["sent"])
-        report.deferred += len(updates["deferred"])
-        report.failed += len(updates["failed"])
-        report.attempted += sum(len(updates[k]) for k in ("sent", "deferred", "failed", "pending", "unknown"))
-
-
-def _next_attempt(attempts: int) -> str:
-    delay = DEFERRAL_BACKOFF[min(attempts, len(DEFERRAL_BACKOFF)) - 1]
-    return (dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + delay).isoformat()
-
-
-def _reason(state: str, outcome: SendOutcome, attempts: int) -> str | None:
-    if state == "failed" and outcome.kind == "deferred":
-        return f"gave up after {attempts} temporary failures"
-    if state == "failed":
-        return "rejected by the server" if outcome.code else outcome.reply
-    if state == "pending":
-        return f"not sent: {outcome.reply or outcome.code}"
-    return None
 
 
 def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bool = False,
@@ -632,14 +530,15 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     bounce = load_bounce_settings(store)
     renderer = _renderer(store, campaign, smtp, _envelope_sender(smtp, bounce))
     report = SendReport(campaign=campaign.name, dry_run=dry_run)
-    run = _Run(store, campaign, smtp, bounce, renderer, report)
+    policy = StopPolicy(max_consecutive_failures, stop_event)
+    run = _Run(store, campaign, smtp, bounce, renderer, report, policy)
     try:
         if dry_run:
             return _dry_run(run, limit)
-        report.unknown = run.mark_abandoned()
+        report.unknown = run.ledger.mark_abandoned()
         report.excluded, _ = run.refresh_audience()
-        _send_batches(run, limit, progress, connections, smtp_factory, password, stop_event,
-                      max_consecutive_failures)
+        _send_batches(run, limit, progress,
+                      lambda: SenderPool(smtp, connections, password=password, factory=smtp_factory))
     finally:
         quota.end_run(run.owner)
     _finish(run)
@@ -649,13 +548,10 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
 def _dry_run(run: _Run, limit: int | None) -> SendReport:
     """Render every message a run would send; write nothing (no ledger, no quota)."""
     report, store = run.report, run.store
-    report.unknown = [email for email, owner, since in store.conn.execute(
-        "SELECT email, owner, updated_at FROM deliveries WHERE campaign_id = ? AND state = 'inflight'",
-        (run.campaign.id,)) if not owner or not quota.owner_alive(owner, since)]
+    report.unknown = [email for _, email in run.ledger.abandoned()]
     report.excluded, report.pending = run.refresh_audience(write=False)
-    states = dict(store.conn.execute(
-        "SELECT email, state FROM deliveries WHERE campaign_id = ?", (run.campaign.id,)).fetchall())
-    due = [r for email, r in run.recipients.items() if states.get(email, "pending") in _RETRYABLE]
+    states = run.ledger.states()
+    due = [r for email, r in run.recipients.items() if states.get(email, "pending") in RETRYABLE]
     for recipient in due:
         run.renderer.render(recipient.email, recipient.fields, message_id=run.renderer.new_message_id())
     status = quota.quota_status(store, run.smtp, reclaim=False)
@@ -665,11 +561,10 @@ def _dry_run(run: _Run, limit: int | None) -> SendReport:
     return report
 
 
-def _send_batches(run: _Run, limit: int | None, progress: Progress | None, connections: int,
-                  factory: SmtpFactory | None, password: str | None,
-                  stop_event: threading.Event | None, max_failures: int) -> None:
-    report = run.report
-    due = run.due_count()
+def _send_batches(run: _Run, limit: int | None, progress: Progress | None,
+                  make_pool: Callable[[], SenderPool]) -> None:
+    report, policy = run.report, run.policy
+    due = run.ledger.due_count()
     total = min(due, limit) if limit is not None else due
     status = quota.quota_status(run.store, run.smtp)
     if due and status.remaining == 0:
@@ -678,36 +573,32 @@ def _send_batches(run: _Run, limit: int | None, progress: Progress | None, conne
     if total == 0:
         return
     total = min(total, status.remaining)
-    halt = threading.Event()
-    with SenderPool(run.smtp, connections, password=password, factory=factory) as pool:
+    with make_pool() as pool:  # connected and logged in before anything is claimed
         _set_status(run, "sending")
         if progress:
             progress(0, total, report)
-        size = BATCH_PER_CONNECTION * connections
+        size = BATCH_PER_CONNECTION * len(pool.senders)
 
         def next_size(not_counted: int) -> int:
-            if halt.is_set() or (stop_event is not None and stop_event.is_set()):
+            if policy.stopping():
                 return 0
             # ``not_counted``: rows claimed or being settled, not yet in report.attempted.
             return size if limit is None else max(0, min(size, limit - report.attempted - not_counted))
 
-        last = _pipeline(run, pool, run.claim(next_size(0)), next_size, halt, stop_event,
-                         max_failures, lambda: progress and progress(
-                             report.attempted, max(total, report.attempted), report))
-        if last.granted == 0:
-            report.paused = "quota"
-            report.resume_at = quota.quota_status(run.store, run.smtp).resets_at.isoformat()
-        elif stop_event is not None and stop_event.is_set() and not halt.is_set():
-            report.paused = "stopped"
-    if halt.is_set() and report.paused is None:
-        report.paused = _halt_reason(run, stop_event, max_failures)
-        report.detail = run.last_reply
+        last = _pipeline(run, pool, run.claim(next_size(0)), next_size, lambda: progress and progress(
+            report.attempted, max(total, report.attempted), report))
+    if last.granted == 0:
+        report.paused = "quota"
+        report.resume_at = quota.quota_status(run.store, run.smtp).resets_at.isoformat()
+    else:
+        report.paused = policy.reason()
+        if policy.halt.is_set():
+            report.detail = policy.last_reply
 
 
-def _pipeline(run: _Run, pool: SenderPool, claimed: _Claim, next_size: Callable[[int], int],
-              halt: threading.Event, stop_event: threading.Event | None, max_failures: int,
-              tick: Callable[[], Any]) -> _Claim:
-    """Send batch after batch while a ledger thread settles the previous one and claims the next.
+def _pipeline(run: _Run, pool: SenderPool, claimed: Claim, next_size: Callable[[int], int],
+              tick: Callable[[], Any]) -> Claim:
+    """Send batch after batch while a ledger thread records the previous one and claims the next.
 
     The ledger's commits (the previous batch's outcomes and quota, the next batch marked in
     flight) overlap the SMTP conversation instead of sitting between batches. The store's
@@ -715,8 +606,9 @@ def _pipeline(run: _Run, pool: SenderPool, claimed: _Claim, next_size: Callable[
     At most two batches are in flight (a crash leaves them ``unknown``). Returns the last claim
     (``granted == 0``: the quota ran out).
     """
+    policy = run.policy
     ledger = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="newsletter-ledger")
-    previous: tuple[_Claim, list[SendOutcome | None], list[bool]] | None = None
+    previous: tuple[Claim, list[SendOutcome | None], list[bool]] | None = None
     try:
         while claimed.rows:
             jobs = run.jobs(claimed.rows)
@@ -724,11 +616,11 @@ def _pipeline(run: _Run, pool: SenderPool, claimed: _Claim, next_size: Callable[
             if previous is None:
                 ahead = ledger.submit(run.claim, next_size(in_flight))
             else:
-                ahead = ledger.submit(run.settle, *previous, claim_next=next_size(in_flight))
+                ahead = ledger.submit(run.record_and_claim_next, *previous, next_size(in_flight))
             outcomes: list[SendOutcome | None] = [None] * len(claimed.rows)
             started = [False] * len(claimed.rows)
             try:
-                _send_one_batch(run, pool, jobs, outcomes, started, halt, stop_event, max_failures)
+                _send_one_batch(run, pool, jobs, outcomes, started)
                 following = ahead.result()
             except BaseException:
                 # Interrupted (Ctrl-C in a notebook) or the ledger failed: record what was
@@ -736,52 +628,38 @@ def _pipeline(run: _Run, pool: SenderPool, claimed: _Claim, next_size: Callable[
                 # server unanswered becomes unknown.
                 concurrent.futures.wait([ahead])
                 if not ahead.exception():
-                    _release(run, ahead.result())
-                run.settle(claimed, outcomes, started)
+                    run.release(ahead.result())
+                run.record(claimed, outcomes, started)
                 raise
             previous = (claimed, outcomes, started)
-            if halt.is_set() or (stop_event is not None and stop_event.is_set()):
-                _release(run, following)
-                following = _Claim([], "", -1)
+            if policy.stopping():
+                run.release(following)
+                following = Claim.nothing()
             claimed = following
             try:
                 tick()
             except BaseException:  # the caller's progress callback failed: leave nothing in flight
-                run.settle(*previous)
-                _release(run, claimed)
+                run.record(*previous)
+                run.release(claimed)
                 raise
         if previous is not None:
-            run.settle(*previous)
+            run.record(*previous)
             tick()
         return claimed
     finally:
         ledger.shutdown(wait=True)
 
 
-def _release(run: _Run, batch: _Claim) -> None:
-    """A batch claimed ahead but not to be sent: back to pending, its quota given back."""
-    if batch.rows:
-        run.settle(batch, [None] * len(batch.rows), [False] * len(batch.rows))
-
-
 def _send_one_batch(run: _Run, pool: SenderPool, jobs: list[SendJob], outcomes: list[SendOutcome | None],
-                    started: list[bool], halt: threading.Event, stop_event: threading.Event | None,
-                    max_failures: int) -> None:
+                    started: list[bool]) -> None:
     """Send a claimed batch, filling ``outcomes`` and ``started`` as answers come."""
+    policy = run.policy
 
     def after(index: int, outcome: SendOutcome) -> None:
         outcomes[index] = outcome
-        run.after_outcome(outcome, halt, max_failures)
+        policy.after_outcome(outcome)
 
-    pool.send_batch(jobs, halt, started, stop=stop_event, after=after)
-
-
-def _halt_reason(run: _Run, stop_event: threading.Event | None, max_failures: int) -> str:
-    if run.consecutive_failures >= max_failures:
-        return "failures"
-    if stop_event is not None and stop_event.is_set():
-        return "stopped"
-    return "connection"
+    pool.send_batch(jobs, policy.halt, started, stop=policy.stop_event, after=after)
 
 
 def _set_status(run: _Run, status: str) -> None:
@@ -793,13 +671,9 @@ def _set_status(run: _Run, status: str) -> None:
 def _finish(run: _Run) -> None:
     """Count what is left and set the campaign's status (done, paused or sending)."""
     report = run.report
-    report.pending = int(run.store.conn.execute(
-        "SELECT count(*) FROM deliveries WHERE campaign_id = ? AND state IN ('pending', 'deferred', 'inflight')",
-        (run.campaign.id,)).fetchone()[0])
+    report.pending = run.ledger.left_to_send()
     if report.pending and report.paused is None:
-        nxt = run.store.conn.execute(
-            "SELECT min(next_attempt_at) FROM deliveries WHERE campaign_id = ? AND state = 'deferred'",
-            (run.campaign.id,)).fetchone()[0]
-        if nxt and not run.due_count():
+        nxt = run.ledger.next_retry_at()
+        if nxt and not run.ledger.due_count():
             report.detail = f"deferred recipients are retried after {nxt}"
     _set_status(run, "done" if not report.pending else ("paused" if report.paused else "sending"))

@@ -10,7 +10,6 @@ import datetime as dt
 import email
 import email.policy
 import json
-import signal
 import smtplib
 import subprocess
 import sys
@@ -24,12 +23,11 @@ from newsletter_kit import campaigns, quota
 from newsletter_kit.audience import add_contacts, add_unsubscribe
 from newsletter_kit.bounces import suppress
 from newsletter_kit.errors import AuthenticationFailed, CampaignError, TemplateError
-from newsletter_kit.settings import update_bounce_settings, update_smtp_settings
+from newsletter_kit.settings import update_smtp_settings
 from newsletter_kit.store import open_store
-
-BOUNCE_ADDRESS = "bounces@example.org"
-FROM = "news@example.org"
-PASSWORD_ENV = "NK_TEST_SMTP_PASSWORD"
+from tests.sending import (BOUNCE_ADDRESS, PASSWORD_ENV, addresses, configure, contacts, ledger,
+                           make_campaign, received)
+from tests.sending import invoke as _invoke
 
 
 @pytest.fixture
@@ -37,43 +35,6 @@ def store(nk_db):
     store = open_store(nk_db)
     yield store
     store.close()
-
-
-def configure(store, srv, *, limit=1000, tls="none", user=None, ca_file=None, exclusion="campaign",
-              timezone="Europe/Rome"):
-    """SMTP settings pointing at ``srv``, and a bounce address for the envelope sender."""
-    update_smtp_settings(
-        store, host="localhost" if tls != "none" else "127.0.0.1", port=srv.port, tls=tls,
-        daily_limit=limit, from_addr=FROM, timezone=timezone, exclusion=exclusion,
-        user=user, auth=bool(user), password_ref=f"env:{PASSWORD_ENV}" if user else None,
-        ca_file=ca_file, unsubscribe_url="https://example.org/unsubscribe/{token}")
-    update_bounce_settings(store, host="127.0.0.1", port=1143, user=BOUNCE_ADDRESS, threshold=1,
-                           tls="none", allow_plain_auth=True, password_ref="env:NK_UNUSED")
-
-
-def contacts(store, emails, list_name="news"):
-    add_contacts(store, [{"email": e, "first_name": e.split("@")[0].title()} for e in emails],
-                 list_name=list_name)
-
-
-def make_campaign(store, name="spring", list_name="news"):
-    return campaigns.create_campaign(store, name, list_name, "Hello {{ first_name }}",
-                                     "<p>Dear {{ first_name }},</p><p>news.</p>")
-
-
-def ledger(store, name="spring"):
-    rows = store.conn.execute(
-        "SELECT d.email, d.state, d.message_id, d.smtp_code, d.smtp_status, d.reason FROM deliveries d "
-        "JOIN campaigns c ON c.id = d.campaign_id WHERE c.name = ? ORDER BY d.id", (name,))
-    return {r[0]: r[1:] for r in rows}
-
-
-def received(srv):
-    return Counter(rcpt for env in srv.messages for rcpt in env.rcpt_tos)
-
-
-def addresses(n, prefix="reader"):
-    return [f"{prefix}{i:03d}@example.org" for i in range(n)]
 
 
 # --- the happy path -----------------------------------------------------------------------
@@ -435,22 +396,6 @@ def test_unknown_campaign_list_or_duplicate_name_is_a_clear_error(store):
 # --- the command line ---------------------------------------------------------------------
 
 
-def _invoke(args):
-    """The CLI in this process (fast); ``returncode``, ``stdout`` and ``stderr`` like a subprocess."""
-    from click.testing import CliRunner
-
-    from newsletter_kit.cli import cli
-
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    result.returncode = result.exit_code
-    return result
-
-
-def _start_cli(args):
-    return subprocess.Popen([sys.executable, "-m", "newsletter_kit", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
 def test_cli_create_send_status_quota(store, smtp_server, tmp_path):
     srv = smtp_server(tls="none")
     configure(store, srv, limit=3)
@@ -492,59 +437,6 @@ def test_cli_create_send_status_quota(store, smtp_server, tmp_path):
     listing = _invoke(["campaign", "list"])
     assert listing.stdout.startswith("spring\tnews\tpaused\t3 sent")
     assert _invoke(["campaign", "status", "nope"]).returncode == 1
-
-
-def test_two_senders_started_together_share_the_quota_and_send_nobody_twice(store, smtp_server):
-    srv = smtp_server(tls="none", delay=0.01)
-    configure(store, srv, limit=25)
-    emails = addresses(60)
-    contacts(store, emails)
-    make_campaign(store)
-
-    procs = [_start_cli(["campaign", "send", "spring", "--json"]) for _ in range(2)]
-    results = [p.communicate(timeout=120) for p in procs]
-
-    assert [p.returncode for p in procs] == [0, 0], results
-    reports = [json.loads(out) for out, _ in results]
-    assert sum(r["sent"] for r in reports) == 25
-    assert {r["paused"] for r in reports} == {"quota"}
-    counts = received(srv)
-    assert sum(counts.values()) == 25 and max(counts.values()) == 1
-    assert quota.quota_status(store).used == 25
-
-
-def test_sigkill_mid_campaign_then_send_again_sends_nobody_twice(store, smtp_server):
-    srv = smtp_server(tls="none", delay=0.03)
-    configure(store, srv)
-    emails = addresses(80)
-    contacts(store, emails)
-    make_campaign(store)
-
-    proc = _start_cli(["campaign", "send", "spring"])
-    deadline = time.monotonic() + 60
-    while len(srv.messages) < 25 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    got_before = received(srv)
-    assert 25 <= sum(got_before.values()) < 80
-
-    report = campaigns.send_campaign(store, "spring")
-
-    counts = received(srv)
-    assert max(counts.values()) == 1                       # nobody twice
-    rows = ledger(store)
-    unknown = {e for e, (s, *_) in rows.items() if s == "unknown"}
-    assert unknown and set(report.unknown) == unknown       # reported
-    assert len(unknown) <= 2 * campaigns.BATCH_PER_CONNECTION  # at most two batches
-    assert not unknown & (set(counts) - set(got_before))    # never resent
-    assert {s for e, (s, *_) in rows.items() if e not in unknown} == {"sent"}
-    assert set(counts) | unknown == set(emails)             # nobody lost
-    status = campaigns.campaign_status(store, "spring")
-    assert (status["unknown"], status["pending"]) == (len(unknown), 0)
-    # The dead run's reservation was reclaimed (counted as used: it may have been accepted).
-    assert store.conn.execute("SELECT count(*) FROM quota_reservations").fetchone()[0] == 0
-    assert quota.quota_status(store).used >= len(counts)
 
 
 # --- Postfix ------------------------------------------------------------------------------
@@ -604,39 +496,6 @@ def test_a_message_that_cannot_be_built_fails_alone(store, smtp_server):
     assert quota.quota_status(store).used == 2
 
 
-class _InterruptedOnThird(smtplib.SMTP):
-    """Ctrl-C in a notebook while the third message is on the wire."""
-
-    calls = 0
-
-    def sendmail(self, *args, **kwargs):
-        _InterruptedOnThird.calls += 1
-        if _InterruptedOnThird.calls == 3:
-            raise KeyboardInterrupt
-        return super().sendmail(*args, **kwargs)
-
-
-def test_an_interrupted_run_records_what_it_knows(store, smtp_server):
-    srv = smtp_server(tls="none")
-    configure(store, srv)
-    emails = addresses(6)
-    contacts(store, emails)
-    make_campaign(store)
-    _InterruptedOnThird.calls = 0
-
-    with pytest.raises(KeyboardInterrupt):
-        campaigns.send_campaign(store, "spring", smtp_factory=_InterruptedOnThird)
-
-    states = {e: s for e, (s, *_) in ledger(store).items()}
-    assert [states[e] for e in emails] == ["sent", "sent", "unknown", "pending", "pending", "pending"]
-    status = quota.quota_status(store)
-    assert (status.used, status.reserved) == (2, 0)
-    # The next run sends the pending ones and never the unknown one.
-    report = campaigns.send_campaign(store, "spring")
-    assert report.sent == 3
-    assert set(received(srv)) == set(emails) - {emails[2]}
-
-
 @pytest.mark.parametrize("code, reply, kind, status", [
     (250, b"2.0.0 OK", "sent", "2.0.0"),
     (421, b"4.3.2 shutting down", "paused", "4.3.2"),
@@ -671,24 +530,6 @@ def test_a_421_on_one_of_several_connections_pauses_them_all_and_loses_nobody(st
     add_unsubscribe(store, "rcpt421.x@example.org")
     campaigns.send_campaign(store, "spring", connections=3)
     assert received(srv) == Counter({e: 1 for e in emails if not e.startswith("rcpt421")})
-
-
-def test_a_failing_progress_callback_leaves_nothing_in_flight(store, smtp_server):
-    srv = smtp_server(tls="none")
-    configure(store, srv)
-    contacts(store, addresses(60))
-    make_campaign(store)
-
-    def progress(done, total, report):
-        if done:
-            raise RuntimeError("the notebook's widget is gone")
-
-    with pytest.raises(RuntimeError):
-        campaigns.send_campaign(store, "spring", progress=progress)
-
-    states = Counter(s for s, *_ in ledger(store).values())
-    assert set(states) == {"sent", "pending"} and states["sent"] == len(srv.messages)
-    assert quota.quota_status(store).reserved == 0
 
 
 def test_cli_max_failures_stops_the_run_and_exits_1(store, smtp_server):
