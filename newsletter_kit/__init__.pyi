@@ -79,6 +79,10 @@ from .quota import (
     QuotaStatus as QuotaStatus,
     quota_status as quota_status,
 )
+from .deliverability import (
+    Finding as Finding,
+    preflight as preflight,
+)
 from .bounces import (
     parse_bounce as parse_bounce,
     parse_bounce_file as parse_bounce_file,

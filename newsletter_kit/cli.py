@@ -119,6 +119,9 @@ def _password_ref(password_env: str | None) -> str | None:
 @click.option("--from", "from_addr", metavar="ADDR", help="The From address of campaigns.")
 @click.option("--unsubscribe-url", metavar="TEMPLATE", help="https URL with {token} for one-click unsubscribe.")
 @click.option("--timezone", help="Time zone of the daily limit's day (default: this machine's).")
+@click.option("--dkim-selector", metavar="S", help="Sign with DKIM under this selector ('' switches signing off).")
+@click.option("--dkim-key-file", metavar="PEM", help="The DKIM private key (RSA or Ed25519); its path is stored, not the key.")
+@click.option("--dkim-domain", metavar="D", help="The DKIM d= domain (default: the From domain).")
 @pass_store
 def settings_smtp(store: Store, password_env: str | None, **changes: Any) -> None:
     """Set the dedicated SMTP server; later calls change only the flags given."""
@@ -126,6 +129,13 @@ def settings_smtp(store: Store, password_env: str | None, **changes: Any) -> Non
         store, password_ref=_password_ref(password_env), **changes)
     warn_all(warnings)
     say(f"SMTP settings saved: {smtp.host}:{smtp.port} ({smtp.tls}), {smtp.daily_limit} emails/day")
+    if smtp.signing_domain and (changes.get("dkim_key_file") or changes.get("dkim_selector")
+                                or changes.get("dkim_domain")):
+        from .signing import load_key
+
+        say(f"DKIM: publish this TXT record at {smtp.dkim_selector}._domainkey."
+            f"{smtp.signing_domain}, then run `newsletter-kit check`:\n"
+            f"{load_key(smtp.dkim_key_file or '').dns_record()}")
 
 
 @settings.command("bounce")
@@ -197,6 +207,28 @@ def settings_test(store: Store) -> None:
     for ok, line in results:
         click.echo(f"{'ok  ' if ok else 'FAIL'} {line}")
     if not all(ok for ok, _ in results):
+        sys.exit(1)
+
+
+# --- deliverability pre-flight -------------------------------------------------------------
+
+
+@cli.command("check")
+@click.option("--json", "as_json", is_flag=True, help='A JSON list of {"check", "status", "detail"}.')
+@click.option("--nameserver", metavar="HOST[:PORT]",
+              help="Ask this DNS server (an IP address) instead of the system resolver.")
+@pass_store
+def check_cmd(store: Store, as_json: bool, nameserver: str | None) -> None:
+    """Pre-flight: SPF, DKIM, DMARC, alignment, MX, unsubscribe, volume; exit 1 when one fails."""
+    from .deliverability import preflight
+
+    findings = preflight(store, nameserver=nameserver)
+    if as_json:
+        emit_json([finding.to_dict() for finding in findings])
+    else:
+        for finding in findings:
+            click.echo(f"{finding.status.upper():4} {finding.check:11} {finding.detail}")
+    if any(finding.status == "fail" for finding in findings):
         sys.exit(1)
 
 

@@ -287,6 +287,9 @@ class SmtpSettings:
     exclusion: str = "campaign"
     unsubscribe_url: str | None = None
     timezone: str = field(default_factory=local_timezone)
+    dkim_selector: str | None = None
+    dkim_key_file: str | None = None  # the path only: the key is read when a run starts
+    dkim_domain: str | None = None
 
     def validate(self) -> list[str]:
         """Raise :class:`ValidationError` on an invalid field; return warnings (strings)."""
@@ -307,6 +310,7 @@ class SmtpSettings:
                     "the unsubscribe URL must be an https URL containing {token}", "unsubscribe_url"
                 )
         self.timezone = validate_timezone(self.timezone)
+        self._validate_dkim()
         warnings = _tls_warnings(self.tls, self.port)
         if is_free_provider(self.host) and self.daily_limit > FREE_PROVIDER_LIMIT:
             warnings.append(
@@ -315,6 +319,29 @@ class SmtpSettings:
                 "its limit and may get the account blocked"
             )
         return warnings
+
+    def _validate_dkim(self) -> None:
+        """DKIM is on when a selector and a key file are set; the key must load (RSA/Ed25519)."""
+        if not (self.dkim_selector or self.dkim_key_file or self.dkim_domain):
+            return
+        if not (self.dkim_selector and self.dkim_key_file):
+            missing = "--dkim-key-file" if self.dkim_selector else "--dkim-selector"
+            raise ValidationError(f"DKIM signing needs both --dkim-selector and --dkim-key-file "
+                                  f"({missing} is missing)", "dkim_selector")
+        from .signing import load_key, validate_selector
+
+        self.dkim_selector = validate_selector(self.dkim_selector)
+        load_key(self.dkim_key_file)
+        self.dkim_key_file = str(Path(self.dkim_key_file).resolve())
+        if self.dkim_domain:
+            self.dkim_domain = validate_host(self.dkim_domain, "dkim_domain").rstrip(".").lower()
+
+    @property
+    def signing_domain(self) -> str | None:
+        """The DKIM ``d=`` domain: ``dkim_domain``, else the From domain; None when not signing."""
+        if not (self.dkim_selector and self.dkim_key_file):
+            return None
+        return self.dkim_domain or self.from_addr.rpartition("@")[2].rstrip(">").lower()
 
     def __repr__(self) -> str:
         return _masked_repr(self)
@@ -327,7 +354,8 @@ class SmtpSettings:
             "auth": self.auth, "tls": self.tls, "allow-plain-auth": self.allow_plain_auth,
             "ca-file": self.ca_file, "daily-limit": self.daily_limit, "exclusion": self.exclusion,
             "from": self.from_addr, "unsubscribe-url": self.unsubscribe_url,
-            "timezone": self.timezone,
+            "timezone": self.timezone, "dkim-selector": self.dkim_selector,
+            "dkim-key-file": self.dkim_key_file, "dkim-domain": self.dkim_domain,
         }
 
 
@@ -415,7 +443,8 @@ def _masked_repr(obj: Any) -> str:
 
 _SMTP_REQUIRED = ("host", "port", "from_addr", "daily_limit")
 _BOUNCE_REQUIRED = ("host", "port", "user", "threshold")
-_CLEARABLE_SMTP = {"user", "password_ref", "ca_file", "unsubscribe_url"}
+_CLEARABLE_SMTP = {"user", "password_ref", "ca_file", "unsubscribe_url", "dkim_selector",
+                   "dkim_key_file", "dkim_domain"}
 _CLEARABLE_BOUNCE = {"password_ref", "ca_file", "bounce_address", "processed_folder", "stale_after_days"}
 
 
@@ -469,6 +498,10 @@ def update_smtp_settings(store: Store, **changes: Any) -> tuple[SmtpSettings, li
     current = _load_section(store, "smtp")
     if current is None and changes.get("auth") is None and changes.get("user"):
         changes = {**changes, "auth": True}
+    if changes.get("dkim_selector") == "":
+        # An empty selector switches signing off: the key file and domain go with it.
+        changes = {"dkim_key_file": "", "dkim_domain": "", **{k: v for k, v in changes.items()
+                                                              if v is not None}}
     settings = _merge(SmtpSettings, current, changes, _SMTP_REQUIRED, _CLEARABLE_SMTP)
     warnings = settings.validate()
     _save_section(store, "smtp", settings)

@@ -44,6 +44,7 @@ def test_every_smtp_flag_round_trips_through_cli_and_api(run, tmp_path):
         "allow-plain-auth": False, "ca-file": str(ca.resolve()), "daily-limit": 450,
         "exclusion": "global", "from": "news@example.org",
         "unsubscribe-url": "https://news.example.org/u/{token}", "timezone": "Europe/Rome",
+        "dkim-selector": None, "dkim-key-file": None, "dkim-domain": None,
     }
     api = s.load_smtp_settings(open_store(run.db))
     assert api.public_dict() == shown

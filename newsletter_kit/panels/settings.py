@@ -88,12 +88,18 @@ class SettingsPanel(Panel):
         self.test_button = button("Test", self.test, icon="plug",
                                   tooltip="Connect to both servers with the values above")
         self.test_results = widgets.HTML(value="")
+        # Deliverability pre-flight (SPF, DKIM, DMARC...) of the saved settings.
+        self.check_button = button("Check deliverability", self.check, icon="check-circle",
+                                   tooltip="Check the saved settings against DNS (SPF, DKIM, DMARC...)")
+        self.check_nameserver = text("DNS server", placeholder="(the system resolver)", width="420px")
+        self.check_results = widgets.HTML(value="")
         self.tabs = widgets.Tab(children=[self.smtp_box, self.bounce_box])
         self.tabs.set_title(0, "Dedicated SMTP")
         self.tabs.set_title(1, "Bounce settings (IMAP)")
         self.widget = widgets.VBox(
             [panel_style(), self.tabs, widgets.HBox([self.save_button, self.test_button]),
-             self.message, self.test_results],
+             self.message, self.test_results,
+             widgets.HBox([self.check_button, self.check_nameserver]), self.check_results],
             layout=widgets.Layout(max_width="820px"),
         )
         self.widget.add_class("nk-settings-panel")
@@ -420,6 +426,23 @@ class SettingsPanel(Panel):
         return results
 
     @catch_errors
+    def check(self, _button: Any = None) -> list[Any]:
+        """Run :func:`newsletter_kit.preflight` on the saved settings; findings in ``check_results``."""
+        from ..deliverability import preflight
+
+        self.clear_message()
+        self.check_results.value = ""
+        findings = preflight(self.store, nameserver=self.check_nameserver.value.strip() or None)
+        self.check_results.value = _findings_html(findings)
+        failed = [f.check for f in findings if f.status == "fail"]
+        if failed:
+            self.show_error(f"Mail from these settings may not arrive: {', '.join(failed)} failed "
+                            "(what to do is below).")
+        else:
+            self.show_ok("Nothing fails: read the warnings below, if any.")
+        return findings
+
+    @catch_errors
     def fetch_folders(self, _button: Any = None) -> list[str]:
         """Log in to the bounce mailbox and fill the "Folder to monitor" dropdown."""
         self.clear_message()
@@ -494,6 +517,16 @@ def _results_html(results: list[tuple[bool, str]]) -> str:
         for ok, line in results
     )
     return f'<ul class="nk-test-results" style="list-style:none;padding-left:4px">{rows}</ul>'
+
+
+def _findings_html(findings: list[Any]) -> str:
+    marks = {"pass": ("✔", "#0a6b2d"), "warn": ("!", "#8a5a00"), "fail": ("✖", "#a50e0e")}
+    rows = "".join(
+        f'<li style="color:{marks[f.status][1]}">{marks[f.status][0]} <b>{html.escape(f.check)}</b>: '
+        f"{html.escape(f.detail)}</li>"
+        for f in findings
+    )
+    return f'<ul class="nk-check-results" style="list-style:none;padding-left:4px">{rows}</ul>'
 
 
 __all__ = ["SettingsPanel"]
