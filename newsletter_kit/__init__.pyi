@@ -7,6 +7,7 @@ from .errors import (
     CertificateError as CertificateError,
     ConfigError as ConfigError,
     ConnectionFailed as ConnectionFailed,
+    ExportError as ExportError,
     ImportFailed as ImportFailed,
     MailboxError as MailboxError,
     NewsletterKitError as NewsletterKitError,
@@ -113,6 +114,10 @@ from .review import (
     suppression_table as suppression_table,
     threshold_counts as threshold_counts,
     threshold_what_if as threshold_what_if,
+)
+from .export import (
+    ExportReport as ExportReport,
+    export_review as export_review,
 )
 from .panels.settings import (
     SettingsPanel as SettingsPanel,

@@ -540,6 +540,33 @@ def suppressions_remove(store: Store, address: str, by: str | None) -> None:
     say(f"{address.strip().lower()} is no longer suppressed")
 
 
+# --- review ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def review() -> None:
+    """Take the review tables away for a data team (DuckDB, Spark, a BI tool)."""
+
+
+@review.command("export")
+@click.argument("folder", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True,
+              help="File format of every table.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"folder", "format", "tables": {name: {"file", "rows"}}}.')
+@pass_store
+def review_export(store: Store, folder: Path, fmt: str, as_json: bool) -> None:
+    """Write deliveries, bounces, suppressions and every review table to DIR, one file per table."""
+    from .export import export_review
+
+    report = export_review(store, folder, format=fmt)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    for name, rows in report.tables.items():
+        click.echo(f"{report.path(name)}\t{rows} rows")
+    say(f"{len(report.tables)} tables written to {report.folder} ({fmt})")
+
+
 # --- demo ---------------------------------------------------------------------------------
 
 

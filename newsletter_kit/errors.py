@@ -61,3 +61,7 @@ class QuotaExhausted(NewsletterKitError):
 
 class MailboxError(NewsletterKitError):
     """The bounce mailbox cannot be read (folder missing, IMAP error)."""
+
+
+class ExportError(NewsletterKitError):
+    """The review tables cannot be exported (folder not writable, unknown format, bad value)."""

@@ -490,7 +490,9 @@ def campaign_forecast(store: Store, *, now: dt.datetime | None = None) -> pd.Dat
     open_ = df["status"] != "done"
     pending = {name: campaigns.campaign_status(store, name)["pending"] for name in df.loc[open_, "campaign"]}
     df["pending"] = pd.Series([pending.get(name, 0) for name in df["campaign"]], index=df.index, dtype="int64")
-    status = quota.quota_status(store, now=now) if any(pending.values()) else None
+    # Without SMTP settings there is no limit to forecast with: finish stays None.
+    has_limit = any(pending.values()) and load_smtp_settings(store) is not None
+    status = quota.quota_status(store, now=now) if has_limit else None
     df["finish"] = pd.Series(
         [quota.forecast_date(status, n) if status is not None and n else None for n in df["pending"]],
         index=df.index, dtype="object")

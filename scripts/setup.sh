@@ -57,3 +57,8 @@ if [[ $want_servers -eq 1 ]]; then
         fi
     fi
 fi
+
+# An editable install skips pyproject's data-files (what a wheel puts under .venv/share and
+# .venv/etc for JupyterLab): link the same files from the source tree instead.
+link() { mkdir -p "$(dirname ".venv/$2")"; ln -sfn "$PWD/$1" ".venv/$2"; }
+link newsletter_kit/jupyter_config/overrides.d/newsletter-kit.json share/jupyter/lab/settings/overrides.d/newsletter-kit.json
