@@ -22,10 +22,10 @@ import pytest
 
 from newsletter_kit import campaigns, quota
 from newsletter_kit.audience import add_contacts, add_unsubscribe
-from newsletter_kit.bounces import suppress
 from newsletter_kit.errors import AuthenticationFailed, CampaignError, TemplateError
 from newsletter_kit.settings import update_bounce_settings, update_smtp_settings
 from newsletter_kit.store import open_store
+from newsletter_kit.suppressions import suppress
 
 BOUNCE_ADDRESS = "bounces@example.org"
 FROM = "news@example.org"
