@@ -56,6 +56,8 @@ from .audience import (
     import_unsubscribes as import_unsubscribes,
     list_contacts as list_contacts,
     list_names as list_names,
+)
+from .addresses import (
     normalize_address as normalize_address,
 )
 from .messages import (
@@ -90,11 +92,13 @@ from .bounces import (
     BounceReport as BounceReport,
     BounceRecipient as BounceRecipient,
     BounceKind as BounceKind,
+    record_smtp_rejection as record_smtp_rejection,
+)
+from .suppressions import (
     apply_threshold as apply_threshold,
     bounce_counts as bounce_counts,
     counting_query as counting_query,
     list_suppressions as list_suppressions,
-    record_smtp_rejection as record_smtp_rejection,
     remove_suppression as remove_suppression,
     suppress as suppress,
     suppression_history as suppression_history,

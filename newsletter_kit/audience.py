@@ -42,11 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import email_validator
-
 if TYPE_CHECKING:  # pandas is imported by the functions that return DataFrames, not at start-up
     import pandas as pd
 
+from .addresses import normalize_address
 from .errors import ImportFailed, ValidationError
 from .store import Store, now_iso
 
@@ -54,69 +53,8 @@ ALL_LIST = "all"
 EXCLUSION_POLICIES = ("campaign", "global")
 FRAME_COLUMNS = ("contact_id", "email", "excluded", "reason")
 
-# Characters that would let an address smuggle a header or a second address into a message.
-_FORBIDDEN = {"\r": "a line break", "\n": "a line break", "\0": "a NUL character",
-              '"': "a quote", "<": "'<' (give the bare address, without a name)",
-              ">": "'>' (give the bare address, without a name)", ",": "a comma (one address per row)",
-              ";": "a semicolon (one address per row)"}
 _FIELD_NAME = re.compile(r"[^0-9a-z]+")
-# The everyday address (lowercase ASCII dot-atom @ plain labels, alphabetic top-level domain),
-# which email-validator is sure to accept as is: checked by a regex, 100 times faster.
-_ATEXT = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_EVERYDAY = re.compile(r"(?=[^@]{1,64}@)" + _ATEXT + r"(?:\." + _ATEXT + r")*"
-                       r"@(?:(?=[a-z0-9-]{1,63}\.)[a-z0-9]+(?:-[a-z0-9]+)*\.)+[a-z]{2,24}")
-_SPECIAL_USE = frozenset(email_validator.SPECIAL_USE_DOMAIN_NAMES)  # all single labels
 _ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-# --- addresses ----------------------------------------------------------------------------
-
-
-def normalize_address(raw: Any) -> str:
-    """A plain address (``local@domain``), stripped and lowercased; else :class:`ValidationError`.
-
-    Display-name forms (``Ann <ann@example.org>``), quoted local parts, line breaks and
-    internationalised local parts (which would need SMTPUTF8) are refused; an internationalised
-    domain is kept in its ASCII (punycode) form, the one bounce reports quote.
-
-    Example::
-
-        >>> normalize_address("  Ann.Lee@Example.ORG ")
-        'ann.lee@example.org'
-        >>> normalize_address("Ann <ann@example.org>")
-        Traceback (most recent call last):
-        ...
-        newsletter_kit.errors.ValidationError: 'Ann <ann@example.org>' is not a valid address: not a plain address: it contains '<' (give the bare address, without a name)
-    """
-    if not isinstance(raw, str):
-        raise _invalid(raw, "not text")
-    value = raw.strip().lower()
-    if _everyday(value):
-        return value
-    if not value:
-        raise _invalid(raw, "the address is empty")
-    for char, what in _FORBIDDEN.items():
-        if char in value:
-            raise _invalid(raw, f"not a plain address: it contains {what}")
-    if any(c.isspace() for c in value):
-        raise _invalid(raw, "not a plain address: it contains a space")
-    try:
-        info = email_validator.validate_email(value, check_deliverability=False, allow_smtputf8=False)
-    except email_validator.EmailNotValidError as exc:
-        raise _invalid(raw, str(exc)) from None
-    return str(info.ascii_email).lower()
-
-
-def _everyday(value: str) -> bool:
-    return (len(value) <= 254 and _EVERYDAY.fullmatch(value) is not None
-            and value.rpartition(".")[2] not in _SPECIAL_USE)
-
-
-def _invalid(raw: Any, reason: str) -> ValidationError:
-    """A ValidationError naming the value; ``.reason`` is the why alone (for row reports)."""
-    exc = ValidationError(f"{raw!r} is not a valid address: {reason}", "email")
-    exc.reason = reason  # type: ignore[attr-defined]
-    return exc
 
 
 # --- reports ------------------------------------------------------------------------------

@@ -517,7 +517,7 @@ def suppressions() -> None:
 @pass_store
 def suppressions_list(store: Store, as_json: bool) -> None:
     """List suppressed addresses, since when, and how many bounces put them there."""
-    from .bounces import list_suppressions
+    from .suppressions import list_suppressions
 
     rows = list_suppressions(store)
     if as_json:
@@ -534,7 +534,7 @@ def suppressions_list(store: Store, as_json: bool) -> None:
 @pass_store
 def suppressions_remove(store: Store, address: str, by: str | None) -> None:
     """Lift the suppression of ADDRESS (kept in the audit trail); new bounces count again."""
-    from .bounces import remove_suppression
+    from .suppressions import remove_suppression
 
     remove_suppression(store, address, by=by)
     say(f"{address.strip().lower()} is no longer suppressed")

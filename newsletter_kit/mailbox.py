@@ -37,6 +37,7 @@ from . import bounces as _bounces
 from .errors import AuthenticationFailed, ConnectionFailed, MailboxError, ValidationError
 from .settings import BounceSettings, require_bounce_settings, resolve_password
 from .store import Store, now_iso
+from .suppressions import apply_threshold
 from .transport import network_reason, tls_context, tls_failure
 
 #: ``factory(host, port, ssl=..., ssl_context=..., timeout=...)`` → an IMAPClient.
@@ -624,7 +625,7 @@ def _record_batch(store: Store, settings: BounceSettings, report: FetchReport, p
             if item.message_id:
                 seen_ids.add(item.message_id)
             counts[item.kind] += 1
-        suppressed = _bounces.apply_threshold(store, settings, touched) if touched else []
+        suppressed = apply_threshold(store, settings, touched) if touched else []
         if position is not None:
             _advance(store, source, *position)
     # Only after the commit: a rolled-back batch reports nothing.

@@ -49,6 +49,9 @@ import jinja2.meta
 import jinja2.sandbox
 import markupsafe
 
+from .addresses import check_from as _check_from
+from .addresses import check_plain_address as _check_address
+from .addresses import check_recipient as _check_recipient
 from .errors import TemplateError, ValidationError
 from .tokens import unsubscribe_token
 
@@ -61,7 +64,6 @@ CRLF = b"\r\n"
 #: Variables every template gets besides the contact's fields.
 BUILTIN_VARIABLES = frozenset({"email", "unsubscribe_url"})
 
-_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _MESSAGE_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+@[A-Za-z0-9.-]+>")
 _HEADER_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
 _WORDS = re.compile(r"( +)")
@@ -336,39 +338,10 @@ def clean_subject(subject: str) -> str:
     return _HEADER_BREAKS.sub(" ", subject).strip()
 
 
-def _check_recipient(email: str) -> str:
-    if not isinstance(email, str) or not _PLAIN_ADDRESS.fullmatch(email) or ".." in email:
-        raise ValidationError(f"{email!r} is not a plain recipient address", "email")
-    return email
-
-
 def _check_message_id(message_id: str) -> str:
     if not isinstance(message_id, str) or not _MESSAGE_ID.fullmatch(message_id):
         raise ValidationError(f"{message_id!r} is not a Message-ID like <id@domain>", "message_id")
     return message_id
-
-
-def _check_address(value: str, what: str) -> str:
-    import email_validator
-
-    if not isinstance(value, str) or any(c in value for c in "\r\n\0<>\" ,;"):
-        raise ValidationError(f"the {what} {value!r} must be a plain address", what)
-    try:
-        email_validator.validate_email(value, check_deliverability=False, allow_smtputf8=False)
-    except email_validator.EmailNotValidError as exc:
-        raise ValidationError(f"the {what} {value!r} is not valid: {exc}", what) from None
-    return value
-
-
-def _check_from(from_addr: str) -> str:
-    if not isinstance(from_addr, str) or _HEADER_BREAKS.search(from_addr):
-        raise ValidationError(f"the From address {from_addr!r} contains a line break", "from_addr")
-    header = REFERENCE_POLICY.header_factory("From", from_addr)
-    if len(header.addresses) != 1 or header.defects:
-        raise ValidationError(f"the From address {from_addr!r} must be one address, like "
-                              "'News <news@example.org>'", "from_addr")
-    _check_address(header.addresses[0].addr_spec, "From address")
-    return from_addr
 
 
 def _check_unsubscribe_url(url: str | None) -> str | None:

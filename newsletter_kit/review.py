@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .errors import ValidationError
-from .settings import load_bounce_settings, load_smtp_settings, validate_timezone
+from .settings import load_smtp_settings, validate_timezone
 from .store import Store
+from .suppressions import ThresholdPolicy, counting_query  # ThresholdPolicy: re-exported
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -554,56 +554,14 @@ def _evidence_dates(evidence: list[list[dict[str, Any]]], pick: str, index: pd.I
 # --- threshold what-if --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ThresholdPolicy:
-    """How bounces count towards the threshold (the bounce settings' rule).
-
-    ``hard`` and ``soft`` bounces count, ``policy`` ones only with ``count_policy``; with
-    ``stale_after_days`` older bounces no longer count; with ``reset_on_success`` a bounce
-    followed by a successful delivery no longer counts. The SQL is
-    :func:`newsletter_kit.bounces.counting_query`, the same one ``apply_threshold`` runs.
-
-    Example::
-
-        >>> from newsletter_kit.store import open_store
-        >>> ThresholdPolicy.from_store(open_store(":memory:"), count_policy=True)
-        ThresholdPolicy(count_policy=True, stale_after_days=None, reset_on_success=False)
-    """
-
-    count_policy: bool = False
-    stale_after_days: int | None = None
-    reset_on_success: bool = False
-
-    @classmethod
-    def from_store(cls, store: Store, *, count_policy: bool | None = None,
-                   stale_after_days: int | None = None,
-                   reset_on_success: bool | None = None) -> ThresholdPolicy:
-        """The bounce settings' policy, with any argument given replacing the saved value.
-
-        ``stale_after_days=0`` switches staleness off (the settings cannot hold 0).
-        """
-        saved = load_bounce_settings(store)
-        base = cls(saved.count_policy, saved.stale_after_days, saved.reset_on_success) if saved else cls()
-        stale = base.stale_after_days if stale_after_days is None else (stale_after_days or None)
-        if stale is not None and stale < 0:
-            raise ValidationError("stale-after days must be positive", "stale_after_days")
-        return cls(
-            base.count_policy if count_policy is None else bool(count_policy),
-            stale,
-            base.reset_on_success if reset_on_success is None else bool(reset_on_success),
-        )
-
-
 def _counts_sql(store: Store, *, count_policy: bool | None = None, stale_after_days: int | None = None,
                 reset_on_success: bool | None = None, now: dt.datetime | None = None) -> tuple[str, list[Any]]:
     """Per address: counted bounces, first/last counted, suppressed (SQL and parameters)."""
-    from .bounces import counting_query  # the threshold's own rule, so what-if and apply agree
-
     policy = ThresholdPolicy.from_store(store, count_policy=count_policy,
                                         stale_after_days=stale_after_days, reset_on_success=reset_on_success)
     moment = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).replace(microsecond=0)
-    sql, params = counting_query(policy.count_policy, policy.stale_after_days, policy.reset_on_success,
-                                 now=moment.isoformat())
+    # The threshold's own rule, so what-if and apply agree.
+    sql, params = counting_query(policy, now=moment.isoformat())
     return f"""
         SELECT c.email, COUNT(*) AS counted, MIN(c.bounced_at) AS first_counted,
                MAX(c.bounced_at) AS last_counted, s.email IS NOT NULL AS suppressed

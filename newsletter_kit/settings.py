@@ -29,12 +29,14 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import email_validator
-
+from .addresses import validate_address
 from .errors import SecretError, ValidationError
 from .store import Store, now_iso
+
+if TYPE_CHECKING:
+    from .suppressions import ThresholdPolicy
 
 TlsMode = Literal["ssl", "starttls", "none"]
 TLS_MODES: tuple[str, ...] = ("ssl", "starttls", "none")
@@ -175,23 +177,6 @@ def validate_port(port: Any, field_name: str = "port") -> int:
     if not 1 <= value <= 65535:
         raise ValidationError(f"port {value} is out of range (1-65535)", field_name)
     return value
-
-
-def validate_address(address: str, field_name: str = "address") -> str:
-    """A single email address, normalised (domain lowercased); no DNS lookups.
-
-    Example::
-
-        >>> validate_address("News@Example.ORG")
-        'news@example.org'
-    """
-    if not isinstance(address, str) or any(c in address for c in "\r\n\0"):
-        raise ValidationError(f"{address!r} is not a valid email address", field_name)
-    try:
-        info = email_validator.validate_email(address.strip(), check_deliverability=False)
-    except email_validator.EmailNotValidError as exc:
-        raise ValidationError(f"{address!r} is not a valid email address: {exc}", field_name) from None
-    return info.normalized
 
 
 def validate_positive(value: Any, what: str, field_name: str) -> int:
@@ -408,6 +393,17 @@ class BounceSettings:
         if self.tls == "starttls" and self.port == 993:
             warnings.append("port 993 normally expects implicit TLS (ssl), not STARTTLS (usually on 143)")
         return warnings
+
+    @property
+    def policy(self) -> ThresholdPolicy:
+        """The threshold policy these settings hold (threshold and counting rules).
+
+        >>> BounceSettings("imap.example.org", 993, "b@example.org", 2, count_policy=True).policy.threshold
+        2
+        """
+        from .suppressions import ThresholdPolicy
+
+        return ThresholdPolicy(self.threshold, self.count_policy, self.stale_after_days, self.reset_on_success)
 
     def __repr__(self) -> str:
         return _masked_repr(self)

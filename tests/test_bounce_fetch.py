@@ -24,6 +24,7 @@ from newsletter_kit.errors import MailboxError
 from newsletter_kit.mailbox import fetch_bounces, imap_source
 from newsletter_kit.settings import BounceSettings
 from newsletter_kit.store import Store, now_iso, open_store
+from newsletter_kit.suppressions import list_suppressions
 from tests import mailservers
 
 CAMPAIGNS = ("nov", "dec")
@@ -188,7 +189,7 @@ def test_threshold_1_suppresses_after_the_first_campaign_and_threshold_2_after_t
     assert _fetch(one, s1, password).suppressed == []  # already suppressed
     report = _fetch(two, s2, password)
     assert report.fetched == 3 and sorted(report.suppressed) == sent.bounced
-    evidence = {row["address"]: row for row in nk_bounces.list_suppressions(two)}
+    evidence = {row["address"]: row for row in list_suppressions(two)}
     assert evidence[sent.full]["bounces"] == 2
     assert [e["campaign"] for e in evidence[sent.full]["evidence"]] == ["nov", "dec"]
     assert {e["status"] for e in evidence[sent.unknown]["evidence"]} == {"5.1.1"}
@@ -223,7 +224,7 @@ def test_a_connection_killed_mid_fetch_then_a_rerun_counts_nothing_twice_and_los
     assert report.fetched == 4
     assert store.conn.execute("SELECT count(*) FROM mailbox_messages").fetchone()[0] == 6
     assert len(_bounce_rows(store)) == 6
-    assert sorted(s["address"] for s in nk_bounces.list_suppressions(store)) == sent.bounced
+    assert sorted(s["address"] for s in list_suppressions(store)) == sent.bounced
 
 
 def test_a_failure_inside_a_batch_rolls_the_whole_batch_back(
@@ -274,7 +275,7 @@ def test_a_recreated_folder_new_uidvalidity_is_rescanned_without_double_counting
     after = store.conn.execute("SELECT uidvalidity, last_uid FROM mailbox_state").fetchone()
     assert after[0] != before and after[1] == 3
     assert store.conn.execute("SELECT count(*) FROM bounces").fetchone()[0] == 3
-    assert nk_bounces.list_suppressions(store) == []
+    assert list_suppressions(store) == []
 
     dovecot.append_many(user, "Bounces", sent.bounces_of("dec"))
     report = _fetch(store, settings, password)

@@ -24,11 +24,11 @@ from newsletter_kit.bounces import (
     SOFT,
     BounceKind,
     BounceReport,
-    _verp_token,
     is_valid_address,
     parse_bounce,
     parse_bounce_file,
 )
+from newsletter_kit.bounces.original import verp_token as _verp_token
 from newsletter_kit.cli import cli
 
 SAMPLES = Path(__file__).parent / "bounce_samples"
@@ -190,26 +190,6 @@ def test_verp_token_hook() -> None:
     assert _verp_token("<Bounces+abc=def@x.example>") == "abc=def"
     assert _verp_token("news@news.example.org") is None
     assert _verp_token(None) is None
-
-
-@pytest.mark.parametrize(
-    "address, valid",
-    [
-        ("a.b+tag@example.com", True),
-        ("o'brien@example.ie", True),
-        ("david...@gmail.com", False),
-        ('"quoted"@example.com', False),
-        ("a\r\nb@example.com", False),
-        ("a b@example.com", False),
-        ("back\\slash@example.com", False),
-        ("user@localhost", False),
-        ("user@example..com", False),
-        ("us\u00e9r@example.com", False),
-        ("x" * 65 + "@example.com", False),
-    ],
-)
-def test_address_validation(address: str, valid: bool) -> None:
-    assert is_valid_address(address) is valid
 
 
 def test_huge_dsn_with_5mb_attachment() -> None:

@@ -21,10 +21,10 @@ import pytest
 
 from newsletter_kit import campaigns, quota
 from newsletter_kit.audience import add_contacts, add_unsubscribe
-from newsletter_kit.bounces import suppress
 from newsletter_kit.errors import AuthenticationFailed, CampaignError, TemplateError
 from newsletter_kit.settings import update_smtp_settings
 from newsletter_kit.store import open_store
+from newsletter_kit.suppressions import suppress
 from tests.sending import (BOUNCE_ADDRESS, PASSWORD_ENV, addresses, configure, contacts, ledger,
                            make_campaign, received)
 from tests.sending import invoke as _invoke

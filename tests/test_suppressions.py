@@ -2,6 +2,7 @@
 mailto unsubscribe requests: no servers needed."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.utils
 import hashlib
@@ -14,8 +15,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from newsletter_kit import bounces as nk
+from newsletter_kit import suppressions as nk
 from newsletter_kit import mailbox as nk_mailbox
+from newsletter_kit.bounces import record_smtp_rejection
 from newsletter_kit.cli import cli
 from newsletter_kit.errors import MailboxError, ValidationError
 from newsletter_kit.mailbox import fetch_bounces
@@ -259,15 +261,15 @@ def test_smtp_rejections_count_as_bounces(store: Store) -> None:
     settings = _configure(store, threshold=2)
     ids = _ledger(store, "nov", [("x@example.org", "<x1@news>", None), ("y@example.org", "<y1@news>", None)])
     args = dict(campaign="nov", code=550, status="5.1.1", reply="550 5.1.1 User unknown")
-    assert nk.record_smtp_rejection(store, email="x@example.org", delivery_id=ids["x@example.org"], **args) == []
+    assert record_smtp_rejection(store, email="x@example.org", delivery_id=ids["x@example.org"], **args) == []
     # The same rejection recorded twice is one bounce.
-    assert nk.record_smtp_rejection(store, email="x@example.org", delivery_id=ids["x@example.org"], **args) == []
-    assert nk.record_smtp_rejection(store, email="x@example.org", delivery_id=None, settings=settings,
+    assert record_smtp_rejection(store, email="x@example.org", delivery_id=ids["x@example.org"], **args) == []
+    assert record_smtp_rejection(store, email="x@example.org", delivery_id=None, settings=settings,
                                     **{**args, "campaign": "dec"}) == ["x@example.org"]
     # 5.7.x is policy (not counted by default); 4xx is a deferral, not recorded.
-    assert nk.record_smtp_rejection(store, email="y@example.org", delivery_id=ids["y@example.org"],
+    assert record_smtp_rejection(store, email="y@example.org", delivery_id=ids["y@example.org"],
                                     campaign="nov", code=554, status="5.7.1", reply="554 5.7.1 spam") == []
-    assert nk.record_smtp_rejection(store, email="y@example.org", delivery_id=None, campaign="dec",
+    assert record_smtp_rejection(store, email="y@example.org", delivery_id=None, campaign="dec",
                                     code=451, status="4.3.0", reply="451 try later") == []
     rows = store.conn.execute("SELECT email, kind, source, report_key FROM bounces ORDER BY id").fetchall()
     assert rows == [("x@example.org", "hard", "smtp", f"smtp:{ids['x@example.org']}"),
@@ -386,3 +388,40 @@ def test_parser_workers_never_fork_a_threaded_process():
     finally:
         stop.set()
         helper.join()
+
+
+# --- the threshold policy: one value object ---------------------------------------------------
+
+
+def test_one_threshold_policy_for_settings_counting_review_and_panel(store: Store, tmp_path: Path) -> None:
+    from newsletter_kit import review
+
+    assert review.ThresholdPolicy is nk.ThresholdPolicy
+    settings = _configure(store, threshold=2, count_policy=True, stale_after_days=30, reset_on_success=True)
+    policy = settings.policy
+    assert policy == nk.ThresholdPolicy(2, count_policy=True, stale_after_days=30, reset_on_success=True)
+    assert nk.ThresholdPolicy.from_store(store) == policy
+    assert nk.ThresholdPolicy.from_store(store, threshold=5, stale_after_days=0) == policy.replace(
+        threshold=5, stale_after_days=None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.threshold = 9  # type: ignore[misc]
+    # The keyword form and the policy form are one query.
+    assert nk.counting_query(policy, now="2026-11-30T00:00:00+00:00") == nk.counting_query(
+        count_policy=True, stale_after_days=30, reset_on_success=True, now="2026-11-30T00:00:00+00:00")
+    _fetch_raws(store, settings, tmp_path, [postfix_dsn("p@example.org", status="5.7.1")] * 2)
+    # A policy alone (no mailbox settings needed) decides like the settings that hold it.
+    other = open_store(tmp_path / "other.db")
+    assert nk.apply_threshold(store, nk.ThresholdPolicy(1)) == []  # policy blocks don't count here
+    assert nk.apply_threshold(store, policy.replace(threshold=1)) == ["p@example.org"]
+    assert nk.apply_threshold(other, nk.ThresholdPolicy(1)) == []
+
+
+@pytest.mark.parametrize("bad", [{"threshold": 0}, {"threshold": True}, {"stale_after_days": -1}])
+def test_a_policy_refuses_nonsense(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        nk.ThresholdPolicy(**bad)
+
+
+def test_the_panel_applies_a_policy_not_fake_settings() -> None:
+    source = (Path(nk.__file__).parent / "panels" / "bounces.py").read_text()
+    assert "BounceSettings(" not in source and "ThresholdPolicy" in source

@@ -23,7 +23,6 @@ Example (in a notebook cell)::
 
 from __future__ import annotations
 
-import dataclasses
 import html
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ import ipywidgets as widgets
 import pandas as pd
 
 from .. import review
-from ..settings import BounceSettings, load_bounce_settings, update_bounce_settings
+from ..settings import load_bounce_settings, update_bounce_settings
+from ..suppressions import DEFAULT_THRESHOLD
 from ..store import Store
 from .common import Panel, button, catch_errors, heading
 
@@ -48,7 +48,6 @@ TABLES = {
 SHOWN_ROWS = 200
 #: Addresses listed under the slider before "... and N more".
 SHOWN_ADDRESSES = 50
-DEFAULT_THRESHOLD = 3
 
 
 class BounceReviewPanel(Panel):
@@ -150,7 +149,7 @@ class BounceReviewPanel(Panel):
         With "Save as the bounce threshold" ticked the threshold is saved to the bounce
         settings first (so later fetches apply it too); otherwise it is used this once.
         """
-        from ..bounces import apply_threshold
+        from ..suppressions import ThresholdPolicy, apply_threshold
 
         threshold = self.threshold_slider.value
         if not self.would_suppress:
@@ -159,11 +158,12 @@ class BounceReviewPanel(Panel):
             return
         if self.save_threshold.value:
             settings, _ = update_bounce_settings(self.store, threshold=threshold)
+            policy = settings.policy
             how = f"threshold {threshold} saved as the bounce threshold"
         else:
-            settings = dataclasses.replace(load_bounce_settings(self.store) or _policy_only(), threshold=threshold)
+            policy = ThresholdPolicy.from_store(self.store, threshold=threshold)
             how = f"threshold {threshold}, this time only (the bounce settings are unchanged)"
-        self.last_applied = apply_threshold(self.store, settings, self.would_suppress)
+        self.last_applied = apply_threshold(self.store, policy, self.would_suppress)
         self.refresh()
         self.show_ok(f"Suppressed {len(self.last_applied)} address(es): {how}.")
 
@@ -192,12 +192,6 @@ _POLICY_NOTE = (
     "stale and reset-on-success rules from the bounce settings. Suppressed is not unsubscribed: "
     "a suppression can be reviewed and lifted.</span>"
 )
-
-
-def _policy_only() -> BounceSettings:
-    # No bounce mailbox is configured: apply_threshold reads only the counting fields
-    # (threshold, count_policy, stale_after_days, reset_on_success), left at their defaults.
-    return BounceSettings(host="", port=0, user="", threshold=DEFAULT_THRESHOLD)
 
 
 def _fetch_summary(result: dict[str, Any]) -> str:

@@ -1,0 +1,237 @@
+"""The message being parsed: headers as clean text, the report's own words, the quoted original,
+and who sent it (a mail system or not).  Shared by every detector; computed once per message."""
+
+from __future__ import annotations
+
+import email
+import re
+from email.header import decode_header, make_header
+from email.message import Message
+from email.parser import HeaderParser
+from email.policy import compat32
+from email.utils import getaddresses, parsedate_to_datetime
+
+from ..addresses import lenient_address
+
+# Header values.  compat32 hands back surrogate-escaped 8-bit bytes and folded lines; nothing of
+# that kind (nor any control character) may leak into a report.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]+")
+_SPACE_RE = re.compile(r"\s+")
+
+
+def clean(value: object, limit: int = 1000) -> str:
+    """A one-line, printable, length-limited version of ``value``."""
+    text = _CONTROL_RE.sub(" ", str(value))
+    return _SPACE_RE.sub(" ", text).strip()[:limit]
+
+
+def header_text(msg: Message, name: str) -> str | None:
+    """A header as one clean line of text (RFC 2047 decoded when it can be), or None."""
+    value = msg.get(name)
+    if value is None:
+        return None
+    text = str(value)
+    if "=?" in text:
+        try:
+            text = str(make_header(decode_header(text)))
+        except Exception:  # noqa: BLE001 - a broken encoded-word is shown raw instead
+            pass
+    text = clean(text)
+    return text or None
+
+
+_MSGID_RE = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]{1,250}>")
+
+
+def first_message_id(value: str | None) -> str | None:
+    """The first ``<...>`` message id in a header value, or None."""
+    if not value:
+        return None
+    match = _MSGID_RE.search(value)
+    return match.group(0) if match else None
+
+
+def iso_date(value: str | None) -> str | None:
+    try:
+        return parsedate_to_datetime(value).isoformat() if value else None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+# --- the message being parsed ---
+
+
+class Context:
+    """One parsed message plus what detectors share, computed once on first use."""
+
+    def __init__(self, msg: Message, raw: bytes = b""):
+        self.msg = msg
+        self.raw = raw
+        self._typed: list[tuple[str, Message]] | None = None
+        self._text: str | None = None
+        self._original: tuple[Message | None] | None = None
+        #: What earlier detectors noticed without deciding (e.g. a flufl.bounce detector that
+        #: failed), for the reason of a later verdict.
+        self.notes: list[str] = []
+
+    @property
+    def typed(self) -> list[tuple[str, Message]]:
+        """(content type, part) of every MIME part; compat32's walk enters message/* parts too."""
+        if self._typed is None:
+            self._typed = [(part.get_content_type(), part) for part in self.msg.walk()]
+        return self._typed
+
+    @property
+    def original(self) -> Message | None:
+        """Our quoted original message (or its headers), if the report includes it."""
+        if self._original is None:
+            self._original = (quoted_original(self),)
+        return self._original[0]
+
+    @property
+    def text(self) -> str:
+        """The report's own text (text parts, not attachments or quoted messages)."""
+        if self._text is None:
+            self._text = body_text(self.msg)
+        return self._text
+
+    def heuristic_msg(self) -> Message:
+        """The message for flufl.bounce's line-by-line heuristics: its first 256 KB when larger.
+
+        They scan every line of every part (attachments included), so a big message costs them
+        seconds; a notice's wording and addresses come first, before any quoted attachment.
+        """
+        if len(self.raw) <= _HEURISTIC_LIMIT:
+            return self.msg
+        return email.message_from_bytes(self.raw[:_HEURISTIC_LIMIT], policy=compat32)
+
+    def subject(self) -> str:
+        return header_text(self.msg, "Subject") or ""
+
+    def own_addresses(self) -> set[str]:
+        """Addresses of the report's own sender and receiver: never a bounced recipient."""
+        found: set[str] = set()
+        for name in ("From", "To", "Cc", "Sender", "Reply-To", "Delivered-To", "X-Original-To", "Return-Path", "Errors-To"):
+            for value in self.msg.get_all(name, []):
+                for _, addr in getaddresses([str(value)]):
+                    norm = lenient_address(addr)
+                    if norm:
+                        found.add(norm)
+        return found
+
+
+_TEXT_LIMIT = 256 * 1024
+_HEURISTIC_LIMIT = 256 * 1024
+
+
+def part_payload(part: Message) -> list[Message] | str:
+    """``get_payload()`` that survives a garbage charset parameter on 8-bit text."""
+    try:
+        payload = part.get_payload()
+    except (ValueError, LookupError):
+        # compat32 decodes 8-bit text with the declared charset and only expects LookupError.
+        data = part.get_payload(decode=True)
+        return data.decode("latin-1") if isinstance(data, bytes) else ""
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, Message)]
+    return payload if isinstance(payload, str) else ""
+
+
+def decode_part(part: Message) -> str:
+    """A text part's body as text: declared charset, else UTF-8, else Latin-1; never raises."""
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:  # noqa: BLE001 - broken transfer encoding: fall back to the raw text
+        payload = None
+    if not isinstance(payload, bytes):
+        raw = part_payload(part)
+        return raw[:_TEXT_LIMIT] if isinstance(raw, str) else ""
+    data = payload[:_TEXT_LIMIT]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    charset = part.get_content_charset() or "latin-1"
+    try:
+        return data.decode(charset, "replace")
+    except (LookupError, ValueError):
+        return data.decode("latin-1")
+
+
+_TAG_RE = re.compile(r"<[^>]{0,2000}>")
+
+
+def body_text(msg: Message) -> str:
+    """Text of the report's own parts; HTML only when there is no plain text."""
+    plain: list[str] = []
+    html: list[str] = []
+    stack = [msg]
+    while stack and len(plain) + len(html) < 50:
+        part = stack.pop(0)
+        payload = part_payload(part)
+        maintype = part.get_content_maintype()
+        if isinstance(payload, list):
+            # A quoted message (message/rfc822) is our original, not the report's wording.
+            if maintype != "message":
+                stack.extend(p for p in payload if isinstance(p, Message))
+            continue
+        if part.get_content_type() == "text/html":
+            html.append(_TAG_RE.sub(" ", decode_part(part)))
+        elif maintype in ("text", "multipart"):  # a multipart without its boundary is still text
+            plain.append(decode_part(part))
+    return "\n".join(plain or html)
+
+
+# --- the quoted original (our message) ---
+
+_ORIGINAL_TYPES = (
+    "message/rfc822",
+    "text/rfc822-headers",
+    "message/rfc822-headers",
+    "message/global",
+    "message/global-headers",
+)
+
+
+def quoted_original(ctx: Context) -> Message | None:
+    """The first quoted message (or its headers) inside the report, as a Message."""
+    for ctype, part in ctx.typed[1:]:
+        if ctype not in _ORIGINAL_TYPES:
+            continue
+        payload = part_payload(part)
+        if isinstance(payload, list):
+            if payload and isinstance(payload[0], Message):
+                return payload[0]
+            continue
+        text = decode_part(part)
+        if text.strip():
+            return HeaderParser(policy=compat32).parsestr(text.lstrip(), headersonly=True)
+    return None
+
+
+# --- who sent it: a mail system reporting a failure? ---
+
+_FAILURE_SUBJECT_RE = re.compile(
+    r"undeliver|not (?:be )?delivered|delivery (?:status|fail|has failed|problem|notification|report|delayed|error)|"
+    r"mail delivery|returned mail|failure notice|non[- ]?deliver|could not (?:be )?(?:delivered|send)|mail system error|"
+    r"returned to sender|\bbounced?\b|delayed mail|warning: could not|delivery delay|"
+    r"non recapitat|mancat[oa] (?:consegna|recapito)|impossibile (?:recapitare|consegnare)|errore (?:di|nella) (?:consegna|recapito)|"
+    r"notifica (?:di|dello) stato|rapporto di (?:mancato )?recapito|non consegnat|consegna (?:fallita|ritardata)",
+    re.IGNORECASE,
+)
+_DAEMON_NAME_RE = re.compile(r"mail delivery (?:system|subsystem)|mailer[- ]daemon|postmaster|sistema di (?:recapito|posta)", re.IGNORECASE)
+DAEMON_RE = re.compile(r"^(?:mailer[-_]?daemon|postmaster|mail[-_]?daemon|mail[-_]?delivery[-_]?(?:system|subsystem)?|double-bounce|nobody)(?:[+@]|$)", re.IGNORECASE)
+
+
+def from_daemon(msg: Message) -> bool:
+    """Sent by a mail system (MAILER-DAEMON, postmaster, "Mail Delivery System")?"""
+    for name in ("From", "Sender"):
+        for display, addr in getaddresses([str(v) for v in msg.get_all(name, [])]):
+            if DAEMON_RE.match(addr.strip()) or _DAEMON_NAME_RE.search(display):
+                return True
+    return "mailer-daemon" in str(msg.get("Return-Path", "")).lower()
+
+
+def looks_like_failure(ctx: Context) -> bool:
+    return bool(_FAILURE_SUBJECT_RE.search(ctx.subject())) or from_daemon(ctx.msg) or ctx.msg.get("X-Failed-Recipients") is not None
+

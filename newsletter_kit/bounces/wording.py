@@ -1,0 +1,126 @@
+"""Failure notices read by their wording (English and Italian): the addresses the notice's own
+text names as failed, and the words around each address that classify it."""
+
+from __future__ import annotations
+
+import re
+
+from ..addresses import lenient_address, scan_addresses
+from .classify import DELAY_RE, FULL_RE, HARD_RE, POLICY_RE, SMTP_CODE_RE, STATUS_RE, TEMP_RE, classify_failure, status_codes
+from .message import DAEMON_RE, Context, clean
+from .message import looks_like_failure
+from .report import BOUNCE_KINDS, DELAYED, HARD, OTHER, SOFT, BounceRecipient, BounceReport, merge_recipients, worst
+
+_QUOTE_START_RE = re.compile(
+    r"^[ \t-]*(?:this is a copy of|below this line is a copy|[-=]+ ?original message|original message follows|"
+    r"[-=]+ ?messaggio originale|messaggio originale|copia del messaggio|the original message|"
+    r"\S*received: |return-path: |message-id: )",
+    re.IGNORECASE | re.MULTILINE,
+)
+_LABEL_RE = re.compile(
+    r"recipient|destinatar|indirizzo|address|addressee|mailbox|casella|utente|user\b|to:", re.IGNORECASE
+)
+
+
+def notice_part(text: str) -> str:
+    """The notice's own words: the text before the quoted original begins."""
+    cut = _QUOTE_START_RE.search(text)
+    return text[: cut.start()] if cut else text
+
+
+_MAX_TEXT_RECIPIENTS = 100  # a "notice" naming more is not one; stop before it costs seconds
+
+
+def text_failures(ctx: Context, own: set[str]) -> list[tuple[str, str]]:
+    """(address, context) pairs named as failed in a notice's own text, English or Italian."""
+    lines = [line[:1000] for line in notice_part(ctx.text).splitlines()[:400]]
+    found: list[tuple[str, str]] = []
+    for i, line in enumerate(lines):
+        if "@" not in line:
+            continue
+        context = " ".join(lines[i : i + 4])
+        states_failure = _states_failure(line, context)
+        for match in scan_addresses(line):
+            address = lenient_address(match.group(0))
+            if address is None or address in own or DAEMON_RE.match(address):
+                continue
+            if states_failure or _names_alone_or_labelled(line, match):
+                found.append((address, context))
+                if len(found) >= _MAX_TEXT_RECIPIENTS:
+                    return found
+    return found
+
+
+def _states_failure(line: str, context: str) -> bool:
+    """Does this line (or the next few) state a failure: a code, or failure wording?"""
+    low = context.lower()
+    return bool(STATUS_RE.search(line) or SMTP_CODE_RE.search(line) or HARD_RE.search(low) or FULL_RE.search(low))
+
+
+def _names_alone_or_labelled(line: str, match: re.Match[str]) -> bool:
+    """Is the address alone on its line, or after a label ("Destinatario:", "Recipient:")?"""
+    rest = (line[: match.start()] + line[match.end() :]).strip(" \t<>:;,.\"'()[]")
+    return not rest or _LABEL_RE.search(line[: match.start()]) is not None
+
+
+def notice_recipient(address: str, notice: str, transient: bool = False, worded: bool = False) -> BounceRecipient:
+    """Classify one address of a non-DSN notice from the text around it, else the whole notice."""
+    near = _around(notice, address) if not worded else notice
+    low = near.lower()
+    if transient:
+        kind = DELAYED if (DELAY_RE.search(low) or not FULL_RE.search(low)) else SOFT
+        status = next(iter(status_codes(near)), None)
+        return BounceRecipient(address, kind, status, "delayed" if kind is DELAYED else "failed", diagnostic_line(near))
+    status = next((c for c in status_codes(near) if not c.startswith("2")), None)
+    # A warning ("not yet delivered, will keep trying") stays a warning whoever found the address.
+    if DELAY_RE.search(low) and not (status or "").startswith("5") and not HARD_RE.search(low):
+        return BounceRecipient(address, DELAYED, status, "delayed", diagnostic_line(near))
+    kind = classify_failure(status, near)
+    if kind is OTHER:
+        kind = HARD
+    return BounceRecipient(address, kind, status, "failed", diagnostic_line(near))
+
+
+def _around(notice: str, address: str) -> str:
+    """The lines around the first mention of ``address``; else the notice's first 8 KB (its
+    wording is at the top, and scanning megabytes of an unhelpful notice costs too much)."""
+    pos = notice.lower().find(address)
+    if pos < 0:
+        return notice[:8192]
+    start = notice.rfind("\n", 0, max(pos - 200, 0)) + 1 if pos > 200 else 0
+    return notice[start : pos + len(address) + 400]
+
+
+def diagnostic_line(text: str) -> str | None:
+    """The first line of ``text`` stating a status or SMTP code, else failure wording."""
+    low = text.lower()
+    if len(low) != len(text):  # a few Unicode letters change length when lowercased
+        text = low
+    found = STATUS_RE.search(low) or SMTP_CODE_RE.search(low)
+    if found is None:
+        matches = [m for m in (r.search(low) for r in (FULL_RE, HARD_RE, POLICY_RE, TEMP_RE)) if m]
+        if not matches:
+            return None
+        found = min(matches, key=lambda m: m.start())
+    start = text.rfind("\n", 0, found.start()) + 1
+    end = text.find("\n", found.end())
+    return clean(text[start : end if end >= 0 else len(text)], 500) or None
+
+
+
+def detect_wording(ctx: Context) -> BounceReport | None:
+    """A failure notice (by its subject or sender) whose own text names the failed addresses.
+
+    A notice naming no valid address is still a notice: kind ``other``, with a reason.
+    """
+    if not looks_like_failure(ctx):
+        return None
+    found = text_failures(ctx, ctx.own_addresses())
+    recipients = merge_recipients([notice_recipient(a, near, worded=True) for a, near in found])
+    if not recipients:
+        reason = "failure notice names no valid recipient address"
+        if ctx.notes:  # e.g. flufl.bounce detectors that failed on this message
+            reason += f" ({'; '.join(ctx.notes)})"
+        return BounceReport(False, OTHER, reason=reason)
+    kind = worst([r.kind for r in recipients])
+    return BounceReport(kind in BOUNCE_KINDS, kind, recipients)
