@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from newsletter_kit.mailbox import _workers, fetch_bounces  # noqa: E402
+from newsletter_kit.ingest import _workers, fetch_bounces  # noqa: E402
 from newsletter_kit.settings import BounceSettings, update_bounce_settings  # noqa: E402
 from newsletter_kit.store import Store, now_iso, open_store  # noqa: E402
 from tests import mailservers  # noqa: E402

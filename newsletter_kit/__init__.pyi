@@ -36,10 +36,12 @@ from .transport import (
     open_smtp as open_smtp,
     check_smtp as check_smtp,
 )
-from .mailbox import (
+from .imap import (
     open_imap as open_imap,
     check_imap as check_imap,
     fetch_folder_names as fetch_folder_names,
+)
+from .ingest import (
     fetch_bounces as fetch_bounces,
     FetchReport as FetchReport,
 )

@@ -186,7 +186,7 @@ def settings_show(store: Store, as_json: bool) -> None:
 @pass_store
 def settings_folders(store: Store) -> None:
     """The folders the bounce server lists, one per line."""
-    from .mailbox import fetch_folder_names
+    from .imap import fetch_folder_names
 
     for name in fetch_folder_names(settings_mod.require_bounce_settings(store)):
         click.echo(name)
@@ -196,7 +196,7 @@ def settings_folders(store: Store) -> None:
 @pass_store
 def settings_test(store: Store) -> None:
     """Connect to both servers and say what works."""
-    from .mailbox import check_imap
+    from .imap import check_imap
     from .transport import check_smtp
 
     smtp = settings_mod.load_smtp_settings(store)
@@ -492,7 +492,7 @@ def bounces_fetch(store: Store, source: Path | None, as_json: bool) -> None:
     Only messages not seen before are read (\\Seen flags are left alone); running it again
     changes nothing.
     """
-    from .mailbox import fetch_bounces
+    from .ingest import fetch_bounces
 
     report = fetch_bounces(store, source_path=source)
     if as_json:

@@ -534,7 +534,7 @@ def run_demo(store: Store, say: Callable[[str], None] = print) -> DemoResult:
         result = run_demo(open_store("data/demo.db"))
         result.sent, result.suppressed
     """
-    from . import audience, campaigns, mailbox
+    from . import audience, campaigns, ingest
 
     env = ensure_demo_settings(store)
     if env is None:
@@ -551,7 +551,7 @@ def run_demo(store: Store, say: Callable[[str], None] = print) -> DemoResult:
     say(f"sending campaign {name!r}...")
     sent = campaigns.send_campaign(store, name)
     say(sent.summary())
-    fetched = mailbox.fetch_bounces(store, source_path=env.bounce_dir)
+    fetched = ingest.fetch_bounces(store, source_path=env.bounce_dir)
     now = sorted(set(sent.suppressed) | set(fetched.suppressed))
     return _result(store, name, env.bounce_dir, fetched.fetched, now)
 

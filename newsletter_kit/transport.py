@@ -1,6 +1,6 @@
 """smtplib, configured from :class:`~newsletter_kit.settings.SmtpSettings`.
 
-TLS is always verified (system trust store, or the settings' ``ca_file``); AUTH over a plain
+TLS is always verified (:func:`~newsletter_kit.net.tls_context`); AUTH over a plain
 connection is refused unless the settings allow it. Every failure becomes a
 :class:`~newsletter_kit.errors.NewsletterKitError` with a sentence a person can act on.
 
@@ -16,7 +16,6 @@ import concurrent.futures
 import queue
 import re
 import smtplib
-import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from typing import Any
 
 from .errors import (AuthenticationFailed, CertificateError, ConnectionFailed, NewsletterKitError,
                      ValidationError)
+from .net import connected, decode, reason, tls_context, tls_failure, where
 from .settings import SmtpSettings, resolve_password
 
 #: ``factory(host, port, timeout=..., context=...)`` → an smtplib.SMTP; tests can inject one.
@@ -32,27 +32,8 @@ SmtpFactory = Callable[..., smtplib.SMTP]
 DEFAULT_TIMEOUT = 30.0
 
 
-def tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """A verifying client context: the system trust store, or only ``ca_file`` when given."""
-    return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
-
-
 def _where(settings: SmtpSettings) -> str:
-    return f"SMTP server {settings.host}:{settings.port}"
-
-
-def tls_failure(where: str, exc: BaseException) -> ConnectionFailed:
-    """The error for a failed TLS handshake with ``where`` (e.g. "SMTP server h:587")."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return CertificateError(
-            f"{where}: its TLS certificate is not trusted ({exc.verify_message}); "
-            "give the CA that signed it with --ca-file"
-        )
-    return ConnectionFailed(f"{where}: TLS handshake failed ({exc})")
-
-
-def _tls_failure(settings: SmtpSettings, exc: BaseException) -> ConnectionFailed:
-    return tls_failure(_where(settings), exc)
+    return where("SMTP", settings)
 
 
 def connect_smtp(settings: SmtpSettings, *, timeout: float = DEFAULT_TIMEOUT,
@@ -73,9 +54,9 @@ def connect_smtp(settings: SmtpSettings, *, timeout: float = DEFAULT_TIMEOUT,
             make = factory or smtplib.SMTP
             smtp = make(settings.host, settings.port, timeout=timeout)
     except (ssl.SSLError, ssl.CertificateError) as exc:
-        raise _tls_failure(settings, exc) from None
+        raise tls_failure(_where(settings), exc) from None
     except (OSError, smtplib.SMTPException) as exc:
-        raise ConnectionFailed(f"cannot connect to {_where(settings)}: {_reason(exc)}") from None
+        raise ConnectionFailed(f"cannot connect to {_where(settings)}: {reason(exc)}") from None
     try:
         smtp.ehlo()
         if settings.tls == "starttls":
@@ -85,10 +66,10 @@ def connect_smtp(settings: SmtpSettings, *, timeout: float = DEFAULT_TIMEOUT,
             smtp.ehlo()
     except (ssl.SSLError, ssl.CertificateError) as exc:
         _close(smtp)
-        raise _tls_failure(settings, exc) from None
+        raise tls_failure(_where(settings), exc) from None
     except (OSError, smtplib.SMTPException) as exc:
         _close(smtp)
-        raise ConnectionFailed(f"{_where(settings)}: {_reason(exc)}") from None
+        raise ConnectionFailed(f"{_where(settings)}: {reason(exc)}") from None
     except ConnectionFailed:
         _close(smtp)
         raise
@@ -107,7 +88,7 @@ def login_smtp(smtp: smtplib.SMTP, settings: SmtpSettings, password: str | None 
     except smtplib.SMTPAuthenticationError as exc:
         raise AuthenticationFailed(
             f"{_where(settings)} refused the user name or password for {settings.user!r} "
-            f"({exc.smtp_code} {_decode(exc.smtp_error)})"
+            f"({exc.smtp_code} {decode(exc.smtp_error)})"
         ) from None
     except smtplib.SMTPNotSupportedError:
         raise AuthenticationFailed(
@@ -115,7 +96,7 @@ def login_smtp(smtp: smtplib.SMTP, settings: SmtpSettings, password: str | None 
             "or use TLS"
         ) from None
     except (OSError, smtplib.SMTPException) as exc:
-        raise ConnectionFailed(f"{_where(settings)}: {_reason(exc)}") from None
+        raise ConnectionFailed(f"{_where(settings)}: {reason(exc)}") from None
 
 
 def open_smtp(settings: SmtpSettings, *, password: str | None = None,
@@ -141,9 +122,7 @@ def check_smtp(settings: SmtpSettings, *, password: str | None = None,
         return [(False, str(exc))]
     except ConnectionFailed as exc:
         return [(False, str(exc))]
-    tls = {"ssl": "implicit TLS", "starttls": "STARTTLS", "none": "no TLS"}[settings.tls]
-    results.append((True, f"{_where(settings)}: connected ({tls}"
-                          + (", certificate verified)" if settings.tls != "none" else ")")))
+    results.append((True, connected(_where(settings), settings.tls)))
     try:
         if settings.auth:
             login_smtp(smtp, settings, password)
@@ -162,27 +141,6 @@ def _close(smtp: smtplib.SMTP) -> None:
         smtp.quit()
     except (OSError, smtplib.SMTPException):
         smtp.close()
-
-
-def _decode(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def network_reason(exc: BaseException) -> str:
-    """A socket-level failure in words a person can act on."""
-    if isinstance(exc, socket.timeout):
-        return "timed out"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (is the server running, and is the port right?)"
-    if isinstance(exc, socket.gaierror):
-        return f"unknown host ({exc.strerror})"
-    return ""
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return f"{exc.smtp_code} {_decode(exc.smtp_error)}"
-    return network_reason(exc) or str(exc) or type(exc).__name__
 
 
 # --- sending (campaigns build on this) ---------------------------------------------------
@@ -220,7 +178,7 @@ def classify_reply(code: int | None, reply: Any = "") -> SendOutcome:
         >>> classify_reply(451, b"4.3.0 try again later").kind
         'deferred'
     """
-    text = _decode(reply).strip()
+    text = decode(reply).strip()
     match = _ENHANCED_STATUS.match(text)
     status = match.group(1) if match else None
     if code is not None and 200 <= code < 300:
@@ -347,9 +305,9 @@ class SmtpSender:
                     # it again could deliver it twice.
                     return SendOutcome("unknown", None, None,
                                        f"connection lost after the message was sent, before the "
-                                       f"server's reply ({_reason(exc)}): perhaps delivered, not resent")
+                                       f"server's reply ({reason(exc)}): perhaps delivered, not resent")
                 if attempt == 2:
-                    return SendOutcome("paused", None, None, f"connection lost: {_reason(exc)}")
+                    return SendOutcome("paused", None, None, f"connection lost: {reason(exc)}")
             except (ConnectionFailed, AuthenticationFailed) as exc:
                 self._discard()
                 return SendOutcome("paused", None, None, f"cannot reconnect: {exc}")
@@ -373,11 +331,11 @@ class SmtpSender:
             # The envelope sender (bounce address) is refused: no recipient can be sent to.
             return self._after_reply(SendOutcome(
                 "paused", exc.smtp_code, classify_reply(exc.smtp_code, exc.smtp_error).status,
-                f"the server refused the envelope sender {mail_from}: {_decode(exc.smtp_error)}"))
+                f"the server refused the envelope sender {mail_from}: {decode(exc.smtp_error)}"))
         except smtplib.SMTPDataError as exc:
             return self._after_reply(classify_reply(exc.smtp_code, exc.smtp_error))
         except smtplib.SMTPResponseException as exc:  # HELO refused and the like
-            return self._after_reply(SendOutcome("paused", exc.smtp_code, None, _reason(exc)))
+            return self._after_reply(SendOutcome("paused", exc.smtp_code, None, reason(exc)))
         if rcpt in refused:
             code, reply = refused[rcpt]
             return self._after_reply(classify_reply(code, reply))

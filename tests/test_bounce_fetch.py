@@ -21,7 +21,7 @@ import pytest
 
 from newsletter_kit import bounces as nk_bounces
 from newsletter_kit.errors import MailboxError
-from newsletter_kit.mailbox import fetch_bounces, imap_source
+from newsletter_kit.ingest import fetch_bounces, imap_source
 from newsletter_kit.settings import BounceSettings
 from newsletter_kit.store import Store, now_iso, open_store
 from newsletter_kit.suppressions import list_suppressions

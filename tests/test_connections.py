@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from newsletter_kit import settings as s
 from newsletter_kit.cli import cli
 from newsletter_kit.errors import AuthenticationFailed, CertificateError, ConnectionFailed, ValidationError
-from newsletter_kit.mailbox import check_imap, fetch_folder_names, open_imap
+from newsletter_kit.imap import check_imap, fetch_folder_names, open_imap
 from newsletter_kit.store import open_store
 from newsletter_kit.transport import check_smtp, open_smtp
 from tests.mailservers import free_port

@@ -1,14 +1,11 @@
-"""Bounces from local files (.eml directory, mbox), the threshold policy, suppressions and
-mailto unsubscribe requests: no servers needed."""
+"""Recording bounces against the ledger, the threshold policy, suppressions and their command
+line: no servers needed. (Reading the sources: test_ingest.py; opt-out replies: test_unsubscribes.py.)"""
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import email.utils
-import hashlib
-import hmac
 import json
-import mailbox
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter_kit import suppressions as nk
-from newsletter_kit import mailbox as nk_mailbox
 from newsletter_kit.bounces import record_smtp_rejection
 from newsletter_kit.cli import cli
-from newsletter_kit.errors import MailboxError, ValidationError
-from newsletter_kit.mailbox import fetch_bounces
+from newsletter_kit.errors import ValidationError
+from newsletter_kit.ingest import fetch_bounces
 from newsletter_kit.settings import update_bounce_settings
 from newsletter_kit.store import Store, now_iso, open_store
 from tests.dsn import postfix_dsn
@@ -64,109 +60,7 @@ def _ledger(store: Store, campaign: str, rows: list[tuple[str, str, str | None]]
     return ids
 
 
-# --- local sources ---------------------------------------------------------------------------
-
-
-def test_a_directory_of_eml_files_is_recorded_once(store: Store, tmp_path: Path) -> None:
-    settings = _configure(store, threshold=1)
-    raws = [
-        postfix_dsn("gone@example.org", status="5.1.1", campaign="nov"),
-        postfix_dsn("full@example.org", status="5.2.2", campaign="nov"),
-        postfix_dsn("spam@example.org", status="5.7.1", campaign="nov"),
-        postfix_dsn("slow@example.org", status="4.4.1", delayed=True),
-        b"From: Anna <anna@example.net>\r\nTo: bounces@example.org\r\nSubject: thanks\r\n"
-        b"Message-ID: <human-1@example.net>\r\n\r\nLovely newsletter!\r\n",
-    ]
-    folder = _write(tmp_path / "eml", raws)
-
-    report = fetch_bounces(store, settings, source_path=folder)
-
-    assert report.to_dict() == {
-        "fetched": 5, "bounces": {"delayed": 1, "hard": 1, "human": 1, "policy": 1, "soft": 1},
-        "suppressed": ["full@example.org", "gone@example.org"],
-    }
-    assert report.source == f"file:{folder.resolve()}"
-    kinds = dict(store.conn.execute("SELECT email, kind FROM bounces").fetchall())
-    assert kinds == {"gone@example.org": "hard", "full@example.org": "soft", "spam@example.org": "policy",
-                     "slow@example.org": "delayed"}
-    assert {r[0] for r in store.conn.execute("SELECT campaign FROM bounces WHERE kind != 'delayed'")} == {"nov"}
-
-    again = fetch_bounces(store, settings, source_path=folder)
-    assert (again.fetched, again.duplicates, again.suppressed) == (0, 5, [])
-    assert store.conn.execute("SELECT count(*) FROM bounces").fetchone()[0] == 4
-
-
-def test_an_mbox_file_and_the_same_reports_from_another_source_count_once(store: Store, tmp_path: Path) -> None:
-    settings = _configure(store, threshold=2)
-    raws = [postfix_dsn(f"u{i}@example.org", status="5.1.1") for i in range(3)]
-    box = mailbox.mbox(str(tmp_path / "bounces.mbox"))
-    for raw in raws:
-        box.add(raw)
-    box.close()
-
-    report = fetch_bounces(store, settings, source_path=tmp_path / "bounces.mbox")
-    assert report.fetched == 3 and report.bounces == {"hard": 3}
-
-    # The same reports exported as .eml (CRLF, so other bytes): same Message-IDs, not counted.
-    report = fetch_bounces(store, settings, source_path=_write(tmp_path / "eml", raws))
-    assert (report.fetched, report.duplicates) == (0, 3)
-    assert nk.bounce_counts(store) == {f"u{i}@example.org": 1 for i in range(3)}
-
-
-def test_a_success_notice_records_no_bounce(store: Store, tmp_path: Path) -> None:
-    settings = _configure(store)
-    relayed = postfix_dsn("fine@example.org", status="2.0.0").replace(b"Action: failed", b"Action: relayed")
-    report = fetch_bounces(store, settings, source_path=_write(tmp_path / "ok", [relayed]))
-    assert report.fetched == 1 and "hard" not in report.bounces and report.suppressed == []
-    assert store.conn.execute("SELECT count(*) FROM bounces").fetchone()[0] == 0
-
-
-def test_a_report_without_message_id_is_keyed_by_its_content(store: Store, tmp_path: Path) -> None:
-    settings = _configure(store, threshold=3)
-    raw = postfix_dsn("x@example.org").replace(b"Message-Id: ", b"X-Old-Id: ")
-    first = fetch_bounces(store, settings, source_path=_write(tmp_path / "a", [raw]))
-    second = fetch_bounces(store, settings, source_path=_write(tmp_path / "b", [raw]))
-    assert (first.fetched, second.fetched, second.duplicates) == (1, 0, 1)
-    key = store.conn.execute("SELECT report_key FROM bounces").fetchone()[0]
-    assert key == "sha256:" + hashlib.sha256(raw).hexdigest()
-
-
-def test_a_single_eml_file_and_a_missing_path(store: Store, tmp_path: Path) -> None:
-    settings = _configure(store)
-    path = tmp_path / "one.eml"
-    path.write_bytes(postfix_dsn("one@example.org"))
-    assert fetch_bounces(store, settings, source_path=path).suppressed == ["one@example.org"]
-    with pytest.raises(MailboxError, match="no such file"):
-        fetch_bounces(store, settings, source_path=tmp_path / "missing")
-
-
-def test_parsing_in_worker_processes_records_the_same(store: Store, tmp_path: Path) -> None:
-    settings = _configure(store, threshold=2)
-    raws = [postfix_dsn(f"w{i % 7}@example.org", status=("5.1.1", "5.2.2", "5.7.1")[i % 3]) for i in range(60)]
-    folder = _write(tmp_path / "many", raws)
-    serial = open_store(tmp_path / "serial.db")
-    expected = fetch_bounces(serial, settings, source_path=folder, batch_size=7, workers=1)
-
-    report = fetch_bounces(store, settings, source_path=folder, batch_size=7, workers=2)
-
-    assert report.to_dict() == expected.to_dict()
-    assert report.fetched == 60 and report.bounces == {"hard": 20, "soft": 20, "policy": 20}
-    query = "SELECT email, kind, status, report_key FROM bounces ORDER BY report_key, email"
-    assert store.conn.execute(query).fetchall() == serial.conn.execute(query).fetchall()
-    assert fetch_bounces(store, settings, source_path=folder, workers=2).fetched == 0
-
-
-def test_batches_stay_in_uid_order_and_bounded_in_bytes() -> None:
-    big = nk_mailbox.MAX_BATCH_BYTES // 2 + 1
-    batches = list(nk_mailbox._batches([1, 2, 3, 4, 5, 6, 7], {3: big, 4: big}, 3))
-    assert batches == [[1, 2, 3], [4, 5, 6], [7]]
-    assert list(nk_mailbox._batches([1, 2, 3], {2: big, 3: big}, 10)) == [[1, 2], [3]]
-    assert [len(b) for b in nk_mailbox._batches(list(range(1, 1201)), {}, 500)] == [500, 500, 200]
-
-
-def test_fetch_needs_bounce_settings(store: Store, tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="settings bounce"):
-        fetch_bounces(store, source_path=tmp_path)
+# --- recording --------------------------------------------------------------------------------
 
 
 def test_the_campaign_comes_from_the_ledger_by_message_id(store: Store, tmp_path: Path) -> None:
@@ -286,66 +180,6 @@ def test_counting_query_is_usable_from_pandas(store: Store, tmp_path: Path) -> N
     assert sorted(frame["email"]) == ["a@example.org", "b@example.org"]
 
 
-# --- unsubscribe requests by mail -----------------------------------------------------------
-
-KEY_FOR_TESTS = b"k" * 32
-
-
-def _fake_token(key: bytes, campaign: str, email_: str) -> str:
-    payload = f"{campaign}|{email_}".encode().hex()
-    return payload + "." + hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def _fake_verify(key: bytes, token: str) -> tuple[str, str] | None:
-    payload, _, sig = token.partition(".")
-    good = hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()[:32]
-    if not sig or not hmac.compare_digest(sig, good):
-        return None
-    campaign, _, email_ = bytes.fromhex(payload).decode().partition("|")
-    return campaign, email_
-
-
-def _request(subject: str, body: str = "", sender: str = "reader@example.net") -> bytes:
-    return (f"From: {sender}\r\nTo: bounces@example.org\r\nSubject: {subject}\r\n"
-            f"Message-ID: <{hashlib.md5((subject + body).encode()).hexdigest()}@example.net>\r\n\r\n{body}\r\n").encode()
-
-
-def test_mailto_unsubscribe_requests_with_valid_and_forged_tokens(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(nk_mailbox, "_token_verifier", lambda: _fake_verify)
-    settings = _configure(store)
-    key = store.signing_key()
-    good = _fake_token(key, "nov", "reader@example.net")
-    forged = _fake_token(b"x" * 32, "nov", "victim@example.net")
-    footer_quote = _fake_token(key, "nov", "quoter@example.net")
-    raws = [
-        _request(f"unsubscribe {good}"),
-        _request("unsubscribe", body=_fake_token(key, "dec", "body@example.net"), sender="body@example.net"),
-        _request(f"unsubscribe {forged}", sender="victim@example.net"),
-        _request("Re: our November news", body=f"> to stop: {footer_quote}", sender="quoter@example.net"),
-    ]
-    report = _fetch_raws(store, settings, tmp_path, raws)
-    assert report.bounces == {"unsubscribe": 2, "other": 1, "human": 1}
-    assert sorted(report.unsubscribed) == [("body@example.net", "dec"), ("reader@example.net", "nov")]
-    rows = store.conn.execute("SELECT email, campaign, source FROM unsubscribes ORDER BY email").fetchall()
-    assert rows == [("body@example.net", "dec", "mailto"), ("reader@example.net", "nov", "mailto")]
-    assert nk.list_suppressions(store) == []
-
-
-def test_mailto_unsubscribe_with_the_real_token(store: Store, tmp_path: Path) -> None:
-    from newsletter_kit import tokens
-    settings = _configure(store)
-    token = tokens.unsubscribe_token(store.signing_key(), "nov", "reader@example.net")
-    forged = tokens.unsubscribe_token(b"t" * 32, "nov", "victim@example.net")
-    # What a mail client sends for mailto:bounces@...?subject=unsubscribe%20TOKEN
-    raws = [_request(f"unsubscribe {token}"), _request(f"Re: unsubscribe {forged}", sender="victim@example.net")]
-    report = _fetch_raws(store, settings, tmp_path, raws)
-    assert report.bounces == {"unsubscribe": 1, "other": 1}
-    rows = store.conn.execute("SELECT email, campaign, source FROM unsubscribes").fetchall()
-    assert rows == [("reader@example.net", "nov", "mailto")]
-
-
 # --- command line ---------------------------------------------------------------------------
 
 
@@ -370,24 +204,6 @@ def test_cli_fetch_from_files_and_suppressions(store: Store, tmp_path: Path, nk_
     result = runner.invoke(cli, ["suppressions", "remove", "c@example.org"])
     assert result.exit_code == 1 and result.stderr.strip() == "Error: c@example.org is not suppressed"
     assert json.loads(runner.invoke(cli, ["suppressions", "list", "--json"]).stdout) == []
-
-
-def test_parser_workers_never_fork_a_threaded_process():
-    """A notebook kernel runs threads: its parser workers must come from a clean forkserver."""
-    import threading
-
-    from newsletter_kit import mailbox
-
-    if threading.active_count() == 1:
-        assert mailbox._pool_context().get_start_method() == "fork"
-    stop = threading.Event()
-    helper = threading.Thread(target=stop.wait)
-    helper.start()
-    try:
-        assert mailbox._pool_context().get_start_method() == "forkserver"
-    finally:
-        stop.set()
-        helper.join()
 
 
 # --- the threshold policy: one value object ---------------------------------------------------

@@ -1,7 +1,7 @@
 """The bounce review panel: fetch bounces, read the review tables, try thresholds, suppress.
 
 - **Fetch bounces** reads the bounce mailbox (or a local folder of ``.eml``/mbox files given as
-  ``source_path``) through :func:`newsletter_kit.mailbox.fetch_bounces`, which also applies the
+  ``source_path``) through :func:`newsletter_kit.ingest.fetch_bounces`, which also applies the
   saved threshold, then refreshes everything below.
 - **Tabs** show the review tables (:mod:`newsletter_kit.review`): by address, by domain, by
   campaign, by status, suppressions. The DataFrames are in ``panel.tables``.
@@ -57,7 +57,7 @@ class BounceReviewPanel(Panel):
     (checkbox), ``apply_button``, ``message``, ``tables`` (dict of DataFrames), ``what_if``
     (threshold, would_suppress, new), ``would_suppress`` (addresses the slider's threshold would
     newly suppress), ``last_applied`` (addresses the last Suppress click suppressed),
-    ``last_fetch`` (the last :class:`~newsletter_kit.mailbox.FetchReport`).
+    ``last_fetch`` (the last :class:`~newsletter_kit.ingest.FetchReport`).
 
     Example::
 
@@ -123,7 +123,7 @@ class BounceReviewPanel(Panel):
     @catch_errors
     def fetch(self, _button: Any = None) -> None:
         """Fetch new bounces (mailbox, or ``source_path``), then refresh the tables."""
-        from ..mailbox import fetch_bounces  # late: the panel also works on a store alone
+        from ..ingest import fetch_bounces  # late: the panel also works on a store alone
 
         self.show("Fetching…")
         report = fetch_bounces(self.store, source_path=self.source_path)

@@ -25,7 +25,7 @@ import ipywidgets as widgets
 
 from .. import settings as settings_mod
 from ..errors import SecretError, ValidationError
-from ..mailbox import check_imap, fetch_folder_names
+from ..imap import check_imap, fetch_folder_names
 from ..settings import BounceSettings, SmtpSettings
 from ..store import Store
 from ..transport import check_smtp

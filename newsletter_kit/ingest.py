@@ -1,22 +1,31 @@
-"""The bounce mailbox over IMAP (imapclient), configured from
-:class:`~newsletter_kit.settings.BounceSettings`.
+"""Bounce ingestion: read new messages from the bounce mailbox (IMAP, by UIDVALIDITY + UID) or
+from local files, parse them, record bounces and opt-out replies, and apply the threshold, in
+batches that commit one by one.
+
+A run fetches only what is new: UIDs above mailbox_state.last_uid for the folder's current
+UIDVALIDITY, in batches, with BODY.PEEK[] so \\Seen flags stay as they were.  Each batch is
+one store transaction: the messages' idempotency keys (mailbox_messages), their bounces
+rows, suppressions, unsubscribes and the new last_uid commit together, so a run cut off
+anywhere and run again counts nothing twice and loses nothing.  Messages are also
+de-duplicated by Message-ID and sha256, which covers a UIDVALIDITY change (a recreated
+folder is scanned again) and the same report present twice.
+
+The IMAP conversation is :mod:`~newsletter_kit.imap`'s, parsing :mod:`~newsletter_kit.bounces`',
+opt-out replies :mod:`~newsletter_kit.unsubscribes`'.
 
 Example::
 
-    with open_imap(settings) as imap:
-        print(list_folders(imap))
+    report = fetch_bounces(store)                  # the configured mailbox
+    report = fetch_bounces(store, source_path="data/bounces")   # or a folder of .eml files
 """
 
 from __future__ import annotations
 
 import hashlib
-import imaplib
 import json
 import mailbox as std_mailbox
 import multiprocessing
 import os
-import re
-import ssl
 import sys
 import threading
 from collections import Counter
@@ -24,164 +33,24 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from email.message import Message
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from pathlib import Path
 from typing import Any
 
 import imapclient
-from imapclient.exceptions import IMAPClientError, LoginError
 
 from . import bounces as _bounces
-from .errors import AuthenticationFailed, ConnectionFailed, MailboxError, ValidationError
-from .settings import BounceSettings, require_bounce_settings, resolve_password
+from . import imap as _imap
+from . import unsubscribes as _unsubscribes
+from .errors import MailboxError, ValidationError
+from .imap import ImapFactory
+from .net import reason
+from .settings import BounceSettings, require_bounce_settings
 from .store import Store, now_iso
 from .suppressions import apply_threshold
-from .transport import network_reason, tls_context, tls_failure
 
-#: ``factory(host, port, ssl=..., ssl_context=..., timeout=...)`` → an IMAPClient.
-ImapFactory = Callable[..., imapclient.IMAPClient]
-DEFAULT_TIMEOUT = 30.0
-
-
-def _where(settings: BounceSettings) -> str:
-    return f"IMAP server {settings.host}:{settings.port}"
-
-
-def _tls_failure(settings: BounceSettings, exc: BaseException) -> ConnectionFailed:
-    return tls_failure(_where(settings), exc)
-
-
-def connect_imap(settings: BounceSettings, *, timeout: float = DEFAULT_TIMEOUT,
-                 factory: ImapFactory | None = None) -> imapclient.IMAPClient:
-    """Connect and bring TLS up as the settings say, without logging in."""
-    make = factory or imapclient.IMAPClient
-    context = tls_context(settings.ca_file)
-    try:
-        imap = make(settings.host, port=settings.port, ssl=settings.tls == "ssl",
-                    ssl_context=context, timeout=timeout)
-        if settings.tls == "starttls":
-            imap.starttls(context)
-    except (ssl.SSLError, ssl.CertificateError) as exc:
-        raise _tls_failure(settings, exc) from None
-    except (OSError, IMAPClientError) as exc:
-        raise ConnectionFailed(f"cannot connect to {_where(settings)}: {_reason(exc)}") from None
-    return imap
-
-
-def open_imap(settings: BounceSettings, *, password: str | None = None,
-              timeout: float = DEFAULT_TIMEOUT, factory: ImapFactory | None = None) -> imapclient.IMAPClient:
-    """Connect, bring TLS up and log in: a ready IMAPClient (usable as a context manager)."""
-    if settings.tls == "none" and not settings.allow_plain_auth:
-        raise ValidationError("refusing to log in over an unencrypted connection (see --allow-plain-auth)")
-    secret = password if password is not None else resolve_password(settings.password_ref)
-    imap = connect_imap(settings, timeout=timeout, factory=factory)
-    try:
-        imap.login(settings.user, secret)
-    except LoginError as exc:
-        _logout(imap)
-        raise AuthenticationFailed(
-            f"{_where(settings)} refused the user name or password for {settings.user!r} ({_reason(exc)})"
-        ) from None
-    except (OSError, IMAPClientError) as exc:
-        _logout(imap)
-        raise ConnectionFailed(f"{_where(settings)}: {_reason(exc)}") from None
-    return imap
-
-
-def list_folders(imap: imapclient.IMAPClient) -> list[str]:
-    """The folder names the server lists, INBOX first, then alphabetical."""
-    try:
-        names = [name for _flags, _delim, name in imap.list_folders()]
-    except (OSError, IMAPClientError) as exc:
-        raise MailboxError(f"the IMAP server did not list its folders: {_reason(exc)}") from None
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
-    return sorted(names, key=lambda n: (n.upper() != "INBOX", n.lower()))
-
-
-def fetch_folder_names(settings: BounceSettings, *, password: str | None = None,
-                       factory: ImapFactory | None = None) -> list[str]:
-    """Log in and list the folders (what the "Folder to monitor" picker shows)."""
-    imap = open_imap(settings, password=password, factory=factory)
-    try:
-        return list_folders(imap)
-    finally:
-        _logout(imap)
-
-
-def check_imap(settings: BounceSettings, *, password: str | None = None,
-               factory: ImapFactory | None = None) -> list[tuple[bool, str]]:
-    """Try the mailbox step by step; a list of (ok, sentence) for ``settings test``."""
-    try:
-        imap = connect_imap(settings, factory=factory)
-    except ConnectionFailed as exc:
-        return [(False, str(exc))]
-    tls = {"ssl": "implicit TLS", "starttls": "STARTTLS", "none": "no TLS"}[settings.tls]
-    results = [(True, f"{_where(settings)}: connected ({tls}"
-                      + (", certificate verified)" if settings.tls != "none" else ")"))]
-    try:
-        if settings.tls == "none" and not settings.allow_plain_auth:
-            raise ValidationError("refusing to log in over an unencrypted connection (see --allow-plain-auth)")
-        secret = password if password is not None else resolve_password(settings.password_ref)
-        try:
-            imap.login(settings.user, secret)
-        except LoginError as exc:
-            raise AuthenticationFailed(
-                f"{_where(settings)} refused the user name or password for {settings.user!r} ({_reason(exc)})"
-            ) from None
-        results.append((True, f"{_where(settings)}: logged in as {settings.user}"))
-        folders = list_folders(imap)
-        if settings.folder in folders:
-            results.append((True, f"{_where(settings)}: folder {settings.folder!r} found"))
-        else:
-            results.append((False, f"{_where(settings)}: folder {settings.folder!r} not found; "
-                                   f"the server lists: {', '.join(folders)}"))
-    except Exception as exc:  # reported, not raised: the point is to say what works
-        results.append((False, str(exc)))
-    finally:
-        _logout(imap)
-    return results
-
-
-def _logout(imap: imapclient.IMAPClient) -> None:
-    try:
-        imap.logout()
-    except (OSError, IMAPClientError):
-        try:
-            imap.shutdown()
-        except OSError:
-            pass
-
-
-def _reason(exc: BaseException) -> str:
-    if network_reason(exc):
-        return network_reason(exc)
-    text: Any = exc.args[0] if exc.args else exc
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return str(text) or type(exc).__name__
-
-
-# --- fetching bounces (incremental by UIDVALIDITY + UID) ---------------------------------
-
-# A run fetches only what is new: UIDs above mailbox_state.last_uid for the folder's current
-# UIDVALIDITY, in batches, with BODY.PEEK[] so \Seen flags stay as they were.  Each batch is
-# one store transaction: the messages' idempotency keys (mailbox_messages), their bounces
-# rows, suppressions, unsubscribes and the new last_uid commit together, so a run cut off
-# anywhere and run again counts nothing twice and loses nothing.  Messages are also
-# de-duplicated by Message-ID and sha256, which covers a UIDVALIDITY change (a recreated
-# folder is scanned again) and the same report present twice.
-
-#: The most bytes fetched in one batch, whatever the batch size says (bounces quote originals).
-MAX_BATCH_BYTES = 64 * 1024 * 1024
-#: Messages above this size are sized one by one when batching; smaller ones count as this.
-LARGE_MESSAGE = 128 * 1024
 #: ``bounces`` counts a mailto unsubscribe request under this kind.
 UNSUBSCRIBE = "unsubscribe"
 DUPLICATE = "duplicate"
-
-_IMAP_ERRORS = (OSError, IMAPClientError, imaplib.IMAP4.error)
 
 
 @dataclass
@@ -247,11 +116,11 @@ def fetch_bounces(
         raise ValidationError("workers must be at least 1", "workers")
     if source_path is not None:
         return _fetch_files(store, settings, Path(source_path), batch_size, workers)
-    imap = open_imap(settings, password=password, factory=imap_factory)
+    imap = _imap.open_imap(settings, password=password, factory=imap_factory)
     try:
         return _fetch_imap(store, settings, imap, batch_size, workers)
     finally:
-        _logout(imap)
+        _imap.close_imap(imap)
 
 
 # --- IMAP ---
@@ -266,131 +135,61 @@ def _fetch_imap(store: Store, settings: BounceSettings, imap: imapclient.IMAPCli
                 workers: int | None) -> FetchReport:
     source = imap_source(settings)
     report = FetchReport(source)
-    moving = bool(settings.processed_folder)
-    if moving and settings.processed_folder == settings.folder:
+    target = settings.processed_folder  # where processed messages go; None: they stay
+    if target and target == settings.folder:
         raise ValidationError("the processed folder must differ from the monitored folder",
                               "processed_folder")
     try:
-        info, uidvalidity, last_uid = _select(store, imap, settings, source, readonly=not moving)
-        if moving:
-            _prepare_processed_folder(imap, settings, last_uid, report)
-        uids = _new_uids(imap, info, last_uid)
-        large = _large_sizes(imap, last_uid) if uids else {}
-    except _IMAP_ERRORS as exc:
-        raise MailboxError(f"{_where(settings)}: {_reason(exc)}") from None
+        info, uidvalidity = _imap.select_folder(imap, settings, readonly=not target)
+        last_uid = _last_uid(store, source, uidvalidity)
+        if target:
+            report.moved += _imap.prepare_processed_folder(imap, target, last_uid)
+        uids = _imap.new_uids(imap, info, last_uid)
+        large = _imap.large_sizes(imap, last_uid) if uids else {}
+    except _imap.IMAP_ERRORS as exc:
+        raise MailboxError(f"{_imap.imap_where(settings)}: {reason(exc)}") from None
 
     def batches() -> Iterator[_Batch]:
-        for batch in _batches(uids, large, batch_size):
+        for batch in _imap.uid_batches(uids, large, batch_size):
             try:
-                data = imap.fetch(batch, ["BODY.PEEK[]"])
-            except _IMAP_ERRORS as exc:
+                found = _imap.fetch_messages(imap, batch)
+            except _imap.IMAP_ERRORS as exc:
                 raise _SourceFailed(
-                    f"{_where(settings)}: the connection failed ({_reason(exc)}); what was read before "
-                    "is recorded: run the fetch again to continue where it stopped"
+                    f"{_imap.imap_where(settings)}: the connection failed ({reason(exc)}); what was "
+                    "read before is recorded: run the fetch again to continue where it stopped"
                 ) from None
-            messages = [_fetched(uid, data[uid]) for uid in batch if uid in data]
+            messages = [Fetched(raw, uid) for uid, raw in found]
             yield _Batch(messages, (uidvalidity, batch[-1]), batch)
 
     def recorded(batch: _Batch) -> None:
-        if moving:
-            _move(imap, settings, batch.uids, report)
+        if target:
+            _move(imap, settings, target, batch.uids, report)
 
     _ingest(store, settings, report, batches(), _workers(workers, len(uids)), recorded)
     return report
 
 
-def _select(store: Store, imap: imapclient.IMAPClient, settings: BounceSettings, source: str,
-            readonly: bool) -> tuple[dict[bytes, Any], int, int]:
-    """Select the folder; (SELECT response, UIDVALIDITY, last UID processed under it)."""
-    if not imap.folder_exists(settings.folder):
-        raise MailboxError(
-            f"{_where(settings)}: folder {settings.folder!r} not found; the server lists: "
-            + ", ".join(list_folders(imap))
-        )
-    info = imap.select_folder(settings.folder, readonly=readonly)
-    uidvalidity = int(info[b"UIDVALIDITY"])
+def _last_uid(store: Store, source: str, uidvalidity: int) -> int:
+    """The last UID processed in ``source`` under ``uidvalidity`` (0: scan the folder from the start)."""
     row = store.conn.execute(
         "SELECT uidvalidity, last_uid FROM mailbox_state WHERE source = ?", (source,)
     ).fetchone()
     if row is None or row[0] != uidvalidity:
         # New folder, or it was recreated: its UIDs mean nothing any more, so scan it all
         # again; Message-ID and sha256 keep what was processed from counting twice.
-        return info, uidvalidity, 0
-    return info, uidvalidity, int(row[1])
+        return 0
+    return int(row[1])
 
 
-def _new_uids(imap: imapclient.IMAPClient, info: dict[bytes, Any], last_uid: int) -> list[int]:
-    """The UIDs above ``last_uid``, ascending."""
-    uidnext = info.get(b"UIDNEXT")
-    if not info.get(b"EXISTS") or (uidnext is not None and int(uidnext) <= last_uid + 1):
-        return []  # nothing new: a re-run costs one SELECT
-    # "n:*" always matches the highest UID, even when it is below n: filter.
-    return sorted(uid for uid in imap.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid)
-
-
-def _large_sizes(imap: imapclient.IMAPClient, last_uid: int) -> dict[int, int]:
-    """{uid: size} of the new messages over LARGE_MESSAGE bytes (one SEARCH, then their sizes)."""
-    large = [uid for uid in imap.search(["UID", f"{last_uid + 1}:*", "LARGER", str(LARGE_MESSAGE)])
-             if uid > last_uid]
-    sizes: dict[int, int] = {}
-    for start in range(0, len(large), 1000):
-        found = imap.fetch(large[start:start + 1000], ["RFC822.SIZE"])
-        sizes.update((uid, int(item.get(b"RFC822.SIZE", 0))) for uid, item in found.items())
-    return sizes
-
-
-def _batches(uids: list[int], large: dict[int, int], batch_size: int) -> Iterator[list[int]]:
-    """Consecutive UIDs in batches of at most ``batch_size`` messages and about MAX_BATCH_BYTES.
-
-    Bounces may quote big originals: a message not in ``large`` counts as LARGE_MESSAGE bytes
-    (an upper bound), a large one as its size, so one FETCH never holds gigabytes.  Batches
-    stay in UID order because last_uid advances batch by batch.
-    """
-    current: list[int] = []
-    total = 0
-    for uid in uids:
-        size = large.get(uid, LARGE_MESSAGE)
-        if current and (len(current) >= batch_size or total + size > MAX_BATCH_BYTES):
-            yield current
-            current, total = [], 0
-        current.append(uid)
-        total += size
-    if current:
-        yield current
-
-
-def _fetched(uid: int, item: dict[bytes, object]) -> Fetched:
-    raw = item.get(b"BODY[]")
-    if not isinstance(raw, (bytes, bytearray)):
-        raise MailboxError(f"the IMAP server sent no body for UID {uid}")
-    return Fetched(bytes(raw), uid)
-
-
-def _prepare_processed_folder(imap: imapclient.IMAPClient, settings: BounceSettings, last_uid: int,
-                              report: FetchReport) -> None:
-    """Create the processed folder if needed; move what a cut-off run recorded but did not move."""
-    target = settings.processed_folder
-    if not imap.folder_exists(target):
-        imap.create_folder(target)
-    if last_uid and imap.has_capability("MOVE"):
-        left = [uid for uid in imap.search(["UID", f"1:{last_uid}"]) if uid <= last_uid]
-        if left:
-            imap.move(left, target)
-            report.moved += len(left)
-
-
-def _move(imap: imapclient.IMAPClient, settings: BounceSettings, uids: list[int],
+def _move(imap: imapclient.IMAPClient, settings: BounceSettings, target: str, uids: list[int],
           report: FetchReport) -> None:
-    """MOVE processed messages when the server can; else COPY only (nothing is ever expunged)."""
+    """Move the recorded messages to the processed folder (a failure says what was recorded)."""
     try:
-        if imap.has_capability("MOVE"):
-            imap.move(uids, settings.processed_folder)
-        else:
-            imap.copy(uids, settings.processed_folder)
-    except _IMAP_ERRORS as exc:
+        _imap.move_messages(imap, uids, target)
+    except _imap.IMAP_ERRORS as exc:
         raise MailboxError(
-            f"{_where(settings)}: recorded {report.fetched} new messages but could not move them to "
-            f"{settings.processed_folder!r} ({_reason(exc)})"
+            f"{_imap.imap_where(settings)}: recorded {report.fetched} new messages but could not move "
+            f"them to {target!r} ({reason(exc)})"
         ) from None
     report.moved += len(uids)
 
@@ -640,7 +439,7 @@ def _parse(message: Fetched, key: bytes) -> _Parsed:
     report = _bounces.parse_bounce(message.raw)
     item = _Parsed(message, hashlib.sha256(message.raw).hexdigest(), report, str(report.kind.value))
     if report.kind not in _bounces.BOUNCE_KINDS and report.kind not in (_bounces.DELAYED, _bounces.COMPLAINT):
-        asked, item.unsubscribe = _unsubscribe_request(message.raw, key)
+        asked, item.unsubscribe = _unsubscribes.unsubscribe_request(message.raw, key)
         if asked:
             item.kind = UNSUBSCRIBE if item.unsubscribe else "other"  # a forged token is ignored
     return item
@@ -650,7 +449,7 @@ def _record(store: Store, source: str, kind_source: str, uidvalidity: int | None
     """Record one new message; returns the addresses it newly counts a bounce against."""
     row_id = _insert_message(store, source, uidvalidity, item)
     if item.unsubscribe:
-        _record_unsubscribe(store, item.unsubscribe[1], item.unsubscribe[0])
+        _unsubscribes.record_unsubscribe(store, *item.unsubscribe)
         return []
     added = _bounces.record_report(store, item.report, report_key=item.message_id or f"sha256:{item.digest}",
                                    source=kind_source, mailbox_message_id=row_id)
@@ -689,65 +488,3 @@ def _insert_message(store: Store, source: str, uidvalidity: int | None, item: _P
          item.digest, item.kind, error, item.report.date, now_iso()),
     )
     return int(cursor.lastrowid or 0)
-
-
-# --- unsubscribe requests (replies to the List-Unsubscribe mailto) ---
-
-_UNSUB_WORD_RE = re.compile(r"unsubscribe|disiscri|cancellami|cancellazione", re.IGNORECASE)
-_TOKEN_RE = re.compile(r"[A-Za-z0-9_\-.~=:+/]{16,512}")
-
-
-def _unsubscribe_request(raw: bytes, key: bytes) -> tuple[bool, tuple[str, str | None] | None]:
-    """(is it an opt-out request, (email, campaign) when its token is valid).
-
-    A request is a message whose *Subject* asks to unsubscribe (what a List-Unsubscribe mailto
-    puts there); its token is looked for in the Subject, the To address, then the body's start.
-    A reply quoting our footer keeps its own subject, so a token it quotes never counts.
-    """
-    verify = _token_verifier()
-    if verify is None:
-        return False, None
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536], headersonly=True)
-    subject = str(headers.get("Subject", ""))
-    if not _UNSUB_WORD_RE.search(subject):
-        return False, None
-    for token in _token_candidates(headers, raw):
-        result = verify(key, token)
-        if result:
-            campaign, email = result
-            return True, (email.strip().lower(), campaign)
-    return True, None
-
-
-def _token_candidates(headers: Message, raw: bytes) -> list[str]:
-    """Token-like words of the Subject, the To address and the body's start, in that order."""
-    texts = [str(headers.get("Subject", "")), str(headers.get("To", ""))]
-    body = raw.split(b"\r\n\r\n", 1)[-1] if b"\r\n\r\n" in raw else raw.split(b"\n\n", 1)[-1]
-    texts.append(body[:4096].decode("utf-8", "replace"))
-    seen: dict[str, None] = {}
-    for text in texts:
-        for word in _TOKEN_RE.findall(text):
-            seen.setdefault(word, None)
-            seen.setdefault(word.strip(".:=+/-~"), None)
-    return [w for w in seen if len(w) >= 16]
-
-
-def _token_verifier() -> Callable[[bytes, str], tuple[str, str] | None] | None:
-    try:
-        from .tokens import verify_unsubscribe_token
-    except ImportError:  # the tokens module is not there: no token can be checked
-        return None
-    return verify_unsubscribe_token
-
-
-def _record_unsubscribe(store: Store, campaign: str | None, email: str) -> None:
-    try:
-        from .audience import add_unsubscribe
-    except ImportError:
-        store.conn.execute(
-            "INSERT OR IGNORE INTO unsubscribes (email, campaign, source, created_at)"
-            " VALUES (?, ?, 'mailto', ?)",
-            (email, campaign, now_iso()),
-        )
-        return
-    add_unsubscribe(store, email, campaign, source="mailto")

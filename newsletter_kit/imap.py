@@ -1,0 +1,238 @@
+"""The IMAP client of the bounce mailbox (imapclient), configured from
+:class:`~newsletter_kit.settings.BounceSettings`: connect and log in, list folders, select one,
+find and fetch new messages by UID, move or copy them. No store, no parsing: the ingestion
+pipeline (:mod:`~newsletter_kit.ingest`) drives it.
+
+Example::
+
+    with open_imap(settings) as imap:      # doctest: +SKIP
+        print(list_folders(imap))
+"""
+
+from __future__ import annotations
+
+import imaplib
+import ssl
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import imapclient
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from .errors import AuthenticationFailed, ConnectionFailed, MailboxError, ValidationError
+from .net import connected, reason, tls_context, tls_failure, where
+from .settings import BounceSettings, resolve_password
+
+#: ``factory(host, port, ssl=..., ssl_context=..., timeout=...)`` → an IMAPClient.
+ImapFactory = Callable[..., imapclient.IMAPClient]
+DEFAULT_TIMEOUT = 30.0
+#: What a failing IMAP call raises (socket, protocol, or imaplib's own error).
+IMAP_ERRORS = (OSError, IMAPClientError, imaplib.IMAP4.error)
+#: The most bytes fetched in one batch, whatever the batch size says (bounces quote originals).
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+#: Messages above this size are sized one by one when batching; smaller ones count as this.
+LARGE_MESSAGE = 128 * 1024
+
+
+def imap_where(settings: BounceSettings) -> str:
+    """The server as error messages name it: ``IMAP server host:port``."""
+    return where("IMAP", settings)
+
+
+def connect_imap(settings: BounceSettings, *, timeout: float = DEFAULT_TIMEOUT,
+                 factory: ImapFactory | None = None) -> imapclient.IMAPClient:
+    """Connect and bring TLS up as the settings say, without logging in."""
+    make = factory or imapclient.IMAPClient
+    context = tls_context(settings.ca_file)
+    try:
+        imap = make(settings.host, port=settings.port, ssl=settings.tls == "ssl",
+                    ssl_context=context, timeout=timeout)
+        if settings.tls == "starttls":
+            imap.starttls(context)
+    except (ssl.SSLError, ssl.CertificateError) as exc:
+        raise tls_failure(imap_where(settings), exc) from None
+    except (OSError, IMAPClientError) as exc:
+        raise ConnectionFailed(f"cannot connect to {imap_where(settings)}: {reason(exc)}") from None
+    return imap
+
+
+def open_imap(settings: BounceSettings, *, password: str | None = None,
+              timeout: float = DEFAULT_TIMEOUT, factory: ImapFactory | None = None) -> imapclient.IMAPClient:
+    """Connect, bring TLS up and log in: a ready IMAPClient (usable as a context manager)."""
+    if settings.tls == "none" and not settings.allow_plain_auth:
+        raise ValidationError("refusing to log in over an unencrypted connection (see --allow-plain-auth)")
+    secret = password if password is not None else resolve_password(settings.password_ref)
+    imap = connect_imap(settings, timeout=timeout, factory=factory)
+    try:
+        imap.login(settings.user, secret)
+    except LoginError as exc:
+        close_imap(imap)
+        raise AuthenticationFailed(
+            f"{imap_where(settings)} refused the user name or password for {settings.user!r} ({reason(exc)})"
+        ) from None
+    except (OSError, IMAPClientError) as exc:
+        close_imap(imap)
+        raise ConnectionFailed(f"{imap_where(settings)}: {reason(exc)}") from None
+    return imap
+
+
+def close_imap(imap: imapclient.IMAPClient) -> None:
+    """Log out; when the connection is already gone, just drop it."""
+    try:
+        imap.logout()
+    except (OSError, IMAPClientError):
+        try:
+            imap.shutdown()
+        except OSError:
+            pass
+
+
+def list_folders(imap: imapclient.IMAPClient) -> list[str]:
+    """The folder names the server lists, INBOX first, then alphabetical."""
+    try:
+        names = [name for _flags, _delim, name in imap.list_folders()]
+    except (OSError, IMAPClientError) as exc:
+        raise MailboxError(f"the IMAP server did not list its folders: {reason(exc)}") from None
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return sorted(names, key=lambda n: (n.upper() != "INBOX", n.lower()))
+
+
+def fetch_folder_names(settings: BounceSettings, *, password: str | None = None,
+                       factory: ImapFactory | None = None) -> list[str]:
+    """Log in and list the folders (what the "Folder to monitor" picker shows)."""
+    imap = open_imap(settings, password=password, factory=factory)
+    try:
+        return list_folders(imap)
+    finally:
+        close_imap(imap)
+
+
+def check_imap(settings: BounceSettings, *, password: str | None = None,
+               factory: ImapFactory | None = None) -> list[tuple[bool, str]]:
+    """Try the mailbox step by step; a list of (ok, sentence) for ``settings test``."""
+    try:
+        imap = connect_imap(settings, factory=factory)
+    except ConnectionFailed as exc:
+        return [(False, str(exc))]
+    name = imap_where(settings)
+    results = [(True, connected(name, settings.tls))]
+    try:
+        if settings.tls == "none" and not settings.allow_plain_auth:
+            raise ValidationError("refusing to log in over an unencrypted connection (see --allow-plain-auth)")
+        secret = password if password is not None else resolve_password(settings.password_ref)
+        try:
+            imap.login(settings.user, secret)
+        except LoginError as exc:
+            raise AuthenticationFailed(
+                f"{name} refused the user name or password for {settings.user!r} ({reason(exc)})"
+            ) from None
+        results.append((True, f"{name}: logged in as {settings.user}"))
+        folders = list_folders(imap)
+        if settings.folder in folders:
+            results.append((True, f"{name}: folder {settings.folder!r} found"))
+        else:
+            results.append((False, f"{name}: folder {settings.folder!r} not found; "
+                                   f"the server lists: {', '.join(folders)}"))
+    except Exception as exc:  # reported, not raised: the point is to say what works
+        results.append((False, str(exc)))
+    finally:
+        close_imap(imap)
+    return results
+
+
+# --- reading a folder by UID (what the ingestion pipeline calls; IMAP_ERRORS pass through) ---
+
+
+def select_folder(imap: imapclient.IMAPClient, settings: BounceSettings, *,
+                  readonly: bool) -> tuple[dict[bytes, Any], int]:
+    """Select the settings' folder: (the SELECT response, its UIDVALIDITY).
+
+    MailboxError, naming the folders the server has, when the folder does not exist.
+    """
+    if not imap.folder_exists(settings.folder):
+        raise MailboxError(
+            f"{imap_where(settings)}: folder {settings.folder!r} not found; the server lists: "
+            + ", ".join(list_folders(imap))
+        )
+    info = imap.select_folder(settings.folder, readonly=readonly)
+    return info, int(info[b"UIDVALIDITY"])
+
+
+def new_uids(imap: imapclient.IMAPClient, info: dict[bytes, Any], last_uid: int) -> list[int]:
+    """The UIDs above ``last_uid`` in the selected folder, ascending."""
+    uidnext = info.get(b"UIDNEXT")
+    if not info.get(b"EXISTS") or (uidnext is not None and int(uidnext) <= last_uid + 1):
+        return []  # nothing new: a re-run costs one SELECT
+    # "n:*" always matches the highest UID, even when it is below n: filter.
+    return sorted(uid for uid in imap.search(["UID", f"{last_uid + 1}:*"]) if uid > last_uid)
+
+
+def large_sizes(imap: imapclient.IMAPClient, last_uid: int) -> dict[int, int]:
+    """{uid: size} of the new messages over LARGE_MESSAGE bytes (one SEARCH, then their sizes)."""
+    large = [uid for uid in imap.search(["UID", f"{last_uid + 1}:*", "LARGER", str(LARGE_MESSAGE)])
+             if uid > last_uid]
+    sizes: dict[int, int] = {}
+    for start in range(0, len(large), 1000):
+        found = imap.fetch(large[start:start + 1000], ["RFC822.SIZE"])
+        sizes.update((uid, int(item.get(b"RFC822.SIZE", 0))) for uid, item in found.items())
+    return sizes
+
+
+def uid_batches(uids: list[int], large: dict[int, int], batch_size: int) -> Iterator[list[int]]:
+    """Consecutive UIDs in batches of at most ``batch_size`` messages and about MAX_BATCH_BYTES.
+
+    Bounces may quote big originals: a message not in ``large`` counts as LARGE_MESSAGE bytes
+    (an upper bound), a large one as its size, so one FETCH never holds gigabytes.  Batches
+    stay in UID order because last_uid advances batch by batch.
+
+    Example::
+
+        >>> list(uid_batches([1, 2, 3, 4, 5], {}, 2))
+        [[1, 2], [3, 4], [5]]
+    """
+    current: list[int] = []
+    total = 0
+    for uid in uids:
+        size = large.get(uid, LARGE_MESSAGE)
+        if current and (len(current) >= batch_size or total + size > MAX_BATCH_BYTES):
+            yield current
+            current, total = [], 0
+        current.append(uid)
+        total += size
+    if current:
+        yield current
+
+
+def fetch_messages(imap: imapclient.IMAPClient, uids: list[int]) -> list[tuple[int, bytes]]:
+    """(uid, raw bytes) of ``uids`` that still exist, in the order given; ``BODY.PEEK[]`` keeps
+    the \\Seen flags as they were."""
+    data = imap.fetch(uids, ["BODY.PEEK[]"])
+    found = []
+    for uid in uids:
+        if uid in data:
+            raw = data[uid].get(b"BODY[]")
+            if not isinstance(raw, (bytes, bytearray)):
+                raise MailboxError(f"the IMAP server sent no body for UID {uid}")
+            found.append((uid, bytes(raw)))
+    return found
+
+
+def prepare_processed_folder(imap: imapclient.IMAPClient, target: str, last_uid: int) -> int:
+    """Create ``target`` if needed; move what a cut-off run recorded (UIDs up to ``last_uid``)
+    but did not move. Returns how many were moved."""
+    if not imap.folder_exists(target):
+        imap.create_folder(target)
+    if last_uid and imap.has_capability("MOVE"):
+        left = [uid for uid in imap.search(["UID", f"1:{last_uid}"]) if uid <= last_uid]
+        if left:
+            imap.move(left, target)
+            return len(left)
+    return 0
+
+
+def move_messages(imap: imapclient.IMAPClient, uids: list[int], target: str) -> None:
+    """MOVE ``uids`` to ``target`` when the server can; else COPY only (nothing is ever expunged)."""
+    if imap.has_capability("MOVE"):
+        imap.move(uids, target)
+    else:
+        imap.copy(uids, target)
