@@ -20,30 +20,6 @@ def test_all_names_exist_and_public_callables_have_docstrings():
     assert len(set(nk.__all__)) == len(nk.__all__)
 
 
-def test_nothing_below_the_ui_imports_click_or_ipywidgets():
-    """DESIGN: cli and panels depend on the rest, never the other way round."""
-    import ast
-
-    package = Path(nk.__file__).parent
-    offenders = []
-    for path in package.rglob("*.py"):
-        rel = path.relative_to(package).as_posix()
-        if rel in ("cli.py", "__main__.py", "magic.py") or rel.startswith("panels/"):
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            elif isinstance(node, ast.ImportFrom) and node.level and node.module:
-                names = ["." + node.module]
-            for name in names:
-                if name.split(".")[0] in ("click", "ipywidgets") or name in (".cli", ".panels"):
-                    offenders.append(f"{rel}: {name}")
-    assert offenders == []
-
-
 def test_package_type_checks_with_mypy():
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-m", "mypy", "newsletter_kit"], cwd=root,
