@@ -362,16 +362,18 @@ def campaign_send(store: Store, name: str, limit: int | None, dry_run: bool, as_
     Exit status 0 when the run finished or paused on the quota (it says when it resumes),
     75 when the server or the connection went away (try later), 1 after too many failures.
     """
-    from tqdm import tqdm
-
     from .campaigns import send_campaign
 
     bar: Any = None
 
     def progress(done: int, total: int, report: Any) -> None:
         nonlocal bar
+        if not sys.stderr.isatty():  # cron and pipes get no bar, and do not pay tqdm's import
+            return
         if bar is None:
-            bar = tqdm(total=total, unit="msg", desc=name, file=sys.stderr, disable=None)
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="msg", desc=name, file=sys.stderr)
         bar.total = total
         bar.update(done - bar.n)
 
