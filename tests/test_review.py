@@ -338,3 +338,150 @@ def test_plots_return_axes(handmade: Store) -> None:
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+# --- the per-address summary the store keeps -----------------------------------------------------
+
+
+def summary_by_hand(store: Store) -> list[tuple]:
+    """bounce_addresses computed in Python from the bounces table: the definition it must keep."""
+    rows = store.conn.execute("SELECT id, email, kind, status, diagnostic, bounced_at FROM bounces").fetchall()
+    per: dict[str, list[tuple]] = {}
+    for row in rows:
+        per.setdefault(row[1], []).append(row)
+    expected = []
+    for email, items in sorted(per.items()):
+        kinds = [item[2] for item in items]
+        counts = [kinds.count(k) for k in review.KIND_COLUMNS]
+        last = min(items, key=lambda item: (_desc(item[5]), item[0]))  # latest time, then lowest id
+        expected.append((email, *counts, len(kinds) - sum(counts), len(kinds), min(item[5] for item in items),
+                         last[5], last[0], last[2], last[3], last[4]))
+    return expected
+
+
+def _desc(text: str) -> tuple[int, ...]:
+    return tuple(-ord(ch) for ch in text)
+
+
+def stored_summary(store: Store) -> list[tuple]:
+    return store.conn.execute(
+        "SELECT email, hard, soft, policy, delayed, complaint, other, total, first_bounce, last_bounce, last_id,"
+        " last_kind, last_status, last_diagnostic FROM bounce_addresses ORDER BY email").fetchall()
+
+
+def random_bounces(store: Store, rng: random.Random, n: int, first_id: int = 1) -> None:
+    emails = [f"u{i}@d{i % 4}.example" for i in range(12)]
+    times = [f"2026-03-0{d}T0{h}:00:00+00:00" for d in range(1, 4) for h in range(3)]  # few: ties happen
+    for bid in range(first_id, first_id + n):
+        kind = rng.choice(["hard", "soft", "policy", "delayed", "complaint", "autoreply", "other"])
+        # Ids out of order too: the tie rule is the lowest id, not the last inserted.
+        add_bounce(store, bid if rng.random() < 0.8 else bid + 10_000, rng.choice(emails), kind,
+                   rng.choice([None, "5.1.1", "4.2.2"]), rng.choice(times))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bounce_summary_follows_inserts_updates_and_deletes(seed: int) -> None:
+    rng = random.Random(seed)
+    store = open_store(":memory:")
+    with store.transaction():
+        random_bounces(store, rng, 60)
+    assert stored_summary(store) == summary_by_hand(store)
+    ids = [row[0] for row in store.conn.execute("SELECT id FROM bounces")]
+    with store.transaction():
+        for bid in rng.sample(ids, 15):
+            column, value = rng.choice([("kind", rng.choice(["hard", "complaint", "autoreply"])),
+                                        ("bounced_at", "2026-03-02T01:00:00+00:00"),
+                                        ("email", "moved@d9.example"), ("status", "5.7.1"),
+                                        ("diagnostic", "changed"), ("campaign", "not shown")])
+            store.conn.execute(f"UPDATE bounces SET {column} = ? WHERE id = ?", (value, bid))
+    assert stored_summary(store) == summary_by_hand(store)
+    with store.transaction():
+        for bid in rng.sample(ids, 20):
+            store.conn.execute("DELETE FROM bounces WHERE id = ?", (bid,))
+        store.conn.execute("DELETE FROM bounces WHERE email = 'moved@d9.example'")
+    assert stored_summary(store) == summary_by_hand(store)
+    assert "moved@d9.example" not in {row[0] for row in stored_summary(store)}
+
+
+def test_migration_fills_the_summary_from_existing_bounces(tmp_path) -> None:
+    import sqlite3
+
+    from newsletter_kit import store as store_mod
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    store_mod._MIGRATIONS[0](conn)
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    old = Store.__new__(Store)  # a v1 file filled through plain SQL, as an older version would
+    old._conn = sqlite3.connect(path)
+    random_bounces(old, random.Random(9), 80)
+    old._conn.commit()
+    old._conn.close()
+    store = open_store(path)
+    assert store.schema_version() == store_mod.SCHEMA_VERSION
+    assert len(stored_summary(store)) > 5
+    assert stored_summary(store) == summary_by_hand(store)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_by_address_and_domain_match_brute_force(seed: int) -> None:
+    rng = random.Random(seed)
+    store = open_store(":memory:")
+    with store.transaction():
+        random_bounces(store, rng, 80)
+        add_campaign(store, 1, "c")
+        for n, email in enumerate(sorted({f"u{i}@d{i % 4}.example" for i in range(0, 16, 2)})):
+            add_delivery(store, n + 1, 1, email, rng.choice(["sent", "failed"]), "2026-03-01T00:00:00+00:00")
+        store.conn.execute("INSERT INTO suppressions (email, since, reason) VALUES ('u3@d3.example', ?, 'manual')", (T0,))
+    expected = sorted(summary_by_hand(store), key=lambda row: (-row[7], row[0]))
+    df = review.bounces_by_address(store)
+    assert records(df, ["email", *review.KIND_COLUMNS, "other", "total"]) == [row[:8] for row in expected]
+    assert records(df, ["last_kind", "last_status", "last_diagnostic"]) == [row[11:14] for row in expected]
+    assert list(df["last_bounce"]) == [utc(row[9]) for row in expected]
+    assert list(df["first_bounce"]) == [utc(row[8]) for row in expected]
+    assert list(df.loc[df["suppressed"], "email"]) == (["u3@d3.example"] if "u3@d3.example" in set(df["email"]) else [])
+    bounces = store.conn.execute("SELECT email, kind FROM bounces").fetchall()
+    sent = {e for (e,) in store.conn.execute("SELECT email FROM deliveries WHERE state = 'sent'")}
+    by_domain = review.bounces_by_domain(store, with_sent=True).set_index("domain")
+    for domain in {email.split("@")[1] for email, _ in bounces}:
+        mine = [(e, k) for e, k in bounces if e.endswith("@" + domain)]
+        row = by_domain.loc[domain]
+        assert row["addresses"] == len({e for e, _ in mine})
+        assert row["failed_addresses"] == len({e for e, k in mine if k in review.FAILURE_KINDS})
+        assert row["total"] == len(mine) and row["other"] == sum(k not in review.KIND_COLUMNS for _, k in mine)
+        assert row["sent"] == len({e for e in sent if e.endswith("@" + domain)})
+
+
+def test_review_queries_never_read_the_ledger_or_bounces_row_by_row() -> None:
+    """Every query of every table reads deliveries and bounces through an index (the plans that
+    keep them under a second at a million deliveries), on a store without statistics, as users'
+    stores are. A query that scans either table itself fails here, whatever the data."""
+    import re
+
+    store = open_store(":memory:")
+    update_smtp_settings(store, host="127.0.0.1", port=2525, tls="none", daily_limit=10,
+                         from_addr="news@example.org", timezone="Europe/Rome")
+    with store.transaction():
+        add_campaign(store, 1, "c")
+        add_delivery(store, 1, 1, "a@x.example", "sent", T0)
+        add_bounce(store, 1, "a@x.example", "hard", "5.1.1", T0, "c", 1)
+    statements: list[str] = []
+    tables = [
+        lambda: review.bounces_by_address(store), lambda: review.bounces_by_domain(store, with_sent=True),
+        lambda: review.bounces_by_status(store), lambda: review.bounces_by_day(store),
+        lambda: review.campaign_summary(store), lambda: review.quota_by_day(store),
+        lambda: review.suppression_table(store), lambda: review.threshold_what_if(store, 3),
+        lambda: review.threshold_counts(store, count_policy=True, stale_after_days=3, reset_on_success=True),
+    ]
+    store.conn.set_trace_callback(statements.append)
+    for table in tables:
+        table()
+    store.conn.set_trace_callback(None)
+    selects = [sql for sql in statements if sql.lstrip().upper().startswith("SELECT")]
+    assert len(selects) > 15
+    row_by_row = re.compile(r"SCAN (deliveries|bounces|d|b|b2)$")
+    for sql in selects:
+        plan = [row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + sql)]
+        assert not [step for step in plan if row_by_row.match(step)], (sql, plan)
