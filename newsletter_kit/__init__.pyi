@@ -117,6 +117,7 @@ from .review import (
     plot_top_domains as plot_top_domains,
     quota_by_day as quota_by_day,
     status_meaning as status_meaning,
+    styled as styled,
     suppression_table as suppression_table,
     threshold_counts as threshold_counts,
     threshold_what_if as threshold_what_if,

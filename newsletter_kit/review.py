@@ -41,11 +41,13 @@ __all__ = [
     "bounces_by_status",
     "campaign_forecast",
     "campaign_summary",
+    "display_formats",
     "newly_suppressed",
     "plot_bounce_rate_by_day",
     "plot_top_domains",
     "quota_by_day",
     "status_meaning",
+    "styled",
     "suppression_table",
     "threshold_counts",
     "threshold_what_if",
@@ -660,25 +662,59 @@ def _axes(ax: Axes | None, size: tuple[float, float] = (8, 3.5)) -> Axes:
     return new_ax
 
 
-def plot_bounce_rate_by_day(store: Store, *, ax: Axes | None = None, tz: str | None = None) -> Axes:
-    """A line of the daily bounce rate (failures / sent, :func:`bounces_by_day`), in percent.
+def _date_axis(ax: Axes, first: dt.date, last: dt.date) -> None:
+    """Daily data on a readable x axis: limits around the data, ticks that fit, dates as dates.
 
-    Returns the matplotlib Axes (a notebook cell shows it; nothing calls ``plt.show``).
+    Matplotlib alone spreads one day over four years (a two-year margin each side) and writes
+    every tick of a short span as a full timestamp. Here a span of up to two weeks gets one tick
+    per day (or every other day), longer ones the automatic locator with concise labels (months,
+    then the year once). Half a day of margin (at least 2% of the span) keeps end points visible.
+    """
+    import matplotlib.dates as mdates  # late: matplotlib is only needed when plotting
+
+    start, end = pd.Timestamp(first), pd.Timestamp(last)
+    span = end - start
+    pad = max(pd.Timedelta(hours=12), span * 0.02)
+    if span < pd.Timedelta(days=2):  # one or two days: show the neighbours for context
+        pad = pd.Timedelta(days=1, hours=12)
+    ax.set_xlim(mdates.date2num(start - pad), mdates.date2num(end + pad))
+    if span <= pd.Timedelta(days=14):
+        ax.xaxis.set_major_locator(mdates.DayLocator(interval=1 if span <= pd.Timedelta(days=7) else 2))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%a %d %b"))
+    else:
+        locator = mdates.AutoDateLocator(minticks=4, maxticks=10)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    for label in ax.get_xticklabels():
+        label.set_rotation(0)
+
+
+def plot_bounce_rate_by_day(store: Store, *, ax: Axes | None = None, tz: str | None = None) -> Axes:
+    """The daily bounce rate (failures / sent, :func:`bounces_by_day`) on the days with sends.
+
+    Days without a send have no rate (a bounce arriving then belongs to an earlier send), so
+    the line joins the days that have one. The x axis spans the days of the table, whether one
+    or a year; the y axis is in percent from 0. Returns the matplotlib Axes (a notebook cell
+    shows it; nothing calls ``plt.show``).
 
     Example::
 
         >>> plot_bounce_rate_by_day(store)             # doctest: +SKIP
     """
+    from matplotlib.ticker import PercentFormatter  # late: matplotlib is only needed when plotting
+
     df = bounces_by_day(store, tz=tz)
     ax = _axes(ax)
-    days = pd.to_datetime(df["day"])
-    ax.plot(days, df["bounce_rate"] * 100, marker="o")
+    rated = df[df["bounce_rate"].notna()]
+    ax.plot(pd.to_datetime(rated["day"]), rated["bounce_rate"] * 100,
+            marker="o" if len(rated) <= 60 else None, markersize=4)
     ax.set_title("Bounce rate per day")
-    ax.set_ylabel("failures / sent (%)")
-    ax.set_xlabel("day")
+    ax.set_ylabel("failures / sent")
+    ax.yaxis.set_major_formatter(PercentFormatter(100, decimals=None))
+    ax.set_ylim(bottom=0, top=max(1.0, float(rated["bounce_rate"].max() * 100 * 1.15) if len(rated) else 1.0))
     ax.grid(True, alpha=0.3)
     if not df.empty:
-        ax.figure.autofmt_xdate()
+        _date_axis(ax, df["day"].iloc[0], df["day"].iloc[-1])
     return ax
 
 
@@ -701,3 +737,76 @@ def plot_top_domains(store: Store, n: int = 10, *, ax: Axes | None = None) -> Ax
     if len(df):
         ax.legend(loc="lower right")
     return ax
+
+
+# --- display ------------------------------------------------------------------------------------
+
+#: How dates and times read in a displayed table (the frames themselves keep their types).
+DAY_FORMAT = "%a %d %b %Y"
+TIME_FORMAT = "%d %b %Y %H:%M"
+#: Columns shown in their own table elsewhere (the evidence list of each suppression).
+HIDDEN_COLUMNS = ("evidence",)
+
+
+def _is_share(column: str) -> bool:
+    """A column holding a share between 0 and 1 (shown as a percentage)."""
+    return column.endswith("_rate") or column.startswith("share_")
+
+
+def display_formats(df: pd.DataFrame, *, tz: str = "UTC") -> dict[str, Any]:
+    """How each column of a review table reads: one function per column, value → text.
+
+    Timestamps in ``tz`` to the minute (``30 Nov 2026 10:47``), days as days (``Mon 30 Nov
+    2026``), shares (``*_rate``, ``share_*``) as percentages (``16.7%``), counts with thousands
+    separators, booleans as yes/no. Missing values are left to the caller (``na_rep``).
+
+    Example::
+
+        >>> frame = pd.DataFrame({"day": [dt.date(2026, 11, 30)], "bounce_rate": [1 / 6], "sent": [1200]})
+        >>> [f(frame[c][0]) for c, f in display_formats(frame).items()]
+        ['Mon 30 Nov 2026', '16.7%', '1,200']
+    """
+    formats: dict[str, Any] = {}
+    for column in df.columns:
+        series = df[column]
+        if isinstance(series.dtype, pd.DatetimeTZDtype):
+            formats[column] = lambda v: v.tz_convert(tz).strftime(TIME_FORMAT)
+        elif pd.api.types.is_datetime64_dtype(series.dtype):
+            formats[column] = lambda v: v.strftime(TIME_FORMAT)
+        elif pd.api.types.is_bool_dtype(series.dtype):
+            formats[column] = lambda v: "yes" if v else "no"
+        elif pd.api.types.is_float_dtype(series.dtype) and _is_share(str(column)):
+            formats[column] = lambda v: f"{v:.1%}" if abs(v) >= 0.001 or v == 0 else f"{v:.2%}"
+        elif pd.api.types.is_integer_dtype(series.dtype):
+            formats[column] = lambda v: f"{v:,}"
+        elif pd.api.types.is_float_dtype(series.dtype):
+            formats[column] = lambda v: f"{v:,.3g}"
+        elif series.dtype == object and any(isinstance(v, dt.date) for v in series.dropna().head(1)):
+            formats[column] = lambda v: v.strftime(DAY_FORMAT) if isinstance(v, dt.date) else str(v)
+    return formats
+
+
+def styled(df: pd.DataFrame, *, store: Store | None = None, tz: str | None = None,
+           max_rows: int | None = 200) -> Any:
+    """A review table ready to read: a pandas ``Styler`` (a notebook cell renders it).
+
+    The frame is left as it is (numbers stay numbers for sorting, filtering, export); only the
+    display changes, with :func:`display_formats`: times in ``tz``, else the store's SMTP time
+    zone (the days the quota counts), else UTC; rates as percentages; missing values blank;
+    the evidence lists hidden. At most ``max_rows`` rows are rendered (a caption says how many
+    there are); ``None`` renders all.
+
+    Example::
+
+        >>> styled(bounces_by_day(store), store=store)             # doctest: +SKIP
+    """
+    zone = _zone(store, tz) if store is not None else validate_timezone(tz) if tz else "UTC"
+    shown = df if max_rows is None or len(df) <= max_rows else df.head(max_rows)
+    styler = shown.style.format(display_formats(shown, tz=zone), na_rep="")
+    hidden = [c for c in HIDDEN_COLUMNS if c in shown.columns]
+    styler = styler.hide(axis="index")
+    if hidden:
+        styler = styler.hide(subset=hidden, axis="columns")
+    if len(shown) < len(df):
+        styler = styler.set_caption(f"first {len(shown):,} of {len(df):,} rows")
+    return styler

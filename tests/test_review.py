@@ -329,8 +329,9 @@ def test_what_if_matches_brute_force(seed: int) -> None:
 
 def test_plots_return_axes(handmade: Store) -> None:
     ax = review.plot_bounce_rate_by_day(handmade, tz="UTC")
-    assert list(ax.lines[0].get_ydata()) == pytest.approx([100.0, math.nan, math.nan, math.nan, 100.0, math.nan],
-                                                          nan_ok=True)
+    # The days with sends only (1 and 5 March), joined; the quiet days have no rate.
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([100.0, 100.0])
+    assert [d.day for d in pd.to_datetime(ax.lines[0].get_xdata())] == [1, 5]
     bars = review.plot_top_domains(handmade, 2)
     labels = [t.get_text() for t in bars.get_yticklabels()]
     assert labels == ["b.example", "a.example"]  # the top one drawn last, at the top
@@ -485,3 +486,70 @@ def test_review_queries_never_read_the_ledger_or_bounces_row_by_row() -> None:
     for sql in selects:
         plan = [row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + sql)]
         assert not [step for step in plan if row_by_row.match(step)], (sql, plan)
+
+
+def sends_on(days: list[dt.date], bounce_every: int = 3) -> Store:
+    """A store with one delivery sent at noon on each day, and a hard bounce for every third."""
+    store = open_store(":memory:")
+    with store.transaction():
+        add_campaign(store, 1, "c")
+        for n, day in enumerate(days):
+            at = f"{day.isoformat()}T12:00:00+00:00"
+            add_delivery(store, n + 1, 1, f"u{n}@x.example", "sent", at)
+            if n % bounce_every == 0:
+                add_bounce(store, n + 1, f"u{n}@x.example", "hard", "5.1.1", at, "c", n + 1)
+    return store
+
+
+@pytest.mark.parametrize("days, widest, fewest_ticks, most_ticks", [
+    ([dt.date(2026, 11, 30)], 4, 2, 5),                                             # one day
+    ([dt.date(2026, 11, 30) + dt.timedelta(days=d) for d in range(0, 84, 7)], 90, 4, 12),  # twelve weeks
+    ([dt.date(2025, 12, 1) + dt.timedelta(days=d) for d in range(365)], 390, 4, 13),  # a year
+])
+def test_the_daily_plot_reads_with_one_day_or_a_year(days: list[dt.date], widest: int, fewest_ticks: int,
+                                                     most_ticks: int) -> None:
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    ax = review.plot_bounce_rate_by_day(sends_on(days), tz="UTC")
+    ax.figure.canvas.draw()
+    low, high = (mdates.num2date(x).date() for x in ax.get_xlim())
+    assert low < days[0] and high > days[-1]            # every point inside, with a margin
+    assert (high - low).days <= widest                   # not four years around one day
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert fewest_ticks <= len(ticks) <= most_ticks
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels and not any(":" in label for label in labels)  # dates, no clock times
+    assert ax.get_ylim()[0] == 0 and ax.yaxis.get_major_formatter()(50, 0).endswith("%")
+    plt.close("all")
+
+
+# --- display ---
+
+
+def test_styled_shows_dates_as_dates_and_rates_as_percentages(handmade: Store) -> None:
+    update_smtp_settings(handmade, host="127.0.0.1", port=2525, tls="none", daily_limit=10,
+                         from_addr="news@example.org", timezone="Europe/Rome")
+    by_day = review.bounces_by_day(handmade)
+    html = review.styled(by_day, store=handmade).to_html()
+    assert "Sun 01 Mar 2026" in html and "100.0%" in html
+    assert "2026-03-01" not in html and "+00:00" not in html and "nan" not in html.lower()
+    assert by_day["bounce_rate"].dtype == "float64"     # the frame itself stays numeric
+    by_address = review.styled(review.bounces_by_address(handmade), store=handmade).to_html()
+    # anna's last bounce, 08:00 UTC, in the SMTP settings' zone (Rome, UTC+1 in March)
+    assert "06 Mar 2026 09:00" in by_address and "+00:00" not in by_address
+    assert ">yes<" in by_address and ">no<" in by_address
+    in_utc = review.styled(review.bounces_by_address(handmade), tz="UTC").to_html()
+    assert "06 Mar 2026 08:00" in in_utc
+    suppressions = review.styled(review.suppression_table(handmade)).to_html()
+    assert "bounce_id" not in suppressions             # the evidence list is hidden
+    quota = review.styled(review.quota_by_day(handmade)).to_html()
+    assert "30.0%" in quota and "0.3" not in quota.replace("30.0%", "")
+
+
+def test_styled_renders_at_most_max_rows() -> None:
+    store = sends_on([dt.date(2026, 1, 1) + dt.timedelta(days=d) for d in range(30)], bounce_every=1)
+    table = review.bounces_by_address(store)
+    html = review.styled(table, max_rows=10).to_html()
+    assert "first 10 of 30 rows" in html and html.count("x.example") == 10
+    assert review.styled(table, max_rows=None).to_html().count("x.example") == 30

@@ -136,10 +136,10 @@ class BounceReviewPanel(Panel):
         """Read every table and the what-if again from the store."""
         self.tables = {name: fn(self.store) for name, fn in TABLES.items()}
         for name, df in self.tables.items():
-            self._tab_html[name].value = _table_html(df)
+            self._tab_html[name].value = _table_html(df, self.store)
         self._counts = review.threshold_counts(self.store)
         self.what_if = review.threshold_what_if(self.store, self.threshold_slider.max, counts=self._counts)
-        self.what_if_table.value = _table_html(self.what_if, caption="Every threshold at a glance")
+        self.what_if_table.value = _table_html(self.what_if, self.store, caption="Every threshold at a glance")
         self._show_what_if()
 
     @catch_errors
@@ -212,11 +212,11 @@ def _address_list(addresses: list[str]) -> str:
     return f"<div style='max-width:760px'>Newly suppressed: {shown}{more}</div>"
 
 
-def _table_html(df: pd.DataFrame, caption: str | None = None) -> str:
+def _table_html(df: pd.DataFrame, store: Store, caption: str | None = None) -> str:
+    """The first rows of a review table as it reads best (:func:`newsletter_kit.review.styled`)."""
     if df.empty:
         return "<i>Nothing yet.</i>"
-    shown = df.drop(columns=["evidence"], errors="ignore").head(SHOWN_ROWS)
-    note = caption or (f"{len(df)} row(s)" if len(df) <= SHOWN_ROWS else f"first {SHOWN_ROWS} of {len(df)} rows")
-    table = shown.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.3g}", border=0)
+    note = caption or (f"{len(df):,} row(s)" if len(df) <= SHOWN_ROWS else f"first {SHOWN_ROWS} of {len(df):,} rows")
+    table = review.styled(df.head(SHOWN_ROWS), store=store, max_rows=None).to_html()
     return (f"<div style='max-height:360px;overflow:auto'><div style='color:#666'>{html.escape(note)}</div>"
             f"{table}</div>")
