@@ -31,6 +31,7 @@ from typing import Any
 from .errors import ValidationError
 
 __all__ = [
+    "ascii_address",
     "check_from",
     "check_plain_address",
     "check_recipient",
@@ -137,7 +138,6 @@ def validate_address(address: str, field_name: str = "address") -> str:
 # --- what the renderer puts on the wire ---------------------------------------------------------
 
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
-_HEADER_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
 
 
 def check_recipient(email: str) -> str:
@@ -146,7 +146,8 @@ def check_recipient(email: str) -> str:
     >>> check_recipient("ann@example.org")
     'ann@example.org'
     """
-    if not isinstance(email, str) or not _PLAIN_ADDRESS.fullmatch(email) or ".." in email:
+    if (not isinstance(email, str) or not _PLAIN_ADDRESS.fullmatch(email) or ".." in email
+            or len(email) > 254):  # RFC 5321's longest path: no header line can outgrow 998 octets
         raise ValidationError(f"{email!r} is not a plain recipient address", "email")
     return email
 
@@ -169,21 +170,45 @@ def check_plain_address(value: str, what: str) -> str:
 
 
 def check_from(from_addr: str) -> str:
-    """A From header value: one address, optionally with a display name, no line break.
+    """A From header value: one address, optionally with a display name, checked as it will be
+    read (encoded words decoded; see :func:`newsletter_kit.headers.address_header`), the domain
+    in its ASCII (IDNA) form, the name quoted or encoded as the header needs.
 
     >>> check_from("News <news@example.org>")
     'News <news@example.org>'
+    >>> check_from('"Città, News" <news@bücher.example>')
+    '"Città, News" <news@xn--bcher-kva.example>'
     """
-    from email.policy import SMTP
+    from .headers import address_header, format_address
 
-    if not isinstance(from_addr, str) or _HEADER_BREAKS.search(from_addr):
-        raise ValidationError(f"the From address {from_addr!r} contains a line break", "from_addr")
-    header = SMTP.header_factory("From", from_addr)
-    if len(header.addresses) != 1 or header.defects:
-        raise ValidationError(f"the From address {from_addr!r} must be one address, like "
-                              "'News <news@example.org>'", "from_addr")
-    check_plain_address(header.addresses[0].addr_spec, "From address")
-    return from_addr
+    name, addr = address_header(from_addr, "From address")
+    addr = check_plain_address(ascii_address(addr, "from_addr"), "From address")
+    return format_address(name, addr) if name else addr
+
+
+def ascii_address(addr: str, field: str = "address") -> str:
+    """``addr`` with an internationalised domain in its ASCII (IDNA) form, for headers and SMTP.
+
+    A non-ASCII local part (before the @) is refused: it would need SMTPUTF8, which messages
+    built here do not use.
+
+    Example::
+
+        >>> ascii_address("news@bücher.example")
+        'news@xn--bcher-kva.example'
+    """
+    if addr.isascii():
+        return addr
+    import email_validator
+
+    try:
+        info = email_validator.validate_email(addr, check_deliverability=False)
+    except email_validator.EmailNotValidError as exc:
+        raise ValidationError(f"the address {addr[:80]!r} is not valid: {exc}", field) from None
+    if not info.ascii_email:
+        raise ValidationError(f"the address {addr[:80]!r} has a non-ASCII local part (before the @), "
+                              "which needs SMTPUTF8: use an ASCII one", field)
+    return str(info.ascii_email)
 
 
 # --- untrusted report text (bounce parsing) -----------------------------------------------------

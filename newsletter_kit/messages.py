@@ -39,7 +39,6 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 from email import _encoded_words  # type: ignore[attr-defined]  # the stdlib's RFC 2047 encoder
-from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
@@ -49,29 +48,30 @@ import jinja2.meta
 import jinja2.sandbox
 import markupsafe
 
+from .addresses import ascii_address
 from .addresses import check_from as _check_from
 from .addresses import check_plain_address as _check_address
 from .addresses import check_recipient as _check_recipient
 from .errors import TemplateError, ValidationError
+from .headers import (MAX_ADDRESS_OCTETS, MAX_LINE_OCTETS, MAX_NAME_CHARS, REFERENCE_POLICY,
+                      check_folded, check_message_headers, check_unsubscribe_url, fold_header,
+                      header_text, raw_value)
 from .tokens import unsubscribe_token
 
-#: The stdlib policy of the reference build: policy.SMTP (CRLF), except lines of at most 76
-#: characters, the limit RFC 2045 sets for quoted-printable (the stdlib's 78 trips spam
-#: filters' MIME_QP_LONG_LINE), and headers we fold ourselves (List-Unsubscribe) kept as given.
-REFERENCE_POLICY = email_policy.SMTP.clone(max_line_length=76, refold_source="none")
 MAX_LINE = 76
 CRLF = b"\r\n"
 #: Variables every template gets besides the contact's fields.
 BUILTIN_VARIABLES = frozenset({"email", "unsubscribe_url"})
 
 _MESSAGE_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+@[A-Za-z0-9.-]+>")
-_HEADER_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
 _WORDS = re.compile(r"( +)")
+_OTHER_SPACE = re.compile(r"[^\S ]")
 _NOT_7BIT = re.compile(r"[^\t\n\r\x20-\x7e]")
 _QP_UNSAFE = re.compile(r"[^\t\n\r\x20-\x3c\x3e-\x7e]")
 _QP_QUOTE = {chr(c): f"={c:02X}" for c in range(256)}
 _QP_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
+_PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 
 
 # --- bodies -------------------------------------------------------------------------------
@@ -322,20 +322,22 @@ def text_template_from_html(html: str) -> str | None:
 
 
 def _fold(name: str, value: Any) -> bytes:
-    """One header exactly as the reference build folds and encodes it."""
-    header = REFERENCE_POLICY.header_factory(name, value)
-    return REFERENCE_POLICY.fold(name, header).encode("ascii")
+    """One header exactly as the reference build folds and encodes it (verified line by line)."""
+    return fold_header(name, value)
 
 
 def clean_subject(subject: str) -> str:
-    """The rendered subject on one line: control characters and line breaks become spaces.
+    """The rendered subject as it will be read: encoded words decoded, then control characters,
+    line breaks and line separators made spaces (:func:`newsletter_kit.headers.header_text`).
 
     Example::
 
         >>> clean_subject("Hi Ann\\r\\nBcc: all@example.org")
         'Hi Ann Bcc: all@example.org'
+        >>> clean_subject("Hi =?utf-8?q?Ann=0D=0ABcc=3A_all=40example.org?=")
+        'Hi Ann Bcc: all@example.org'
     """
-    return _HEADER_BREAKS.sub(" ", subject).strip()
+    return header_text(subject, "subject", strict=False)
 
 
 def _check_message_id(message_id: str) -> str:
@@ -345,13 +347,7 @@ def _check_message_id(message_id: str) -> str:
 
 
 def _check_unsubscribe_url(url: str | None) -> str | None:
-    if url is None or url == "":
-        return None
-    if (not isinstance(url, str) or not url.startswith("https://") or "{token}" not in url
-            or re.search(r"[\s<>\"]", url) or not url.isascii()):
-        raise ValidationError(f"the unsubscribe URL {url!r} must be an https URL containing "
-                              "{token}, without spaces", "unsubscribe_url")
-    return url
+    return check_unsubscribe_url(url) if url else None
 
 
 def _boundary(message_id: str, bodies: Iterable[tuple[str, bytes]]) -> str:
@@ -386,13 +382,13 @@ class CampaignRenderer:
     def __init__(self, *, campaign: str, subject: str, html: str, text: str | None = None,
                  from_addr: str, bounce_address: str, signing_key: bytes,
                  unsubscribe_url: str | None = None, message_id_domain: str | None = None):
-        if not isinstance(campaign, str) or not campaign.strip() or _HEADER_BREAKS.search(campaign):
+        if not isinstance(campaign, str) or not campaign.strip():
             raise ValidationError(f"the campaign name {campaign!r} must be one line of text", "campaign")
+        self.campaign = header_text(campaign, "campaign name", max_chars=MAX_NAME_CHARS)
         if not subject or not subject.strip():
             raise TemplateError("the subject is empty")
-        self.campaign = campaign
         self.from_addr = _check_from(from_addr)
-        self.bounce_address = _check_address(bounce_address, "bounce address")
+        self.bounce_address = _check_address(ascii_address(bounce_address, "bounce_address"), "bounce address")
         self.signing_key = bytes(signing_key)
         self.unsubscribe_url = _check_unsubscribe_url(unsubscribe_url)
         domain = message_id_domain or self.bounce_address.rpartition("@")[2]
@@ -408,6 +404,7 @@ class CampaignRenderer:
                                  "a Jinja tag sits where html2text drops it; give a text template")
         self.text_template = _Template(_TEXT_ENV, text_source, "text") if text_source is not None else None
         self.last_date: dt.datetime | None = None
+        self._check_longest_lines()
         self._build_skeleton()
 
     def __repr__(self) -> str:
@@ -415,10 +412,28 @@ class CampaignRenderer:
 
     # -- per campaign
 
+    def _check_longest_lines(self) -> None:
+        """Refuse now what would make a header line over 998 octets for some recipient.
+
+        Every header is folded, except List-Unsubscribe, whose URLs cannot be broken: its token
+        grows with the campaign name and the address, so it is checked with the longest address.
+        """
+        longest = "x" * 64 + "@" + "y" * (MAX_ADDRESS_OCTETS - 65)
+        value = self._links(longest)[0]
+        lines = f"List-Unsubscribe: {value}\r\n".encode("ascii").split(b"\r\n")
+        if max(map(len, lines)) > MAX_LINE_OCTETS:
+            raise ValidationError(
+                f"the List-Unsubscribe header would have a line of {max(map(len, lines))} octets "
+                f"(at most {MAX_LINE_OCTETS}) for the longest addresses: the campaign name "
+                f"({len(self.campaign.encode())} octets in UTF-8) or the unsubscribe URL is too long; "
+                "shorten it", "campaign")
+        check_folded(f"List-Unsubscribe: {value}\r\n".encode("ascii"), "List-Unsubscribe")
+
     def _build_skeleton(self) -> None:
         post = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" if self.unsubscribe_url else b""
         self._head_from = _fold("From", self.from_addr)
-        self._head_campaign = _fold("X-Newsletter-Campaign", self.campaign) + b"List-Unsubscribe: "
+        self._head_campaign = fold_header("X-Newsletter-Campaign", self.campaign, one_line=True) \
+            + b"List-Unsubscribe: "
         self._head_post = post + b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="'
         self._subject_cache: dict[str, bytes] = {}
         self._html_lines: dict[str, str] = {}
@@ -518,7 +533,9 @@ class CampaignRenderer:
         msg["Subject"] = self._subject(context, email)
         msg["Date"] = date or _utc_now()
         msg["Message-ID"] = message_id
-        msg["X-Newsletter-Campaign"] = self.campaign
+        # Folded to one line when it fits: bounce processing reads it back from quoted originals.
+        msg.set_raw("X-Newsletter-Campaign",
+                    raw_value(fold_header("X-Newsletter-Campaign", self.campaign, one_line=True)))
         # Set raw: the stdlib turns a long unbreakable URL into encoded words, which no mail
         # client reads as a List-Unsubscribe URL. Lines stay far below RFC 5322's 998.
         msg.set_raw("List-Unsubscribe", header_value.replace("\r\n", "\n"))
@@ -531,6 +548,7 @@ class CampaignRenderer:
         msg.set_boundary(_boundary(message_id, [(p["Content-Transfer-Encoding"],
                                                  str(p.get_payload()).encode("ascii", "surrogateescape"))
                                                 for p in msg.iter_parts()]))
+        check_message_headers(msg.items())
         return msg
 
     def render(self, email: str, fields: Mapping[str, Any], *, message_id: str,
@@ -559,15 +577,17 @@ class CampaignRenderer:
         ))
 
     def _header_line(self, name: str, value: str) -> bytes:
+        """To, Date, Message-ID: values checked by their own format, written as the stdlib does."""
         line = f"{name}: {value}\r\n"
-        if len(line) <= MAX_LINE + 2:
+        if len(line) <= MAX_LINE + 2 and _PRINTABLE_ASCII.fullmatch(value):
             return line.encode("ascii")
-        return _fold(name, value)
+        return _fold(name, header_text(value, name))
 
     def _subject_line(self, subject: str) -> bytes:
         line = self._subject_cache.get(subject)
         if line is None:
-            line = _one_line_subject(subject) or _fold("Subject", subject)
+            fast = _one_line_subject(subject)
+            line = check_folded(fast, "Subject") if fast else _fold("Subject", subject)
             if len(self._subject_cache) < 10_000:
                 self._subject_cache[subject] = line
         return line
@@ -584,6 +604,8 @@ def _one_line_subject(subject: str) -> bytes | None:
     """
     line = "Subject: "
     if not subject or "=?" in subject or subject[0] == " " or subject[-1] == " ":
+        return None
+    if _OTHER_SPACE.search(subject):  # the stdlib's encoder strips these (str.strip) at word edges
         return None
     if subject.isascii():
         return f"{line}{subject}\r\n".encode("ascii") if len(line) + len(subject) <= MAX_LINE else None
