@@ -31,6 +31,7 @@ from typing import Any
 
 from . import audience, quota
 from .errors import CampaignError
+from .addresses import ascii_address
 from .ledger import DEFERRAL_BACKOFF, RETRYABLE, Claim, Ledger, Row  # noqa: F401 (DEFERRAL_BACKOFF: kept importable here)
 from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, load_smtp_settings,
                        require_smtp_settings,
@@ -100,12 +101,12 @@ def create_campaign(store: Store, name: str, list_name: str, subject: str, html:
     if not name:
         raise CampaignError("a campaign needs a name")
     if from_addr:
-        from_addr = validate_address(from_addr, "from_addr")
+        from_addr = ascii_address(validate_address(from_addr, "from_addr"), "from_addr")
     lists = audience.list_names(store)
     if list_name not in lists:
         known = ", ".join(lists) if lists else "none yet: import contacts first"
         raise CampaignError(f"no contact list named {list_name!r} (lists: {known})")
-    renderer = _compile(name, subject, html, text, from_addr or "compile-check@example.org")
+    renderer = _compile(store, name, subject, html, text, from_addr)
     renderer.check_fields(_field_names(store, list_name))
     now = now_iso()
     try:
@@ -137,14 +138,20 @@ def list_campaigns(store: Store) -> list[dict[str, Any]]:
     return [dict(zip(keys, row)) for row in rows]
 
 
-def _compile(name: str, subject: str, html: str, text: str | None, from_addr: str) -> Any:
-    """Compile the templates (no store, no network): TemplateError when they are broken."""
+def _compile(store: Store, name: str, subject: str, html: str, text: str | None,
+             from_addr: str | None) -> Any:
+    """Compile the templates and build the headers as sending will, with the saved settings
+    when there are some (no network): TemplateError or ValidationError when broken."""
     from .messages import CampaignRenderer
 
+    smtp = load_smtp_settings(store)
+    sender = from_addr or (smtp.from_addr if smtp else "compile-check@example.org")
+    envelope = _envelope_sender(smtp, load_bounce_settings(store)) if smtp else sender
     return CampaignRenderer(
-        campaign=name, subject=subject, html=html, text=text, from_addr=from_addr,
-        bounce_address=from_addr, signing_key=b"\0" * 32, unsubscribe_url=None,
-        message_id_domain=from_addr.rpartition("@")[2],
+        campaign=name, subject=subject, html=html, text=text, from_addr=sender,
+        bounce_address=envelope, signing_key=b"\0" * 32,
+        unsubscribe_url=smtp.unsubscribe_url if smtp else None,
+        message_id_domain=sender.rpartition("@")[2],
     )
 
 

@@ -178,8 +178,8 @@ def settings_show(store: Store, as_json: bool) -> None:
         if values is None:
             click.echo("  (not configured)")
             continue
-        for key, value in values.items():
-            click.echo(f"  {key:18} {'' if value is None else value}")
+        for key, value in values.items():  # escaped: a stored value never drives the terminal
+            click.echo(f"  {key:18} {settings_mod.printable(value)}")
 
 
 @settings.command("folders")

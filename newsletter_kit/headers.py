@@ -330,3 +330,4 @@ def check_unsubscribe_url(url: Any) -> str:
         raise ValidationError(f"the unsubscribe URL has {len(url)} characters: at most {MAX_URL_CHARS}, "
                               "so that the List-Unsubscribe header stays within 998 octets a line", what)
     return url
+

@@ -350,6 +350,45 @@ def _check_unsubscribe_url(url: str | None) -> str | None:
     return check_unsubscribe_url(url) if url else None
 
 
+def _unsubscribe_links(token: str, bounce_address: str, url: str | None) -> tuple[str, str]:
+    """The List-Unsubscribe value (folded between its URLs) and the link for the body."""
+    mailto = f"mailto:{bounce_address}?subject=unsubscribe%20{token}"
+    if url is None:
+        return f"<{mailto}>", mailto
+    https = url.replace("{token}", token)
+    return f"<{mailto}>,\r\n <{https}>", https
+
+
+def check_list_unsubscribe(campaign: str, bounce_address: str, unsubscribe_url: str | None) -> None:
+    """Refuse (:class:`ValidationError`) what would make a List-Unsubscribe line over 998 octets.
+
+    Every other header is folded; List-Unsubscribe holds URLs, which cannot be broken, and its
+    token grows with the campaign name and the address: checked with the longest address
+    (254 octets), so no recipient can ever get a line the server refuses.
+
+    Example::
+
+        >>> check_list_unsubscribe("spring", "bounces@example.org", "https://example.org/u/{token}")
+        >>> check_list_unsubscribe("🌸" * 199, "bounces@example.org", None)
+        Traceback (most recent call last):
+        ...
+        newsletter_kit.errors.ValidationError: the List-Unsubscribe header would have a line of 1494 octets (at most 998) for the longest addresses: the campaign name (796 octets in UTF-8) is too long; shorten it
+    """
+    longest = "x" * 64 + "@" + "y" * (MAX_ADDRESS_OCTETS - 65)
+    token = unsubscribe_token(b"\0" * 32, campaign, longest)
+    folded = f"List-Unsubscribe: {_unsubscribe_links(token, bounce_address, unsubscribe_url)[0]}\r\n"
+    lines = folded.encode("ascii").split(b"\r\n")
+    if max(map(len, lines)) > MAX_LINE_OCTETS:
+        culprit = (f"the campaign name ({len(campaign.encode())} octets in UTF-8) is too long"
+                   if len(lines[0]) > MAX_LINE_OCTETS else
+                   f"the campaign name ({len(campaign.encode())} octets in UTF-8) and the unsubscribe URL "
+                   f"({len(unsubscribe_url or '')} characters) are too long together")
+        raise ValidationError(
+            f"the List-Unsubscribe header would have a line of {max(map(len, lines))} octets "
+            f"(at most {MAX_LINE_OCTETS}) for the longest addresses: {culprit}; shorten it", "campaign")
+    check_folded(folded.encode("ascii"), "List-Unsubscribe")
+
+
 def _boundary(message_id: str, bodies: Iterable[tuple[str, bytes]]) -> str:
     """A boundary derived from the Message-ID (so both builds agree), absent from the bodies.
 
@@ -413,21 +452,8 @@ class CampaignRenderer:
     # -- per campaign
 
     def _check_longest_lines(self) -> None:
-        """Refuse now what would make a header line over 998 octets for some recipient.
-
-        Every header is folded, except List-Unsubscribe, whose URLs cannot be broken: its token
-        grows with the campaign name and the address, so it is checked with the longest address.
-        """
-        longest = "x" * 64 + "@" + "y" * (MAX_ADDRESS_OCTETS - 65)
-        value = self._links(longest)[0]
-        lines = f"List-Unsubscribe: {value}\r\n".encode("ascii").split(b"\r\n")
-        if max(map(len, lines)) > MAX_LINE_OCTETS:
-            raise ValidationError(
-                f"the List-Unsubscribe header would have a line of {max(map(len, lines))} octets "
-                f"(at most {MAX_LINE_OCTETS}) for the longest addresses: the campaign name "
-                f"({len(self.campaign.encode())} octets in UTF-8) or the unsubscribe URL is too long; "
-                "shorten it", "campaign")
-        check_folded(f"List-Unsubscribe: {value}\r\n".encode("ascii"), "List-Unsubscribe")
+        """Refuse now what would make a header line over 998 octets for some recipient."""
+        check_list_unsubscribe(self.campaign, self.bounce_address, self.unsubscribe_url)
 
     def _build_skeleton(self) -> None:
         post = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" if self.unsubscribe_url else b""
@@ -481,12 +507,7 @@ class CampaignRenderer:
 
     def _links(self, email: str) -> tuple[str, str]:
         """The List-Unsubscribe value (folded between its URLs) and the link for the body."""
-        token = self.token(email)
-        mailto = f"mailto:{self.bounce_address}?subject=unsubscribe%20{token}"
-        if self.unsubscribe_url is None:
-            return f"<{mailto}>", mailto
-        https = self.unsubscribe_url.replace("{token}", token)
-        return f"<{mailto}>,\r\n <{https}>", https
+        return _unsubscribe_links(self.token(email), self.bounce_address, self.unsubscribe_url)
 
     def _context(self, email: str, fields: Mapping[str, Any], link: str) -> dict[str, Any]:
         context = dict(fields)

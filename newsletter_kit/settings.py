@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .addresses import validate_address
+from .addresses import ascii_address, validate_address
 from .errors import SecretError, ValidationError
 from .store import Store, now_iso
 
@@ -179,6 +179,49 @@ def validate_port(port: Any, field_name: str = "port") -> int:
     return value
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# Shown escaped too: bidirectional overrides and isolates reorder what a terminal displays.
+_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def validate_folder(name: Any, field_name: str = "folder") -> str:
+    """An IMAP folder name: not empty, no control character or line separator.
+
+    Example::
+
+        >>> validate_folder("Bounces/Processed")
+        'Bounces/Processed'
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError(f"the {field_name.replace('_', ' ')} name is required", field_name)
+    bad = _CONTROL.search(name)
+    if bad:
+        from .headers import describe_char, shown
+
+        raise ValidationError(f"the {field_name.replace('_', ' ')} name {shown(name)} contains "
+                              f"{describe_char(bad.group(0))}", field_name)
+    return name
+
+
+def _same_folder(a: str, b: str) -> bool:
+    # RFC 3501: INBOX is case-insensitive, other names are not.
+    return a == b or a.upper() == b.upper() == "INBOX"
+
+
+def printable(value: Any) -> str:
+    """``value`` as text for a terminal: control characters, line separators and bidirectional
+    overrides escaped (``\\x1b``, ``\\u2028``), so a stored value can never move the cursor,
+    fake a line or reorder what is shown.
+
+    Example::
+
+        >>> printable("INBOX\x1b[2J\u202e")
+        'INBOX\\x1b[2J\\u202e'
+    """
+    text = "" if value is None else str(value)
+    return _HIDDEN.sub(lambda m: m.group(0).encode("unicode_escape", "backslashreplace").decode("ascii"), text)
+
+
 def validate_positive(value: Any, what: str, field_name: str) -> int:
     try:
         number = int(value)
@@ -278,9 +321,11 @@ class SmtpSettings:
 
     def validate(self) -> list[str]:
         """Raise :class:`ValidationError` on an invalid field; return warnings (strings)."""
+        from .headers import check_unsubscribe_url  # email.*: imported when saving, not at start
+
         self.host = validate_host(self.host)
         self.port = validate_port(self.port)
-        self.from_addr = validate_address(self.from_addr, "from_addr")
+        self.from_addr = ascii_address(validate_address(self.from_addr, "from_addr"), "from_addr")
         self.daily_limit = validate_positive(self.daily_limit, "the send rate (emails per day)", "daily_limit")
         self.tls = validate_tls(self.tls)
         if self.password_ref:
@@ -290,10 +335,7 @@ class SmtpSettings:
         if self.exclusion not in EXCLUSION_POLICIES:
             raise ValidationError(f"exclusion policy {self.exclusion!r} must be campaign or global", "exclusion")
         if self.unsubscribe_url:
-            if not self.unsubscribe_url.startswith("https://") or "{token}" not in self.unsubscribe_url:
-                raise ValidationError(
-                    "the unsubscribe URL must be an https URL containing {token}", "unsubscribe_url"
-                )
+            self.unsubscribe_url = check_unsubscribe_url(self.unsubscribe_url)
         self.timezone = validate_timezone(self.timezone)
         self._validate_dkim()
         warnings = _tls_warnings(self.tls, self.port)
@@ -382,9 +424,16 @@ class BounceSettings:
                 "the bounce address is required when the user name is not an email address",
                 "bounce_address",
             )
-        self.bounce_address = validate_address(self.bounce_address, "bounce_address")
-        if not self.folder or any(c in self.folder for c in "\r\n\0"):
-            raise ValidationError("the folder to monitor is required", "folder")
+        self.bounce_address = ascii_address(validate_address(self.bounce_address, "bounce_address"),
+                                            "bounce_address")
+        self.folder = validate_folder(self.folder, "folder")
+        if self.processed_folder:
+            self.processed_folder = validate_folder(self.processed_folder, "processed_folder")
+            if _same_folder(self.processed_folder, self.folder):
+                raise ValidationError(
+                    f"the processed folder {self.processed_folder!r} is the monitored folder: "
+                    "processed messages must go elsewhere (or clear --processed-folder)",
+                    "processed_folder")
         if self.stale_after_days is not None:
             self.stale_after_days = validate_positive(self.stale_after_days, "stale-after days", "stale_after_days")
         warnings: list[str] = []
@@ -500,6 +549,7 @@ def update_smtp_settings(store: Store, **changes: Any) -> tuple[SmtpSettings, li
                                                               if v is not None}}
     settings = _merge(SmtpSettings, current, changes, _SMTP_REQUIRED, _CLEARABLE_SMTP)
     warnings = settings.validate()
+    _check_campaign_headers(store, settings, load_bounce_settings(store))
     _save_section(store, "smtp", settings)
     return settings, warnings
 
@@ -517,8 +567,25 @@ def update_bounce_settings(store: Store, **changes: Any) -> tuple[BounceSettings
             changes = {**changes, "bounce_address": ""}
     settings = _merge(BounceSettings, current, changes, _BOUNCE_REQUIRED, _CLEARABLE_BOUNCE)
     warnings = settings.validate()
+    _check_campaign_headers(store, load_smtp_settings(store), settings)
     _save_section(store, "bounce", settings)
     return settings, warnings
+
+
+def _check_campaign_headers(store: Store, smtp: SmtpSettings | None, bounce: BounceSettings | None) -> None:
+    """Refuse settings that would give a campaign not yet done a header line over 998 octets
+    (the unsubscribe URL and the bounce address go into every message's List-Unsubscribe)."""
+    if smtp is None:
+        return
+    from .messages import check_list_unsubscribe
+
+    envelope = bounce.bounce_address if bounce and bounce.bounce_address else smtp.from_addr
+    for (name,) in store.conn.execute("SELECT name FROM campaigns WHERE status != 'done'"):
+        try:
+            check_list_unsubscribe(name, envelope, smtp.unsubscribe_url)
+        except ValidationError as exc:
+            raise ValidationError(f"with these settings, campaign {name[:60]!r}: {exc}",
+                                  "unsubscribe_url") from None
 
 
 def load_smtp_settings(store: Store) -> SmtpSettings | None:
