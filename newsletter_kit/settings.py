@@ -216,7 +216,7 @@ def printable(value: Any) -> str:
     Example::
 
         >>> printable("INBOX\x1b[2J\u202e")
-        'INBOX\\x1b[2J\\u202e'
+        'INBOX\\\\x1b[2J\\\\u202e'
     """
     text = "" if value is None else str(value)
     return _HIDDEN.sub(lambda m: m.group(0).encode("unicode_escape", "backslashreplace").decode("ascii"), text)
