@@ -1,0 +1,116 @@
+"""The store at a glance: today's quota, each campaign's progress, the last bounce fetch, the
+number of suppressed addresses, as one plain JSON-ready dict.
+
+This is what JupyterLab's Newsletter sidebar and status bar show (served by
+:mod:`newsletter_kit.serverext` as ``GET /newsletter-kit/status``), so it is polled every few
+seconds: no pandas, nothing written (the quota is read without reclaiming abandoned holds), and
+each campaign's audience is evaluated only while the campaign is not done.
+
+Example::
+
+    >>> from newsletter_kit.store import open_store
+    >>> overview = store_overview(open_store(":memory:"))
+    >>> overview["quota"], overview["campaigns"], overview["suppressed"]
+    (None, [], 0)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from .errors import NewsletterKitError
+from .settings import load_smtp_settings
+from .store import Store, default_path, open_store
+
+__all__ = ["overview_of_path", "store_overview"]
+
+
+def store_overview(store: Store, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """``{"quota", "campaigns", "last_bounce_fetch", "suppressed"}`` for an open store.
+
+    ``quota`` is None without SMTP settings, else ``{"limit", "used", "reserved",
+    "remaining", "day", "resets_at"}``. ``campaigns`` lists each campaign, newest first:
+    ``{"name", "list", "status", "total", "sent", "pending", "unknown", "failed", "excluded",
+    "forecast_finish"}`` (the day the rest is sent at today's limit, None when nothing is left
+    or there is no limit). ``last_bounce_fetch`` is the UTC time the bounce mailbox (or a folder
+    of files) was last read, None when never.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store_overview(open_store(":memory:"))["last_bounce_fetch"] is None
+        True
+    """
+    from . import campaigns, quota  # the send path's own counts and forecast rule
+
+    smtp = load_smtp_settings(store)
+    today = quota.quota_status(store, smtp, now=now, reclaim=False) if smtp else None
+    rows = store.conn.execute(
+        "SELECT id, name, list_name, status FROM campaigns ORDER BY created_at DESC, id DESC").fetchall()
+    items = []
+    for cid, name, list_name, status in rows:
+        counts = _ledger_counts(store, cid) if status == "done" else campaigns.campaign_status(store, name)
+        finish = quota.forecast_date(today, counts["pending"]) if today and counts["pending"] else None
+        items.append({"name": name, "list": list_name, "status": status, **counts,
+                      "forecast_finish": finish.isoformat() if finish else None})
+    return {
+        "quota": None if today is None else {**today.to_dict(), "reserved": today.reserved,
+                                            "day": today.day.isoformat()},
+        "campaigns": items,
+        "last_bounce_fetch": store.conn.execute(
+            "SELECT max(t) FROM (SELECT max(updated_at) AS t FROM mailbox_state"
+            " UNION ALL SELECT max(processed_at) FROM mailbox_messages)").fetchone()[0],
+        "suppressed": store.conn.execute("SELECT count(*) FROM suppressions").fetchone()[0],
+    }
+
+
+def _ledger_counts(store: Store, campaign_id: int) -> dict[str, int]:
+    """A finished campaign's counts straight from the ledger (its audience no longer matters)."""
+    counts = {"sent": 0, "failed": 0, "excluded": 0, "pending": 0, "unknown": 0}
+    for state, n in store.conn.execute(
+            "SELECT state, count(*) FROM deliveries WHERE campaign_id = ? GROUP BY state", (campaign_id,)):
+        key = state if state in counts else "pending"  # inflight, deferred
+        counts[key] += n
+    return {"total": sum(counts.values()), **counts}
+
+
+def overview_of_path(path: str | os.PathLike[str] | None = None, *, root: str | os.PathLike[str] | None = None,
+                     now: dt.datetime | None = None) -> dict[str, Any]:
+    """:func:`store_overview` of the store at ``path`` (default: ``$NEWSLETTER_KIT_DB``, else
+    ``data/newsletter.db``), plus ``{"store", "exists", "error", "generated_at"}``.
+
+    A relative path is taken from ``root`` (the Jupyter server's root folder, where a notebook's
+    kernel starts) else the current folder. A store that does not exist is not created: the
+    answer says ``"exists": false`` with empty values. A store that cannot be read gives its
+    one-line reason in ``error``.
+
+    Example::
+
+        >>> overview_of_path("/nonexistent/newsletter.db")["exists"]
+        False
+    """
+    target = Path(path) if path is not None else default_path()
+    if not target.is_absolute() and root is not None:
+        target = Path(root) / target
+    answer: dict[str, Any] = {
+        "store": str(target.resolve()), "exists": target.exists(), "error": None,
+        "quota": None, "campaigns": [], "last_bounce_fetch": None, "suppressed": 0,
+        "generated_at": (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0).isoformat(),
+    }
+    if not answer["exists"]:
+        return answer
+    try:
+        store = open_store(target)
+    except (NewsletterKitError, sqlite3.Error) as exc:
+        return {**answer, "error": str(exc)}
+    try:
+        answer.update(store_overview(store, now=now))
+    except (NewsletterKitError, sqlite3.Error) as exc:  # e.g. locked past the busy timeout
+        answer["error"] = f"cannot read the store {target}: {exc}"
+    finally:
+        store.close()
+    return answer

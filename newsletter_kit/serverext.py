@@ -1,0 +1,127 @@
+"""The Jupyter server extension behind JupyterLab's Newsletter sidebar, status bar and launcher.
+
+Enabled by ``etc/jupyter/jupyter_server_config.d/newsletter_kit.json`` (installed with the
+package), it adds two routes under the server's base URL, both behind the server's own
+authentication (token or password, like every Jupyter API):
+
+- ``GET /newsletter-kit/status``: :func:`newsletter_kit.overview.overview_of_path` as JSON,
+  so the sidebar needs no kernel;
+- ``POST /newsletter-kit/notebooks`` with ``{"template": "settings" | "campaign" |
+  "bounce_review", "folder": "a/b"}``: puts the package's notebook of that kind into the folder
+  (through the server's contents manager) and answers ``{"path", "created"}``. An existing
+  file is never overwritten: the settings and bounce review notebooks are opened as they are,
+  "New campaign" takes the next free name (``02_campaign-2.ipynb``...).
+
+The store is ``$NEWSLETTER_KIT_DB``; when it is not set, the extension sets it to
+``<server root>/data/newsletter.db`` for the server's process, so every kernel the server
+starts (they inherit its environment), whatever its notebook's folder, uses the store the
+sidebar shows. Importing this module imports neither pandas nor the send path.
+
+Example::
+
+    >>> sorted(TEMPLATES)
+    ['bounce_review', 'campaign', 'settings']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+from jupyter_core.utils import ensure_async
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+
+from .store import DEFAULT_DB, ENV_DB
+
+__version__ = metadata.version("newsletter_kit")
+
+#: template → (file name in the package's notebook_templates, a new file each time?)
+TEMPLATES: dict[str, tuple[str, bool]] = {
+    "settings": ("01_settings.ipynb", False),
+    "campaign": ("02_campaign.ipynb", True),
+    "bounce_review": ("03_bounce_review.ipynb", False),
+}
+
+
+def template_notebook(template: str) -> dict[str, Any]:
+    """The package's notebook for ``template`` as nbformat JSON (a KeyError names none).
+
+    Example::
+
+        >>> template_notebook("settings")["nbformat"]
+        4
+    """
+    name, _ = TEMPLATES[template]
+    text = resources.files("newsletter_kit").joinpath("notebook_templates", name).read_text(encoding="utf-8")
+    notebook: dict[str, Any] = json.loads(text)
+    return notebook
+
+
+class StatusHandler(APIHandler):
+    """``GET /newsletter-kit/status``: the store at a glance, as JSON."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        from .overview import overview_of_path
+
+        root = self.settings.get("server_root_dir") or os.getcwd()
+        # SQLite blocks: read in a thread, the server keeps serving meanwhile.
+        answer = await asyncio.to_thread(overview_of_path, os.environ.get(ENV_DB) or None, root=root)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(answer))
+
+
+class NotebookHandler(APIHandler):
+    """``POST /newsletter-kit/notebooks``: a ready notebook in a folder, never overwriting one."""
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        body = self.get_json_body() or {}
+        template, folder = body.get("template"), str(body.get("folder") or "").strip("/")
+        if template not in TEMPLATES:
+            raise tornado.web.HTTPError(400, f"unknown notebook template {template!r} "
+                                             f"(one of {', '.join(sorted(TEMPLATES))})")
+        manager = self.contents_manager
+        if not await ensure_async(manager.dir_exists(folder)):
+            raise tornado.web.HTTPError(404, f"no folder {folder!r}")
+        name, fresh = TEMPLATES[template]
+        path = _join(folder, name)
+        exists = await ensure_async(manager.file_exists(path))
+        if exists and fresh:
+            stem, number = name.removesuffix(".ipynb"), 2
+            while await ensure_async(manager.file_exists(path := _join(folder, f"{stem}-{number}.ipynb"))):
+                number += 1
+            exists = False
+        if not exists:
+            model = {"type": "notebook", "format": "json", "content": template_notebook(template)}
+            await ensure_async(manager.save(model, path))
+        self.finish(json.dumps({"path": path, "created": not exists}))
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """Tells the server which module to load (this one)."""
+    return [{"module": "newsletter_kit.serverext"}]
+
+
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    """Adds the routes; makes the kernels' default store the one the sidebar shows."""
+    root = serverapp.root_dir or os.getcwd()
+    if not os.environ.get(ENV_DB):
+        os.environ[ENV_DB] = str(Path(root) / DEFAULT_DB)
+    web_app = serverapp.web_app
+    base = url_path_join(web_app.settings["base_url"], "newsletter-kit")
+    web_app.add_handlers(".*$", [
+        (url_path_join(base, "status"), StatusHandler),
+        (url_path_join(base, "notebooks"), NotebookHandler),
+    ])
+    serverapp.log.info("newsletter_kit: /newsletter-kit/status serves the store %s", os.environ[ENV_DB])
