@@ -62,3 +62,5 @@ fi
 # .venv/etc for JupyterLab): link the same files from the source tree instead.
 link() { mkdir -p "$(dirname ".venv/$2")"; ln -sfn "$PWD/$1" ".venv/$2"; }
 link newsletter_kit/jupyter_config/overrides.d/newsletter-kit.json share/jupyter/lab/settings/overrides.d/newsletter-kit.json
+link newsletter_kit/labextension share/jupyter/labextensions/newsletter-kit
+link newsletter_kit/jupyter_config/jupyter_server_config.d/newsletter_kit.json etc/jupyter/jupyter_server_config.d/newsletter_kit.json

@@ -1,0 +1,126 @@
+/**
+ * The state the sidebar and the status bar show: polled from the server extension
+ * (GET /newsletter-kit/status, newsletter_kit/serverext.py), so no kernel is needed.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+import { Poll } from '@lumino/polling';
+import { ISignal, Signal } from '@lumino/signaling';
+
+/** Today's quota (null in IStatus when there are no SMTP settings). */
+export interface IQuota {
+  limit: number;
+  used: number;
+  reserved: number;
+  remaining: number;
+  day: string;
+  resets_at: string;
+}
+
+/** One campaign's progress, as `newsletter-kit campaign status` counts it. */
+export interface ICampaign {
+  name: string;
+  list: string;
+  status: string;
+  total: number;
+  sent: number;
+  pending: number;
+  unknown: number;
+  failed: number;
+  excluded: number;
+  forecast_finish: string | null;
+}
+
+/** The answer of GET /newsletter-kit/status (newsletter_kit.overview.overview_of_path). */
+export interface IStatus {
+  store: string;
+  exists: boolean;
+  error: string | null;
+  quota: IQuota | null;
+  campaigns: ICampaign[];
+  last_bounce_fetch: string | null;
+  suppressed: number;
+  generated_at: string;
+}
+
+/** The notebooks the launcher cards and the sidebar's buttons open. */
+export type Template = 'settings' | 'campaign' | 'bounce_review';
+
+/** A request to the server extension; a failed one throws with the server's message. */
+export async function requestAPI<T>(endPoint: string, init: RequestInit = {}): Promise<T> {
+  const settings = ServerConnection.makeSettings();
+  const url = URLExt.join(settings.baseUrl, 'newsletter-kit', endPoint);
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, init, settings);
+  } catch (error) {
+    throw new ServerConnection.NetworkError(error as TypeError);
+  }
+  const text = await response.text();
+  let data: any = text;
+  try {
+    data = text ? JSON.parse(text) : {};
+  } catch {
+    // not JSON (a proxy's error page): keep the text for the message
+  }
+  if (!response.ok) {
+    throw new ServerConnection.ResponseError(response, data.message || String(data));
+  }
+  return data as T;
+}
+
+/** Puts a ready notebook in `folder` (never overwriting a file) and returns its path. */
+export async function makeNotebook(template: Template, folder: string): Promise<string> {
+  const answer = await requestAPI<{ path: string; created: boolean }>('notebooks', {
+    method: 'POST',
+    body: JSON.stringify({ template, folder })
+  });
+  return answer.path;
+}
+
+/** Polls the status every `interval` ms while the page is visible; `changed` on each answer. */
+export class StatusModel {
+  constructor(interval = 5000) {
+    this._poll = new Poll({
+      auto: true,
+      factory: () => this.refresh(),
+      frequency: { interval, backoff: false },
+      name: 'newsletter-kit:status',
+      standby: 'when-hidden'
+    });
+  }
+
+  /** The last answer (null before the first one). */
+  get status(): IStatus | null {
+    return this._status;
+  }
+
+  /** Why the last request failed (null when it worked). */
+  get error(): string | null {
+    return this._error;
+  }
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** Asks the server now (the poll also calls this). */
+  async refresh(): Promise<void> {
+    try {
+      this._status = await requestAPI<IStatus>('status');
+      this._error = null;
+    } catch (error) {
+      this._error = (error as Error).message || String(error);
+    }
+    this._changed.emit();
+  }
+
+  dispose(): void {
+    this._poll.dispose();
+  }
+
+  private _poll: Poll;
+  private _status: IStatus | null = null;
+  private _error: string | null = null;
+  private _changed = new Signal<this, void>(this);
+}

@@ -1,0 +1,169 @@
+/**
+ * The left sidebar "Newsletter": today's quota, each campaign's progress and forecast finish
+ * day, the last bounce fetch, the suppressed addresses, and buttons that open the notebooks.
+ * It renders whatever StatusModel last got; the numbers carry data-* attributes for tests.
+ */
+import { Widget } from '@lumino/widgets';
+
+import { ICampaign, IQuota, IStatus, StatusModel, Template } from './model';
+
+type Child = Node | string | null | undefined | false;
+
+/** A DOM element: text goes in as text nodes, never as HTML (campaign names are user input). */
+function h(tag: string, attrs: Record<string, string> = {}, ...children: Child[]): HTMLElement {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    if (child !== null && child !== undefined && child !== false) {
+      node.append(child);
+    }
+  }
+  return node;
+}
+
+function when(iso: string | null, withTime = true): string {
+  if (!iso) {
+    return 'never';
+  }
+  const date = new Date(iso.length === 10 ? `${iso}T00:00:00` : iso);
+  if (isNaN(date.getTime())) {
+    return iso;
+  }
+  const options: Intl.DateTimeFormatOptions = withTime
+    ? { weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' }
+    : { weekday: 'short', day: 'numeric', month: 'short', year: 'numeric' };
+  return date.toLocaleString(undefined, options);
+}
+
+/** A bar of segments, widths in proportion to their counts. */
+function bar(parts: [string, number][], total: number): HTMLElement {
+  const node = h('div', { class: 'nk-lab-bar' });
+  for (const [kind, count] of parts) {
+    if (count > 0 && total > 0) {
+      const segment = h('span', { class: `nk-lab-bar-${kind}`, title: `${count} ${kind}` });
+      segment.style.width = `${(100 * count) / total}%`;
+      node.append(segment);
+    }
+  }
+  return node;
+}
+
+export class NewsletterSidebar extends Widget {
+  constructor(
+    private model: StatusModel,
+    private open: (template: Template) => void
+  ) {
+    super();
+    this.id = 'newsletter-kit-sidebar';
+    this.addClass('nk-lab-sidebar');
+    this.title.caption = 'Newsletter';
+    this.model.changed.connect(this.render, this);
+    this.render();
+  }
+
+  dispose(): void {
+    this.model.changed.disconnect(this.render, this);
+    super.dispose();
+  }
+
+  protected onAfterShow(): void {
+    void this.model.refresh();
+  }
+
+  render(): void {
+    const status = this.model.status;
+    const refresh = h('button', { class: 'nk-lab-refresh jp-Button', title: 'Refresh now' }, '↻');
+    refresh.addEventListener('click', () => void this.model.refresh());
+    const content: Child[] = [h('header', {}, h('h2', {}, 'Newsletter'), refresh)];
+    if (this.model.error) {
+      content.push(h('p', { class: 'nk-lab-error' }, `Cannot read the status: ${this.model.error}`));
+    }
+    if (status?.error) {
+      content.push(h('p', { class: 'nk-lab-error' }, status.error));
+    }
+    if (status === null) {
+      content.push(h('p', { class: 'nk-lab-muted' }, 'Loading…'));
+    } else {
+      content.push(this.quota(status), this.campaigns(status), this.bounces(status));
+    }
+    content.push(this.buttons());
+    if (status) {
+      content.push(h('p', { class: 'nk-lab-store nk-lab-muted', title: status.store },
+        `Store: ${status.store}${status.exists ? '' : ' (not created yet)'}`));
+    }
+    this.node.replaceChildren(...content.filter((c): c is Node | string => !!c));
+  }
+
+  private quota(status: IStatus): HTMLElement {
+    const quota: IQuota | null = status.quota;
+    if (!quota) {
+      return h('section', { class: 'nk-lab-quota', 'data-configured': 'false' },
+        h('h3', {}, "Today's quota"),
+        h('p', { class: 'nk-lab-muted' }, 'No SMTP server yet: open Settings.'));
+    }
+    return h('section', {
+      class: 'nk-lab-quota', 'data-configured': 'true',
+      'data-used': String(quota.used), 'data-limit': String(quota.limit)
+    },
+      h('h3', {}, "Today's quota"),
+      bar([['used', quota.used], ['reserved', quota.reserved]], quota.limit),
+      h('p', { class: 'nk-lab-quota-text' },
+        h('strong', {}, `${quota.used} / ${quota.limit}`), ' sent today',
+        quota.reserved ? ` (${quota.reserved} being sent)` : ''),
+      h('p', { class: 'nk-lab-muted' }, `${quota.remaining} left · resets ${when(quota.resets_at)}`));
+  }
+
+  private campaigns(status: IStatus): HTMLElement {
+    const section = h('section', { class: 'nk-lab-campaigns' }, h('h3', {}, 'Campaigns'));
+    if (status.campaigns.length === 0) {
+      section.append(h('p', { class: 'nk-lab-muted' }, 'No campaign yet: open New campaign.'));
+    }
+    for (const c of status.campaigns) {
+      section.append(this.campaign(c));
+    }
+    return section;
+  }
+
+  private campaign(c: ICampaign): HTMLElement {
+    const attempted = c.sent + c.pending + c.unknown + c.failed;
+    const counts = (['sent', 'pending', 'unknown', 'failed'] as const).map(key =>
+      h('span', { class: `nk-lab-count nk-lab-${key}`, 'data-count': String(c[key]) }, `${c[key]} ${key}`));
+    const finish = c.forecast_finish
+      ? `finishes ${when(c.forecast_finish, false)} at today's limit`
+      : c.pending ? 'no send limit set' : 'nothing left to send';
+    return h('div', {
+      class: 'nk-lab-campaign', 'data-campaign': c.name, 'data-sent': String(c.sent),
+      'data-pending': String(c.pending), 'data-unknown': String(c.unknown), 'data-failed': String(c.failed),
+      'data-finish': c.forecast_finish ?? ''
+    },
+      h('div', { class: 'nk-lab-campaign-head' },
+        h('span', { class: 'nk-lab-campaign-name' }, c.name),
+        h('span', { class: `nk-lab-badge nk-lab-badge-${c.status}` }, c.status)),
+      bar([['sent', c.sent], ['failed', c.failed], ['unknown', c.unknown], ['pending', c.pending]], attempted),
+      h('div', { class: 'nk-lab-counts' }, ...counts.flatMap((node, i) => (i ? [' · ', node] : [node]))),
+      h('div', { class: 'nk-lab-muted nk-lab-finish' }, finish));
+  }
+
+  private bounces(status: IStatus): HTMLElement {
+    return h('section', { class: 'nk-lab-bounces' },
+      h('h3', {}, 'Bounces'),
+      h('p', { class: 'nk-lab-last-fetch' }, `Last fetch: ${when(status.last_bounce_fetch)}`),
+      h('p', { class: 'nk-lab-suppressed', 'data-suppressed': String(status.suppressed) },
+        `Suppressed addresses: ${status.suppressed}`));
+  }
+
+  private buttons(): HTMLElement {
+    const node = h('section', { class: 'nk-lab-buttons' });
+    const labels: [Template, string][] = [
+      ['settings', 'Settings'], ['campaign', 'New campaign'], ['bounce_review', 'Bounce review']
+    ];
+    for (const [template, label] of labels) {
+      const button = h('button', { class: 'jp-Button jp-mod-styled jp-mod-accept', 'data-template': template }, label);
+      button.addEventListener('click', () => this.open(template));
+      node.append(button);
+    }
+    return node;
+  }
+}
