@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import NewsletterKitError
 from .settings import load_smtp_settings
-from .store import Store, default_path, open_store
+from .store import SCHEMA_VERSION, Store, default_path, open_store
 
 __all__ = ["overview_of_path", "store_overview"]
 
@@ -103,6 +103,17 @@ def overview_of_path(path: str | os.PathLike[str] | None = None, *, root: str | 
     }
     if not answer["exists"]:
         return answer
+    # Never create or migrate from here (a poll every few seconds): a store another process is
+    # creating right now (version 0) reads as not there yet, an old or newer one as an error.
+    try:
+        version = _schema_version(target)
+    except sqlite3.Error as exc:
+        return {**answer, "error": f"cannot read the store {target}: {exc}"}
+    if version == 0:
+        return {**answer, "exists": False}
+    if version != SCHEMA_VERSION:
+        return {**answer, "error": f"the store {target} has schema version {version}, this newsletter_kit "
+                                   f"reads version {SCHEMA_VERSION}: open it once with `newsletter-kit init`"}
     try:
         store = open_store(target)
     except (NewsletterKitError, sqlite3.Error) as exc:
@@ -114,3 +125,12 @@ def overview_of_path(path: str | os.PathLike[str] | None = None, *, root: str | 
     finally:
         store.close()
     return answer
+
+
+def _schema_version(path: Path) -> int:
+    """The store's schema version, read over a read-only connection (0: not created yet)."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()

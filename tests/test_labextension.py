@@ -272,3 +272,26 @@ def test_sidebar_and_status_bar_follow_a_send(jupyterlab: Lab, page, smtp_server
     sidebar.locator("button[data-template='bounce_review']").click()
     page.wait_for_function("() => { const w = window.jupyterapp.shell.currentWidget;"
                            " return !!(w && w.context && w.context.path === '03_bounce_review.ipynb'); }")
+
+
+def test_overview_never_creates_or_migrates_a_store(tmp_path: Path):
+    import sqlite3
+
+    from newsletter_kit.store import SCHEMA_VERSION
+
+    missing = tmp_path / "missing" / "newsletter.db"
+    assert overview_of_path(missing)["exists"] is False
+    assert not missing.parent.exists()
+    being_made = tmp_path / "new.db"
+    sqlite3.connect(being_made).close()  # what another process's open_store starts with
+    assert overview_of_path(being_made)["exists"] is False
+    assert sqlite3.connect(being_made).execute("PRAGMA user_version").fetchone()[0] == 0
+    newer = tmp_path / "newer.db"
+    conn = sqlite3.connect(newer)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    answer = overview_of_path(newer)
+    assert answer["error"] == (f"the store {newer} has schema version {SCHEMA_VERSION + 1}, this newsletter_kit "
+                               f"reads version {SCHEMA_VERSION}: open it once with `newsletter-kit init`")
+    relative = overview_of_path(Path("data") / "newsletter.db", root=tmp_path)
+    assert relative["store"] == str(tmp_path / "data" / "newsletter.db")
