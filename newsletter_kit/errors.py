@@ -48,6 +48,8 @@ class StoreBusy(StoreError):
 class ConnectionFailed(NewsletterKitError):
     """A mail server cannot be reached, or its TLS handshake failed."""
 
+    exit_code = 75  # the server may be back later; a TLS mismatch says 1 (net.tls_failure)
+
 
 class AuthenticationFailed(NewsletterKitError):
     """The server refused the user name or password."""
@@ -55,6 +57,8 @@ class AuthenticationFailed(NewsletterKitError):
 
 class CertificateError(ConnectionFailed):
     """The server's TLS certificate is not trusted."""
+
+    exit_code = 1
 
 
 class ImportFailed(NewsletterKitError):
