@@ -65,25 +65,27 @@ class RenderLimitExceeded(jinja2.TemplateRuntimeError):
 
 
 class _Budget:
-    """One render's allowance: a CPU-time deadline, looked at every _CHECK_EVERY guard points."""
+    """One render's allowance: a deadline in this thread's CPU time."""
 
-    __slots__ = ("deadline", "ticks")
+    __slots__ = ("deadline",)
 
     def __init__(self, seconds: float):
         self.deadline = time.thread_time() + seconds
-        self.ticks = _CHECK_EVERY
+
+
+_ticks = _CHECK_EVERY  # shared by all threads: a race only moves the next look a little
 
 
 def _check_clock(force: bool = False) -> None:
-    """A guard point: every loop iteration, call, filter and intercepted operation passes here."""
+    """A guard point: every loop iteration, call, filter and intercepted operation passes here;
+    every _CHECK_EVERY of them, the render's deadline is looked at."""
+    global _ticks
+    _ticks -= 1
+    if _ticks > 0 and not force:
+        return
+    _ticks = _CHECK_EVERY
     budget: _Budget | None = getattr(_state, "budget", None)
-    if budget is None:
-        return
-    budget.ticks -= 1
-    if budget.ticks > 0 and not force:
-        return
-    budget.ticks = _CHECK_EVERY
-    if time.thread_time() > budget.deadline:
+    if budget is not None and time.thread_time() > budget.deadline:
         raise RenderLimitExceeded(
             f"rendering took more than {MAX_RENDER_SECONDS:g} s for one message (a loop or a "
             "recursion that runs away?)")
@@ -102,6 +104,8 @@ def _check_size(value: Any) -> Any:
 def _check_widths(name: str, args: Iterable[Any], kwargs: Mapping[str, Any]) -> None:
     """Refuse, before the work, a width or count argument that makes an over-long result, and
     a format string asking for a huge field width (``"%999999999s"``)."""
+    if name not in _WIDTH_TAKERS and name not in ("format", "format_map"):
+        return
     for value in (*args, *kwargs.values()):
         if name in _WIDTH_TAKERS and isinstance(value, int) and value > MAX_OUTPUT:
             raise _too_big()
@@ -114,10 +118,18 @@ def _huge_width(fmt: str) -> bool:
 
 
 def _guarded_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)  # keeps jinja_pass_arg (pass_context and friends)
+    if name in _WIDTH_TAKERS or name == "format":
+        @functools.wraps(fn)  # keeps jinja_pass_arg (pass_context and friends)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            _check_clock()
+            _check_widths(name, args, kwargs)
+            return _check_size(fn(*args, **kwargs))
+
+        return checked
+
+    @functools.wraps(fn)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         _check_clock()
-        _check_widths(name, args, kwargs)
         return _check_size(fn(*args, **kwargs))
 
     return guarded
@@ -173,7 +185,8 @@ class LimitedEnvironment(jinja2.sandbox.SandboxedEnvironment):
              *args: Any, **kwargs: Any) -> Any:
         """Every call a template makes (macros, methods, globals) watches the clock and sizes."""
         _check_clock()
-        _check_widths(getattr(__obj, "__name__", ""), args, kwargs)
+        if args or kwargs:
+            _check_widths(getattr(__obj, "__name__", ""), args, kwargs)
         return _check_size(super().call(__context, __obj, *args, **kwargs))
 
 
@@ -270,14 +283,15 @@ def render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
     _state.budget = _Budget(MAX_RENDER_SECONDS)
     try:
         parts: list[str] = []
+        append = parts.append
         size = 0
-        for chunk in template.generate(context):
+        # What Template.render does, with the output counted as it comes.
+        for chunk in template.root_render_func(template.new_context(dict(context))):
             size += len(chunk)
             if size > MAX_OUTPUT:
                 raise RenderLimitExceeded(f"the template's output is longer than {MAX_OUTPUT} "
                                           "characters for one message")
-            parts.append(chunk)
-            _check_clock()
+            append(chunk)
         _check_clock(force=True)
         return "".join(parts)
     finally:

@@ -26,6 +26,7 @@ from newsletter_kit.messages import CampaignRenderer
 
 #: Templates that never finish or would fill the memory, and the words the error uses.
 RUNAWAY = {
+    "a huge range": ("{% for i in range(10**9) %}x{% endfor %}", "Range too big"),
     "nested loops, no output": ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}"
                                 "{% endfor %}", "took more than"),
     "nested loops with output": ("{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}"
