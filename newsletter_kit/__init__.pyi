@@ -13,7 +13,9 @@ from .errors import (
     NewsletterKitError as NewsletterKitError,
     QuotaExhausted as QuotaExhausted,
     SecretError as SecretError,
+    StoreBusy as StoreBusy,
     StoreError as StoreError,
+    StoreMissing as StoreMissing,
     TemplateError as TemplateError,
     ValidationError as ValidationError,
 )

@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -108,6 +109,7 @@ def create_campaign(store: Store, name: str, list_name: str, subject: str, html:
         raise CampaignError(f"no contact list named {list_name!r} (lists: {known})")
     renderer = _compile(store, name, subject, html, text, from_addr)
     renderer.check_fields(_field_names(store, list_name))
+    _test_render(store, renderer, list_name)
     now = now_iso()
     try:
         with store.transaction():
@@ -153,6 +155,31 @@ def _compile(store: Store, name: str, subject: str, html: str, text: str | None,
         unsubscribe_url=smtp.unsubscribe_url if smtp else None,
         message_id_domain=sender.rpartition("@")[2],
     )
+
+
+#: ``campaign create`` renders the messages of up to this many contacts of the list: those with
+#: the most field data first, then the first imported; it stops early after TEST_RENDER_SECONDS
+#: of CPU time (each message is also bounded on its own: newsletter_kit.sandbox).
+TEST_RENDER_CONTACTS = 200
+TEST_RENDER_SECONDS = 5.0
+
+
+def _test_render(store: Store, renderer: Any, list_name: str) -> None:
+    """Render the campaign for real contacts of the list, so that a template that fails, runs
+    away or grows too big at render time (TemplateError) is refused before anything is saved."""
+    half = TEST_RENDER_CONTACTS // 2
+    members = ("SELECT c.id, c.email, c.fields FROM list_members m JOIN lists l ON l.id = m.list_id "
+               "JOIN contacts c ON c.id = m.contact_id WHERE l.name = ?")
+    sample: dict[str, str] = {}
+    for order in ("length(c.fields) DESC, c.id", "c.id"):
+        for _id, email, fields in store.conn.execute(f"{members} ORDER BY {order} LIMIT ?", (list_name, half)):
+            sample.setdefault(email, fields)
+    contacts = [(email, json.loads(fields)) for email, fields in sample.items()] or [("test@example.org", {})]
+    stop = time.thread_time() + TEST_RENDER_SECONDS
+    for email, fields in contacts:
+        renderer.render(email, fields, message_id=renderer.new_message_id())
+        if time.thread_time() > stop:
+            break
 
 
 def _field_names(store: Store, list_name: str) -> set[str]:

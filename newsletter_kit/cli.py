@@ -1,14 +1,19 @@
 """The ``newsletter-kit`` command: a thin layer over the Python API.
 
 Each command opens the store, calls one or two API functions and prints the result. A
-:class:`~newsletter_kit.errors.NewsletterKitError` becomes one line on stderr and exit code 1
-(click's own usage errors exit 2); no traceback reaches the user.
+:class:`~newsletter_kit.errors.NewsletterKitError` becomes one line on stderr and its exit code:
+1 when something must be fixed first, 75 when nothing needs fixing and the command should
+simply run again later (the store was locked by another process, the server went away, the
+run was interrupted); click's own usage errors exit 2. No traceback reaches the user.
+Commands that only read (or need what ``init`` and the settings create) open an existing store
+only: a mistyped ``--db`` creates nothing.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +23,7 @@ import click
 
 from . import settings as settings_mod
 from .errors import NewsletterKitError
-from .store import Store, open_store
+from .store import Store, default_path, open_store, store_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,30 +35,58 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except NewsletterKitError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise _one_line(exc) from None
+        except sqlite3.Error as exc:  # a storage failure met outside Store.conn.execute
+            obj = ctx.find_root().ensure_object(dict)
+            path = obj["store"].path if "store" in obj else str(obj.get("db") or default_path())
+            translated = store_error(exc, path)
+            if translated is None:
+                raise
+            raise _one_line(translated) from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
 
 
+def _one_line(exc: NewsletterKitError) -> click.ClickException:
+    """The error as click prints it ("Error: ..."), on one line, with the error's exit code."""
+    error = click.ClickException(" ".join(str(exc).splitlines()))
+    setattr(error, "exit_code", exc.exit_code)  # a ClassVar in click; per error here
+    return error
+
+
 click.Group.group_class = _Group  # subgroups made with @group.group() get it too
 
 
-def get_store(ctx: click.Context) -> Store:
-    """The store named by --db / $NEWSLETTER_KIT_DB / the default, opened once per command."""
+def get_store(ctx: click.Context, create: bool = True) -> Store:
+    """The store named by --db / $NEWSLETTER_KIT_DB / the default, opened once per command.
+
+    ``create=False``: only an existing store (StoreMissing, which says how to make one, else).
+    """
     obj = ctx.ensure_object(dict)
     if "store" not in obj:
-        obj["store"] = open_store(obj.get("db"))
+        obj["store"] = open_store(obj.get("db"), create=create)
         ctx.call_on_close(obj["store"].close)
     return obj["store"]
 
 
 def pass_store(fn: F) -> F:
-    """Decorator: call the command with the open store as first argument."""
+    """Decorator: call the command with the store (created if needed) as first argument."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         return fn(get_store(click.get_current_context()), *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def pass_existing_store(fn: F) -> F:
+    """Decorator: as :func:`pass_store`, for commands that only read or need a configured
+    store: a store that does not exist is reported (with how to make one), never created."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(get_store(click.get_current_context(), create=False), *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
@@ -166,7 +199,7 @@ def settings_bounce(store: Store, password_env: str | None, **changes: Any) -> N
 
 @settings.command("show")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-@pass_store
+@pass_existing_store
 def settings_show(store: Store, as_json: bool) -> None:
     """Show both sections, passwords masked."""
     data = settings_mod.show_settings(store)
@@ -183,7 +216,7 @@ def settings_show(store: Store, as_json: bool) -> None:
 
 
 @settings.command("folders")
-@pass_store
+@pass_existing_store
 def settings_folders(store: Store) -> None:
     """The folders the bounce server lists, one per line."""
     from .imap import fetch_folder_names
@@ -193,7 +226,7 @@ def settings_folders(store: Store) -> None:
 
 
 @settings.command("test")
-@pass_store
+@pass_existing_store
 def settings_test(store: Store) -> None:
     """Connect to both servers and say what works."""
     from .imap import check_imap
@@ -217,7 +250,7 @@ def settings_test(store: Store) -> None:
 @click.option("--json", "as_json", is_flag=True, help='A JSON list of {"check", "status", "detail"}.')
 @click.option("--nameserver", metavar="HOST[:PORT]",
               help="Ask this DNS server (an IP address) instead of the system resolver.")
-@pass_store
+@pass_existing_store
 def check_cmd(store: Store, as_json: bool, nameserver: str | None) -> None:
     """Pre-flight: SPF, DKIM, DMARC, alignment, MX, unsubscribe, volume; exit 1 when one fails."""
     from .deliverability import preflight
@@ -267,7 +300,7 @@ def contacts_import(store: Store, file: Path, list_name: str, as_json: bool) -> 
 @click.option("--list", "list_name", default="all", show_default=True, metavar="NAME",
               help="The list to show.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {contact_id, email, fields...}.")
-@pass_store
+@pass_existing_store
 def contacts_list(store: Store, list_name: str, as_json: bool) -> None:
     """The contacts of a list, one per line (or JSON)."""
     from .audience import list_contacts, list_names
@@ -332,7 +365,7 @@ def _read_template(path: Path | None) -> str | None:
 @click.option("--text", "text_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Plain-text body template file (default: made from the HTML).")
 @click.option("--from", "from_addr", metavar="ADDR", help="From address (default: the SMTP settings').")
-@pass_store
+@pass_existing_store
 def campaign_create(store: Store, name: str, list_name: str, subject: str, html_file: Path,
                     text_file: Path | None, from_addr: str | None) -> None:
     """Create a campaign; its templates are checked now, before anything is saved."""
@@ -354,7 +387,7 @@ def campaign_create(store: Store, name: str, list_name: str, subject: str, html_
               help="Parallel SMTP connections (for a slow server).")
 @click.option("--max-failures", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
               help="Stop the run after N failed or deferred recipients in a row.")
-@pass_store
+@pass_existing_store
 def campaign_send(store: Store, name: str, limit: int | None, dry_run: bool, as_json: bool,
                   connections: int, max_failures: int) -> None:
     """Send what today's quota allows; run it again (e.g. from cron) to continue.
@@ -396,7 +429,7 @@ def campaign_send(store: Store, name: str, limit: int | None, dry_run: bool, as_
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"total", "sent", "failed", "excluded", "pending", "unknown"} as JSON.')
-@pass_store
+@pass_existing_store
 def campaign_status_cmd(store: Store, name: str, as_json: bool) -> None:
     """How far a campaign is: sent, failed, excluded, pending, unknown; and when it will finish."""
     from .campaigns import campaign_status, forecast_finish
@@ -412,7 +445,7 @@ def campaign_status_cmd(store: Store, name: str, as_json: bool) -> None:
 
 
 @campaign.command("list")
-@pass_store
+@pass_existing_store
 def campaign_list(store: Store) -> None:
     """Every campaign, newest first: name, list, status, sent."""
     from .campaigns import list_campaigns
@@ -427,7 +460,7 @@ def campaign_list(store: Store) -> None:
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"limit", "used", "remaining", "resets_at"} as JSON (with --campaign '
                    'also "campaign", "pending" and "forecast_finish").')
-@pass_store
+@pass_existing_store
 def quota_cmd(store: Store, campaign: str | None, as_json: bool) -> None:
     """Today's send limit: used, remaining, and when it resets (the configured time zone)."""
     from .campaigns import campaign_status, forecast_finish
@@ -487,7 +520,7 @@ def bounces_parse(as_json: bool, files: tuple[Path, ...]) -> None:
 @click.option("--from", "source", type=click.Path(exists=True, path_type=Path),
               help="Read a folder of .eml files (or one .eml, or an mbox file) instead of the mailbox.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"fetched", "bounces", "suppressed"} as JSON.')
-@pass_store
+@pass_existing_store
 def bounces_fetch(store: Store, source: Path | None, as_json: bool) -> None:
     """Fetch new messages from the bounce mailbox, record bounces, suppress at the threshold.
 
@@ -516,7 +549,7 @@ def suppressions() -> None:
 
 @suppressions.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the list with the evidence as JSON.")
-@pass_store
+@pass_existing_store
 def suppressions_list(store: Store, as_json: bool) -> None:
     """List suppressed addresses, since when, and how many bounces put them there."""
     from .suppressions import list_suppressions
@@ -533,7 +566,7 @@ def suppressions_list(store: Store, as_json: bool) -> None:
 @suppressions.command("remove")
 @click.argument("address")
 @click.option("--by", help="Who lifts it (kept in the audit trail).")
-@pass_store
+@pass_existing_store
 def suppressions_remove(store: Store, address: str, by: str | None) -> None:
     """Lift the suppression of ADDRESS (kept in the audit trail); new bounces count again."""
     from .suppressions import remove_suppression
@@ -555,7 +588,7 @@ def review() -> None:
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True,
               help="File format of every table.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"folder", "format", "tables": {name: {"file", "rows"}}}.')
-@pass_store
+@pass_existing_store
 def review_export(store: Store, folder: Path, fmt: str, as_json: bool) -> None:
     """Write deliveries, bounces, suppressions and every review table to DIR, one file per table."""
     from .export import export_review

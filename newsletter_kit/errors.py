@@ -10,6 +10,10 @@ from __future__ import annotations
 class NewsletterKitError(Exception):
     """Root of every error newsletter_kit raises on purpose."""
 
+    #: The command line's exit status when this error ends a command (README: "Exit codes"):
+    #: 1 something to fix first; 75 (EX_TEMPFAIL) nothing to fix, run the command again later.
+    exit_code = 1
+
 
 class ConfigError(NewsletterKitError):
     """A setting is missing or invalid."""
@@ -31,8 +35,20 @@ class StoreError(NewsletterKitError):
     """The SQLite store cannot be opened or is from a newer version."""
 
 
+class StoreMissing(StoreError):
+    """There is no store at the path given (a command that only reads never creates one)."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the store's lock for longer than the busy timeout: run again later."""
+
+    exit_code = 75
+
+
 class ConnectionFailed(NewsletterKitError):
     """A mail server cannot be reached, or its TLS handshake failed."""
+
+    exit_code = 75  # the server may be back later; a TLS mismatch says 1 (net.tls_failure)
 
 
 class AuthenticationFailed(NewsletterKitError):
@@ -41,6 +57,8 @@ class AuthenticationFailed(NewsletterKitError):
 
 class CertificateError(ConnectionFailed):
     """The server's TLS certificate is not trusted."""
+
+    exit_code = 1
 
 
 class ImportFailed(NewsletterKitError):

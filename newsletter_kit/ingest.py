@@ -273,6 +273,8 @@ MAX_WORKERS = 4
 class _SourceFailed(MailboxError):
     """Reading the source failed: what was already read is still recorded, then this is raised."""
 
+    exit_code = 75  # run the fetch again: it continues where this one stopped
+
 
 @dataclass
 class _Batch:

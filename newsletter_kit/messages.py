@@ -45,9 +45,9 @@ from typing import Any
 
 import jinja2
 import jinja2.meta
-import jinja2.sandbox
 import markupsafe
 
+from . import sandbox
 from .addresses import ascii_address
 from .addresses import check_from as _check_from
 from .addresses import check_plain_address as _check_address
@@ -185,13 +185,8 @@ def _encode_body(text: str, cache: dict[str, str]) -> tuple[str, bytes]:
 # --- templates ----------------------------------------------------------------------------
 
 
-def _environment(autoescape: bool) -> jinja2.sandbox.SandboxedEnvironment:
-    return jinja2.sandbox.SandboxedEnvironment(autoescape=autoescape, keep_trailing_newline=True,
-                                               undefined=jinja2.Undefined)
-
-
-_HTML_ENV = _environment(True)
-_TEXT_ENV = _environment(False)
+_HTML_ENV = sandbox.environment(autoescape=True)  # limits on render time and size: sandbox.py
+_TEXT_ENV = sandbox.environment(autoescape=False)
 _PLACEHOLDER = "NKTPL{}X"
 _JINJA_SYNTAX = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 
@@ -208,7 +203,7 @@ class _Template:
             ast = env.parse(source)
             self.plan = _simple_plan(ast)
             self.variables = frozenset(jinja2.meta.find_undeclared_variables(ast))
-            self.template = env.from_string(ast)
+            self.template = sandbox.compile_template(env, ast)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"the {what} template has a syntax error on line {exc.lineno}: "
                                 f"{exc.message}") from None
@@ -234,6 +229,9 @@ class _Template:
             out = self._render_plan(context)
         else:
             out = self._render_jinja(context, email)
+        if len(out) > sandbox.MAX_OUTPUT:  # merge tags filled with huge contact fields
+            raise TemplateError(f"the {self.what} template fails for {email}: its output is longer "
+                                f"than {sandbox.MAX_OUTPUT} characters")
         if self.cacheable and key is not None and len(self._cache) < 10_000:
             self._cache[key] = out
         return out
@@ -250,11 +248,10 @@ class _Template:
 
     def _render_jinja(self, context: Mapping[str, Any], email: str) -> str:
         try:
-            return self.template.render(context)
-        except (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError,
-                AttributeError) as exc:
+            return sandbox.render(self.template, context)
+        except sandbox.RENDER_ERRORS as exc:
             raise TemplateError(f"the {self.what} template fails for {email}: "
-                                f"{type(exc).__name__}: {exc}") from None
+                                f"{sandbox.describe(exc)}") from None
 
 
 _MISSING = object()

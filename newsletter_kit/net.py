@@ -69,7 +69,9 @@ def tls_failure(where: str, exc: BaseException) -> ConnectionFailed:
             f"{where}: its TLS certificate is not trusted ({exc.verify_message}); "
             "give the CA that signed it with --ca-file"
         )
-    return ConnectionFailed(f"{where}: TLS handshake failed ({exc})")
+    failure = ConnectionFailed(f"{where}: TLS handshake failed ({exc})")
+    failure.exit_code = 1  # a TLS mode that does not match the port: fixed in the settings, not by waiting
+    return failure
 
 
 def connected(where: str, tls: str) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreError
+from .errors import StoreBusy, StoreError, StoreMissing
 
 
 def _import_sqlite_utils() -> Any:
@@ -51,6 +51,9 @@ def _import_sqlite_utils() -> Any:
 
 DEFAULT_DB = Path("data") / "newsletter.db"
 ENV_DB = "NEWSLETTER_KIT_DB"
+#: How long a command waits for another process's write lock before giving up (StoreBusy).
+BUSY_TIMEOUT = 30.0
+ENV_BUSY_TIMEOUT = "NEWSLETTER_KIT_BUSY_TIMEOUT"
 
 # Each migration takes the store from version i to i+1. Append, never edit a released one.
 _MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
@@ -351,6 +354,114 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
+def busy_timeout() -> float:
+    """Seconds to wait for another process's lock: ``$NEWSLETTER_KIT_BUSY_TIMEOUT``, else 30.
+
+    Example::
+
+        >>> busy_timeout() > 0
+        True
+    """
+    raw = os.environ.get(ENV_BUSY_TIMEOUT, "").strip()
+    if not raw:
+        return BUSY_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 86400:
+        raise StoreError(f"${ENV_BUSY_TIMEOUT} must be a number of seconds (0 to 86400), not {raw!r}")
+    return seconds
+
+
+# SQLite's primary result codes for what is wrong with the file rather than with the SQL.
+_BUSY, _LOCKED, _READONLY, _PERM, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 3, 10, 11, 13, 14, 26
+
+
+def store_error(exc: sqlite3.Error, path: str, timeout: float | None = None) -> StoreError | None:
+    """The :class:`StoreError` for a storage failure of the store at ``path`` (locked, read-only,
+    unreadable, full, not a store); None for errors of the SQL itself.
+
+    Example::
+
+        >>> locked = sqlite3.OperationalError("database is locked")
+        >>> locked.sqlite_errorcode = 5
+        >>> print(store_error(locked, "data/newsletter.db", 30))
+        the store data/newsletter.db is locked by another process (waited 30 s): what this command had not yet saved was rolled back; run it again when the other one is done
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    code &= 0xFF
+    name = Path(path).name
+    if code in (_BUSY, _LOCKED):
+        waited = f" (waited {timeout:g} s)" if timeout is not None else ""
+        return StoreBusy(f"the store {path} is locked by another process{waited}: what this command "
+                         "had not yet saved was rolled back; run it again when the other one is done")
+    if code in (_READONLY, _PERM):
+        return StoreError(f"the store {path} cannot be written ({exc}): check the permissions of the "
+                          f"file and of its folder, where SQLite also writes {name}-wal and {name}-shm")
+    if code == _CANTOPEN:
+        return StoreError(f"cannot open the store {path} ({exc}): check that its folder exists and "
+                          "that this user may read and write it")
+    if code in (_NOTADB, _CORRUPT):
+        return StoreError(f"cannot open the store {path}: it is not a newsletter-kit store, or it "
+                          f"is damaged ({exc})")
+    if code == _FULL:
+        return StoreError(f"the disk holding the store {path} is full: nothing more was saved")
+    if code == _IOERR:
+        return StoreError(f"the store {path} cannot be read or written ({exc})")
+    return None
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose storage failures are :class:`StoreError` (one line, an exit code)
+    instead of sqlite3 exceptions; errors in the SQL itself stay as they are."""
+
+    store_path = ""
+    timeout_seconds: float | None = None
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.store_path, self.timeout_seconds) or exc
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.store_path, self.timeout_seconds) or exc
+
+
+def _prepare_path(path: Path, create: bool) -> None:
+    """Check the store's path before SQLite sees it; make its folder when ``create``."""
+    try:
+        if path.is_dir():
+            raise StoreError(f"the store path {path} is a folder: name the store's file, "
+                             f"e.g. {path / DEFAULT_DB.name}")
+        if path.exists():
+            if not create and path.stat().st_size == 0:
+                raise StoreMissing(f"{path} is an empty file, not a store: create one with "
+                                   "`newsletter-kit init`")
+            return
+        ancestor = path.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+    except OSError as exc:
+        raise StoreError(f"cannot reach the store {path}: {exc.strerror or exc}") from None
+    if not ancestor.is_dir():
+        raise StoreError(f"cannot create the store {path}: {ancestor} is a file, not a folder")
+    if not create:
+        raise StoreMissing(f"no store at {path}: check the path (--db or ${ENV_DB}), or create "
+                           "a store there with `newsletter-kit init`")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the folder {path.parent} for the store: "
+                         f"{exc.strerror or exc}") from None
+
+
 def default_path() -> Path:
     """The store path: ``$NEWSLETTER_KIT_DB``, else ``data/newsletter.db``."""
     env = os.environ.get(ENV_DB)
@@ -369,24 +480,34 @@ class Store:
         1
     """
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True):
         self.path = str(path)
         if self.path != ":memory:":
-            parent = Path(self.path).parent
-            parent.mkdir(parents=True, exist_ok=True)
+            _prepare_path(Path(self.path), create)
+        timeout = busy_timeout()
         try:
-            conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 30000")
+            conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False,
+                                   factory=_Connection)
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.path) or StoreError(
+                f"cannot open the store {self.path}: {exc}") from None
+        conn.store_path, conn.timeout_seconds = self.path, timeout
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             if self.path != ":memory:":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA recursive_triggers = ON")  # as sqlite-utils' Database sets it
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
-        self._conn = conn
-        self._db: Any = None
-        self._migrate()
+            self._conn: sqlite3.Connection = conn
+            self._db: Any = None
+            if not create and self.path != ":memory:" and self.schema_version() == 0:
+                raise StoreMissing(f"{self.path} is not a newsletter-kit store (no schema): create "
+                                   "one with `newsletter-kit init`")
+            self._migrate()
+        except BaseException:
+            conn.close()
+            raise
 
     def __repr__(self) -> str:
         return f"Store({self.path!r})"
@@ -481,8 +602,11 @@ class Store:
                 self.conn.execute(f"PRAGMA user_version = {version + 1}")
 
 
-def open_store(path: str | os.PathLike[str] | None = None) -> Store:
+def open_store(path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
     """Open (creating and migrating as needed) the store at ``path`` or the default path.
+
+    ``create=False`` opens only a store that exists (:class:`StoreMissing` otherwise): what
+    commands that only read use, so that a mistyped path creates nothing.
 
     Example::
 
@@ -490,4 +614,4 @@ def open_store(path: str | os.PathLike[str] | None = None) -> Store:
         >>> "deliveries" in store.db.table_names()
         True
     """
-    return Store(path if path is not None else default_path())
+    return Store(path if path is not None else default_path(), create=create)

@@ -82,6 +82,7 @@ def test_unsubscribes_import_per_campaign_and_global(run, tmp_path):
 
 
 def test_contacts_list_of_an_unknown_list_fails(run):
+    run("init")
     result = run("contacts", "list", "--list", "nope", code=1)
     assert "no contact list named 'nope'" in result.stderr
 

@@ -100,6 +100,7 @@ def test_free_provider_warning_is_printed(run):
 
 
 def test_show_on_empty_store_and_settings_needed(run):
+    run("init")  # readers open only an existing store (test_store_errors.py)
     assert json.loads(run("settings", "show", "--json").stdout) == {"smtp": None, "bounce": None}
     result = run("settings", "folders", ok=False)
     assert result.exit_code == 1 and "settings bounce" in result.stderr

@@ -134,6 +134,7 @@ def test_a_time_that_is_not_iso_is_a_clear_error_and_leaves_no_file(tmp_path: Pa
 def test_cli_folder_that_cannot_be_made_is_one_line(tmp_path: Path, nk_db: Path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
+    open_store(nk_db).close()  # export reads an existing store only (a mistyped --db creates none)
     proc = subprocess.run([sys.executable, "-m", "newsletter_kit", "review", "export", str(blocker / "sub"),
                            "--format", "csv"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1

@@ -480,10 +480,12 @@ def test_a_misspelt_field_is_caught_when_the_campaign_is_created(store):
 def test_a_message_that_cannot_be_built_fails_alone(store, smtp_server):
     srv = smtp_server(tls="none")
     configure(store, srv)
-    add_contacts(store, [{"email": "ann@example.org", "vip": ""}, {"email": "bob@example.org", "vip": "yes"},
-                         {"email": "cid@example.org", "vip": ""}], list_name="news")
+    add_contacts(store, [{"email": "ann@example.org", "vip": ""}, {"email": "cid@example.org", "vip": ""}],
+                 list_name="news")
     campaigns.create_campaign(store, "spring", "news", "Hi",
                               "<p>{% if vip %}{{ vip.__class__.__mro__ }}{% endif %}</p>")
+    # Added after create, whose test render would have refused the template for this contact.
+    add_contacts(store, [{"email": "bob@example.org", "vip": "yes"}], list_name="news")
 
     report = campaigns.send_campaign(store, "spring")
 
