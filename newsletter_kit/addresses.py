@@ -11,7 +11,9 @@ Four jobs, four strictness levels, each for its own kind of input:
   puts on the wire (the envelope, To, From); nothing that could start a new header line.
 - :func:`is_valid_address`, :func:`lenient_address`, :func:`scan_addresses`: untrusted text of
   bounce reports (any MTA, any forger): strict ASCII dot-atom@domain, so whatever comes out can
-  go into SQL, logs and SMTP commands.
+  go into SQL, logs and SMTP commands.  :func:`cut_at_line_break` and :func:`untrusted_lines`
+  treat a line break spelled as text (``\\r\\n``, ``%0d%0a``, ``=0D=0A``, ``&#10;``, an
+  encoded word...) as the end of the value: what follows it is never an address of the report.
 
 email-validator is imported on first use: importing this module stays cheap for the CLI.
 
@@ -35,10 +37,12 @@ __all__ = [
     "check_from",
     "check_plain_address",
     "check_recipient",
+    "cut_at_line_break",
     "is_valid_address",
     "lenient_address",
     "normalize_address",
     "scan_addresses",
+    "untrusted_lines",
     "validate_address",
 ]
 
@@ -268,3 +272,57 @@ def scan_addresses(text: str) -> Iterator[re.Match[str]]:
     ['Ann@example.org', 'bob@x.example']
     """
     return _SCAN_ADDRESS_RE.finditer(text)
+
+
+# A line break spelled as text: C/JSON/Python escapes (\r, \n, \x0a, \u000a, octal \012, also with
+# doubled backslashes), URL encoding (%0a, %250a, %5cn), quoted-printable (=0A), HTML character
+# references (&#10; &#x0a;), caret notation (^J) and <br>.  In an address field or a notice
+# line, such text is a forged line break: what follows it must not be read as another address.
+_ESCAPED_BREAK_RE = re.compile(
+    r"\\+(?:[rn]|x0*[ad](?![0-9a-f])|u0*[ad](?![0-9a-f])|0*1[25](?![0-7])|u202[89])"
+    r"|%(?:25)*(?:0[ad]|5c[rn])|=0[ad]|&#(?:0*1[03]|x0*[ad]|8232|8233|x202[89])(?![0-9a-f]);?"
+    r"|\^[mj]|<\s*br\s*/?\s*>|\u2028|\u2029",
+    re.IGNORECASE,
+)
+_FOLD_RE = re.compile(r"\r?\n(?=[ \t])")
+_REAL_BREAK_RE = re.compile(r"[\r\n\x0b\x0c\x85]")
+
+
+def cut_at_line_break(value: object) -> str:
+    r"""The part of an untrusted header value before its first line break, real or spelled as text.
+
+    Header folding is undone first; RFC 2047 encoded words are decoded (one may hide a CR/LF).
+
+    >>> cut_at_line_break(r"rfc822; ann@example.org\r\nbob@example.net")
+    'rfc822; ann@example.org'
+    >>> cut_at_line_break("ann@example.org=?utf-8?q?=0D=0A?=bob@example.net")
+    'ann@example.org'
+    """
+    text = _FOLD_RE.sub("", str(value))
+    if "=?" in text:
+        try:
+            from email.header import decode_header, make_header
+
+            text = str(make_header(decode_header(text)))
+        except Exception:  # noqa: BLE001 - a broken encoded word stays as it is
+            pass
+    cut = _ESCAPED_BREAK_RE.search(text)
+    if cut:
+        text = text[: cut.start()]
+    real = _REAL_BREAK_RE.search(text)
+    return (text[: real.start()] if real else text).rstrip()
+
+
+def untrusted_lines(text: str, max_lines: int | None = None) -> list[str]:
+    r"""The (first ``max_lines``) lines of untrusted text, each cut at its first line break
+    spelled as text.
+
+    >>> untrusted_lines("550 <ann@example.org%0d%0abob@example.net>: user unknown\nok")
+    ['550 <ann@example.org', 'ok']
+    """
+    lines = text.splitlines()[:max_lines]
+    for i, line in enumerate(lines):
+        cut = _ESCAPED_BREAK_RE.search(line)
+        if cut:
+            lines[i] = line[: cut.start()]
+    return lines

@@ -355,3 +355,68 @@ def _with_attachment(raw: bytes, size: int) -> bytes:
     )
     assert original_body in raw
     return raw.replace(original_body, big)
+
+
+# --- a line break spelled as text never yields a second address (issue 9, finding 8) ----------
+
+# Literal text, not control characters: what a forger (or a confused MTA) writes into a field.
+ESCAPED_BREAKS = [
+    "\\r\\n", "\\n", "\\r", "\\\\r\\\\n", "\\x0d\\x0a", "\\u000d\\u000a", "\\015\\012", "%0d%0a", "%0A",
+    "%250A", "%5cn", "=0D=0A", "=0A", "&#13;&#10;", "&#x0a;", "^M^J", "<br>", "<BR/>",
+    "=?utf-8?q?=0D=0A?=", "=?UTF-8?B?DQo=?=", "\\r\\n ", "\\n\t", "\\u2028",
+]
+
+
+def _forged_dsn(field: str, escape: str, *, text: bool = True) -> bytes:
+    """A Postfix DSN for ann@example.org whose ``field`` holds the address, an escape spelling
+    of a line break, then bob@example.net (also in the notice text when ``text``)."""
+    from tests.dsn import postfix_dsn
+
+    value = f"ann@example.org{escape}bob@example.net"
+    raw = postfix_dsn("ann@example.org").decode()
+    raw = raw.replace("Original-Recipient: rfc822;ann@example.org\r\n", "")
+    if field == "X-Failed-Recipients":
+        raw = raw.replace("Auto-Submitted:", f"X-Failed-Recipients: {value}\r\nAuto-Submitted:")
+    elif field == "X-Actual-Recipient":
+        raw = raw.replace("Final-Recipient: rfc822; ann@example.org", f"Final-Recipient: x400; ann\r\n{field}: rfc822; {value}")
+    else:
+        raw = raw.replace("Final-Recipient: rfc822; ann@example.org",
+                          f"Final-Recipient: rfc822; {value}" if field == "Final-Recipient"
+                          else f"Final-Recipient: x400; ann\r\n{field}: rfc822; {value}")
+    if text:
+        raw = raw.replace("<ann@example.org>: 550", f"<{value}>: 550")
+    return raw.encode()
+
+
+@pytest.mark.parametrize("escape", ESCAPED_BREAKS)
+@pytest.mark.parametrize("field", ["Final-Recipient", "Original-Recipient", "X-Actual-Recipient", "X-Failed-Recipients"])
+@pytest.mark.parametrize("text", [True, False], ids=["with-text", "fields-only"])
+def test_escaped_line_break_in_a_recipient_field_never_yields_the_second_address(field: str, escape: str, text: bool) -> None:
+    report = parse_bounce(_forged_dsn(field, escape, text=text))
+    assert report.addresses in (["ann@example.org"], []), report.addresses
+    _assert_safe(report)
+
+
+@pytest.mark.parametrize("escape", ESCAPED_BREAKS)
+@pytest.mark.parametrize("name", [c[0] for c in CASES if c[2]])
+def test_escaped_line_break_after_every_mention_of_the_recipient(name: str, escape: str) -> None:
+    """Every sample format (DSNs, Exim, qmail, Exchange, Italian notices, ARF...): each mention of
+    the real recipient, in headers, fields and notice text, gets an escape and a second address."""
+    statuses = next(c[2] for c in CASES if c[0] == name)
+    raw = (SAMPLES / name).read_bytes()
+    for address in statuses:
+        raw = re.sub(re.escape(address).encode(), lambda m: m.group(0) + escape.encode() + b"victim@example.net",
+                     raw, flags=re.IGNORECASE)
+    report = parse_bounce(raw)
+    assert set(report.addresses) <= set(statuses), report.addresses
+    _assert_safe(report)
+
+
+@settings(max_examples=150, deadline=None)
+@given(escape=st.sampled_from(ESCAPED_BREAKS), before=st.sampled_from(["", " ", "<", '"']),
+       second=st.from_regex(r"[a-z]{1,8}@[a-z]{1,8}\.(com|net|org)", fullmatch=True),
+       field=st.sampled_from(["Final-Recipient", "Original-Recipient", "X-Failed-Recipients"]))
+def test_fuzz_escaped_line_breaks(escape: str, before: str, second: str, field: str) -> None:
+    raw = _forged_dsn(field, escape, text=True).replace(b"bob@example.net", (before + second).encode())
+    report = parse_bounce(raw)
+    assert all(second not in a and a == "ann@example.org" for a in report.addresses), report.addresses

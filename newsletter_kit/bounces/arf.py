@@ -7,7 +7,7 @@ from email.parser import HeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
 
-from ..addresses import lenient_address
+from ..addresses import cut_at_line_break, lenient_address
 from .message import Context, decode_part, header_text, part_payload
 from .report import COMPLAINT, BounceRecipient, BounceReport
 
@@ -21,10 +21,10 @@ def detect_arf(ctx: Context) -> BounceReport | None:
     candidates: list[str] = []
     fields = _feedback_fields(feedback) if feedback is not None else None
     if fields is not None:
-        candidates += [str(v) for v in fields.get_all("Original-Rcpt-To", []) + fields.get_all("Removal-Recipient", [])]
+        candidates += [cut_at_line_break(v) for v in fields.get_all("Original-Rcpt-To", []) + fields.get_all("Removal-Recipient", [])]
     original = ctx.original
     if not candidates and original is not None:
-        candidates += [addr for _, addr in getaddresses([str(v) for v in original.get_all("To", [])])]
+        candidates += [addr for _, addr in getaddresses([cut_at_line_break(v) for v in original.get_all("To", [])])]
     addresses = dict.fromkeys(a for a in map(lenient_address, candidates) if a)
     recipients = [BounceRecipient(a, COMPLAINT) for a in addresses]
     feedback_type = header_text(fields, "Feedback-Type") if fields is not None else None

@@ -8,7 +8,7 @@ from email.message import Message
 from email.parser import HeaderParser
 from email.policy import compat32
 
-from ..addresses import lenient_address
+from ..addresses import cut_at_line_break, lenient_address
 from .classify import classify_failure, kind_from_wording, most_specific_status
 from .message import Context, clean, decode_part, part_payload
 from .report import BOUNCE_KINDS, DELAYED, OTHER, SEVERITY, BounceKind, BounceRecipient, BounceReport, merge_recipients, worst
@@ -76,7 +76,8 @@ def _typed_address(value: object) -> str | None:
     """``rfc822; a@b`` → ``a@b``; None when the value is not a valid plain address."""
     if value is None:
         return None
-    text = clean(value, 512)
+    # A line break spelled as text ends the value: "a@x\\r\\nb@y" names a@x, never b@y.
+    text = clean(cut_at_line_break(value), 512)
     _addr_type, sep, rest = text.partition(";")
     if not sep:
         return lenient_address(text)
@@ -91,7 +92,7 @@ def _dsn_recipient(block: Message) -> BounceRecipient | None:
     original, final = block.get("Original-Recipient"), block.get("Final-Recipient")
     if original is None and final is None:
         return None
-    address = _typed_address(original) or _typed_address(final) or lenient_address(block.get("X-Actual-Recipient"))
+    address = _typed_address(original) or _typed_address(final) or _typed_address(block.get("X-Actual-Recipient"))
     if address is None:
         return None
     action_text = clean(block.get("Action", ""), 100).lower()

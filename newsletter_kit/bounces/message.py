@@ -11,7 +11,7 @@ from email.parser import HeaderParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
 
-from ..addresses import lenient_address
+from ..addresses import lenient_address, untrusted_lines
 
 # Header values.  compat32 hands back surrogate-escaped 8-bit bytes and folded lines; nothing of
 # that kind (nor any control character) may leak into a report.
@@ -73,6 +73,7 @@ class Context:
         #: What earlier detectors noticed without deciding (e.g. a flufl.bounce detector that
         #: failed), for the reason of a later verdict.
         self.notes: list[str] = []
+        self._haystacks: tuple[str, str] | None = None
 
     @property
     def typed(self) -> list[tuple[str, Message]]:
@@ -108,6 +109,16 @@ class Context:
     def subject(self) -> str:
         return header_text(self.msg, "Subject") or ""
 
+    def forged_only(self, address: str) -> bool:
+        """Is ``address`` written in the message only after a line break spelled as text
+        (``\\r\\n``, ``%0a``, ``=0A``, ``&#10;``...)?  Then heuristics (flufl.bounce's, our wording
+        scanner) must not report it: "a@x\\r\\nb@y" names a@x, never b@y.  An address the
+        heuristics put together from parts (a user name and the reporting domain) is not forged."""
+        if self._haystacks is None:
+            self._haystacks = _haystacks(self)
+        trusted, everything = self._haystacks
+        return address not in trusted and address in everything
+
     def own_addresses(self) -> set[str]:
         """Addresses of the report's own sender and receiver: never a bounced recipient."""
         found: set[str] = set()
@@ -122,6 +133,25 @@ class Context:
 
 _TEXT_LIMIT = 256 * 1024
 _HEURISTIC_LIMIT = 256 * 1024
+_QP_SOFT_BREAK_RE = re.compile(r"=\r?\n")
+
+
+def _haystacks(ctx: Context) -> tuple[str, str]:
+    """(every header value and text line of the message with each cut at its first line break
+    spelled as text, the same uncut), lowercased.  Quoted-printable text is read before decoding
+    (an ``=0A`` there is such a spelling), without its soft line breaks."""
+    texts: list[str] = []
+    for _ctype, part in ctx.typed:
+        texts += [str(value) for value in part.values()]
+        payload = part_payload(part)
+        if not isinstance(payload, str):
+            continue
+        if str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "quoted-printable":
+            texts.append(_QP_SOFT_BREAK_RE.sub("", payload[:_TEXT_LIMIT]))
+        else:
+            texts.append(decode_part(part))
+    everything = "\n".join(texts).lower()
+    return "\n".join(untrusted_lines(everything)), everything
 
 
 def part_payload(part: Message) -> list[Message] | str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from flufl.bounce import all_failures
 
-from ..addresses import lenient_address
+from ..addresses import cut_at_line_break, lenient_address
 from .message import Context
 from .report import BOUNCE_KINDS, BounceRecipient, BounceReport, merge_recipients, worst
 from .wording import notice_part, notice_recipient
@@ -41,6 +41,8 @@ def detect_failure_notice(ctx: Context) -> BounceReport | None:
     temporary, permanent, error = flufl_failures(ctx.heuristic_msg())
     if error:
         ctx.notes.append(error)
+    if temporary or permanent:
+        temporary, permanent = _mentioned(ctx, temporary), _mentioned(ctx, permanent)
     failed = [a for a in map(lenient_address, _failed_recipients_header(ctx.msg)) if a]
     if not (temporary or permanent or failed):
         return None  # the wording detector reads the notice's own text next
@@ -75,7 +77,13 @@ def _valid_sorted(values: Iterable[bytes | str]) -> list[str]:
     return sorted({a for a in map(lenient_address, values) if a})
 
 
+def _mentioned(ctx: Context, addresses: list[str]) -> list[str]:
+    # flufl.bounce's heuristics read raw lines: an address it found only after a line break
+    # spelled as text ("a@x\\r\\nb@y") is not one the report names.
+    return [a for a in addresses if not ctx.forged_only(a)]
+
+
 def _failed_recipients_header(msg: Message) -> list[str]:
-    values = [str(v) for v in msg.get_all("X-Failed-Recipients", [])]
+    values = [cut_at_line_break(v) for v in msg.get_all("X-Failed-Recipients", [])]
     return [addr for _, addr in getaddresses(values)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from ..addresses import lenient_address, scan_addresses
+from ..addresses import lenient_address, scan_addresses, untrusted_lines
 from .classify import DELAY_RE, FULL_RE, HARD_RE, POLICY_RE, SMTP_CODE_RE, STATUS_RE, TEMP_RE, classify_failure, status_codes
 from .message import DAEMON_RE, Context, clean
 from .message import looks_like_failure
@@ -33,7 +33,8 @@ _MAX_TEXT_RECIPIENTS = 100  # a "notice" naming more is not one; stop before it 
 
 def text_failures(ctx: Context, own: set[str]) -> list[tuple[str, str]]:
     """(address, context) pairs named as failed in a notice's own text, English or Italian."""
-    lines = [line[:1000] for line in notice_part(ctx.text).splitlines()[:400]]
+    # Each line ends at a line break spelled as text: what follows one is never an address.
+    lines = [line[:1000] for line in untrusted_lines(notice_part(ctx.text), 400)]
     found: list[tuple[str, str]] = []
     for i, line in enumerate(lines):
         if "@" not in line:
@@ -42,7 +43,7 @@ def text_failures(ctx: Context, own: set[str]) -> list[tuple[str, str]]:
         states_failure = _states_failure(line, context)
         for match in scan_addresses(line):
             address = lenient_address(match.group(0))
-            if address is None or address in own or DAEMON_RE.match(address):
+            if address is None or address in own or DAEMON_RE.match(address) or ctx.forged_only(address):
                 continue
             if states_failure or _names_alone_or_labelled(line, match):
                 found.append((address, context))
