@@ -96,6 +96,7 @@ from .bounces import (
     BounceReport as BounceReport,
     BounceRecipient as BounceRecipient,
     BounceKind as BounceKind,
+    list_unmatched as list_unmatched,
     record_smtp_rejection as record_smtp_rejection,
 )
 from .suppressions import (
@@ -123,6 +124,7 @@ from .review import (
     suppression_table as suppression_table,
     threshold_counts as threshold_counts,
     threshold_what_if as threshold_what_if,
+    unmatched_bounces as unmatched_bounces,
 )
 from .export import (
     ExportReport as ExportReport,

@@ -38,6 +38,7 @@ from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, load_
                        require_smtp_settings,
                        validate_address)
 from .store import Store, now_iso
+from .tokens import envelope_sender
 from .transport import SendJob, SenderPool, SendOutcome, SmtpFactory
 
 #: A run stops after this many failed or deferred messages in a row (rather than burn the list).
@@ -441,6 +442,8 @@ class _Run:
         self.policy = policy
         self.ledger = Ledger(store, campaign.id)
         self.envelope_from = _envelope_sender(smtp, bounce)
+        # VERP: each delivery's own signed envelope sender (tokens.envelope_sender).
+        self.verp_key = store.signing_key() if bounce is not None and bounce.verp else None
         self.owner = quota.new_owner()
         self.recipients: dict[str, audience.Recipient] = {}
 
@@ -490,7 +493,7 @@ class _Run:
             fields = recipient.fields if recipient is not None else self._fields_of(row)
             return lambda: renderer.render(row.email, fields, message_id=row.message_id)
 
-        return [(envelope_from, row.email, build(row)) for row in rows]
+        return [(envelope_sender(envelope_from, self.verp_key, row.id), row.email, build(row)) for row in rows]
 
     def _fields_of(self, row: Row) -> dict[str, Any]:
         # A row another process added for a contact this run's audience did not include.

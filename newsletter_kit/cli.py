@@ -187,6 +187,10 @@ def settings_smtp(store: Store, password_env: str | None, **changes: Any) -> Non
 @click.option("--stale-after-days", metavar="N", help="Ignore bounces older than N days ('' clears).")
 @click.option("--reset-on-success/--no-reset-on-success", default=None,
               help="A later successful delivery resets an address's count.")
+@click.option("--verp/--no-verp", default=None,
+              help="Envelope sender LOCAL+TOKEN@DOMAIN per recipient, signed (default off).")
+@click.option("--count-unmatched/--no-count-unmatched", default=None,
+              help="Count bounce reports that match no delivery we made (default off).")
 @pass_store
 def settings_bounce(store: Store, password_env: str | None, **changes: Any) -> None:
     """Set the bounce mailbox (IMAP) and the bounce threshold; later calls change only the flags given."""
@@ -540,6 +544,27 @@ def bounces_fetch(store: Store, source: Path | None, as_json: bool) -> None:
         say(f"unsubscribed: {email}" + (f" from {campaign}" if campaign else ""))
     for email in report.suppressed:
         say(f"suppressed: {email}")
+
+
+@bounces.command("list")
+@click.option("--unmatched", is_flag=True,
+              help="Only reports that match no delivery we made (not counted unless --count-unmatched).")
+@click.option("--limit", type=int, default=None, metavar="N", help="At most N, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON list on stdout.")
+@pass_store
+def bounces_list(store: Store, unmatched: bool, limit: int | None, as_json: bool) -> None:
+    """List recorded bounces, newest first; --unmatched: those that match no delivery we made."""
+    from .bounces.record import list_bounces
+
+    rows = list_bounces(store, unmatched=unmatched, limit=limit)
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        how = row["matched_by"] or "unmatched"
+        click.echo(f"{row['bounced_at']}\t{row['address']}\t{row['kind']}\t{row['status'] or '-'}\t"
+                   f"{row['campaign'] or '-'}\t{how}")
+    say(f"{len(rows)} {'unmatched ' if unmatched else ''}bounce(s)")
 
 
 @cli.group()

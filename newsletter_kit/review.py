@@ -51,6 +51,7 @@ __all__ = [
     "suppression_table",
     "threshold_counts",
     "threshold_what_if",
+    "unmatched_bounces",
 ]
 
 #: The kinds that get their own column in the per-address/domain/day tables; the rest is "other".
@@ -521,6 +522,29 @@ def suppression_table(store: Store) -> pd.DataFrame:
     return df
 
 
+def unmatched_bounces(store: Store) -> pd.DataFrame:
+    """Bounce reports that match no delivery we made, newest first: forged or unrelated reports
+    (an address never sent to, another sender's message), kept apart and counted toward the
+    threshold only with ``settings bounce --count-unmatched``.
+
+    Columns: id, address, kind, status, diagnostic, campaign, original_message_id, source,
+    bounced_at (UTC), recorded_at (UTC), matched_by (None), matched (False); the rows of
+    ``newsletter-kit bounces list --unmatched``.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> unmatched_bounces(open_store(":memory:")).empty
+        True
+    """
+    from .bounces.record import _LIST_KEYS, list_unmatched
+
+    df = pd.DataFrame(list_unmatched(store), columns=list(_LIST_KEYS))
+    df["bounced_at"] = _utc(df["bounced_at"])
+    df["recorded_at"] = _utc(df["recorded_at"])
+    return df
+
+
 def _kinds_text(items: list[dict[str, Any]]) -> str:
     counts: dict[str, int] = {}
     for item in items:
@@ -551,10 +575,11 @@ def _evidence_dates(evidence: list[list[dict[str, Any]]], pick: str, index: pd.I
 
 
 def _counts_sql(store: Store, *, count_policy: bool | None = None, stale_after_days: int | None = None,
-                reset_on_success: bool | None = None, now: dt.datetime | None = None) -> tuple[str, list[Any]]:
+                reset_on_success: bool | None = None, count_unmatched: bool | None = None,
+                now: dt.datetime | None = None) -> tuple[str, list[Any]]:
     """Per address: counted bounces, first/last counted, suppressed (SQL and parameters)."""
-    policy = ThresholdPolicy.from_store(store, count_policy=count_policy,
-                                        stale_after_days=stale_after_days, reset_on_success=reset_on_success)
+    policy = ThresholdPolicy.from_store(store, count_policy=count_policy, stale_after_days=stale_after_days,
+                                        reset_on_success=reset_on_success, count_unmatched=count_unmatched)
     moment = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).replace(microsecond=0)
     # The threshold's own rule, so what-if and apply agree.
     sql, params = counting_query(policy, now=moment.isoformat())
@@ -577,7 +602,7 @@ def _count_histogram(store: Store, **policy: Any) -> pd.DataFrame:
 
 def threshold_counts(store: Store, *, count_policy: bool | None = None,
                      stale_after_days: int | None = None, reset_on_success: bool | None = None,
-                     now: dt.datetime | None = None) -> pd.DataFrame:
+                     count_unmatched: bool | None = None, now: dt.datetime | None = None) -> pd.DataFrame:
     """Per address, the bounces that count towards the threshold under the policy.
 
     Arguments left as None take the bounce settings' values (defaults without settings).
@@ -589,7 +614,7 @@ def threshold_counts(store: Store, *, count_policy: bool | None = None,
         >>> threshold_counts(store, count_policy=True).head()   # doctest: +SKIP
     """
     df = _query(store, *_counts_sql(store, count_policy=count_policy, stale_after_days=stale_after_days,
-                                    reset_on_success=reset_on_success, now=now))
+                                    reset_on_success=reset_on_success, count_unmatched=count_unmatched, now=now))
     df["counted"] = df["counted"].astype("int64")
     df["first_counted"] = _utc(df["first_counted"])
     df["last_counted"] = _utc(df["last_counted"])

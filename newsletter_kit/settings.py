@@ -404,6 +404,10 @@ class BounceSettings:
     processed_folder: str | None = None
     stale_after_days: int | None = None
     reset_on_success: bool = False
+    #: Envelope sender LOCAL+TOKEN@DOMAIN per delivery (VERP), the token signed with the store's key.
+    verp: bool = False
+    #: Count reports that match no delivery we made (forged or unrelated ones) too.
+    count_unmatched: bool = False
 
     def validate(self) -> list[str]:
         """Raise :class:`ValidationError` on an invalid field; return warnings (strings)."""
@@ -426,6 +430,10 @@ class BounceSettings:
             )
         self.bounce_address = ascii_address(validate_address(self.bounce_address, "bounce_address"),
                                             "bounce_address")
+        if self.verp:
+            from .tokens import check_verp_address
+
+            check_verp_address(self.bounce_address)
         self.folder = validate_folder(self.folder, "folder")
         if self.processed_folder:
             self.processed_folder = validate_folder(self.processed_folder, "processed_folder")
@@ -452,7 +460,8 @@ class BounceSettings:
         """
         from .suppressions import ThresholdPolicy
 
-        return ThresholdPolicy(self.threshold, self.count_policy, self.stale_after_days, self.reset_on_success)
+        return ThresholdPolicy(self.threshold, self.count_policy, self.stale_after_days, self.reset_on_success,
+                               self.count_unmatched)
 
     def __repr__(self) -> str:
         return _masked_repr(self)
@@ -466,7 +475,8 @@ class BounceSettings:
             "bounce-address": self.bounce_address, "folder": self.folder,
             "threshold": self.threshold, "count-policy": self.count_policy,
             "processed-folder": self.processed_folder, "stale-after-days": self.stale_after_days,
-            "reset-on-success": self.reset_on_success,
+            "reset-on-success": self.reset_on_success, "verp": self.verp,
+            "count-unmatched": self.count_unmatched,
         }
 
 

@@ -346,6 +346,29 @@ def _v2_review_at_scale(conn: sqlite3.Connection) -> None:
         conn.execute(trigger)
 
 
+@_migration
+def _v3_bounces_matched(conn: sqlite3.Connection) -> None:
+    """A bounce counts only when it matches a delivery we made (issue 9): how it matched, or
+    ``unmatched = 1``.  Rows recorded before are judged by the same rule, as far as the ledger
+    can tell: a 5xx seen while sending, our Message-ID for that very address, or the campaign
+    stamp plus an address that was sent that campaign."""
+    _execute_script(
+        conn,
+        """
+        -- matched_by: message_id | campaign | verp | smtp (NULL: unmatched)
+        ALTER TABLE bounces ADD COLUMN matched_by TEXT;
+        ALTER TABLE bounces ADD COLUMN unmatched INTEGER NOT NULL DEFAULT 0;
+        UPDATE bounces SET matched_by = 'smtp' WHERE source = 'smtp';
+        UPDATE bounces SET matched_by = 'message_id' WHERE matched_by IS NULL AND delivery_id IN
+            (SELECT d.id FROM deliveries d WHERE d.id = bounces.delivery_id AND d.email = bounces.email);
+        UPDATE bounces SET matched_by = 'campaign' WHERE matched_by IS NULL AND EXISTS
+            (SELECT 1 FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id
+             WHERE c.name = bounces.campaign AND d.email = bounces.email AND d.state IN ('sent', 'unknown'));
+        UPDATE bounces SET unmatched = 1 WHERE matched_by IS NULL
+        """,
+    )
+
+
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 

@@ -50,14 +50,17 @@ class ThresholdPolicy:
 
     ``hard`` and ``soft`` bounces count, ``policy`` ones only with ``count_policy``; with
     ``stale_after_days`` older bounces no longer count; with ``reset_on_success`` a bounce
-    followed by a successful delivery no longer counts.  An address whose count reaches
-    ``threshold`` is suppressed.  The bounce settings give theirs (``BounceSettings.policy``);
+    followed by a successful delivery no longer counts; a bounce report that matches no delivery
+    we made (our Message-ID, the campaign stamp plus an address sent that campaign, a signed VERP
+    token; a 5xx seen while sending always matches) counts only with ``count_unmatched``.  An
+    address whose count reaches ``threshold`` is suppressed.  The bounce settings give theirs (``BounceSettings.policy``);
     the SQL is :func:`counting_query`, which :func:`apply_threshold` and the review's what-if run.
 
     Example::
 
         >>> ThresholdPolicy(2, count_policy=True)
-        ThresholdPolicy(threshold=2, count_policy=True, stale_after_days=None, reset_on_success=False)
+        ThresholdPolicy(threshold=2, count_policy=True, stale_after_days=None, reset_on_success=False,
+                        count_unmatched=False)
         >>> ThresholdPolicy(2).replace(threshold=5).threshold
         5
     """
@@ -66,6 +69,7 @@ class ThresholdPolicy:
     count_policy: bool = False
     stale_after_days: int | None = None
     reset_on_success: bool = False
+    count_unmatched: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, int) or self.threshold < 1:
@@ -84,8 +88,8 @@ class ThresholdPolicy:
 
     @classmethod
     def from_store(cls, store: Store, *, threshold: int | None = None, count_policy: bool | None = None,
-                   stale_after_days: int | None = None,
-                   reset_on_success: bool | None = None) -> ThresholdPolicy:
+                   stale_after_days: int | None = None, reset_on_success: bool | None = None,
+                   count_unmatched: bool | None = None) -> ThresholdPolicy:
         """The bounce settings' policy (defaults when none are saved), with any argument given
         replacing the saved value.
 
@@ -107,6 +111,7 @@ class ThresholdPolicy:
             base.count_policy if count_policy is None else bool(count_policy),
             stale,
             base.reset_on_success if reset_on_success is None else bool(reset_on_success),
+            base.count_unmatched if count_unmatched is None else bool(count_unmatched),
         )
 
 
@@ -135,14 +140,16 @@ def counting_query(
     count_policy: bool | None = None,
     stale_after_days: int | None = None,
     reset_on_success: bool | None = None,
+    count_unmatched: bool | None = None,
 ) -> tuple[str, list[object]]:
     """The SQL (and parameters) of the bounces that count: one row per counted bounce.
 
     Columns: ``id, email, kind, status, diagnostic, campaign, source, bounced_at``.  Counted
     under ``policy`` (the keyword arguments override its fields): hard and soft bounces (policy
-    with ``count_policy``), recorded after the address's last lifted suppression, not older than
-    ``stale_after_days`` and, with ``reset_on_success``, not followed by a successful delivery to
-    the address (sent later, and not itself bounced).
+    with ``count_policy``) that match a delivery we made (any, with ``count_unmatched``),
+    recorded after the address's last lifted suppression, not older than ``stale_after_days``
+    and, with ``reset_on_success``, not followed by a successful delivery to the address (sent
+    later, and not itself bounced).
     ``pandas.read_sql(sql, store.conn, params=params)`` gives an analyst the same rows.
 
     >>> sql, params = counting_query(count_policy=True)
@@ -150,10 +157,13 @@ def counting_query(
     ['hard', 'soft', 'policy']
     """
     policy = _policy(policy, count_policy=count_policy, stale_after_days=stale_after_days,
-                     reset_on_success=reset_on_success)
+                     reset_on_success=reset_on_success, count_unmatched=count_unmatched)
     kinds = policy.counted_kinds
     where = [f"b.kind IN ({', '.join('?' * len(kinds))})"]
     params: list[object] = list(kinds)
+    if not policy.count_unmatched:
+        # Only reports that match a delivery we made (forged or unrelated ones are kept apart).
+        where.append("b.unmatched = 0")
     # A lifted suppression starts the count again: only bounces recorded after the lift, and
     # not dated before it (an old report fetched late is not news about the address).
     where.append(
@@ -195,6 +205,7 @@ def bounce_counts(
     count_policy: bool | None = None,
     stale_after_days: int | None = None,
     reset_on_success: bool | None = None,
+    count_unmatched: bool | None = None,
 ) -> dict[str, int]:
     """Counted bounce reports per address (see :func:`counting_query` for what counts).
 
@@ -202,8 +213,8 @@ def bounce_counts(
     >>> bounce_counts(open_store(":memory:"))
     {}
     """
-    sql, params = counting_query(policy, addresses, count_policy=count_policy,
-                                 stale_after_days=stale_after_days, reset_on_success=reset_on_success)
+    sql, params = counting_query(policy, addresses, count_policy=count_policy, stale_after_days=stale_after_days,
+                                 reset_on_success=reset_on_success, count_unmatched=count_unmatched)
     rows = store.conn.execute(f"SELECT email, count(*) FROM ({sql}) GROUP BY email ORDER BY email", params)
     return {email: n for email, n in rows}
 

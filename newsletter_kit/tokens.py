@@ -5,7 +5,8 @@ HMAC-SHA256 under the store's key (:meth:`Store.signing_key`) and a context stri
 kind, so a token of one kind never verifies as another. Pure: no I/O; the caller passes the key.
 
 Today: the unsubscribe token carried by ``List-Unsubscribe`` (the ``mailto:`` subject and the
-https URL) and read back from replies to the ``mailto:``.
+https URL) and read back from replies to the ``mailto:``; and the VERP token of the envelope
+sender (``LOCAL+TOKEN@DOMAIN``), which a bounce comes back to and which names the delivery.
 
 Example::
 
@@ -24,6 +25,7 @@ import hmac
 import re
 
 _UNSUBSCRIBE_CONTEXT = b"newsletter-kit unsubscribe v1\0"
+_VERP_CONTEXT = b"newsletter-kit verp v1\0"
 _SIGNATURE_BYTES = 16  # 128-bit HMAC-SHA256 prefix: unforgeable, and keeps the header short
 _MAX_TOKEN = 2000
 _TOKEN_IN_TEXT = re.compile(r"unsubscribe(?:%20|\s)+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)", re.IGNORECASE)
@@ -112,3 +114,84 @@ def find_unsubscribe_token(text: str) -> str | None:
     """
     match = _TOKEN_IN_TEXT.search(text or "")
     return match.group(1) if match else None
+
+
+# --- VERP: the envelope sender names the delivery -----------------------------------------------
+
+# Lowercase hex and digits only: some mail systems lowercase the address a bounce comes back to.
+# A 64-bit signature: guessing one takes 2**63 bounces on average.
+_VERP_SIGNATURE_BYTES = 8
+_VERP_TOKEN_RE = re.compile(r"([0-9]{1,15})\.([0-9a-f]{16})")
+#: The longest token (delivery ids below 10**15), so that LOCAL+TOKEN fits in 64 octets.
+VERP_TOKEN_MAX = 15 + 1 + 2 * _VERP_SIGNATURE_BYTES
+
+
+def _verp_signature(key: bytes, delivery_id: int) -> str:
+    return hmac.new(key, _VERP_CONTEXT + str(delivery_id).encode(), hashlib.sha256).hexdigest()[
+        : 2 * _VERP_SIGNATURE_BYTES]
+
+
+def verp_token(key: bytes, delivery_id: int) -> str:
+    """The VERP token of a delivery: its ledger id and a signature, e.g. ``'42.5c8b0d...'``.
+
+    Example::
+
+        >>> token = verp_token(b"k" * 32, 42)
+        >>> token.startswith("42."), verify_verp_token(b"k" * 32, token)
+        (True, 42)
+    """
+    return f"{int(delivery_id)}.{_verp_signature(key, int(delivery_id))}"
+
+
+def verify_verp_token(key: bytes, token: str | None) -> int | None:
+    """The delivery id of a genuine VERP token (any letter case); None when forged or garbled.
+
+    Example::
+
+        >>> verify_verp_token(b"k" * 32, "42.0000000000000000") is None
+        True
+    """
+    match = _VERP_TOKEN_RE.fullmatch((token or "").strip().lower())
+    if match is None:
+        return None
+    delivery_id = int(match.group(1))
+    if not hmac.compare_digest(match.group(2), _verp_signature(key, delivery_id)):
+        return None
+    return delivery_id
+
+
+def envelope_sender(bounce_address: str, key: bytes | None, delivery_id: int) -> str:
+    """MAIL FROM for one delivery: ``LOCAL+TOKEN@DOMAIN`` of the bounce address with VERP on
+    (``key`` given), else the bounce address itself.
+
+    Example::
+
+        >>> envelope_sender("bounces@example.org", None, 7)
+        'bounces@example.org'
+        >>> envelope_sender("bounces@example.org", b"k" * 32, 7).startswith("bounces+7.")
+        True
+    """
+    if key is None:
+        return bounce_address
+    local, _, domain = bounce_address.rpartition("@")
+    return f"{local}+{verp_token(key, delivery_id)}@{domain}"
+
+
+def check_verp_address(bounce_address: str) -> str:
+    """A bounce address VERP can extend: no ``+`` already, and room for the token in 64 octets.
+
+    Example::
+
+        >>> check_verp_address("bounces@example.org")
+        'bounces@example.org'
+    """
+    from .errors import ValidationError
+
+    local = bounce_address.rpartition("@")[0]
+    if "+" in local:
+        raise ValidationError(f"with VERP on, the bounce address {bounce_address!r} must not contain '+' "
+                              "(VERP adds +TOKEN to it)", "bounce_address")
+    if len(local) + 1 + VERP_TOKEN_MAX > 64:
+        raise ValidationError(f"with VERP on, the local part of the bounce address {bounce_address!r} must be at "
+                              f"most {64 - 1 - VERP_TOKEN_MAX} characters (VERP adds +TOKEN to it)", "bounce_address")
+    return bounce_address

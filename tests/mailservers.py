@@ -895,6 +895,8 @@ smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_reject_unlisted_recipient = no
 virtual_mailbox_domains = {domains}
 virtual_mailbox_maps = texthash:{mailbox_map}
+# LOCAL+DETAIL@ is LOCAL's mailbox (VERP bounce addresses); Dovecot's LMTP strips +DETAIL too.
+recipient_delimiter = +
 virtual_transport = lmtp:inet:127.0.0.1:{lmtp_port}
 # Nothing ever leaves this machine: every other domain bounces.
 default_transport = error:5.4.4 Host or domain name not found (test Postfix delivers nowhere)

@@ -53,7 +53,7 @@ def unsubscribes(store: Store) -> int:
 def test_tables_and_what_if_are_exposed(store: Store) -> None:
     configure(store, threshold=3)
     panel = BounceReviewPanel(store)
-    assert set(panel.tables) == {"by address", "by domain", "by campaign", "by status", "suppressions"}
+    assert set(panel.tables) == {"by address", "by domain", "by campaign", "by status", "suppressions", "unmatched"}
     assert panel.tables["by address"]["email"].tolist()[:1] == ["anna@a.example"]
     assert panel.tables["suppressions"]["email"].tolist() == ["dario@c.example"]
     assert "anna@a.example" in panel.tabs.children[0].value  # the tab shows the table
@@ -120,23 +120,30 @@ def test_apply_without_bounce_settings(store: Store) -> None:
 def test_fetch_from_a_local_folder(tmp_path: Path) -> None:
     store = open_store(tmp_path / "nk.db")
     configure(store, threshold=2)
+    add_campaign(store, 1, "nov")  # the send these bounces are about (unmatched ones do not count)
+    add_delivery(store, 1, 1, "gone@example.org", "sent", "2026-11-01T09:00:00+00:00")
+    add_delivery(store, 2, 1, "full@example.org", "sent", "2026-11-01T09:00:00+00:00")
+    store.conn.commit()
     folder = tmp_path / "bounces"
     folder.mkdir()
     for n, (rcpt, status) in enumerate([("gone@example.org", "5.1.1"), ("full@example.org", "4.2.2"),
                                         ("gone@example.org", "5.1.1")]):
         (folder / f"{n}.eml").write_bytes(postfix_dsn(rcpt, status=status, campaign="nov"))
+    # Never sent: kept in the "unmatched" tab, counted by nobody.
+    (folder / "forged.eml").write_bytes(postfix_dsn("never@example.org", campaign="nov"))
     panel = BounceReviewPanel(store, source_path=folder)
     assert panel.tables["by address"].empty
     panel.fetch_button.click()
-    assert panel.last_fetch.fetched == 3
-    assert "Fetched 3 new message(s)" in panel.message.value
+    assert panel.last_fetch.fetched == 4
+    assert "Fetched 4 new message(s)" in panel.message.value
+    assert panel.tables["unmatched"]["address"].tolist() == ["never@example.org"]
     # The saved threshold (2) was applied by the fetch itself.
     assert "gone@example.org" in panel.message.value and set(suppressed(store)) == {"gone@example.org"}
     by_address = panel.tables["by address"].set_index("email")
     assert by_address.loc["gone@example.org", "hard"] == 2 and by_address.loc["full@example.org", "soft"] == 1
     panel.fetch_button.click()  # idempotent: nothing new
     assert panel.last_fetch.fetched == 0
-    assert int(panel.tables["by address"]["total"].sum()) == 3
+    assert int(panel.tables["by address"]["total"].sum()) == 4
 
 
 def test_fetch_error_is_shown(store: Store) -> None:

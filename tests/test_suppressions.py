@@ -60,6 +60,21 @@ def _ledger(store: Store, campaign: str, rows: list[tuple[str, str, str | None]]
     return ids
 
 
+def _sent(store: Store, *emails: str, campaign: str = "nov") -> None:
+    """Ledger rows of a send of ``campaign`` (long ago) to ``emails``: what makes a bounce report
+    stamped with that campaign one of ours (issue 9: unmatched reports do not count)."""
+    long_ago = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=90)).replace(microsecond=0).isoformat()
+    now = now_iso()
+    with store.transaction():
+        store.conn.execute(
+            "INSERT OR IGNORE INTO campaigns (name, list_name, subject, html, status, created_at, updated_at)"
+            " VALUES (?, 'all', 's', '<p>h</p>', 'done', ?, ?)", (campaign, now, now))
+        cid = store.conn.execute("SELECT id FROM campaigns WHERE name = ?", (campaign,)).fetchone()[0]
+        store.conn.executemany(
+            "INSERT OR IGNORE INTO deliveries (campaign_id, email, state, created_at, updated_at, sent_at)"
+            " VALUES (?, ?, 'sent', ?, ?, ?)", [(cid, e, now, now, long_ago) for e in emails])
+
+
 # --- recording --------------------------------------------------------------------------------
 
 
@@ -82,6 +97,7 @@ def _fetch_raws(store: Store, settings: Any, tmp_path: Path, raws: list[bytes]) 
 
 def test_policy_bounces_count_only_with_count_policy(store: Store, tmp_path: Path) -> None:
     settings = _configure(store, threshold=2)
+    _sent(store, "p@example.org")
     raws = [postfix_dsn("p@example.org", status="5.7.1") for _ in range(2)]
     assert _fetch_raws(store, settings, tmp_path, raws).suppressed == []
     settings, _ = update_bounce_settings(store, count_policy=True)
@@ -90,6 +106,7 @@ def test_policy_bounces_count_only_with_count_policy(store: Store, tmp_path: Pat
 
 def test_stale_bounces_are_ignored(store: Store, tmp_path: Path) -> None:
     settings = _configure(store, threshold=2, stale_after_days=7)
+    _sent(store, "s@example.org")
     old = postfix_dsn("s@example.org", date=_days_ago(30))
     assert _fetch_raws(store, settings, tmp_path, [old]).suppressed == []
     assert _fetch_raws(store, settings, tmp_path, [postfix_dsn("s@example.org")]).suppressed == []
@@ -100,6 +117,7 @@ def test_stale_bounces_are_ignored(store: Store, tmp_path: Path) -> None:
 
 def test_a_later_successful_delivery_resets_the_count(store: Store, tmp_path: Path) -> None:
     settings = _configure(store, threshold=2, reset_on_success=True)
+    _sent(store, "r@example.org")
     _fetch_raws(store, settings, tmp_path, [postfix_dsn("r@example.org", date=_days_ago(3))])
     _ledger(store, "later", [("r@example.org", "<later@news>", now_iso())])  # accepted since
     assert nk.bounce_counts(store, reset_on_success=True) == {}
@@ -111,6 +129,7 @@ def test_a_later_successful_delivery_resets_the_count(store: Store, tmp_path: Pa
 
 def test_a_delivery_that_bounced_is_not_a_success(store: Store, tmp_path: Path) -> None:
     settings = _configure(store, threshold=2, reset_on_success=True)
+    _sent(store, "q@example.org")
     _fetch_raws(store, settings, tmp_path, [postfix_dsn("q@example.org", date=_days_ago(3))])
     _ledger(store, "later", [("q@example.org", "<q-later@news>", _days_ago_iso(2))])
     report = _fetch_raws(store, settings, tmp_path, [postfix_dsn("q@example.org", original_message_id="<q-later@news>")])
@@ -123,6 +142,7 @@ def _days_ago_iso(days: float) -> str:
 
 def test_suppressions_list_remove_and_the_audit_trail(store: Store, tmp_path: Path) -> None:
     settings = _configure(store, threshold=2)
+    _sent(store, "a@example.org")
     _fetch_raws(store, settings, tmp_path, [postfix_dsn("a@example.org", status="5.2.2") for _ in range(2)])
     [row] = nk.list_suppressions(store)
     assert row["address"] == "a@example.org" and row["bounces"] == 2 and row["reason"] == "threshold"
@@ -145,6 +165,7 @@ def test_suppressions_list_remove_and_the_audit_trail(store: Store, tmp_path: Pa
 
 def test_suppressed_is_never_unsubscribed(store: Store, tmp_path: Path) -> None:
     settings = _configure(store)
+    _sent(store, "b@example.org")
     _fetch_raws(store, settings, tmp_path, [postfix_dsn("b@example.org")])
     assert nk.suppress(store, "manual@example.org") is True
     assert {r["address"] for r in nk.list_suppressions(store)} == {"b@example.org", "manual@example.org"}
@@ -174,6 +195,7 @@ def test_smtp_rejections_count_as_bounces(store: Store) -> None:
 def test_counting_query_is_usable_from_pandas(store: Store, tmp_path: Path) -> None:
     pd = pytest.importorskip("pandas")
     settings = _configure(store, threshold=9)
+    _sent(store, "a@example.org", "b@example.org")
     _fetch_raws(store, settings, tmp_path, [postfix_dsn("a@example.org"), postfix_dsn("b@example.org", status="5.7.1")])
     sql, params = nk.counting_query(count_policy=True)
     frame = pd.read_sql(sql, store.conn, params=params)
@@ -185,6 +207,7 @@ def test_counting_query_is_usable_from_pandas(store: Store, tmp_path: Path) -> N
 
 def test_cli_fetch_from_files_and_suppressions(store: Store, tmp_path: Path, nk_db: Path) -> None:
     _configure(store, threshold=1)
+    _sent(store, "c@example.org", "d@example.org")
     folder = _write(tmp_path / "eml", [postfix_dsn("c@example.org"), postfix_dsn("d@example.org", delayed=True, status="4.4.1")])
     runner = CliRunner()
 
@@ -215,7 +238,8 @@ def test_one_threshold_policy_for_settings_counting_review_and_panel(store: Stor
     assert review.ThresholdPolicy is nk.ThresholdPolicy
     settings = _configure(store, threshold=2, count_policy=True, stale_after_days=30, reset_on_success=True)
     policy = settings.policy
-    assert policy == nk.ThresholdPolicy(2, count_policy=True, stale_after_days=30, reset_on_success=True)
+    assert policy == nk.ThresholdPolicy(2, count_policy=True, stale_after_days=30, reset_on_success=True,
+                                        count_unmatched=False)
     assert nk.ThresholdPolicy.from_store(store) == policy
     assert nk.ThresholdPolicy.from_store(store, threshold=5, stale_after_days=0) == policy.replace(
         threshold=5, stale_after_days=None)
@@ -224,6 +248,7 @@ def test_one_threshold_policy_for_settings_counting_review_and_panel(store: Stor
     # The keyword form and the policy form are one query.
     assert nk.counting_query(policy, now="2026-11-30T00:00:00+00:00") == nk.counting_query(
         count_policy=True, stale_after_days=30, reset_on_success=True, now="2026-11-30T00:00:00+00:00")
+    _sent(store, "p@example.org")
     _fetch_raws(store, settings, tmp_path, [postfix_dsn("p@example.org", status="5.7.1")] * 2)
     # A policy alone (no mailbox settings needed) decides like the settings that hold it.
     other = open_store(tmp_path / "other.db")

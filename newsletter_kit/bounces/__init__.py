@@ -18,7 +18,15 @@ import importlib
 
 from ..addresses import is_valid_address
 from .parse import parse_bounce, parse_bounce_file
-from .record import RECORDED_KINDS, find_delivery, record_report, record_smtp_rejection
+from .record import (
+    RECORDED_KINDS,
+    find_delivery,
+    list_bounces,
+    list_unmatched,
+    match_delivery,
+    record_report,
+    record_smtp_rejection,
+)
 from .report import (
     AUTOREPLY,
     BOUNCE_KINDS,
@@ -39,7 +47,8 @@ __all__ = [
     "AUTOREPLY", "BOUNCE_KINDS", "BounceKind", "BounceRecipient", "BounceReport", "COMPLAINT",
     "DELAYED", "HARD", "HUMAN", "OTHER", "POLICY", "SEVERITY", "SOFT", "is_valid_address",
     "parse_bounce", "parse_bounce_file",
-    "RECORDED_KINDS", "find_delivery", "record_report", "record_smtp_rejection",
+    "RECORDED_KINDS", "find_delivery", "list_bounces", "list_unmatched", "match_delivery", "record_report",
+    "record_smtp_rejection",
 ]
 
 # Names this module had before the threshold and the suppressions got their own module; resolved

@@ -10,11 +10,16 @@ from .report import BounceReport
 
 _BODY_MSGID_RE = re.compile(r"^[ \t>]*message-id:[ \t]*(<[\x21-\x3b\x3d\x3f-\x7e]{1,250}>)", re.IGNORECASE | re.MULTILINE)
 _BODY_CAMPAIGN_RE = re.compile(r"^[ \t>]*x-newsletter-campaign:[ \t]*([^\r\n]{1,200})", re.IGNORECASE | re.MULTILINE)
-_VERP_RE = re.compile(r"^bounces\+([A-Za-z0-9._=-]{1,200})@", re.IGNORECASE)
+# VERP: the envelope sender is LOCAL+TOKEN@DOMAIN (tokens.envelope_sender); a bounce comes back
+# to it.  The parser does not know LOCAL (no store here): any +TAG is a candidate, and one shaped
+# like our signed tokens is preferred; the recorder checks the signature.
+_VERP_RE = re.compile(r"^[A-Za-z0-9._=-]{1,64}\+([A-Za-z0-9._=-]{1,200})@", re.IGNORECASE)
+_VERP_SCAN_RE = re.compile(r"(?<![A-Za-z0-9.+_=-])[A-Za-z0-9._=-]{1,64}\+[A-Za-z0-9._=-]{1,200}@", re.IGNORECASE)
+_SIGNED_SHAPE_RE = re.compile(r"[0-9]{1,15}\.[0-9a-f]{16}", re.IGNORECASE)
 
 
 def verp_token(address: str | None) -> str | None:
-    """The token of a VERP envelope address ``bounces+TOKEN@domain``, or None.
+    """The token of a VERP envelope address ``LOCAL+TOKEN@domain``, or None.
 
     >>> verp_token("bounces+c12.r345@news.example.com")
     'c12.r345'
@@ -25,9 +30,6 @@ def verp_token(address: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-_VERP_SCAN_RE = re.compile(r"(?<![A-Za-z0-9.+_=-])bounces\+[A-Za-z0-9._=-]{1,200}@", re.IGNORECASE)
-
-
 def _find_verp(ctx: Context, original: Message | None) -> str | None:
     """The VERP token of the envelope address the report came back to (or our original's)."""
     sources: list[tuple[Message, tuple[str, ...]]] = [
@@ -35,14 +37,17 @@ def _find_verp(ctx: Context, original: Message | None) -> str | None:
     ]
     if original is not None:
         sources.append((original, ("Return-Path",)))
+    first = None
     for msg, names in sources:
         for name in names:
             for value in msg.get_all(name, []):
                 # A regex, not getaddresses(): several times faster, and this runs on every report.
-                found = _VERP_SCAN_RE.search(str(value))
-                if found:
-                    return verp_token(found.group(0))
-    return None
+                for found in _VERP_SCAN_RE.finditer(str(value)):
+                    token = verp_token(found.group(0))
+                    if token and _SIGNED_SHAPE_RE.fullmatch(token):
+                        return token
+                    first = first or token
+    return first
 
 
 def attach_original(ctx: Context, report: BounceReport) -> BounceReport:

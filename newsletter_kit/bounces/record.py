@@ -4,6 +4,14 @@ failed, delayed or complaining recipient, written by one helper.
 Two ways in: a parsed report from the bounce mailbox (:func:`record_report`), and a 5xx reply
 seen while sending (:func:`record_smtp_rejection`).  Rows are keyed by (report_key, email), so
 the same report seen twice is recorded once.
+
+A report's recipient matches a delivery we made when (first that applies) the report came back
+to a signed VERP envelope sender naming that delivery, or quotes our Message-ID of that
+delivery, or carries the campaign stamp of a campaign that was sent to that address; a 5xx
+seen while sending is ours by construction.  Anything else is recorded as ``unmatched``: kept
+and listed (:func:`list_unmatched`, ``bounces list --unmatched``), but counted toward the
+threshold only with ``settings bounce --count-unmatched``.  The address must be the delivery's
+own: a report quoting one recipient's message and naming another address matches nobody.
 """
 
 from __future__ import annotations
@@ -13,11 +21,13 @@ import datetime as _dt
 from ..settings import BounceSettings, load_bounce_settings
 from ..store import Store, now_iso
 from ..suppressions import apply_threshold
+from ..tokens import verify_verp_token
 from .classify import classify_failure, status_codes
 from .message import clean
 from .report import COMPLAINT, DELAYED, HARD, POLICY, SOFT, BounceRecipient, BounceReport
 
-__all__ = ["RECORDED_KINDS", "find_delivery", "record_report", "record_smtp_rejection"]
+__all__ = ["RECORDED_KINDS", "find_delivery", "list_bounces", "list_unmatched", "match_delivery", "record_report",
+           "record_smtp_rejection"]
 
 #: Recipients of these kinds get a bounces row; a success notice ("relayed") does not.
 RECORDED_KINDS = frozenset({HARD, SOFT, POLICY, DELAYED, COMPLAINT})
@@ -53,6 +63,62 @@ def find_delivery(store: Store, message_id: str | None) -> tuple[int, str, str] 
     ).fetchone()
 
 
+#: Delivery states whose recipient was (or may have been) sent the campaign.
+_SENT_STATES = ("sent", "unknown")
+
+
+def _delivery_by_id(store: Store, delivery_id: int) -> tuple[int, str, str] | None:
+    return store.conn.execute(
+        "SELECT d.id, c.name, d.email FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id WHERE d.id = ?",
+        (delivery_id,),
+    ).fetchone()
+
+
+def _sent_in_campaign(store: Store, campaign: str, email: str) -> int | None:
+    row = store.conn.execute(
+        "SELECT d.id FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id"
+        f" WHERE c.name = ? AND d.email = ? AND d.state IN ({', '.join('?' * len(_SENT_STATES))}) LIMIT 1",
+        (campaign, email, *_SENT_STATES),
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+class _Matcher:
+    """What a report says about which delivery it is about, looked up once per report."""
+
+    def __init__(self, store: Store, report: BounceReport):
+        self.store = store
+        self.by_verp: tuple[int, str, str] | None = None
+        if report.verp_token:
+            delivery_id = verify_verp_token(store.signing_key(), report.verp_token)
+            self.by_verp = _delivery_by_id(store, delivery_id) if delivery_id is not None else None
+        self.by_message_id = find_delivery(store, report.message_id)
+        self.campaign = self.by_message_id[1] if self.by_message_id else report.campaign
+
+    def match(self, address: str) -> tuple[int, str, str] | None:
+        """(delivery id, campaign name, how it matched) of ``address``'s delivery, or None."""
+        for found, how in ((self.by_verp, "verp"), (self.by_message_id, "message_id")):
+            if found is not None and found[2] == address:
+                return found[0], found[1], how
+        if self.campaign:
+            delivery_id = _sent_in_campaign(self.store, self.campaign, address)
+            if delivery_id is not None:
+                return delivery_id, self.campaign, "campaign"
+        return None
+
+
+def match_delivery(store: Store, report: BounceReport, address: str) -> tuple[int, str, str] | None:
+    """The delivery we made that ``report``'s recipient ``address`` is about, as
+    (delivery id, campaign name, how it matched: verp | message_id | campaign); None when the
+    report matches no delivery of ours (then it is recorded as unmatched).
+
+    >>> from newsletter_kit.store import open_store
+    >>> match_delivery(open_store(":memory:"), BounceReport(True, HARD), "a@example.org") is None
+    True
+    """
+    return _Matcher(store, report).match(address)
+
+
 def _insert_bounce(
     store: Store,
     rcpt: BounceRecipient,
@@ -63,17 +129,20 @@ def _insert_bounce(
     source: str,
     bounced_at: str,
     recorded_at: str,
+    matched_by: str | None,
     original_message_id: str | None = None,
     mailbox_message_id: int | None = None,
 ) -> bool:
-    """The one ``INSERT INTO bounces``; False when (report_key, address) was recorded before."""
+    """The one ``INSERT INTO bounces``; False when (report_key, address) was recorded before.
+    ``matched_by`` None records the bounce as unmatched."""
     cursor = store.conn.execute(
         "INSERT OR IGNORE INTO bounces (email, kind, status, action, diagnostic, remote_mta, campaign,"
-        " delivery_id, original_message_id, mailbox_message_id, report_key, source, bounced_at, recorded_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " delivery_id, original_message_id, mailbox_message_id, report_key, source, bounced_at, recorded_at,"
+        " matched_by, unmatched)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (rcpt.address, str(rcpt.kind.value), rcpt.status, rcpt.action, rcpt.diagnostic, rcpt.remote_mta,
          campaign, delivery_id, original_message_id, mailbox_message_id, report_key, source,
-         bounced_at, recorded_at),
+         bounced_at, recorded_at, matched_by, int(matched_by is None)),
     )
     return bool(cursor.rowcount)
 
@@ -90,8 +159,9 @@ def record_report(
     """Insert one ``bounces`` row per failed, delayed or complaining recipient of ``report``;
     returns the addresses newly recorded.
 
-    The campaign and delivery come from the ledger (by our original's Message-ID), else from
-    the report's ``X-Newsletter-Campaign``.  A (report_key, address) already recorded is skipped.
+    Each recipient is matched to the delivery it is about (:func:`match_delivery`); the campaign
+    comes from that delivery, else from the report's ``X-Newsletter-Campaign``.  A recipient that
+    matches none is recorded as unmatched.  A (report_key, address) already recorded is skipped.
 
     >>> record_report(store, parse_bounce(raw), report_key="<r1@mx>", source="file")  # doctest: +SKIP
     ['mario.rossi@example.it']
@@ -99,16 +169,15 @@ def record_report(
     recipients = [r for r in report.recipients if r.kind in RECORDED_KINDS]
     if not recipients:
         return []
-    delivery = find_delivery(store, report.message_id)
-    campaign = delivery[1] if delivery else report.campaign
+    matcher = _Matcher(store, report)
     bounced_at = _utc_iso(report.date) or _utc_iso(received_at) or now_iso()
     recorded_at = now_iso()
-    single = len(recipients) == 1
     added: list[str] = []
     for rcpt in recipients:
-        delivery_id = delivery[0] if delivery and (single or delivery[2] == rcpt.address) else None
+        found = matcher.match(rcpt.address)
+        delivery_id, campaign, how = found if found else (None, matcher.campaign, None)
         if _insert_bounce(store, rcpt, campaign=campaign, delivery_id=delivery_id, report_key=report_key,
-                          source=source, bounced_at=bounced_at, recorded_at=recorded_at,
+                          source=source, bounced_at=bounced_at, recorded_at=recorded_at, matched_by=how,
                           original_message_id=report.message_id, mailbox_message_id=mailbox_message_id):
             added.append(rcpt.address)
     return added
@@ -144,9 +213,55 @@ def record_smtp_rejection(
     rcpt = BounceRecipient(address, kind, stated, "failed", clean(reply or "", 1000) or None)
     at = now_iso()
     with store.transaction():
+        # A refusal seen while sending is ours by construction: it always matches.
         added = _insert_bounce(store, rcpt, campaign=campaign, delivery_id=delivery_id, report_key=key,
-                               source="smtp", bounced_at=at, recorded_at=at)
+                               source="smtp", bounced_at=at, recorded_at=at, matched_by="smtp")
         settings = settings if settings is not None else load_bounce_settings(store)
         if not added or settings is None:
             return []
         return apply_threshold(store, settings, [address])
+
+
+#: The keys of :func:`list_bounces` rows, in order.
+_LIST_KEYS = ("id", "address", "kind", "status", "diagnostic", "campaign", "original_message_id", "source",
+              "bounced_at", "recorded_at", "matched_by", "matched")
+_LIST_COLUMNS = ("id", "email", "kind", "status", "diagnostic", "campaign", "original_message_id", "source",
+                 "bounced_at", "recorded_at", "matched_by", "unmatched")
+
+
+def list_bounces(store: Store, *, unmatched: bool = False, limit: int | None = None) -> list[dict[str, object]]:
+    """Recorded bounces, newest first, as ``bounces list --json`` prints them; with ``unmatched``
+    only those that match no delivery we made.
+
+    Keys: id, address, kind, status, diagnostic, campaign, original_message_id, source,
+    bounced_at, recorded_at, matched_by (verp | message_id | campaign | smtp, None when
+    unmatched), matched (bool).
+
+    >>> from newsletter_kit.store import open_store
+    >>> list_bounces(open_store(":memory:"), unmatched=True)
+    []
+    """
+    where = " WHERE unmatched = 1" if unmatched else ""
+    sql = f"SELECT {', '.join(_LIST_COLUMNS)} FROM bounces{where} ORDER BY bounced_at DESC, id DESC"
+    params: list[object] = []
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    rows = []
+    for row in store.conn.execute(sql, params):
+        item = dict(zip(_LIST_COLUMNS, row))
+        item["address"] = item.pop("email")
+        item["matched"] = not item.pop("unmatched")
+        rows.append({k: item[k] for k in _LIST_KEYS})
+    return rows
+
+
+def list_unmatched(store: Store, limit: int | None = None) -> list[dict[str, object]]:
+    """The recorded bounces that match no delivery we made (forged or unrelated reports), newest
+    first: they count toward the threshold only with ``settings bounce --count-unmatched``.
+
+    >>> from newsletter_kit.store import open_store
+    >>> list_unmatched(open_store(":memory:"))
+    []
+    """
+    return list_bounces(store, unmatched=True, limit=limit)

@@ -4,7 +4,8 @@
   ``source_path``) through :func:`newsletter_kit.ingest.fetch_bounces`, which also applies the
   saved threshold, then refreshes everything below.
 - **Tabs** show the review tables (:mod:`newsletter_kit.review`): by address, by domain, by
-  campaign, by status, suppressions. The DataFrames are in ``panel.tables``.
+  campaign, by status, suppressions, and the unmatched reports (they match no delivery we made,
+  so they do not count unless the bounce settings say so). The DataFrames are in ``panel.tables``.
 - **Threshold** slider: how many addresses that threshold would suppress and which of them are
   not suppressed yet (the what-if, live; the whole table is ``panel.what_if``).
 - **Suppress** applies the slider's threshold to exactly the addresses listed (bounces that
@@ -43,6 +44,7 @@ TABLES = {
     "by campaign": review.campaign_summary,
     "by status": review.bounces_by_status,
     "suppressions": review.suppression_table,
+    "unmatched": review.unmatched_bounces,  # reports of no delivery of ours: not counted
 }
 #: Rows shown per tab (the DataFrame in ``panel.tables`` has them all).
 SHOWN_ROWS = 200

@@ -1,0 +1,201 @@
+"""A bounce counts only when it matches a delivery we made (issue 9, finding 7), on real servers:
+Dovecot holds the reports, Postfix makes the real bounces, VERP goes through Postfix end to end.
+
+Matching: our Message-ID of that very address, the campaign stamp plus an address that was sent
+that campaign, or a signed VERP token of that address's delivery; a 5xx at RCPT is ours by
+construction.  Everything else is recorded as unmatched: listed, not counted (unless
+``settings bounce --count-unmatched``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter_kit import review, tokens
+from newsletter_kit.bounces import list_unmatched, parse_bounce, record_report
+from newsletter_kit.cli import cli
+from newsletter_kit.mailbox import fetch_bounces
+from newsletter_kit.settings import update_bounce_settings, update_smtp_settings
+from newsletter_kit.store import Store, now_iso, open_store
+from newsletter_kit.suppressions import apply_threshold, bounce_counts, list_suppressions
+from tests import mailservers
+from tests.dsn import postfix_dsn
+
+
+def _ledger(store: Store, campaign: str, emails: list[str]) -> dict[str, tuple[int, str]]:
+    """A campaign sent to ``emails``: {email: (delivery id, message id)}."""
+    now = now_iso()
+    with store.transaction():
+        cid = store.conn.execute(
+            "INSERT INTO campaigns (name, list_name, subject, html, status, created_at, updated_at)"
+            " VALUES (?, 'all', 's', '<p>h</p>', 'done', ?, ?)", (campaign, now, now)).lastrowid
+        rows = {}
+        for email in emails:
+            mid = f"<nk.{uuid.uuid4().hex}@news.example.org>"
+            did = store.conn.execute(
+                "INSERT INTO deliveries (campaign_id, email, state, message_id, created_at, updated_at, sent_at)"
+                " VALUES (?, ?, 'sent', ?, ?, ?, ?)", (cid, email, mid, now, now, now)).lastrowid
+            rows[email] = (int(did), mid)
+    return rows
+
+
+def _to_verp(raw: bytes, bounce_address: str, token: str) -> bytes:
+    """The report as if it came back to the VERP envelope sender LOCAL+TOKEN@DOMAIN."""
+    local, _, domain = bounce_address.partition("@")
+    return raw.replace(f"To: {bounce_address}".encode(), f"To: {local}+{token}@{domain}".encode()).replace(
+        f"Delivered-To: {bounce_address}".encode(), f"Delivered-To: {local}+{token}@{domain}".encode())
+
+
+def test_300_made_up_reports_for_addresses_never_sent_suppress_nobody(
+    dovecot: mailservers.Dovecot, mailbox_user: Any, nk_db: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bounces, password = mailbox_user(prefix="bounces")
+    monkeypatch.setenv("NK_TEST_MATCH_PW", password)
+    store = open_store(nk_db)
+    update_bounce_settings(store, host="localhost", port=dovecot.imap_port, user=bounces, threshold=1,
+                           password_ref="env:NK_TEST_MATCH_PW", ca_file=dovecot.ca_file)
+    real = _ledger(store, "nov", [f"reader{i}@example.org" for i in range(5)])
+    key = store.signing_key()
+    (first, (first_id, first_mid)), (second, _) = list(real.items())[:2]
+    forged: list[bytes] = []
+    for i in range(300):
+        victim = f"made-up-{i}-{uuid.uuid4().hex[:6]}@example.net"
+        variant = i % 6
+        if variant == 0:    # a never-sent address, no stamp of ours at all
+            raw = postfix_dsn(victim, campaign=None, sender=bounces)
+        elif variant == 1:  # our campaign stamp, but the campaign was never sent to that address
+            raw = postfix_dsn(victim, campaign="nov", sender=bounces)
+        elif variant == 2:  # a campaign that does not exist
+            raw = postfix_dsn(victim, campaign="black-friday", sender=bounces)
+        elif variant == 3:  # a real Message-ID of ours, naming someone else
+            raw = postfix_dsn(victim, original_message_id=first_mid, campaign="nov", sender=bounces)
+        elif variant == 4:  # a forged VERP token
+            raw = _to_verp(postfix_dsn(victim, campaign=None, sender=bounces), bounces, f"{first_id}.{'0' * 16}")
+        else:               # a genuine VERP token of another address's delivery
+            raw = _to_verp(postfix_dsn(victim, campaign=None, sender=bounces), bounces,
+                           tokens.verp_token(key, first_id))
+        forged.append(raw)
+    dovecot.append_many(bounces, "INBOX", forged)
+
+    report = fetch_bounces(store)
+
+    assert report.fetched == 300 and report.bounces == {"hard": 300}
+    assert report.suppressed == [] and list_suppressions(store) == []
+    assert bounce_counts(store) == {}
+    assert review.threshold_what_if(store, 3)["would_suppress"].tolist() == [0, 0, 0]
+    # Kept and visible: the command line, the review.
+    result = CliRunner().invoke(cli, ["--db", str(nk_db), "bounces", "list", "--unmatched", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    assert len(listed) == 300 and not any(row["matched"] for row in listed)
+    assert first not in {row["address"] for row in listed} and second not in {row["address"] for row in listed}
+    assert len(review.unmatched_bounces(store)) == 300
+    # Counted only when the settings say so; the what-if follows the same rule.
+    assert review.threshold_what_if(store, 1, count_unmatched=True)["would_suppress"].tolist() == [300]
+    result = CliRunner().invoke(cli, ["--db", str(nk_db), "settings", "bounce", "--count-unmatched"])
+    assert result.exit_code == 0, result.output
+    store = open_store(nk_db)
+    assert len(apply_threshold(store)) == 300
+
+
+def test_reports_that_match_our_deliveries_count(nk_db: Path, tmp_path: Path) -> None:
+    store = open_store(nk_db)
+    update_bounce_settings(store, host="imap.example.org", port=993, tls="ssl", user="bounces@example.org",
+                           password_ref="env:NK_UNUSED", threshold=1)
+    sent = _ledger(store, "nov", ["by-id@example.org", "by-stamp@example.org", "by-verp@example.org"])
+    key = store.signing_key()
+    raws = {
+        "by-id@example.org": postfix_dsn("by-id@example.org", campaign=None,
+                                         original_message_id=sent["by-id@example.org"][1]),
+        "by-stamp@example.org": postfix_dsn("by-stamp@example.org", campaign="nov"),
+        # VERP needs nothing quoted: a report that strips the original still names the delivery.
+        "by-verp@example.org": _to_verp(postfix_dsn("by-verp@example.org", campaign=None).split(
+            b"Content-Description: Undelivered Message")[0], "bounces@example.org",
+            tokens.verp_token(key, sent["by-verp@example.org"][0]).upper()),
+    }
+    how = {}
+    for address, raw in raws.items():
+        report = parse_bounce(raw)
+        with store.transaction():
+            assert record_report(store, report, report_key=address, source="file") == [address]
+        how[address] = store.conn.execute("SELECT matched_by, delivery_id, unmatched FROM bounces WHERE email = ?",
+                                          (address,)).fetchone()
+    assert how == {"by-id@example.org": ("message_id", sent["by-id@example.org"][0], 0),
+                   "by-stamp@example.org": ("campaign", sent["by-stamp@example.org"][0], 0),
+                   "by-verp@example.org": ("verp", sent["by-verp@example.org"][0], 0)}
+    assert apply_threshold(store) == sorted(raws)
+    assert list_unmatched(store) == []
+
+
+def _configure_send(store: Store, postfix: mailservers.Postfix, dovecot: mailservers.Dovecot, sender: str,
+                    port: int | None = None) -> None:
+    update_smtp_settings(store, host="127.0.0.1", port=port or postfix.port, tls="none", auth=False,
+                         daily_limit=100, from_addr=sender)
+    update_bounce_settings(store, host="localhost", port=dovecot.imap_port, user=sender, threshold=1,
+                           password_ref="env:NK_TEST_VERP_PW", ca_file=dovecot.ca_file)
+
+
+def test_verp_end_to_end_through_postfix(
+    dovecot: mailservers.Dovecot, postfix: mailservers.Postfix, mailbox_user: Any, nk_db: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from newsletter_kit.audience import add_contacts
+    from newsletter_kit.campaigns import create_campaign, send_campaign
+
+    sender, password = mailbox_user(prefix="bounces")
+    ok, ok_password = mailbox_user(prefix="reader")
+    unknown = f"nobody-{uuid.uuid4().hex[:8]}@example.org"
+    fault = f"gone-{uuid.uuid4().hex[:8]}@{mailservers.FAULT_HARD_DOMAIN}"
+    monkeypatch.setenv("NK_TEST_VERP_PW", password)
+    store = open_store(nk_db)
+    _configure_send(store, postfix, dovecot, sender)
+    result = CliRunner().invoke(cli, ["--db", str(nk_db), "settings", "bounce", "--verp"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(CliRunner().invoke(cli, ["--db", str(nk_db), "settings", "show", "--json"]).stdout)[
+        "bounce"]["verp"] is True
+    add_contacts(store, [{"email": a} for a in (ok, unknown, fault)])
+    create_campaign(store, "nov", "all", "November news", "<p>Hello</p>")
+
+    assert send_campaign(store, "nov").sent == 3
+    postfix.wait_for_messages(sender, 2, timeout=60)
+
+    # The envelope sender was LOCAL+TOKEN@DOMAIN, signed, per delivery: the reader's copy says so.
+    [delivered] = dovecot.read_messages(ok)
+    ids = dict(store.conn.execute("SELECT email, id FROM deliveries").fetchall())
+    local, _, domain = sender.partition("@")
+    return_path = re.search(rb"^Return-Path: <([^>]+)>", delivered, re.MULTILINE).group(1).decode()
+    assert return_path == f"{local}+{tokens.verp_token(store.signing_key(), ids[ok])}@{domain}"
+    # The List-Unsubscribe mailto stays the plain bounce address.
+    assert f"mailto:{sender}?".encode() in delivered
+
+    report = fetch_bounces(store)
+    assert report.suppressed == sorted([unknown, fault])
+    rows = store.conn.execute("SELECT email, matched_by, delivery_id FROM bounces ORDER BY email").fetchall()
+    assert rows == sorted([(unknown, "verp", ids[unknown]), (fault, "verp", ids[fault])])
+
+
+def test_a_5xx_at_rcpt_is_ours_by_construction(
+    dovecot: mailservers.Dovecot, postfix: mailservers.Postfix, mailbox_user: Any, nk_db: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from newsletter_kit.audience import add_contacts
+    from newsletter_kit.campaigns import create_campaign, send_campaign
+
+    sender, password = mailbox_user(prefix="bounces")
+    monkeypatch.setenv("NK_TEST_VERP_PW", password)
+    unknown = f"nobody-{uuid.uuid4().hex[:8]}@example.org"
+    store = open_store(nk_db)
+    _configure_send(store, postfix, dovecot, sender, port=postfix.reject_port)
+    add_contacts(store, [{"email": unknown}])
+    create_campaign(store, "nov", "all", "November news", "<p>Hello</p>")
+    report = send_campaign(store, "nov")
+    assert report.failed == 1
+    assert store.conn.execute("SELECT email, matched_by, unmatched FROM bounces").fetchall() == [(unknown, "smtp", 0)]
+    assert [s["address"] for s in list_suppressions(store)] == [unknown]
