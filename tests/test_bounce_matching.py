@@ -199,3 +199,55 @@ def test_a_5xx_at_rcpt_is_ours_by_construction(
     assert report.failed == 1
     assert store.conn.execute("SELECT email, matched_by, unmatched FROM bounces").fetchall() == [(unknown, "smtp", 0)]
     assert [s["address"] for s in list_suppressions(store)] == [unknown]
+
+
+def test_a_store_from_before_the_rule_is_judged_by_it(tmp_path: Path) -> None:
+    """Migration 2: rows recorded under the old rule are matched by what the ledger can tell."""
+    path = tmp_path / "old.db"
+    store = open_store(path)
+    sent = _ledger(store, "nov", ["id@example.org", "stamp@example.org", "other@example.org"])
+    rows = [  # email, campaign, delivery_id, source
+        ("id@example.org", "nov", sent["id@example.org"][0], "imap"),
+        ("stamp@example.org", "nov", None, "imap"),
+        ("forged@example.org", "nov", None, "imap"),                           # never sent
+        ("named@example.org", "nov", sent["other@example.org"][0], "imap"),    # someone else's delivery
+        ("rcpt@example.org", "nov", None, "smtp"),
+    ]
+    with store.transaction():
+        for n, (email, campaign, delivery, source) in enumerate(rows):
+            store.conn.execute(
+                "INSERT INTO bounces (email, kind, campaign, delivery_id, report_key, source, bounced_at, recorded_at)"
+                " VALUES (?, 'hard', ?, ?, ?, ?, ?, ?)", (email, campaign, delivery, f"r{n}", source, now_iso(), now_iso()))
+    store.conn.execute("ALTER TABLE bounces DROP COLUMN matched_by")
+    store.conn.execute("ALTER TABLE bounces DROP COLUMN unmatched")
+    store.conn.execute("PRAGMA user_version = 1")
+    store.close()
+
+    store = open_store(path)
+    judged = dict(store.conn.execute("SELECT email, coalesce(matched_by, 'unmatched') FROM bounces").fetchall())
+    assert judged == {"id@example.org": "message_id", "stamp@example.org": "campaign",
+                      "forged@example.org": "unmatched", "named@example.org": "unmatched", "rcpt@example.org": "smtp"}
+    assert sorted(bounce_counts(store)) == ["id@example.org", "rcpt@example.org", "stamp@example.org"]
+
+
+@pytest.mark.parametrize("address, problem", [
+    ("bounces+list@example.org", "must not contain '+'"),
+    ("b" * 40 + "@example.org", "at most 31 characters"),
+])
+def test_verp_needs_a_bounce_address_it_can_extend(nk_db: Path, address: str, problem: str) -> None:
+    result = CliRunner().invoke(cli, ["--db", str(nk_db), "settings", "bounce", "--host", "imap.example.org",
+                                      "--port", "993", "--tls", "ssl", "--user", address, "--password-env", "X",
+                                      "--threshold", "1", "--verp"])
+    assert result.exit_code != 0 and problem in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_verp_tokens_are_signed_per_delivery() -> None:
+    key, other = b"k" * 32, b"o" * 32
+    token = tokens.verp_token(key, 1234)
+    assert tokens.verify_verp_token(key, token) == 1234
+    assert tokens.verify_verp_token(key, token.upper()) == 1234  # a mail system may change the case
+    assert tokens.verify_verp_token(other, token) is None
+    assert tokens.verify_verp_token(key, token.replace("1234.", "1235.")) is None
+    assert tokens.verify_verp_token(key, "1234") is None and tokens.verify_verp_token(key, None) is None
+    sender = tokens.envelope_sender("bounces@example.org", key, 1234)
+    assert sender == f"bounces+{token}@example.org" and len(sender.partition("@")[0]) <= 64
