@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from newsletter_kit import review, tokens
 from newsletter_kit.bounces import list_unmatched, parse_bounce, record_report
 from newsletter_kit.cli import cli
-from newsletter_kit.mailbox import fetch_bounces
+from newsletter_kit.ingest import fetch_bounces
 from newsletter_kit.settings import update_bounce_settings, update_smtp_settings
 from newsletter_kit.store import Store, now_iso, open_store
 from newsletter_kit.suppressions import apply_threshold, bounce_counts, list_suppressions

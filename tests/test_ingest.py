@@ -16,7 +16,7 @@ from newsletter_kit.errors import MailboxError, ValidationError
 from newsletter_kit.ingest import fetch_bounces
 from newsletter_kit.settings import update_bounce_settings
 from newsletter_kit.store import Store, open_store
-from tests.dsn import postfix_dsn
+from tests.dsn import postfix_dsn, sent_to
 
 
 @pytest.fixture
@@ -43,6 +43,7 @@ def _write(directory: Path, raws: list[bytes]) -> Path:
 
 def test_a_directory_of_eml_files_is_recorded_once(store: Store, tmp_path: Path) -> None:
     settings = _configure(store, threshold=1)
+    sent_to(store, "gone@example.org", "full@example.org", "spam@example.org", "slow@example.org")
     raws = [
         postfix_dsn("gone@example.org", status="5.1.1", campaign="nov"),
         postfix_dsn("full@example.org", status="5.2.2", campaign="nov"),
@@ -72,6 +73,7 @@ def test_a_directory_of_eml_files_is_recorded_once(store: Store, tmp_path: Path)
 
 def test_an_mbox_file_and_the_same_reports_from_another_source_count_once(store: Store, tmp_path: Path) -> None:
     settings = _configure(store, threshold=2)
+    sent_to(store, *(f"u{i}@example.org" for i in range(3)))
     raws = [postfix_dsn(f"u{i}@example.org", status="5.1.1") for i in range(3)]
     box = mailbox.mbox(str(tmp_path / "bounces.mbox"))
     for raw in raws:
@@ -107,6 +109,7 @@ def test_a_report_without_message_id_is_keyed_by_its_content(store: Store, tmp_p
 
 def test_a_single_eml_file_and_a_missing_path(store: Store, tmp_path: Path) -> None:
     settings = _configure(store)
+    sent_to(store, "one@example.org")
     path = tmp_path / "one.eml"
     path.write_bytes(postfix_dsn("one@example.org"))
     assert fetch_bounces(store, settings, source_path=path).suppressed == ["one@example.org"]

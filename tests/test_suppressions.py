@@ -20,6 +20,7 @@ from newsletter_kit.ingest import fetch_bounces
 from newsletter_kit.settings import update_bounce_settings
 from newsletter_kit.store import Store, now_iso, open_store
 from tests.dsn import postfix_dsn
+from tests.dsn import sent_to as _sent
 
 
 @pytest.fixture
@@ -58,21 +59,6 @@ def _ledger(store: Store, campaign: str, rows: list[tuple[str, str, str | None]]
                 "INSERT INTO deliveries (campaign_id, email, state, message_id, created_at, updated_at, sent_at)"
                 " VALUES (?, ?, 'sent', ?, ?, ?, ?)", (cid, email_, message_id, now, now, sent_at)).lastrowid
     return ids
-
-
-def _sent(store: Store, *emails: str, campaign: str = "nov") -> None:
-    """Ledger rows of a send of ``campaign`` (long ago) to ``emails``: what makes a bounce report
-    stamped with that campaign one of ours (issue 9: unmatched reports do not count)."""
-    long_ago = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=90)).replace(microsecond=0).isoformat()
-    now = now_iso()
-    with store.transaction():
-        store.conn.execute(
-            "INSERT OR IGNORE INTO campaigns (name, list_name, subject, html, status, created_at, updated_at)"
-            " VALUES (?, 'all', 's', '<p>h</p>', 'done', ?, ?)", (campaign, now, now))
-        cid = store.conn.execute("SELECT id FROM campaigns WHERE name = ?", (campaign,)).fetchone()[0]
-        store.conn.executemany(
-            "INSERT OR IGNORE INTO deliveries (campaign_id, email, state, created_at, updated_at, sent_at)"
-            " VALUES (?, ?, 'sent', ?, ?, ?)", [(cid, e, now, now, long_ago) for e in emails])
 
 
 # --- recording --------------------------------------------------------------------------------
