@@ -56,6 +56,7 @@ REVIEW_TABLES: dict[str, dict[str, Any]] = {
     "suppression_table": {},
     "threshold_counts": {},
     "threshold_what_if": {},
+    "unmatched_bounces": {},
 }
 
 _BATCH_ROWS = 50_000
