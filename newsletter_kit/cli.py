@@ -551,7 +551,7 @@ def bounces_fetch(store: Store, source: Path | None, as_json: bool) -> None:
               help="Only reports that match no delivery we made (not counted unless --count-unmatched).")
 @click.option("--limit", type=int, default=None, metavar="N", help="At most N, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON list on stdout.")
-@pass_store
+@pass_existing_store
 def bounces_list(store: Store, unmatched: bool, limit: int | None, as_json: bool) -> None:
     """List recorded bounces, newest first; --unmatched: those that match no delivery we made."""
     from .bounces.record import list_bounces
