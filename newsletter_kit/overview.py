@@ -45,26 +45,42 @@ def store_overview(store: Store, *, now: dt.datetime | None = None) -> dict[str,
         >>> store_overview(open_store(":memory:"))["last_bounce_fetch"] is None
         True
     """
-    from . import campaigns, quota  # the send path's own counts and forecast rule
+    return _with_quota(store, _store_counts(store), now)
 
-    smtp = load_smtp_settings(store)
-    today = quota.quota_status(store, smtp, now=now, reclaim=False) if smtp else None
+
+def _store_counts(store: Store) -> dict[str, Any]:
+    """What depends on the store's data alone (not on the time): what the poll may cache."""
+    from . import campaigns
+
     rows = store.conn.execute(
         "SELECT id, name, list_name, status FROM campaigns ORDER BY created_at DESC, id DESC").fetchall()
-    items = []
-    for cid, name, list_name, status in rows:
-        counts = _ledger_counts(store, cid) if status == "done" else campaigns.campaign_status(store, name)
-        finish = quota.forecast_date(today, counts["pending"]) if today and counts["pending"] else None
-        items.append({"name": name, "list": list_name, "status": status, **counts,
-                      "forecast_finish": finish.isoformat() if finish else None})
+    items = [{"name": name, "list": list_name, "status": status,
+              **(_ledger_counts(store, cid) if status == "done" else campaigns.campaign_status(store, name))}
+             for cid, name, list_name, status in rows]
     return {
-        "quota": None if today is None else {**today.to_dict(), "reserved": today.reserved,
-                                            "day": today.day.isoformat()},
         "campaigns": items,
         "last_bounce_fetch": store.conn.execute(
             "SELECT max(t) FROM (SELECT max(updated_at) AS t FROM mailbox_state"
             " UNION ALL SELECT max(processed_at) FROM mailbox_messages)").fetchone()[0],
         "suppressed": store.conn.execute("SELECT count(*) FROM suppressions").fetchone()[0],
+    }
+
+
+def _with_quota(store: Store, counts: dict[str, Any], now: dt.datetime | None) -> dict[str, Any]:
+    """Today's quota (it changes at midnight with no write) and each campaign's finish day."""
+    from . import quota  # the send path's own forecast rule
+
+    smtp = load_smtp_settings(store)
+    today = quota.quota_status(store, smtp, now=now, reclaim=False) if smtp else None
+    items = []
+    for item in counts["campaigns"]:
+        finish = quota.forecast_date(today, item["pending"]) if today and item["pending"] else None
+        items.append({**item, "forecast_finish": finish.isoformat() if finish else None})
+    return {
+        "quota": None if today is None else {**today.to_dict(), "reserved": today.reserved,
+                                            "day": today.day.isoformat()},
+        **counts,
+        "campaigns": items,
     }
 
 
@@ -114,17 +130,39 @@ def overview_of_path(path: str | os.PathLike[str] | None = None, *, root: str | 
     if version != SCHEMA_VERSION:
         return {**answer, "error": f"the store {target} has schema version {version}, this newsletter_kit "
                                    f"reads version {SCHEMA_VERSION}: open it once with `newsletter-kit init`"}
+    signature = _signature(target)
     try:
         store = open_store(target)
     except (NewsletterKitError, sqlite3.Error) as exc:
         return {**answer, "error": str(exc)}
     try:
-        answer.update(store_overview(store, now=now))
+        cached = _CACHE.get(answer["store"])
+        counts = cached[1] if cached and cached[0] == signature else _store_counts(store)
+        _CACHE[answer["store"]] = (signature, counts)
+        answer.update(_with_quota(store, counts, now))
     except (NewsletterKitError, sqlite3.Error) as exc:  # e.g. locked past the busy timeout
         answer["error"] = f"cannot read the store {target}: {exc}"
     finally:
         store.close()
     return answer
+
+
+#: store path → (file signature, _store_counts): a poll of an unchanged store reads only the quota.
+_CACHE: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}
+
+
+def _signature(path: Path) -> tuple[int, ...]:
+    """Changes with every commit: SQLite writes the -wal file (or, after a checkpoint, the file
+    itself). An empty -wal holds nothing: opening and closing a store makes and removes one."""
+    parts: list[int] = []
+    for name in (str(path), f"{path}-wal"):
+        try:
+            st = os.stat(name)
+        except FileNotFoundError:
+            parts += [0, 0, 0]
+        else:
+            parts += [st.st_ino, st.st_mtime_ns, st.st_size] if st.st_size else [0, 0, 0]
+    return tuple(parts)
 
 
 def _schema_version(path: Path) -> int:

@@ -295,3 +295,26 @@ def test_overview_never_creates_or_migrates_a_store(tmp_path: Path):
                                f"reads version {SCHEMA_VERSION}: open it once with `newsletter-kit init`")
     relative = overview_of_path(Path("data") / "newsletter.db", root=tmp_path)
     assert relative["store"] == str(tmp_path / "data" / "newsletter.db")
+
+
+def test_overview_sees_every_commit_of_a_process_that_keeps_the_store_open(nk_db: Path):
+    """The poll caches what only the data decides; each commit (WAL append, or a rewrite after a
+    checkpoint) must still show at the next poll."""
+    import sqlite3
+
+    _store_with_a_campaign(nk_db, port=2525)
+    first = overview_of_path(nk_db)
+    writer = sqlite3.connect(nk_db)
+    try:
+        for n in range(1, 4):
+            if n == 3:
+                writer.execute("PRAGMA wal_checkpoint(RESTART)")
+            writer.execute("INSERT INTO suppressions (email, since, reason) VALUES (?, ?, 'manual')",
+                           (f"gone{n}@example.org", "2026-11-30T00:00:00+00:00"))
+            writer.commit()
+            assert overview_of_path(nk_db)["suppressed"] == first["suppressed"] + n
+            assert overview_of_path(nk_db)["suppressed"] == first["suppressed"] + n  # the cached answer
+    finally:
+        writer.close()
+    fresh = overview_of_path(nk_db)
+    assert fresh["campaigns"] == first["campaigns"]
