@@ -1,20 +1,31 @@
 """The delivery ledger: the SQL of table ``deliveries``, one row per (campaign, recipient).
 
-The ledger is the truth about who was sent what. A row is marked ``inflight`` (with its
-Message-ID) in a committed transaction *before* its SMTP transaction and gets its outcome
-*after* it, so a crash or a kill never sends anyone the same campaign twice: a row found
-``inflight`` when a run starts, left by a run that died, is marked ``unknown``, reported, and
-never resent.
+The ledger is the truth about who was sent what. A run *claims* rows in batches (``claimed``,
+with their Message-IDs and the quota reserved for them). Right *before* a row's SMTP
+transaction starts, a committed line in the send log (table ``send_log``) says it goes on the
+wire, together with the answers received since the previous line, so every answer is durable
+before the next message on that connection starts; the ledger rows themselves are updated per
+batch. So a crash or a kill never sends anyone the same campaign twice and parks nobody who was
+not on the wire: when a run starts, the rows a dead run left ``claimed`` get the answer its log
+recorded, or become ``unknown`` when the log says they were on the wire unanswered (at most one
+per connection it had open), or go back to pending when they never reached the wire.
 
 Rows move through these states:
 
 - ``pending``: to send (also a message the server answered 421 to, or a dropped connection);
-- ``inflight``: handed to the server right now;
+- ``claimed``: taken by a running send (the send log says whether it is on the wire);
+- ``inflight``: left by versions before the send log: handed to the server;
 - ``sent``: the server accepted it (2xx); it counts against the day's quota;
 - ``deferred``: a 4xx at RCPT/DATA; retried by a later run after ``next_attempt_at``;
-- ``failed``: a 5xx (also recorded as a bounce, so the threshold counts it), or gave up;
+- ``failed``: a 5xx (a refusal of the recipient is also recorded as a bounce; a refusal of the
+  message or of the sender is not), or gave up;
 - ``excluded``: unsubscribed or suppressed before it was sent (``reason`` says which);
-- ``unknown``: a run died while it was in flight: perhaps sent, never resent.
+- ``unknown``: a run died while it was on the wire: perhaps sent, never resent unless the
+  analyst settles it (:meth:`Ledger.resolve`).
+
+WAL with ``synchronous = NORMAL`` (the store's settings) makes each commit survive a killed
+process, and an append to the small send log costs a few tens of microseconds: the per-message
+commit costs little on the send path.
 
 This module knows rows and states only; *when* to claim, send and stop is the send run's
 business (:mod:`newsletter_kit.campaigns`).
@@ -30,11 +41,13 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import quota
+from .errors import CampaignError
 from .store import Store, now_iso
 
 if TYPE_CHECKING:
@@ -46,6 +59,10 @@ DEFERRAL_BACKOFF = (dt.timedelta(minutes=15), dt.timedelta(hours=1), dt.timedelt
                     dt.timedelta(hours=12))
 #: States a run may (re)send: pending, and deferred once its time has come.
 RETRYABLE = ("pending", "deferred")
+#: States of rows a running send holds (``campaign status`` counts them as pending).
+HELD = ("claimed", "inflight")
+#: What the analyst may settle an ``unknown`` row as.
+RESOLUTIONS = ("sent", "pending")
 
 _CLAIM_COLUMNS = "id, email, contact_id, message_id, attempts FROM deliveries"
 #: Where :meth:`Ledger.write_outcomes` puts each row: one list per written state.
@@ -142,9 +159,10 @@ class Ledger:
             "(state = 'deferred' AND next_attempt_at <= ?))", (self.campaign_id, now_iso())).fetchone()[0])
 
     def left_to_send(self) -> int:
-        """Rows not settled yet: pending, deferred, or in flight."""
+        """Rows not settled yet: pending, deferred, claimed or in flight."""
         return int(self.store.conn.execute(
-            "SELECT count(*) FROM deliveries WHERE campaign_id = ? AND state IN ('pending', 'deferred', 'inflight')",
+            "SELECT count(*) FROM deliveries WHERE campaign_id = ? "
+            "AND state IN ('pending', 'deferred', 'claimed', 'inflight')",
             (self.campaign_id,)).fetchone()[0])
 
     def next_retry_at(self) -> str | None:
@@ -154,27 +172,127 @@ class Ledger:
             (self.campaign_id,)).fetchone()[0]
         return str(found) if found else None
 
-    def abandoned(self) -> list[tuple[int, str]]:
-        """(id, address) of rows left in flight by runs that died (their owner is gone)."""
+    def abandoned(self, state: str = "inflight") -> list[tuple[int, str]]:
+        """(id, address) of rows runs that died (their owner is gone) left in ``state``."""
         rows = self.store.conn.execute(
-            "SELECT id, email, owner, updated_at FROM deliveries WHERE campaign_id = ? AND state = 'inflight'",
-            (self.campaign_id,)).fetchall()
+            "SELECT id, email, owner, updated_at FROM deliveries WHERE campaign_id = ? AND state = ?",
+            (self.campaign_id, state)).fetchall()
         return [(rid, email) for rid, email, owner, since in rows
                 if not owner or not quota.owner_alive(owner, since)]
 
+    def unknown(self) -> list[str]:
+        """Addresses whose message may or may not have been delivered (``unknown`` rows)."""
+        return [row[0] for row in self.store.conn.execute(
+            "SELECT email FROM deliveries WHERE campaign_id = ? AND state = 'unknown' ORDER BY id",
+            (self.campaign_id,))]
+
     # -- writing
 
+    def abandoned_claims(self) -> tuple[list[tuple[Row, SendOutcome | None, bool]], list[str]]:
+        """What runs that died left ``claimed``, as their send logs tell it.
+
+        Returns ([(row, answer or None, on the wire)], owners): an answered row gets its answer;
+        a row on the wire without one may have been delivered; the others never reached it.
+        """
+        from .transport import SendOutcome
+
+        conn = self.store.conn
+        claimed = conn.execute(
+            "SELECT id, email, contact_id, message_id, attempts, owner, updated_at FROM deliveries "
+            "WHERE campaign_id = ? AND state = 'claimed'", (self.campaign_id,)).fetchall()
+        dead = [row for row in claimed if not row[5] or not quota.owner_alive(row[5], row[6])]
+        owners = sorted({row[5] for row in dead if row[5]})
+        events: dict[int, tuple[Any, ...]] = {}
+        for owner in owners:
+            for delivery_id, *event in conn.execute(
+                    "SELECT delivery_id, event, code, status, reply, stage, concerns FROM send_log "
+                    "WHERE owner = ? ORDER BY id", (owner,)):
+                events[delivery_id] = tuple(event)  # the last line about a row tells
+        found: list[tuple[Row, SendOutcome | None, bool]] = []
+        for rid, email, contact, mid, attempts, _owner, _since in dead:
+            row = Row(rid, email, contact, mid or "", attempts)
+            event = events.get(rid)
+            if event is None:
+                found.append((row, None, False))
+            elif event[0] == "wire":
+                found.append((row, None, True))
+            else:
+                kind, code, status, reply, stage, concerns = event
+                found.append((row, SendOutcome(kind, code, status, reply or "", stage, concerns), True))
+        return found, owners
+
     def mark_abandoned(self) -> list[str]:
-        """Rows left in flight by runs that died become ``unknown``; returns their addresses."""
+        """Settle the rows runs that died left: returns the addresses now ``unknown``.
+
+        ``inflight`` rows (left by versions before the send log) and ``claimed`` rows the log
+        says were on the wire unanswered become ``unknown``; answered ones get their answer;
+        the others go back to pending.
+        """
         dead = self.abandoned()
-        if dead:
-            with self.store.transaction():
-                self.store.conn.executemany(
-                    "UPDATE deliveries SET state = 'unknown', owner = NULL, updated_at = ?, reason = "
-                    "'in flight when a send run died: perhaps sent, not resent' "
-                    "WHERE id = ? AND state = 'inflight'",
-                    [(now_iso(), rid) for rid, _ in dead])
-        return [email for _, email in dead]
+        claims, owners = self.abandoned_claims()
+        if not (dead or claims):
+            return []
+        with self.store.transaction():
+            self.store.conn.executemany(
+                "UPDATE deliveries SET state = 'unknown', owner = NULL, updated_at = ?, reason = "
+                "'on the wire when a send run died: perhaps sent, not resent' "
+                "WHERE id = ? AND state = 'inflight'",
+                [(now_iso(), rid) for rid, _ in dead])
+            if claims:
+                self.write_outcomes([c[0] for c in claims], [c[1] for c in claims], [c[2] for c in claims])
+            self.forget_log(owners)
+        rows = {row.email for row, outcome, wire in claims if outcome is None and wire}
+        return [email for _, email in dead] + sorted(rows)
+
+    def log_wire(self, owner: str, row: Row, answered: Sequence[tuple[Row, SendOutcome]] = ()) -> None:
+        """Log that ``row`` goes on the wire now, after the answers since the last line;
+        runs inside the caller's transaction (committed before the row's SMTP transaction)."""
+        conn = self.store.conn
+        if answered:
+            conn.executemany(
+                "INSERT INTO send_log (owner, delivery_id, event, code, status, reply, stage, concerns) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(owner, r.id, o.kind, o.code, o.status, o.reply or None, o.stage, o.concerns)
+                 for r, o in answered])
+        conn.execute("INSERT INTO send_log (owner, delivery_id, event) VALUES (?, ?, 'wire')", (owner, row.id))
+
+    def forget_log(self, owners: Iterable[str], rows: Iterable[Row] | None = None) -> None:
+        """Drop send-log lines of ``owners`` (only about ``rows`` when given): the ledger has them."""
+        conn = self.store.conn
+        for owner in owners:
+            if rows is None:
+                conn.execute("DELETE FROM send_log WHERE owner = ?", (owner,))
+            else:
+                conn.execute("DELETE FROM send_log WHERE owner = ? AND delivery_id IN "
+                             "(SELECT value FROM json_each(?))", (owner, json.dumps([r.id for r in rows])))
+
+    def resolve(self, state: str, emails: Iterable[str] | None = None) -> list[str]:
+        """Settle ``unknown`` rows as ``sent`` or ``pending`` (sent again by the next run).
+
+        ``emails`` None: every unknown row. Returns the addresses settled; an address given
+        that is not an unknown row of this campaign is a :class:`CampaignError`.
+        """
+        if state not in RESOLUTIONS:
+            raise CampaignError(f"an unknown row can be settled as sent or pending, not {state!r}")
+        unknown = self.unknown()
+        if emails is None:
+            chosen = unknown
+        else:
+            chosen = list(dict.fromkeys(e.strip().lower() for e in emails))
+            stray = [e for e in chosen if e not in set(unknown)]
+            if stray:
+                raise CampaignError(f"not an unknown recipient of this campaign: {', '.join(stray[:5])}"
+                                    + (" ..." if len(stray) > 5 else ""))
+        now = now_iso()
+        reason = f"unknown, settled as {state} by the analyst on {now[:10]}"
+        with self.store.transaction():
+            self.store.conn.executemany(
+                "UPDATE deliveries SET state = ?, reason = ?, updated_at = ?, "
+                "sent_at = CASE WHEN ? = 'sent' THEN coalesce(sent_at, updated_at) ELSE sent_at END "
+                "WHERE campaign_id = ? AND email = ? AND state = 'unknown'",
+                [(state, reason, now, state, self.campaign_id, e) for e in chosen])
+        return chosen
+
 
     def add_recipients(self, to_add: Iterable[tuple[int | None, str]], back: Iterable[str],
                        excluded: Iterable[tuple[str, int | None, str]]) -> None:
@@ -221,7 +339,7 @@ class Ledger:
         rows = [Row(rid, email, contact, mid or new_message_id(), attempts)
                 for rid, email, contact, mid, attempts in candidates[:granted]]
         conn.executemany(
-            "UPDATE deliveries SET state = 'inflight', message_id = ?, owner = ?, updated_at = ? "
+            "UPDATE deliveries SET state = 'claimed', message_id = ?, owner = ?, updated_at = ? "
             "WHERE id = ?", [(r.message_id, owner, now, r.id) for r in rows])
         return Claim(rows, day, granted)
 
@@ -238,6 +356,8 @@ class Ledger:
         written = Written()
         for row, outcome, was_started in zip(rows, outcomes, started):
             state = outcome_state(row.attempts, outcome, was_started)
+            if outcome is not None and state == "failed" and outcome.code and outcome.code >= 500:
+                written.rejections.append((row, outcome))
             if outcome is None or state == "unknown":
                 updates[state].append((now, row.id))
                 continue
@@ -246,8 +366,6 @@ class Ledger:
             updates[state].append((attempts, outcome.code, outcome.status, outcome.reply or None,
                                    _reason(state, outcome, attempts), next_at, now,
                                    now if state == "sent" else None, row.id))
-            if state == "failed" and outcome.code and outcome.code >= 500:
-                written.rejections.append((row, outcome))
         conn = self.store.conn
         for state in _WRITTEN:
             if updates[state]:
@@ -256,12 +374,14 @@ class Ledger:
                     "smtp_status = ?, smtp_reply = ?, reason = ?, next_attempt_at = ?, updated_at = ?, "
                     "sent_at = coalesce(?, sent_at) WHERE id = ?",
                     updates[state])
-        conn.executemany(
-            "UPDATE deliveries SET state = 'pending', owner = NULL, updated_at = ? WHERE id = ?",
-            updates["untouched"])
-        conn.executemany(
-            "UPDATE deliveries SET state = 'unknown', owner = NULL, updated_at = ?, reason = "
-            "'interrupted while being sent: perhaps sent, not resent' WHERE id = ?", updates["unknown"])
+        if updates["untouched"]:
+            conn.executemany(
+                "UPDATE deliveries SET state = 'pending', owner = NULL, updated_at = ? WHERE id = ?",
+                updates["untouched"])
+        if updates["unknown"]:
+            conn.executemany(
+                "UPDATE deliveries SET state = 'unknown', owner = NULL, updated_at = ?, reason = "
+                "'interrupted while being sent: perhaps sent, not resent' WHERE id = ?", updates["unknown"])
         written.counts = {state: len(values) for state, values in updates.items()}
         return written
 
