@@ -405,7 +405,7 @@ def campaign_send(store: Store, name: str, limit: int | None, dry_run: bool, as_
         emit_json(report.to_dict())
     say(report.summary() if not signalled else report.summary().replace(
         "stopped on request", f"interrupted by {signalled[0]}"))
-    if report.paused == "connection" or signalled:
+    if report.paused == "connection" or (signalled and report.paused == "stopped"):
         sys.exit(75)  # EX_TEMPFAIL: a scheduler should simply try again later
     if report.paused in ("failures", "refused"):
         sys.exit(1)
