@@ -42,7 +42,8 @@ from .transport import MESSAGE_DEADLINE, SendJob, SenderPool, SendOutcome, SmtpF
 
 #: A run stops after this many failed or deferred messages in a row (rather than burn the list).
 MAX_CONSECUTIVE_FAILURES = 10
-#: Recipients per ledger transaction and connection (a crash can leave two batches ``unknown``).
+#: Recipients claimed per batch and connection (one transaction; the send log tells which of
+#: them were on the wire when a run died).
 BATCH_PER_CONNECTION = 20
 
 #: ``progress(done, total, report)``: called as a run proceeds (a notebook's progress bar).
@@ -480,9 +481,10 @@ class _Run:
         self.envelope_from = _envelope_sender(smtp, bounce)
         self.owner = quota.new_owner()
         self.recipients: dict[str, audience.Recipient] = {}
-        # The store's connection is shared by the sending threads (a commit per message) and
-        # the ledger thread (a commit per batch): one transaction at a time.
+        # The store's connection: the ledger thread's batch transactions and the main thread's
+        # (an interrupted batch) never overlap. The sending threads write to the send log only.
         self._write_lock = threading.Lock()
+        self._answers_lock = threading.Lock()
         self._answered: list[tuple[Row, SendOutcome]] = []  # answers not in the send log yet
 
     # -- at the start of a run
@@ -521,13 +523,13 @@ class _Run:
     def on_wire(self, row: Row) -> None:
         """Commit to the send log that ``row`` goes on the wire now, with the answers received
         since the last line: after a kill, only a message on the wire can be ``unknown``."""
-        with self._write_lock, self.store.transaction():
+        with self._answers_lock:
             answered, self._answered = self._answered, []
-            self.ledger.log_wire(self.owner, row, answered)
+        self.ledger.log_wire(self.owner, row, answered)
 
     def answered(self, row: Row, outcome: SendOutcome) -> None:
         """Keep an outcome for the next commit (called from the sending threads)."""
-        with self._write_lock:
+        with self._answers_lock:
             self._answered.append((row, outcome))
 
     def _claim(self, want: int) -> Claim:
@@ -558,14 +560,15 @@ class _Run:
                               started: list[bool], want: int) -> Claim:
         """Record a batch's outcomes, settle its quota and claim up to ``want`` next rows.
 
-        One commit per batch instead of two: the next batch's rows are in flight (committed)
-        before any of them is sent, as the ledger requires.
+        One transaction (the ledger thread runs it while the next batch is on the wire; the
+        sending threads write only to the send log meanwhile). The next batch is claimed
+        (committed) before any of it is sent, as the ledger requires.
         """
         ids = {row.id for row in batch.rows}
+        with self._answers_lock:  # answers of this batch not logged yet: the ledger has them now
+            self._answered = [(r, o) for r, o in self._answered if r.id not in ids]
         with self._write_lock, self.store.transaction():
             written = self.ledger.write_outcomes(batch.rows, outcomes, started)
-            self.ledger.forget_log([self.owner], batch.rows)
-            self._answered = [(r, o) for r, o in self._answered if r.id not in ids]
             quota.settle(self.store, owner=self.owner, day=batch.day, released=batch.granted,
                          accepted=written.accepted)
             for row, outcome in written.rejections:
@@ -573,6 +576,8 @@ class _Run:
                 if outcome.concerns == "recipient":
                     self.report.suppressed += self._record_rejection(row, outcome)
             following = self._claim(want)
+        if batch.rows:  # the ledger has them now (committed): their log lines can go
+            self.ledger.forget_log([self.owner], batch.rows)
         report = self.report
         report.sent += written.counts["sent"]
         report.deferred += written.counts["deferred"]
@@ -647,6 +652,7 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
                 smtp, connections, password=password, factory=smtp_factory, deadline=message_deadline))
     finally:
         quota.end_run(run.owner)
+        run.ledger.close_log(run.owner)
     _finish(run)
     return report
 

@@ -2,7 +2,7 @@
 
 The ledger is the truth about who was sent what. A run *claims* rows in batches (``claimed``,
 with their Message-IDs and the quota reserved for them). Right *before* a row's SMTP
-transaction starts, a committed line in the send log (table ``send_log``) says it goes on the
+transaction starts, a committed line in the send log (:class:`SendLog`) says it goes on the
 wire, together with the answers received since the previous line, so every answer is durable
 before the next message on that connection starts; the ledger rows themselves are updated per
 batch. So a crash or a kill never sends anyone the same campaign twice and parks nobody who was
@@ -23,9 +23,10 @@ Rows move through these states:
 - ``unknown``: a run died while it was on the wire: perhaps sent, never resent unless the
   analyst settles it (:meth:`Ledger.resolve`).
 
-WAL with ``synchronous = NORMAL`` (the store's settings) makes each commit survive a killed
-process, and an append to the small send log costs a few tens of microseconds: the per-message
-commit costs little on the send path.
+The send log is a small SQLite file beside the store (``newsletter.db-sendlog``; WAL with
+``synchronous = NORMAL``, so each commit survives a killed process): an append costs a few tens
+of microseconds, and the sending threads never wait for the ledger thread's batch transactions
+on the store. Only rows of runs in progress (or dead) are in it.
 
 This module knows rows and states only; *when* to claim, send and stop is the send run's
 business (:mod:`newsletter_kit.campaigns`).
@@ -42,12 +43,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import quota
-from .errors import CampaignError
+from .errors import CampaignError, StoreError
 from .store import Store, now_iso
 
 if TYPE_CHECKING:
@@ -141,6 +144,7 @@ class Ledger:
     def __init__(self, store: Store, campaign_id: int):
         self.store = store
         self.campaign_id = campaign_id
+        self._log: SendLog | None = None
 
     def __repr__(self) -> str:
         return f"Ledger(campaign_id={self.campaign_id})"
@@ -196,18 +200,15 @@ class Ledger:
         """
         from .transport import SendOutcome
 
-        conn = self.store.conn
-        claimed = conn.execute(
+        claimed = self.store.conn.execute(
             "SELECT id, email, contact_id, message_id, attempts, owner, updated_at FROM deliveries "
             "WHERE campaign_id = ? AND state = 'claimed'", (self.campaign_id,)).fetchall()
         dead = [row for row in claimed if not row[5] or not quota.owner_alive(row[5], row[6])]
         owners = sorted({row[5] for row in dead if row[5]})
         events: dict[int, tuple[Any, ...]] = {}
         for owner in owners:
-            for delivery_id, *event in conn.execute(
-                    "SELECT delivery_id, event, code, status, reply, stage, concerns FROM send_log "
-                    "WHERE owner = ? ORDER BY id", (owner,)):
-                events[delivery_id] = tuple(event)  # the last line about a row tells
+            for delivery_id, *line in self.log.lines(owner):
+                events[delivery_id] = tuple(line)  # the last line about a row tells
         found: list[tuple[Row, SendOutcome | None, bool]] = []
         for rid, email, contact, mid, attempts, _owner, _since in dead:
             row = Row(rid, email, contact, mid or "", attempts)
@@ -240,31 +241,33 @@ class Ledger:
                 [(now_iso(), rid) for rid, _ in dead])
             if claims:
                 self.write_outcomes([c[0] for c in claims], [c[1] for c in claims], [c[2] for c in claims])
+        if owners:  # after the ledger has their answers: a kill in between loses nothing
             self.forget_log(owners)
         rows = {row.email for row, outcome, wire in claims if outcome is None and wire}
         return [email for _, email in dead] + sorted(rows)
 
+    @property
+    def log(self) -> SendLog:
+        """The store's send log (opened on first use)."""
+        if self._log is None:
+            self._log = SendLog.of(self.store)
+        return self._log
+
     def log_wire(self, owner: str, row: Row, answered: Sequence[tuple[Row, SendOutcome]] = ()) -> None:
-        """Log that ``row`` goes on the wire now, after the answers since the last line;
-        runs inside the caller's transaction (committed before the row's SMTP transaction)."""
-        conn = self.store.conn
-        if answered:
-            conn.executemany(
-                "INSERT INTO send_log (owner, delivery_id, event, code, status, reply, stage, concerns) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(owner, r.id, o.kind, o.code, o.status, o.reply or None, o.stage, o.concerns)
-                 for r, o in answered])
-        conn.execute("INSERT INTO send_log (owner, delivery_id, event) VALUES (?, ?, 'wire')", (owner, row.id))
+        """Commit to the send log that ``row`` goes on the wire now, after the answers since the
+        last line (committed before the row's SMTP transaction starts)."""
+        self.log.wire(owner, row, answered)
 
     def forget_log(self, owners: Iterable[str], rows: Iterable[Row] | None = None) -> None:
         """Drop send-log lines of ``owners`` (only about ``rows`` when given): the ledger has them."""
-        conn = self.store.conn
-        for owner in owners:
-            if rows is None:
-                conn.execute("DELETE FROM send_log WHERE owner = ?", (owner,))
-            else:
-                conn.execute("DELETE FROM send_log WHERE owner = ? AND delivery_id IN "
-                             "(SELECT value FROM json_each(?))", (owner, json.dumps([r.id for r in rows])))
+        self.log.forget(owners, rows)
+
+    def close_log(self, owner: str) -> None:
+        """The run ``owner`` is over: drop its send-log lines and close the log (if it was opened)."""
+        if self._log is not None:
+            log, self._log = self._log, None
+            log.forget([owner])
+            log.close()
 
     def resolve(self, state: str, emails: Iterable[str] | None = None) -> list[str]:
         """Settle ``unknown`` rows as ``sent`` or ``pending`` (sent again by the next run).
@@ -422,3 +425,90 @@ def _reason(state: str, outcome: SendOutcome, attempts: int) -> str | None:
     if state == "pending":
         return f"not sent: {outcome.reply or outcome.code}"
     return None
+
+
+class SendLog:
+    """What the connections of running sends are doing, one committed line per event.
+
+    A line says a row goes on the wire (``wire``) or carries its answer (an outcome kind with
+    the reply). It lives in its own small SQLite file beside the store (``PATH-sendlog``), so
+    a sending thread's commit never waits for the store's writer; a ``:memory:`` store gets an
+    in-memory log. Thread-safe: one lock around each use of its connection.
+
+    Example::
+
+        >>> log = SendLog(":memory:")
+        >>> log.wire("run-1", Row(7, "ann@example.org", None, "<m@example.org>", 0))
+        >>> log.lines("run-1")
+        [(7, 'wire', None, None, None, None, None)]
+        >>> log.forget(["run-1"]); log.lines("run-1")
+        []
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
+            if path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS send_log (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, "
+                "delivery_id INTEGER NOT NULL, event TEXT NOT NULL, code INTEGER, status TEXT, "
+                "reply TEXT, stage TEXT, concerns TEXT)")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the send log {path}: {exc}") from exc
+        self._conn = conn
+
+    def __repr__(self) -> str:
+        return f"SendLog({self.path!r})"
+
+    @classmethod
+    def of(cls, store: Store) -> SendLog:
+        """The send log of ``store`` (beside its file)."""
+        return cls(":memory:" if store.path == ":memory:" else store.path + "-sendlog")
+
+    def wire(self, owner: str, row: Row, answered: Sequence[tuple[Row, SendOutcome]] = ()) -> None:
+        """Commit the answers received since the last line, then that ``row`` goes on the wire."""
+        lines = [(owner, r.id, o.kind, o.code, o.status, o.reply or None, o.stage, o.concerns)
+                 for r, o in answered]
+        lines.append((owner, row.id, "wire", None, None, None, None, None))
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT INTO send_log (owner, delivery_id, event, code, status, reply, stage, concerns) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", lines)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def lines(self, owner: str) -> list[tuple[Any, ...]]:
+        """(delivery id, event, code, status, reply, stage, concerns) of ``owner``, oldest first."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT delivery_id, event, code, status, reply, stage, concerns FROM send_log "
+                "WHERE owner = ? ORDER BY id", (owner,)).fetchall()
+
+    def forget(self, owners: Iterable[str], rows: Iterable[Row] | None = None) -> None:
+        """Drop the lines of ``owners`` (only those about ``rows`` when given)."""
+        ids = None if rows is None else json.dumps([r.id for r in rows])
+        with self._lock:
+            for owner in owners:
+                if ids is None:
+                    self._conn.execute("DELETE FROM send_log WHERE owner = ?", (owner,))
+                else:
+                    self._conn.execute("DELETE FROM send_log WHERE owner = ? AND delivery_id IN "
+                                       "(SELECT value FROM json_each(?))", (owner, ids))
+
+    def count(self) -> int:
+        """Lines in the log (0 when no run is sending and none died)."""
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM send_log").fetchone()[0])
+
+    def close(self) -> None:
+        """Close its connection."""
+        with self._lock:
+            self._conn.close()

@@ -302,16 +302,33 @@ class _DeadlineFile:
         self.sock = sock
         self.timeout = timeout
         self.deadline: float | None = None
+        self.shortened = False  # the socket's timeout is below self.timeout (near the deadline)
         self._buffer = b""
 
-    def remaining(self) -> float:
-        """Seconds left for this read or write (the socket timeout, or less near the deadline)."""
+    def bound(self) -> None:
+        """Give the socket the time left before the deadline when that is less than its timeout.
+
+        The socket keeps its plain timeout otherwise (settimeout is a system call: not one per
+        read on the hot path).
+        """
         if self.deadline is None:
-            return self.timeout
+            return
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise socket.timeout("the server took longer than the deadline for one message")
-        return min(left, self.timeout)
+        if left < self.timeout:
+            self.sock.settimeout(left)
+            self.shortened = True
+
+    def reset(self) -> None:
+        """No deadline any more (between messages): the socket's plain timeout again."""
+        self.deadline = None
+        if self.shortened:
+            self.shortened = False
+            try:
+                self.sock.settimeout(self.timeout)
+            except OSError:  # closed after a drop: nothing to reset
+                pass
 
     def readline(self, limit: int = -1) -> bytes:
         while True:
@@ -322,7 +339,7 @@ class _DeadlineFile:
                     cut = limit
                 line, self._buffer = self._buffer[:cut], self._buffer[cut:]
                 return line
-            self.sock.settimeout(self.remaining())
+            self.bound()
             try:
                 chunk = self.sock.recv(8192)
             except socket.timeout:
@@ -396,8 +413,7 @@ class SmtpSender:
 
         def send(data: Any) -> None:
             nonlocal message_out
-            if reader.deadline is not None and smtp.sock is not None:
-                smtp.sock.settimeout(reader.remaining())  # sendall: a total, not per chunk
+            reader.bound()  # sendall: the timeout is a total, not per chunk
             write(data)
             message_out = isinstance(data, bytes) and data.endswith(b"\r\n.\r\n")
             if message_out:
@@ -456,9 +472,7 @@ class SmtpSender:
                 try:
                     return self._transaction(mail_from, rcpt, message)
                 finally:
-                    self._file.deadline = None
-                    if self._smtp is not None and self._smtp.sock is not None:
-                        self._smtp.sock.settimeout(self._timeout)  # QUIT, RSET: the plain timeout
+                    self._file.reset()  # QUIT, RSET: the plain timeout
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
                 self._discard()
                 if self._data_sent:

@@ -19,7 +19,7 @@ import pytest
 
 from newsletter_kit import campaigns, quota
 from newsletter_kit.errors import CampaignError
-from newsletter_kit.ledger import Ledger, outcome_state
+from newsletter_kit.ledger import Ledger, SendLog, outcome_state
 from newsletter_kit.store import open_store
 from newsletter_kit.transport import SendOutcome
 from tests.sending import addresses, configure, contacts, invoke, ledger, make_campaign, received, start_cli
@@ -103,18 +103,17 @@ def test_a_dead_run_leaves_unknown_only_what_was_on_the_wire_and_a_live_run_noth
     alive = quota.new_owner()
     gone = _claim(store, book, 4, dead)
     running = _claim(store, book, 2, alive)
-    with store.transaction():
-        # The dead run: row 0 answered 250, row 1 refused at RCPT, row 2 on the wire; row 3 never.
-        book.log_wire(dead, gone.rows[0])
-        book.log_wire(dead, gone.rows[1], [(gone.rows[0], SendOutcome("sent", 250))])
-        book.log_wire(dead, gone.rows[2], [(gone.rows[1], SendOutcome("failed", 550, "5.1.1", "no", "RCPT",
-                                                                        "recipient"))])
-        book.log_wire(alive, running.rows[0])  # the live run's message on the wire
+    # The dead run: row 0 answered 250, row 1 refused at RCPT, row 2 on the wire; row 3 never.
+    book.log_wire(dead, gone.rows[0])
+    book.log_wire(dead, gone.rows[1], [(gone.rows[0], SendOutcome("sent", 250))])
+    book.log_wire(dead, gone.rows[2], [(gone.rows[1], SendOutcome("failed", 550, "5.1.1", "no", "RCPT",
+                                                                    "recipient"))])
+    book.log_wire(alive, running.rows[0])  # the live run's message on the wire
 
     assert book.mark_abandoned() == [emails[2]]
     assert book.states() == dict(zip(emails, ["sent", "failed", "unknown", "pending", "claimed", "claimed",
                                               "pending"]))
-    assert store.conn.execute("SELECT DISTINCT owner FROM send_log").fetchall() == [(alive,)]
+    assert book.log.lines(dead) == [] and len(book.log.lines(alive)) == 1
     assert book.mark_abandoned() == []   # nothing twice
     quota.end_run(alive)
 
@@ -295,7 +294,7 @@ def test_three_sigkills_leave_at_most_one_unknown_per_connection_and_the_rest_is
         assert len(found) <= connections, found              # only what was on the wire
         unknown |= set(found)
         assert not {"claimed", "inflight"} & set(_states(store))
-        assert store.conn.execute("SELECT count(*) FROM send_log").fetchone()[0] == 0
+        assert SendLog.of(store).count() == 0
 
     final = campaigns.send_campaign(store, "spring", connections=connections)
 
