@@ -42,6 +42,7 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import sqlite3
 import threading
@@ -471,19 +472,13 @@ class SendLog:
 
     def wire(self, owner: str, row: Row, answered: Sequence[tuple[Row, SendOutcome]] = ()) -> None:
         """Commit the answers received since the last line, then that ``row`` goes on the wire."""
-        lines = [(owner, r.id, o.kind, o.code, o.status, o.reply or None, o.stage, o.concerns)
-                 for r, o in answered]
-        lines.append((owner, row.id, "wire", None, None, None, None, None))
+        values: list[Any] = []
+        for r, o in answered:
+            values += (owner, r.id, o.kind, o.code, o.status, o.reply or None, o.stage, o.concerns)
+        values += (owner, row.id, "wire", None, None, None, None, None)
+        # One statement in autocommit mode: one commit, the lines together or not at all.
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany(
-                    "INSERT INTO send_log (owner, delivery_id, event, code, status, reply, stage, concerns) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", lines)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+            self._conn.execute(_insert_lines(len(answered) + 1), values)
 
     def lines(self, owner: str) -> list[tuple[Any, ...]]:
         """(delivery id, event, code, status, reply, stage, concerns) of ``owner``, oldest first."""
@@ -512,3 +507,9 @@ class SendLog:
         """Close its connection."""
         with self._lock:
             self._conn.close()
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_lines(count: int) -> str:
+    return ("INSERT INTO send_log (owner, delivery_id, event, code, status, reply, stage, concerns) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * count))
