@@ -81,6 +81,8 @@ from .campaigns import (
     list_campaigns as list_campaigns,
     forecast_finish as forecast_finish,
     preview_message as preview_message,
+    resolve_unknown as resolve_unknown,
+    campaign_warnings as campaign_warnings,
 )
 from .quota import (
     QuotaStatus as QuotaStatus,
@@ -115,6 +117,7 @@ from .review import (
     bounces_by_status as bounces_by_status,
     campaign_forecast as campaign_forecast,
     campaign_summary as campaign_summary,
+    complaint_rates as complaint_rates,
     newly_suppressed as newly_suppressed,
     plot_bounce_rate_by_day as plot_bounce_rate_by_day,
     plot_top_domains as plot_top_domains,

@@ -26,24 +26,26 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import audience, quota
 from .errors import CampaignError
 from .addresses import ascii_address
-from .ledger import DEFERRAL_BACKOFF, RETRYABLE, Claim, Ledger, Row  # noqa: F401 (DEFERRAL_BACKOFF: kept importable here)
+from .guards import RefusalWindow, SendGuards, complaint_block, html_size_warning
+from .ledger import DEFERRAL_BACKOFF, HELD, RETRYABLE, Claim, Ledger, Row  # noqa: F401 (DEFERRAL_BACKOFF: kept importable here)
 from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, load_smtp_settings,
                        require_smtp_settings,
                        validate_address)
 from .store import Store, now_iso
 from .tokens import envelope_sender
-from .transport import SendJob, SenderPool, SendOutcome, SmtpFactory
+from .transport import MESSAGE_DEADLINE, SendJob, SenderPool, SendOutcome, SmtpFactory
 
 #: A run stops after this many failed or deferred messages in a row (rather than burn the list).
 MAX_CONSECUTIVE_FAILURES = 10
-#: Recipients per ledger transaction and connection (a crash can leave two batches ``unknown``).
+#: Recipients claimed per batch and connection (one transaction; the send log tells which of
+#: them were on the wire when a run died).
 BATCH_PER_CONNECTION = 20
 
 #: ``progress(done, total, report)``: called as a run proceeds (a notebook's progress bar).
@@ -266,13 +268,53 @@ def campaign_status(store: Store, name: str) -> dict[str, int]:
         seen.add(email)
         if state in RETRYABLE:
             counts["pending" if email in eligible else "excluded"] += 1
-        elif state == "inflight":
+        elif state in HELD:
             counts["pending"] += 1
         else:
             counts[state] += 1
     counts["pending"] += len(eligible - seen)
     counts["excluded"] += len(excluded.keys() - seen)
     return {"total": sum(counts.values()), **counts}
+
+
+def resolve_unknown(store: Store, name: str, as_state: str,
+                    addresses: Iterable[str] | None = None) -> list[str]:
+    """Settle a campaign's ``unknown`` recipients as ``"sent"`` or ``"pending"``.
+
+    ``unknown`` rows are messages that were on the wire when a run died or the connection
+    dropped after the end of DATA: perhaps delivered. Check the server's log (or ask the
+    recipients), then settle them: ``"sent"`` closes them; ``"pending"`` sends them again on
+    the next run (so a recipient may get the campaign twice). ``addresses`` None settles every
+    unknown row. Returns the addresses settled.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> from newsletter_kit.audience import add_contacts
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> _ = create_campaign(store, "spring", "all", "Hi", "<p>Hello</p>")
+        >>> resolve_unknown(store, "spring", "sent")
+        []
+    """
+    return Ledger(store, get_campaign(store, name).id).resolve(as_state, addresses)
+
+
+def campaign_warnings(store: Store, name: str) -> list[str]:
+    """What may keep the campaign from reading well, in sentences (e.g. HTML Gmail clips).
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> from newsletter_kit.audience import add_contacts
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> _ = create_campaign(store, "big", "all", "Hi", "<p>" + "x" * 110_000 + "</p>")
+        >>> campaign_warnings(store, "big")[0][:20]
+        'the HTML is 107 KB: '
+    """
+    warning = html_size_warning(get_campaign(store, name).html)
+    return [warning] if warning else []
 
 
 def forecast_finish(store: Store, campaign: str, *, now: dt.datetime | None = None) -> dt.date | None:
@@ -302,8 +344,11 @@ class SendReport:
     ``paused`` says why the run stopped before the campaign was done: ``"quota"`` (today's
     limit is used; ``resume_at`` says when it resets), ``"connection"`` (a 421 or a dropped
     connection; ``detail`` has the reply), ``"failures"`` (too many failures in a row),
-    ``"stopped"`` (the Stop button). ``None``: finished, or ``--limit`` reached.
-    ``unknown`` lists recipients found in flight from a run that died: never resent.
+    ``"refused"`` (the server refused the message itself or its sender: sending it to anyone
+    else would be refused too), ``"guard"`` (a deliverability guard: too many refusals at
+    RCPT, or the campaign's complaint rate), ``"stopped"`` (the Stop button, or a signal).
+    ``None``: finished, or ``--limit`` reached. ``unknown`` lists recipients found on the wire
+    when a run died: never resent unless settled with :func:`resolve_unknown`.
     """
 
     campaign: str
@@ -353,6 +398,11 @@ class SendReport:
             return f"paused: the server or the connection went away ({self.detail}); run `send` again later"
         if self.paused == "failures":
             return f"stopped after too many failures in a row (last: {self.detail}); check the settings and the list"
+        if self.paused == "refused":
+            return (f"stopped: the server refused the message itself ({self.detail}); nobody was "
+                    "marked as bounced; fix the campaign or the settings, then run `send` again")
+        if self.paused == "guard":
+            return f"paused by a deliverability guard: {self.detail}"
         if self.paused == "stopped":
             return "stopped on request; run `send` again to continue"
         if self.pending and not self.dry_run:
@@ -367,8 +417,10 @@ class StopPolicy:
     """When a run stops before it is done, in one place (called from the sending threads).
 
     It stops on the Stop button (``stop_event``), after ``max_failures`` failed or deferred
-    messages in a row, and when the server or the connection goes away (a ``paused`` or
-    ``unknown`` outcome, which the sender pool reports by setting :attr:`halt`).
+    messages in a row, at the first refusal of the message itself or of its sender, when the
+    refusals at RCPT pass the guard (``guards``, unless None), and when the server or the
+    connection goes away (a ``paused`` or ``unknown`` outcome, which the sender pool reports
+    by setting :attr:`halt`).
 
     Example::
 
@@ -381,13 +433,17 @@ class StopPolicy:
     """
 
     def __init__(self, max_failures: int = MAX_CONSECUTIVE_FAILURES,
-                 stop_event: threading.Event | None = None):
+                 stop_event: threading.Event | None = None, guards: SendGuards | None = None):
         self.max_failures = max_failures
         self.stop_event = stop_event
         #: Set to stop the sending now: read by the sender pool between messages.
         self.halt = threading.Event()
         self.consecutive_failures = 0
         self.last_reply: str | None = None
+        #: Why :attr:`halt` was set by this policy ("failures", "refused", "guard"), if it was.
+        self.cause: str | None = None
+        self.detail: str | None = None
+        self.refusals = RefusalWindow(guards) if guards is not None else None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -395,16 +451,25 @@ class StopPolicy:
                 f"consecutive_failures={self.consecutive_failures}, stopping={self.stopping()})")
 
     def after_outcome(self, outcome: SendOutcome) -> None:
-        """Count failures in a row; halt at the limit."""
+        """Count failures in a row and refusals at RCPT; halt at a limit or a refused message."""
         with self._lock:
             if outcome.kind != "sent":
                 self.last_reply = f"{outcome.code or ''} {outcome.reply}".strip()
             if outcome.kind in ("failed", "deferred"):
                 self.consecutive_failures += 1
                 if self.consecutive_failures >= self.max_failures:
-                    self.halt.set()
+                    self._halt("failures", self.last_reply)
             elif outcome.kind == "sent":
                 self.consecutive_failures = 0
+            if outcome.refuses_message:
+                self._halt("refused", self.last_reply)
+            if self.refusals is not None and self.refusals.add(outcome):
+                self._halt("guard", self.refusals.describe())
+
+    def _halt(self, cause: str, detail: str | None) -> None:
+        if self.cause is None:
+            self.cause, self.detail = cause, detail
+        self.halt.set()
 
     def stop_requested(self) -> bool:
         """The Stop button was pressed."""
@@ -417,8 +482,8 @@ class StopPolicy:
     def reason(self) -> str | None:
         """Why the run stopped (a :attr:`SendReport.paused` value), or None while it goes on."""
         if self.halt.is_set():
-            if self.consecutive_failures >= self.max_failures:
-                return "failures"
+            if self.cause is not None:
+                return self.cause
             return "stopped" if self.stop_requested() else "connection"
         return "stopped" if self.stop_requested() else None
 
@@ -446,6 +511,11 @@ class _Run:
         self.verp_key = store.signing_key() if bounce is not None and bounce.verp else None
         self.owner = quota.new_owner()
         self.recipients: dict[str, audience.Recipient] = {}
+        # The store's connection: the ledger thread's batch transactions and the main thread's
+        # (an interrupted batch) never overlap. The sending threads write to the send log only.
+        self._write_lock = threading.Lock()
+        self._answers_lock = threading.Lock()
+        self._answered: list[tuple[Row, SendOutcome]] = []  # answers not in the send log yet
 
     # -- at the start of a run
 
@@ -476,9 +546,21 @@ class _Run:
     # -- batches
 
     def claim(self, want: int) -> Claim:
-        """Mark up to ``want`` due rows in flight and reserve their quota, in one transaction."""
-        with self.store.transaction():
+        """Claim up to ``want`` due rows and reserve their quota, in one transaction."""
+        with self._write_lock, self.store.transaction():
             return self._claim(want)
+
+    def on_wire(self, row: Row) -> None:
+        """Commit to the send log that ``row`` goes on the wire now, with the answers received
+        since the last line: after a kill, only a message on the wire can be ``unknown``."""
+        with self._answers_lock:
+            answered, self._answered = self._answered, []
+        self.ledger.log_wire(self.owner, row, answered)
+
+    def answered(self, row: Row, outcome: SendOutcome) -> None:
+        """Keep an outcome for the next commit (called from the sending threads)."""
+        with self._answers_lock:
+            self._answered.append((row, outcome))
 
     def _claim(self, want: int) -> Claim:
         return self.ledger.claim(want, owner=self.owner, settings=self.smtp,
@@ -508,16 +590,24 @@ class _Run:
                               started: list[bool], want: int) -> Claim:
         """Record a batch's outcomes, settle its quota and claim up to ``want`` next rows.
 
-        One commit per batch instead of two: the next batch's rows are in flight (committed)
-        before any of them is sent, as the ledger requires.
+        One transaction (the ledger thread runs it while the next batch is on the wire; the
+        sending threads write only to the send log meanwhile). The next batch is claimed
+        (committed) before any of it is sent, as the ledger requires.
         """
-        with self.store.transaction():
+        ids = {row.id for row in batch.rows}
+        with self._answers_lock:  # answers of this batch not logged yet: the ledger has them now
+            self._answered = [(r, o) for r, o in self._answered if r.id not in ids]
+        with self._write_lock, self.store.transaction():
             written = self.ledger.write_outcomes(batch.rows, outcomes, started)
             quota.settle(self.store, owner=self.owner, day=batch.day, released=batch.granted,
                          accepted=written.accepted)
             for row, outcome in written.rejections:
-                self.report.suppressed += self._record_rejection(row, outcome)
+                # Only a refusal of the recipient is a bounce of that address.
+                if outcome.concerns == "recipient":
+                    self.report.suppressed += self._record_rejection(row, outcome)
             following = self._claim(want)
+        if batch.rows:  # the ledger has them now (committed): their log lines can go
+            self.ledger.forget_log([self.owner], batch.rows)
         report = self.report
         report.sent += written.counts["sent"]
         report.deferred += written.counts["deferred"]
@@ -543,7 +633,9 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
                   progress: Progress | None = None, connections: int = 1,
                   smtp_factory: SmtpFactory | None = None, password: str | None = None,
                   stop_event: threading.Event | None = None, *,
-                  max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES) -> SendReport:
+                  max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
+                  guards: SendGuards | None = None, ignore_guards: bool = False,
+                  message_deadline: float = MESSAGE_DEADLINE) -> SendReport:
     """Send the campaign to whoever is still pending, as far as today's quota allows.
 
     Run it again to resume: after a quota pause (``report.paused == "quota"``), a dropped
@@ -551,6 +643,10 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     ``dry_run`` renders every pending message and reports what would be sent, writing nothing.
     ``connections`` > 1 sends over that many parallel connections (for a slow server).
     ``smtp_factory`` replaces ``smtplib.SMTP`` (tests); ``password`` overrides the reference.
+    ``guards`` (default :class:`~newsletter_kit.guards.SendGuards`) pause the run when the
+    server refuses too many recipients, and keep a campaign with too many spam complaints
+    from being sent; ``ignore_guards`` turns both off. ``message_deadline`` bounds one
+    message's whole SMTP conversation (seconds); past it the connection counts as dropped.
 
     Example::
 
@@ -567,17 +663,26 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     bounce = load_bounce_settings(store)
     renderer = _renderer(store, campaign, smtp, _envelope_sender(smtp, bounce))
     report = SendReport(campaign=campaign.name, dry_run=dry_run)
-    policy = StopPolicy(max_consecutive_failures, stop_event)
+    guards = None if ignore_guards else (guards or SendGuards())
+    policy = StopPolicy(max_consecutive_failures, stop_event, guards)
     run = _Run(store, campaign, smtp, bounce, renderer, report, policy)
+    blocked = complaint_block(store, campaign.name, guards) if guards is not None else None
     try:
         if dry_run:
-            return _dry_run(run, limit)
+            _dry_run(run, limit)
+            if blocked:
+                report.would_send, report.paused, report.detail = 0, "guard", blocked
+            return report
         report.unknown = run.ledger.mark_abandoned()
         report.excluded, _ = run.refresh_audience()
-        _send_batches(run, limit, progress,
-                      lambda: SenderPool(smtp, connections, password=password, factory=smtp_factory))
+        if blocked:
+            report.paused, report.detail = "guard", blocked
+        else:
+            _send_batches(run, limit, progress, lambda: SenderPool(
+                smtp, connections, password=password, factory=smtp_factory, deadline=message_deadline))
     finally:
         quota.end_run(run.owner)
+        run.ledger.close_log(run.owner)
     _finish(run)
     return report
 
@@ -585,7 +690,7 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
 def _dry_run(run: _Run, limit: int | None) -> SendReport:
     """Render every message a run would send; write nothing (no ledger, no quota)."""
     report, store = run.report, run.store
-    report.unknown = [email for _, email in run.ledger.abandoned()]
+    report.unknown = [email for _, email in run.ledger.abandoned()]  # claimed rows: pending again
     report.excluded, report.pending = run.refresh_audience(write=False)
     states = run.ledger.states()
     due = [r for email, r in run.recipients.items() if states.get(email, "pending") in RETRYABLE]
@@ -630,7 +735,7 @@ def _send_batches(run: _Run, limit: int | None, progress: Progress | None,
     else:
         report.paused = policy.reason()
         if policy.halt.is_set():
-            report.detail = policy.last_reply
+            report.detail = policy.detail if policy.cause else policy.last_reply
 
 
 def _pipeline(run: _Run, pool: SenderPool, claimed: Claim, next_size: Callable[[int], int],
@@ -648,7 +753,6 @@ def _pipeline(run: _Run, pool: SenderPool, claimed: Claim, next_size: Callable[[
     previous: tuple[Claim, list[SendOutcome | None], list[bool]] | None = None
     try:
         while claimed.rows:
-            jobs = run.jobs(claimed.rows)
             in_flight = len(claimed.rows) + (len(previous[0].rows) if previous else 0)
             if previous is None:
                 ahead = ledger.submit(run.claim, next_size(in_flight))
@@ -657,7 +761,7 @@ def _pipeline(run: _Run, pool: SenderPool, claimed: Claim, next_size: Callable[[
             outcomes: list[SendOutcome | None] = [None] * len(claimed.rows)
             started = [False] * len(claimed.rows)
             try:
-                _send_one_batch(run, pool, jobs, outcomes, started)
+                _send_one_batch(run, pool, claimed.rows, outcomes, started)
                 following = ahead.result()
             except BaseException:
                 # Interrupted (Ctrl-C in a notebook) or the ledger failed: record what was
@@ -687,16 +791,21 @@ def _pipeline(run: _Run, pool: SenderPool, claimed: Claim, next_size: Callable[[
         ledger.shutdown(wait=True)
 
 
-def _send_one_batch(run: _Run, pool: SenderPool, jobs: list[SendJob], outcomes: list[SendOutcome | None],
+def _send_one_batch(run: _Run, pool: SenderPool, rows: list[Row], outcomes: list[SendOutcome | None],
                     started: list[bool]) -> None:
     """Send a claimed batch, filling ``outcomes`` and ``started`` as answers come."""
     policy = run.policy
+    jobs = run.jobs(rows)
+
+    def before(index: int) -> None:
+        run.on_wire(rows[index])
 
     def after(index: int, outcome: SendOutcome) -> None:
         outcomes[index] = outcome
+        run.answered(rows[index], outcome)
         policy.after_outcome(outcome)
 
-    pool.send_batch(jobs, policy.halt, started, stop=policy.stop_event, after=after)
+    pool.send_batch(jobs, policy.halt, started, stop=policy.stop_event, after=after, before=before)
 
 
 def _set_status(run: _Run, status: str) -> None:

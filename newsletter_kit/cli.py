@@ -11,11 +11,14 @@ only: a mistyped ``--db`` creates nothing.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import signal
 import sqlite3
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -373,13 +376,15 @@ def _read_template(path: Path | None) -> str | None:
 def campaign_create(store: Store, name: str, list_name: str, subject: str, html_file: Path,
                     text_file: Path | None, from_addr: str | None) -> None:
     """Create a campaign; its templates are checked now, before anything is saved."""
-    from .campaigns import campaign_status, create_campaign
+    from .campaigns import campaign_status, campaign_warnings, create_campaign
 
     html = _read_template(html_file)
     created = create_campaign(store, name, list_name, subject, html or "", _read_template(text_file), from_addr)
     status = campaign_status(store, created.name)
     say(f"campaign {created.name!r} created for list {list_name!r}: {status['pending']} recipient(s) "
         f"to send, {status['excluded']} excluded")
+    for warning in campaign_warnings(store, created.name):
+        say(f"warning: {warning}")
 
 
 @campaign.command("send")
@@ -391,17 +396,24 @@ def campaign_create(store: Store, name: str, list_name: str, subject: str, html_
               help="Parallel SMTP connections (for a slow server).")
 @click.option("--max-failures", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
               help="Stop the run after N failed or deferred recipients in a row.")
+@click.option("--ignore-guards", is_flag=True,
+              help="Send even when the deliverability guards would pause the run (refusals at "
+                   "RCPT over 5% of the last 200 recipients, spam complaints over 0.3%).")
 @pass_existing_store
 def campaign_send(store: Store, name: str, limit: int | None, dry_run: bool, as_json: bool,
-                  connections: int, max_failures: int) -> None:
+                  connections: int, max_failures: int, ignore_guards: bool) -> None:
     """Send what today's quota allows; run it again (e.g. from cron) to continue.
 
-    Exit status 0 when the run finished or paused on the quota (it says when it resumes),
-    75 when the server or the connection went away (try later), 1 after too many failures.
+    Exit status 0 when the run finished or paused on the quota (it says when it resumes);
+    1 after too many failures in a row or when the server refused the message itself;
+    3 when a deliverability guard paused it; 75 when the server or the connection went away,
+    or the run was interrupted (Ctrl-C, SIGTERM): run it again later. A first Ctrl-C or
+    SIGTERM lets the message on the wire finish; a second one stops at once.
     """
     from .campaigns import send_campaign
 
     bar: Any = None
+    stop = threading.Event()
 
     def progress(done: int, total: int, report: Any) -> None:
         nonlocal bar
@@ -415,18 +427,78 @@ def campaign_send(store: Store, name: str, limit: int | None, dry_run: bool, as_
         bar.update(done - bar.n)
 
     try:
-        report = send_campaign(store, name, limit=limit, dry_run=dry_run, progress=progress,
-                               connections=connections, max_consecutive_failures=max_failures)
+        with _stop_on_signals(stop) as signalled:
+            report = send_campaign(store, name, limit=limit, dry_run=dry_run, progress=progress,
+                                   connections=connections, max_consecutive_failures=max_failures,
+                                   stop_event=stop, ignore_guards=ignore_guards)
+    except KeyboardInterrupt:
+        say("interrupted: what was answered is recorded, the message on the wire is marked "
+            "unknown; run `campaign send` again to continue")
+        sys.exit(75)
     finally:
         if bar is not None:
             bar.close()
     if as_json:
         emit_json(report.to_dict())
-    say(report.summary())
-    if report.paused == "connection":
+    say(report.summary() if not signalled else report.summary().replace(
+        "stopped on request", f"interrupted by {signalled[0]}"))
+    if report.paused == "connection" or (signalled and report.paused == "stopped"):
         sys.exit(75)  # EX_TEMPFAIL: a scheduler should simply try again later
-    if report.paused == "failures":
+    if report.paused in ("failures", "refused"):
         sys.exit(1)
+    if report.paused == "guard":
+        sys.exit(3)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[list[str]]:
+    """SIGTERM and SIGINT stop the run after the message on the wire (a second one at once).
+
+    Yields the names of the signals received. Only the main thread can take signals; else
+    (a test runner's thread) nothing is installed.
+    """
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@campaign.command("resolve")
+@click.argument("name")
+@click.option("--as", "as_state", type=click.Choice(["sent", "pending"]), required=True,
+              help="sent: count them as delivered; pending: send them again on the next run.")
+@click.option("--address", "addresses", multiple=True, metavar="A",
+              help="Settle only this unknown recipient (repeatable; default: every unknown one).")
+@click.option("--yes", is_flag=True, help="Confirm --as pending (those recipients may get the campaign twice).")
+@pass_store
+def campaign_resolve(store: Store, name: str, as_state: str, addresses: tuple[str, ...], yes: bool) -> None:
+    """Settle the recipients marked unknown (perhaps delivered) as sent or pending."""
+    from .campaigns import get_campaign, resolve_unknown
+    from .ledger import Ledger
+
+    if as_state == "pending" and not yes:
+        count = len(addresses) or len(Ledger(store, get_campaign(store, name).id).unknown())
+        question = (f"send the campaign again to {count} recipient(s) who may already have it?")
+        if not sys.stdin.isatty():
+            raise click.ClickException(f"--as pending {question[:-1]}: add --yes to confirm")
+        if not click.confirm(question.capitalize(), err=True):
+            raise click.ClickException("nothing settled")
+    settled = resolve_unknown(store, name, as_state, list(addresses) or None)
+    say(f"{len(settled)} unknown recipient(s) of {name!r} settled as {as_state}"
+        + ("; the next `campaign send` sends them" if as_state == "pending" and settled else ""))
 
 
 @campaign.command("status")

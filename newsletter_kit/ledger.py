@@ -1,20 +1,32 @@
 """The delivery ledger: the SQL of table ``deliveries``, one row per (campaign, recipient).
 
-The ledger is the truth about who was sent what. A row is marked ``inflight`` (with its
-Message-ID) in a committed transaction *before* its SMTP transaction and gets its outcome
-*after* it, so a crash or a kill never sends anyone the same campaign twice: a row found
-``inflight`` when a run starts, left by a run that died, is marked ``unknown``, reported, and
-never resent.
+The ledger is the truth about who was sent what. A run *claims* rows in batches (``claimed``,
+with their Message-IDs and the quota reserved for them). Right *before* a row's SMTP
+transaction starts, a committed line in the send log (:class:`SendLog`) says it goes on the
+wire, together with the answers received since the previous line, so every answer is durable
+before the next message on that connection starts; the ledger rows themselves are updated per
+batch. So a crash or a kill never sends anyone the same campaign twice and parks nobody who was
+not on the wire: when a run starts, the rows a dead run left ``claimed`` get the answer its log
+recorded, or become ``unknown`` when the log says they were on the wire unanswered (at most one
+per connection it had open), or go back to pending when they never reached the wire.
 
 Rows move through these states:
 
 - ``pending``: to send (also a message the server answered 421 to, or a dropped connection);
-- ``inflight``: handed to the server right now;
+- ``claimed``: taken by a running send (the send log says whether it is on the wire);
+- ``inflight``: left by versions before the send log: handed to the server;
 - ``sent``: the server accepted it (2xx); it counts against the day's quota;
 - ``deferred``: a 4xx at RCPT/DATA; retried by a later run after ``next_attempt_at``;
-- ``failed``: a 5xx (also recorded as a bounce, so the threshold counts it), or gave up;
+- ``failed``: a 5xx (a refusal of the recipient is also recorded as a bounce; a refusal of the
+  message or of the sender is not), or gave up;
 - ``excluded``: unsubscribed or suppressed before it was sent (``reason`` says which);
-- ``unknown``: a run died while it was in flight: perhaps sent, never resent.
+- ``unknown``: a run died while it was on the wire: perhaps sent, never resent unless the
+  analyst settles it (:meth:`Ledger.resolve`).
+
+The send log is a small SQLite file beside the store (``newsletter.db-sendlog``; WAL with
+``synchronous = NORMAL``, so each commit survives a killed process): an append costs a few tens
+of microseconds, and the sending threads never wait for the ledger thread's batch transactions
+on the store. Only rows of runs in progress (or dead) are in it.
 
 This module knows rows and states only; *when* to claim, send and stop is the send run's
 business (:mod:`newsletter_kit.campaigns`).
@@ -30,11 +42,16 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
+import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import quota
+from .errors import CampaignError, StoreError
 from .store import Store, now_iso
 
 if TYPE_CHECKING:
@@ -46,6 +63,10 @@ DEFERRAL_BACKOFF = (dt.timedelta(minutes=15), dt.timedelta(hours=1), dt.timedelt
                     dt.timedelta(hours=12))
 #: States a run may (re)send: pending, and deferred once its time has come.
 RETRYABLE = ("pending", "deferred")
+#: States of rows a running send holds (``campaign status`` counts them as pending).
+HELD = ("claimed", "inflight")
+#: What the analyst may settle an ``unknown`` row as.
+RESOLUTIONS = ("sent", "pending")
 
 _CLAIM_COLUMNS = "id, email, contact_id, message_id, attempts FROM deliveries"
 #: Where :meth:`Ledger.write_outcomes` puts each row: one list per written state.
@@ -124,6 +145,7 @@ class Ledger:
     def __init__(self, store: Store, campaign_id: int):
         self.store = store
         self.campaign_id = campaign_id
+        self._log: SendLog | None = None
 
     def __repr__(self) -> str:
         return f"Ledger(campaign_id={self.campaign_id})"
@@ -142,9 +164,10 @@ class Ledger:
             "(state = 'deferred' AND next_attempt_at <= ?))", (self.campaign_id, now_iso())).fetchone()[0])
 
     def left_to_send(self) -> int:
-        """Rows not settled yet: pending, deferred, or in flight."""
+        """Rows not settled yet: pending, deferred, claimed or in flight."""
         return int(self.store.conn.execute(
-            "SELECT count(*) FROM deliveries WHERE campaign_id = ? AND state IN ('pending', 'deferred', 'inflight')",
+            "SELECT count(*) FROM deliveries WHERE campaign_id = ? "
+            "AND state IN ('pending', 'deferred', 'claimed', 'inflight')",
             (self.campaign_id,)).fetchone()[0])
 
     def next_retry_at(self) -> str | None:
@@ -154,27 +177,126 @@ class Ledger:
             (self.campaign_id,)).fetchone()[0]
         return str(found) if found else None
 
-    def abandoned(self) -> list[tuple[int, str]]:
-        """(id, address) of rows left in flight by runs that died (their owner is gone)."""
+    def abandoned(self, state: str = "inflight") -> list[tuple[int, str]]:
+        """(id, address) of rows runs that died (their owner is gone) left in ``state``."""
         rows = self.store.conn.execute(
-            "SELECT id, email, owner, updated_at FROM deliveries WHERE campaign_id = ? AND state = 'inflight'",
-            (self.campaign_id,)).fetchall()
+            "SELECT id, email, owner, updated_at FROM deliveries WHERE campaign_id = ? AND state = ?",
+            (self.campaign_id, state)).fetchall()
         return [(rid, email) for rid, email, owner, since in rows
                 if not owner or not quota.owner_alive(owner, since)]
 
+    def unknown(self) -> list[str]:
+        """Addresses whose message may or may not have been delivered (``unknown`` rows)."""
+        return [row[0] for row in self.store.conn.execute(
+            "SELECT email FROM deliveries WHERE campaign_id = ? AND state = 'unknown' ORDER BY id",
+            (self.campaign_id,))]
+
     # -- writing
 
+    def abandoned_claims(self) -> tuple[list[tuple[Row, SendOutcome | None, bool]], list[str]]:
+        """What runs that died left ``claimed``, as their send logs tell it.
+
+        Returns ([(row, answer or None, on the wire)], owners): an answered row gets its answer;
+        a row on the wire without one may have been delivered; the others never reached it.
+        """
+        from .transport import SendOutcome
+
+        claimed = self.store.conn.execute(
+            "SELECT id, email, contact_id, message_id, attempts, owner, updated_at FROM deliveries "
+            "WHERE campaign_id = ? AND state = 'claimed'", (self.campaign_id,)).fetchall()
+        dead = [row for row in claimed if not row[5] or not quota.owner_alive(row[5], row[6])]
+        owners = sorted({row[5] for row in dead if row[5]})
+        events: dict[int, tuple[Any, ...]] = {}
+        for owner in owners:
+            for delivery_id, *line in self.log.lines(owner):
+                events[delivery_id] = tuple(line)  # the last line about a row tells
+        found: list[tuple[Row, SendOutcome | None, bool]] = []
+        for rid, email, contact, mid, attempts, _owner, _since in dead:
+            row = Row(rid, email, contact, mid or "", attempts)
+            event = events.get(rid)
+            if event is None:
+                found.append((row, None, False))
+            elif event[0] == "wire":
+                found.append((row, None, True))
+            else:
+                kind, code, status, reply, stage, concerns = event
+                found.append((row, SendOutcome(kind, code, status, reply or "", stage, concerns), True))
+        return found, owners
+
     def mark_abandoned(self) -> list[str]:
-        """Rows left in flight by runs that died become ``unknown``; returns their addresses."""
+        """Settle the rows runs that died left: returns the addresses now ``unknown``.
+
+        ``inflight`` rows (left by versions before the send log) and ``claimed`` rows the log
+        says were on the wire unanswered become ``unknown``; answered ones get their answer;
+        the others go back to pending.
+        """
         dead = self.abandoned()
-        if dead:
-            with self.store.transaction():
-                self.store.conn.executemany(
-                    "UPDATE deliveries SET state = 'unknown', owner = NULL, updated_at = ?, reason = "
-                    "'in flight when a send run died: perhaps sent, not resent' "
-                    "WHERE id = ? AND state = 'inflight'",
-                    [(now_iso(), rid) for rid, _ in dead])
-        return [email for _, email in dead]
+        claims, owners = self.abandoned_claims()
+        if not (dead or claims):
+            return []
+        with self.store.transaction():
+            self.store.conn.executemany(
+                "UPDATE deliveries SET state = 'unknown', owner = NULL, updated_at = ?, reason = "
+                "'on the wire when a send run died: perhaps sent, not resent' "
+                "WHERE id = ? AND state = 'inflight'",
+                [(now_iso(), rid) for rid, _ in dead])
+            if claims:
+                self.write_outcomes([c[0] for c in claims], [c[1] for c in claims], [c[2] for c in claims])
+        if owners:  # after the ledger has their answers: a kill in between loses nothing
+            self.forget_log(owners)
+        rows = {row.email for row, outcome, wire in claims if outcome is None and wire}
+        return [email for _, email in dead] + sorted(rows)
+
+    @property
+    def log(self) -> SendLog:
+        """The store's send log (opened on first use)."""
+        if self._log is None:
+            self._log = SendLog.of(self.store)
+        return self._log
+
+    def log_wire(self, owner: str, row: Row, answered: Sequence[tuple[Row, SendOutcome]] = ()) -> None:
+        """Commit to the send log that ``row`` goes on the wire now, after the answers since the
+        last line (committed before the row's SMTP transaction starts)."""
+        self.log.wire(owner, row, answered)
+
+    def forget_log(self, owners: Iterable[str], rows: Iterable[Row] | None = None) -> None:
+        """Drop send-log lines of ``owners`` (only about ``rows`` when given): the ledger has them."""
+        self.log.forget(owners, rows)
+
+    def close_log(self, owner: str) -> None:
+        """The run ``owner`` is over: drop its send-log lines and close the log (if it was opened)."""
+        if self._log is not None:
+            log, self._log = self._log, None
+            log.forget([owner])
+            log.close()
+
+    def resolve(self, state: str, emails: Iterable[str] | None = None) -> list[str]:
+        """Settle ``unknown`` rows as ``sent`` or ``pending`` (sent again by the next run).
+
+        ``emails`` None: every unknown row. Returns the addresses settled; an address given
+        that is not an unknown row of this campaign is a :class:`CampaignError`.
+        """
+        if state not in RESOLUTIONS:
+            raise CampaignError(f"an unknown row can be settled as sent or pending, not {state!r}")
+        unknown = self.unknown()
+        if emails is None:
+            chosen = unknown
+        else:
+            chosen = list(dict.fromkeys(e.strip().lower() for e in emails))
+            stray = [e for e in chosen if e not in set(unknown)]
+            if stray:
+                raise CampaignError(f"not an unknown recipient of this campaign: {', '.join(stray[:5])}"
+                                    + (" ..." if len(stray) > 5 else ""))
+        now = now_iso()
+        reason = f"unknown, settled as {state} by the analyst on {now[:10]}"
+        with self.store.transaction():
+            self.store.conn.executemany(
+                "UPDATE deliveries SET state = ?, reason = ?, updated_at = ?, "
+                "sent_at = CASE WHEN ? = 'sent' THEN coalesce(sent_at, updated_at) ELSE sent_at END "
+                "WHERE campaign_id = ? AND email = ? AND state = 'unknown'",
+                [(state, reason, now, state, self.campaign_id, e) for e in chosen])
+        return chosen
+
 
     def add_recipients(self, to_add: Iterable[tuple[int | None, str]], back: Iterable[str],
                        excluded: Iterable[tuple[str, int | None, str]]) -> None:
@@ -221,7 +343,7 @@ class Ledger:
         rows = [Row(rid, email, contact, mid or new_message_id(), attempts)
                 for rid, email, contact, mid, attempts in candidates[:granted]]
         conn.executemany(
-            "UPDATE deliveries SET state = 'inflight', message_id = ?, owner = ?, updated_at = ? "
+            "UPDATE deliveries SET state = 'claimed', message_id = ?, owner = ?, updated_at = ? "
             "WHERE id = ?", [(r.message_id, owner, now, r.id) for r in rows])
         return Claim(rows, day, granted)
 
@@ -238,6 +360,8 @@ class Ledger:
         written = Written()
         for row, outcome, was_started in zip(rows, outcomes, started):
             state = outcome_state(row.attempts, outcome, was_started)
+            if outcome is not None and state == "failed" and outcome.code and outcome.code >= 500:
+                written.rejections.append((row, outcome))
             if outcome is None or state == "unknown":
                 updates[state].append((now, row.id))
                 continue
@@ -246,8 +370,6 @@ class Ledger:
             updates[state].append((attempts, outcome.code, outcome.status, outcome.reply or None,
                                    _reason(state, outcome, attempts), next_at, now,
                                    now if state == "sent" else None, row.id))
-            if state == "failed" and outcome.code and outcome.code >= 500:
-                written.rejections.append((row, outcome))
         conn = self.store.conn
         for state in _WRITTEN:
             if updates[state]:
@@ -256,12 +378,14 @@ class Ledger:
                     "smtp_status = ?, smtp_reply = ?, reason = ?, next_attempt_at = ?, updated_at = ?, "
                     "sent_at = coalesce(?, sent_at) WHERE id = ?",
                     updates[state])
-        conn.executemany(
-            "UPDATE deliveries SET state = 'pending', owner = NULL, updated_at = ? WHERE id = ?",
-            updates["untouched"])
-        conn.executemany(
-            "UPDATE deliveries SET state = 'unknown', owner = NULL, updated_at = ?, reason = "
-            "'interrupted while being sent: perhaps sent, not resent' WHERE id = ?", updates["unknown"])
+        if updates["untouched"]:
+            conn.executemany(
+                "UPDATE deliveries SET state = 'pending', owner = NULL, updated_at = ? WHERE id = ?",
+                updates["untouched"])
+        if updates["unknown"]:
+            conn.executemany(
+                "UPDATE deliveries SET state = 'unknown', owner = NULL, updated_at = ?, reason = "
+                "'interrupted while being sent: perhaps sent, not resent' WHERE id = ?", updates["unknown"])
         written.counts = {state: len(values) for state, values in updates.items()}
         return written
 
@@ -302,3 +426,90 @@ def _reason(state: str, outcome: SendOutcome, attempts: int) -> str | None:
     if state == "pending":
         return f"not sent: {outcome.reply or outcome.code}"
     return None
+
+
+class SendLog:
+    """What the connections of running sends are doing, one committed line per event.
+
+    A line says a row goes on the wire (``wire``) or carries its answer (an outcome kind with
+    the reply). It lives in its own small SQLite file beside the store (``PATH-sendlog``), so
+    a sending thread's commit never waits for the store's writer; a ``:memory:`` store gets an
+    in-memory log. Thread-safe: one lock around each use of its connection.
+
+    Example::
+
+        >>> log = SendLog(":memory:")
+        >>> log.wire("run-1", Row(7, "ann@example.org", None, "<m@example.org>", 0))
+        >>> log.lines("run-1")
+        [(7, 'wire', None, None, None, None, None)]
+        >>> log.forget(["run-1"]); log.lines("run-1")
+        []
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
+            if path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS send_log (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, "
+                "delivery_id INTEGER NOT NULL, event TEXT NOT NULL, code INTEGER, status TEXT, "
+                "reply TEXT, stage TEXT, concerns TEXT)")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the send log {path}: {exc}") from exc
+        self._conn = conn
+
+    def __repr__(self) -> str:
+        return f"SendLog({self.path!r})"
+
+    @classmethod
+    def of(cls, store: Store) -> SendLog:
+        """The send log of ``store`` (beside its file)."""
+        return cls(":memory:" if store.path == ":memory:" else store.path + "-sendlog")
+
+    def wire(self, owner: str, row: Row, answered: Sequence[tuple[Row, SendOutcome]] = ()) -> None:
+        """Commit the answers received since the last line, then that ``row`` goes on the wire."""
+        values: list[Any] = []
+        for r, o in answered:
+            values += (owner, r.id, o.kind, o.code, o.status, o.reply or None, o.stage, o.concerns)
+        values += (owner, row.id, "wire", None, None, None, None, None)
+        # One statement in autocommit mode: one commit, the lines together or not at all.
+        with self._lock:
+            self._conn.execute(_insert_lines(len(answered) + 1), values)
+
+    def lines(self, owner: str) -> list[tuple[Any, ...]]:
+        """(delivery id, event, code, status, reply, stage, concerns) of ``owner``, oldest first."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT delivery_id, event, code, status, reply, stage, concerns FROM send_log "
+                "WHERE owner = ? ORDER BY id", (owner,)).fetchall()
+
+    def forget(self, owners: Iterable[str], rows: Iterable[Row] | None = None) -> None:
+        """Drop the lines of ``owners`` (only those about ``rows`` when given)."""
+        ids = None if rows is None else json.dumps([r.id for r in rows])
+        with self._lock:
+            for owner in owners:
+                if ids is None:
+                    self._conn.execute("DELETE FROM send_log WHERE owner = ?", (owner,))
+                else:
+                    self._conn.execute("DELETE FROM send_log WHERE owner = ? AND delivery_id IN "
+                                       "(SELECT value FROM json_each(?))", (owner, ids))
+
+    def count(self) -> int:
+        """Lines in the log (0 when no run is sending and none died)."""
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM send_log").fetchone()[0])
+
+    def close(self) -> None:
+        """Close its connection."""
+        with self._lock:
+            self._conn.close()
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_lines(count: int) -> str:
+    return ("INSERT INTO send_log (owner, delivery_id, event, code, status, reply, stage, concerns) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * count))

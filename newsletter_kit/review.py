@@ -409,7 +409,7 @@ def campaign_summary(store: Store) -> pd.DataFrame:
     failures = ", ".join(f"'{k}'" for k in FAILURE_KINDS)
     # GROUP BY (campaign_id, state) follows the ledger's index: no sort of a million rows.
     ledger = _query(store, "SELECT campaign_id, state, COUNT(*) AS n FROM deliveries GROUP BY campaign_id, state")
-    ledger["state"] = ledger["state"].replace({"inflight": "pending", "deferred": "pending"})
+    ledger["state"] = ledger["state"].replace({"inflight": "pending", "claimed": "pending", "deferred": "pending"})
     ledger = ledger.pivot_table(index="campaign_id", columns="state", values="n", aggfunc="sum", fill_value=0)
     ledger = ledger.reindex(columns=["sent", "failed", "excluded", "pending", "unknown"], fill_value=0)
     ledger.insert(0, "total", ledger.sum(axis=1))
@@ -835,3 +835,26 @@ def styled(df: pd.DataFrame, *, store: Store | None = None, tz: str | None = Non
     if len(shown) < len(df):
         styler = styler.set_caption(f"first {len(shown):,} of {len(df):,} rows")
     return styler
+
+
+def complaint_rates(store: Store) -> pd.DataFrame:
+    """Spam complaints per campaign against the lines mailbox providers act on (0.1 %, 0.3 %).
+
+    Columns: campaign, delivered (sent), complaints (addresses with an ARF complaint recorded
+    for the campaign), rate (complaints / delivered), level (``ok``, ``warn`` from 0.1 %,
+    ``stop`` over 0.3 %: ``campaign send`` does not send such a campaign further without
+    ``--ignore-guards``).
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> list(complaint_rates(open_store(":memory:")).columns)
+        ['campaign', 'delivered', 'complaints', 'rate', 'level']
+    """
+    from .guards import complaint_counts, complaint_level, complaint_rate
+
+    rows = [(name, delivered, complaints, complaint_rate(complaints, delivered))
+            for name, (complaints, delivered) in complaint_counts(store).items()]
+    df = pd.DataFrame(rows, columns=["campaign", "delivered", "complaints", "rate"])
+    df["level"] = [complaint_level(rate) for rate in df["rate"]]
+    return df

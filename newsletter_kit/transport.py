@@ -13,11 +13,14 @@ Example::
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import queue
 import re
 import smtplib
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -150,46 +153,206 @@ def _close(smtp: smtplib.SMTP) -> None:
 #: away after the whole message was sent, before the server's reply: perhaps delivered, so it is
 #: never tried again (and the run pauses as for ``paused``).
 OUTCOME_KINDS = ("sent", "deferred", "failed", "paused", "unknown")
+#: Whom a refusal (``failed``) is about: the recipient's mailbox (a bounce of that address),
+#: the message itself (size, syntax, content, policy), or the envelope sender.
+CONCERNS = ("recipient", "message", "sender")
+#: The SMTP command a reply answers: ``MAIL`` (FROM), ``RCPT`` (TO), ``DATA`` (the command or
+#: the end of the message).
+STAGES = ("MAIL", "RCPT", "DATA")
+#: The longest one message's whole conversation (MAIL FROM to the reply after DATA) may take
+#: before the connection is treated as dropped; a per-read timeout alone lets a server that
+#: trickles a byte now and then hold a run for ever.
+MESSAGE_DEADLINE = 120.0
 
-_ENHANCED_STATUS = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
+# RFC 3463: the enhanced code opens the reply text, right after the basic code; its class
+# repeats the basic code's first digit. A number elsewhere ("see RFC 5321 4.5.3.1.6") is text.
+_ENHANCED_STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
+_BASIC_CODE = re.compile(r"[245]\d\d[ -]")
+
+
+@dataclass(frozen=True)
+class SmtpReply:
+    """An SMTP reply: the basic code, the enhanced status code where the reply puts it, the text.
+
+    Example::
+
+        >>> SmtpReply.parse(500, b"Line too long (see RFC5321 4.5.3.1.6)").status is None
+        True
+        >>> SmtpReply.parse(550, "550-5.1.1 The email account does not exist\\n550 5.1.1 Try again").status
+        '5.1.1'
+    """
+
+    code: int | None
+    status: str | None
+    text: str
+
+    @classmethod
+    def parse(cls, code: int | None, reply: Any = "") -> SmtpReply:
+        """Read a reply as smtplib gives it (text after the code; lines joined by newlines).
+
+        A line may still carry its basic code (``550-5.1.1 ...``): it is skipped. An enhanced
+        code whose class differs from the basic code's is not one (RFC 3463 section 2).
+        """
+        text = decode(reply).strip()
+        first = text.split("\n", 1)[0].lstrip()
+        basic = _BASIC_CODE.match(first)
+        if basic:
+            first = first[basic.end():].lstrip()
+        match = _ENHANCED_STATUS.match(first)
+        status = None
+        if match and (code is None or str(code)[0] == match.group(1)):
+            status = ".".join(match.groups())
+        return cls(code, status, text)
+
+    def concerns(self, stage: str) -> str | None:
+        """Whom a 5xx reply at ``stage`` is about (one of :data:`CONCERNS`); None for others.
+
+        At MAIL FROM the sender, unless the reply is about the message's size (552, X.3.4,
+        X.2.3). At RCPT the recipient, unless the reply is about the command or the
+        transaction (500-504 without a mailbox code, X.5.x, X.3.x, X.6.x). After DATA the
+        message, unless the reply names the mailbox (X.1.x, X.2.x other than X.2.3): one
+        transaction carries one recipient, so such a reply can only be about that recipient.
+        """
+        if self.code is None or not 500 <= self.code < 600:
+            return None
+        subject, detail = self._subject()
+        if stage == "MAIL":
+            size = self.code == 552 or (subject, detail) in (("3", "4"), ("2", "3"))
+            return "message" if size else "sender"
+        mailbox = subject in ("1", "2") and (subject, detail) != ("2", "3")
+        if stage == "RCPT":
+            if mailbox or subject == "7":
+                return "recipient"
+            if subject in ("3", "5", "6") or (subject is None and self.code in (500, 501, 502, 503, 504)):
+                return "message"
+            return "recipient"
+        return "recipient" if mailbox else "message"
+
+    def _subject(self) -> tuple[str | None, str | None]:
+        if self.status is None:
+            return None, None
+        _, subject, detail = self.status.split(".")
+        return subject, detail
 
 
 @dataclass(frozen=True)
 class SendOutcome:
     """The server's answer to one message, mapped to what the ledger should do with it.
 
+    ``stage`` is the command the reply answered; ``concerns`` says whom a refusal is about
+    (only a ``recipient`` refusal is a bounce of that address).
+
     Example::
 
-        >>> classify_reply(550, "5.1.1 <x@example.org>: User unknown")
-        SendOutcome(kind='failed', code=550, status='5.1.1', reply='5.1.1 <x@example.org>: User unknown')
+        >>> classify_reply(550, "5.1.1 <x@example.org>: User unknown", "RCPT")
+        SendOutcome(kind='failed', code=550, status='5.1.1', reply='5.1.1 <x@example.org>: User unknown', stage='RCPT', concerns='recipient')
     """
 
     kind: str
     code: int | None = None
     status: str | None = None
     reply: str = ""
+    stage: str | None = None
+    concerns: str | None = None
+
+    @property
+    def refuses_message(self) -> bool:
+        """The server refused the message or its sender: every other recipient would be refused too."""
+        return self.kind == "failed" and self.concerns in ("message", "sender")
 
 
-def classify_reply(code: int | None, reply: Any = "") -> SendOutcome:
-    """Map an SMTP reply to an outcome: 2xx sent, 421 paused, other 4xx deferred, 5xx failed.
+def classify_reply(code: int | None, reply: Any = "", stage: str = "DATA") -> SendOutcome:
+    """Map an SMTP reply at ``stage`` to an outcome: 2xx sent, 421 paused, 4xx deferred, 5xx failed.
+
+    A 4xx at MAIL FROM pauses the run (the server takes no mail from us now); a 5xx says whom
+    it concerns (:meth:`SmtpReply.concerns`).
 
     Example::
 
-        >>> classify_reply(451, b"4.3.0 try again later").kind
+        >>> classify_reply(451, b"4.3.0 try again later", "RCPT").kind
         'deferred'
+        >>> outcome = classify_reply(500, b"Line too long (see RFC5321 4.5.3.1.6)", "DATA")
+        >>> outcome.kind, outcome.status, outcome.concerns
+        ('failed', None, 'message')
     """
-    text = decode(reply).strip()
-    match = _ENHANCED_STATUS.match(text)
-    status = match.group(1) if match else None
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
+    parsed = SmtpReply.parse(code, reply)
     if code is not None and 200 <= code < 300:
         kind = "sent"
-    elif code == 421:
+    elif code == 421 or (stage == "MAIL" and code is not None and 400 <= code < 500):
         kind = "paused"
     elif code is not None and 400 <= code < 500:
         kind = "deferred"
     else:
         kind = "failed"
-    return SendOutcome(kind, code, status, text)
+    return SendOutcome(kind, code, parsed.status, parsed.text, stage, parsed.concerns(stage))
+
+
+class _DeadlineFile:
+    """The reader smtplib takes replies from, with an overall deadline for a conversation.
+
+    smtplib reads through ``sock.makefile()``, whose timeout is per ``recv``: a server sending
+    a byte every few seconds never trips it. Reading here stops at :attr:`deadline`
+    (``time.monotonic()``) with ``socket.timeout``, which smtplib turns into a dropped
+    connection.
+    """
+
+    def __init__(self, sock: socket.socket, timeout: float):
+        self.sock = sock
+        self.timeout = timeout
+        self.deadline: float | None = None
+        self.shortened = False  # the socket's timeout is below self.timeout (near the deadline)
+        self._buffer = b""
+
+    def bound(self) -> None:
+        """Give the socket the time left before the deadline when that is less than its timeout.
+
+        The socket keeps its plain timeout otherwise (settimeout is a system call: not one per
+        read on the hot path).
+        """
+        if self.deadline is None:
+            return
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the server took longer than the deadline for one message")
+        if left < self.timeout:
+            self.sock.settimeout(left)
+            self.shortened = True
+
+    def reset(self) -> None:
+        """No deadline any more (between messages): the socket's plain timeout again."""
+        self.deadline = None
+        if self.shortened:
+            self.shortened = False
+            try:
+                self.sock.settimeout(self.timeout)
+            except OSError:  # closed after a drop: nothing to reset
+                pass
+
+    def readline(self, limit: int = -1) -> bytes:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0 or 0 < limit <= len(self._buffer):
+                cut = end + 1 if end >= 0 else limit
+                if 0 < limit < cut:
+                    cut = limit
+                line, self._buffer = self._buffer[:cut], self._buffer[cut:]
+                return line
+            self.bound()
+            try:
+                chunk = self.sock.recv(8192)
+            except socket.timeout:
+                if self.deadline is not None and time.monotonic() >= self.deadline:
+                    raise socket.timeout("the server took longer than the deadline for one message") from None
+                raise
+            if not chunk:
+                line, self._buffer = self._buffer, b""
+                return line
+            self._buffer += chunk
+
+    def close(self) -> None:
+        self._buffer = b""
 
 
 class SmtpSender:
@@ -207,13 +370,15 @@ class SmtpSender:
 
     def __init__(self, settings: SmtpSettings, *, password: str | None = None,
                  factory: SmtpFactory | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 context: ssl.SSLContext | None = None):
+                 context: ssl.SSLContext | None = None, deadline: float = MESSAGE_DEADLINE):
         self.settings = settings
         self._password = password
         self._factory = factory
         self._timeout = timeout
         self._context = context
+        self._deadline = deadline
         self._smtp: smtplib.SMTP | None = None
+        self._file: _DeadlineFile | None = None
         self._while_waiting: Callable[[], None] | None = None
         self._data_sent = False  # this transaction's end of DATA is on the wire
 
@@ -234,16 +399,21 @@ class SmtpSender:
         return self
 
     def _hook_replies(self, smtp: smtplib.SMTP) -> None:
-        """Run the pending ``while_waiting`` work once the message is out, before the reply is read.
+        """Bound each message's conversation by the deadline, and run the pending
+        ``while_waiting`` work once the message is out, before the reply is read.
 
         The server needs a round trip (the longest of the transaction: it takes the message in)
         to answer the end of DATA; a message rendered meanwhile costs no time.
         """
         write, read_reply = smtp.send, smtp.getreply
         message_out = False
+        assert smtp.sock is not None  # connected
+        reader = self._file = _DeadlineFile(smtp.sock, self._timeout)
+        smtp.file = reader  # type: ignore[assignment]
 
         def send(data: Any) -> None:
             nonlocal message_out
+            reader.bound()  # sendall: the timeout is a total, not per chunk
             write(data)
             message_out = isinstance(data, bytes) and data.endswith(b"\r\n.\r\n")
             if message_out:
@@ -297,7 +467,12 @@ class SmtpSender:
             try:
                 if self._smtp is None:
                     self.open()
-                return self._transaction(mail_from, rcpt, message)
+                assert self._file is not None
+                self._file.deadline = time.monotonic() + self._deadline
+                try:
+                    return self._transaction(mail_from, rcpt, message)
+                finally:
+                    self._file.reset()  # QUIT, RSET: the plain timeout
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
                 self._discard()
                 if self._data_sent:
@@ -326,19 +501,21 @@ class SmtpSender:
             refused = smtp.sendmail(mail_from, [rcpt], message, mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = exc.recipients.get(rcpt, (None, b"recipient refused"))
-            return self._after_reply(classify_reply(code, reply))
+            return self._after_reply(classify_reply(code, reply, "RCPT"))
         except smtplib.SMTPSenderRefused as exc:
-            # The envelope sender (bounce address) is refused: no recipient can be sent to.
-            return self._after_reply(SendOutcome(
-                "paused", exc.smtp_code, classify_reply(exc.smtp_code, exc.smtp_error).status,
-                f"the server refused the envelope sender {mail_from}: {decode(exc.smtp_error)}"))
+            # MAIL FROM refused: about the sender (the bounce address) or the message's size,
+            # never about a recipient.
+            outcome = classify_reply(exc.smtp_code, exc.smtp_error, "MAIL")
+            what = "the message" if outcome.concerns == "message" else f"the envelope sender {mail_from}"
+            return self._after_reply(dataclasses.replace(
+                outcome, reply=f"the server refused {what}: {outcome.reply}"))
         except smtplib.SMTPDataError as exc:
-            return self._after_reply(classify_reply(exc.smtp_code, exc.smtp_error))
+            return self._after_reply(classify_reply(exc.smtp_code, exc.smtp_error, "DATA"))
         except smtplib.SMTPResponseException as exc:  # HELO refused and the like
             return self._after_reply(SendOutcome("paused", exc.smtp_code, None, reason(exc)))
         if rcpt in refused:
             code, reply = refused[rcpt]
-            return self._after_reply(classify_reply(code, reply))
+            return self._after_reply(classify_reply(code, reply, "RCPT"))
         return SendOutcome("sent", 250, None, "")
 
     def _after_reply(self, outcome: SendOutcome) -> SendOutcome:
@@ -370,14 +547,15 @@ class SenderPool:
     """
 
     def __init__(self, settings: SmtpSettings, connections: int, *, password: str | None = None,
-                 factory: SmtpFactory | None = None, timeout: float = DEFAULT_TIMEOUT):
+                 factory: SmtpFactory | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 deadline: float = MESSAGE_DEADLINE):
         if connections < 1:
             raise ValidationError("the number of connections must be at least 1", "connections")
         if password is None and settings.auth:
             password = resolve_password(settings.password_ref)
         context = tls_context(settings.ca_file) if settings.tls != "none" else None
         self.senders = [SmtpSender(settings, password=password, factory=factory, timeout=timeout,
-                                   context=context) for _ in range(connections)]
+                                   context=context, deadline=deadline) for _ in range(connections)]
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     def open(self) -> SenderPool:
@@ -411,14 +589,17 @@ class SenderPool:
 
     def send_batch(self, jobs: list[SendJob], halt: threading.Event,
                    started: list[bool] | None = None, *, stop: threading.Event | None = None,
-                   after: Callable[[int, SendOutcome], None] | None = None) -> list[SendOutcome | None]:
+                   after: Callable[[int, SendOutcome], None] | None = None,
+                   before: Callable[[int], None] | None = None) -> list[SendOutcome | None]:
         """Send ``jobs``; take no new one once ``halt`` (or ``stop``) is set; a ``paused`` sets ``halt``.
 
         ``started[i]`` becomes True when job i is handed to the server, so a caller interrupted
-        mid-batch knows which messages may have gone out. ``after(i, outcome)`` is called as
-        each answer arrives (one call at a time, from the sending thread).
+        mid-batch knows which messages may have gone out. ``before(i)`` is called right before
+        that (its message is built; e.g. to record durably that it is going on the wire);
+        ``after(i, outcome)`` as each answer arrives (one call at a time). Both are called from
+        the sending thread.
         """
-        batch = _Batch(jobs, halt, stop, started, after)
+        batch = _Batch(jobs, halt, stop, started, after, before)
         if self._executor is None:
             sender = self.senders[0]
             for i in range(len(jobs)):
@@ -453,8 +634,10 @@ class _Batch:
     """The jobs of one :meth:`SenderPool.send_batch` call and what became of them."""
 
     def __init__(self, jobs: list[SendJob], halt: threading.Event, stop: threading.Event | None,
-                 started: list[bool] | None, after: Callable[[int, SendOutcome], None] | None):
+                 started: list[bool] | None, after: Callable[[int, SendOutcome], None] | None,
+                 before: Callable[[int], None] | None = None):
         self.jobs = jobs
+        self.before = before
         self.halt = halt
         self.stop = stop
         self.started = started if started is not None else [False] * len(jobs)
@@ -489,6 +672,8 @@ class _Batch:
         if isinstance(message, NewsletterKitError):
             outcome = SendOutcome("failed", None, None, f"cannot build the message: {message}")
         else:
+            if self.before is not None:
+                self.before(i)
             self.started[i] = True
             work = (lambda: self.build(prefetch)) if prefetch is not None else None
             outcome = sender.send(mail_from, rcpt, message, while_waiting=work)

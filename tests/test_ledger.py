@@ -18,10 +18,11 @@ from collections import Counter
 import pytest
 
 from newsletter_kit import campaigns, quota
-from newsletter_kit.ledger import Ledger, outcome_state
+from newsletter_kit.errors import CampaignError
+from newsletter_kit.ledger import Ledger, SendLog, outcome_state
 from newsletter_kit.store import open_store
 from newsletter_kit.transport import SendOutcome
-from tests.sending import addresses, configure, contacts, ledger, make_campaign, received, start_cli
+from tests.sending import addresses, configure, contacts, invoke, ledger, make_campaign, received, start_cli
 
 
 @pytest.fixture
@@ -69,8 +70,8 @@ def test_a_claim_takes_due_deferred_rows_first_and_keeps_message_ids(store):
 
     assert [r.email for r in claim.rows] == [emails[3], emails[0], emails[1]]
     assert claim.rows[0].message_id == "<old@example.org>" and claim.granted == 3
-    assert book.states() == {emails[0]: "inflight", emails[1]: "inflight", emails[2]: "pending",
-                             emails[3]: "inflight", emails[4]: "deferred"}
+    assert book.states() == {emails[0]: "claimed", emails[1]: "claimed", emails[2]: "pending",
+                             emails[3]: "claimed", emails[4]: "deferred"}
     assert book.due_count() == 1 and book.left_to_send() == 5
     assert book.next_retry_at() == "2999-01-01T00:00:00+00:00"
     quota.end_run(owner)
@@ -94,20 +95,53 @@ def test_outcomes_give_each_row_its_state_and_count_what_was_accepted(store):
     quota.end_run(owner)
 
 
-def test_rows_of_a_run_that_died_are_abandoned_and_those_of_a_live_run_are_not(store):
-    emails = addresses(4)
+def test_a_dead_run_leaves_unknown_only_what_was_on_the_wire_and_a_live_run_nothing(store):
+    emails = addresses(7)
     book = _ledger_with(store, emails)
     dead = subprocess.run([sys.executable, "-c", "from newsletter_kit import quota; print(quota.new_owner())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     alive = quota.new_owner()
-    _claim(store, book, 2, dead)
-    _claim(store, book, 1, alive)
+    gone = _claim(store, book, 4, dead)
+    running = _claim(store, book, 2, alive)
+    # The dead run: row 0 answered 250, row 1 refused at RCPT, row 2 on the wire; row 3 never.
+    book.log_wire(dead, gone.rows[0])
+    book.log_wire(dead, gone.rows[1], [(gone.rows[0], SendOutcome("sent", 250))])
+    book.log_wire(dead, gone.rows[2], [(gone.rows[1], SendOutcome("failed", 550, "5.1.1", "no", "RCPT",
+                                                                    "recipient"))])
+    book.log_wire(alive, running.rows[0])  # the live run's message on the wire
 
-    assert {email for _, email in book.abandoned()} == set(emails[:2])
-    assert sorted(book.mark_abandoned()) == emails[:2]
-    assert book.states() == dict(zip(emails, ["unknown", "unknown", "inflight", "pending"]))
-    assert book.abandoned() == []
+    assert book.mark_abandoned() == [emails[2]]
+    assert book.states() == dict(zip(emails, ["sent", "failed", "unknown", "pending", "claimed", "claimed",
+                                              "pending"]))
+    assert book.log.lines(dead) == [] and len(book.log.lines(alive)) == 1
+    assert book.mark_abandoned() == []   # nothing twice
     quota.end_run(alive)
+
+
+def test_rows_left_in_flight_by_an_older_version_are_unknown(store):
+    emails = addresses(2)
+    book = _ledger_with(store, emails)
+    store.conn.execute("UPDATE deliveries SET state = 'inflight', owner = NULL WHERE email = ?",
+                       (emails[0],))
+    assert book.mark_abandoned() == [emails[0]]
+    assert book.states() == {emails[0]: "unknown", emails[1]: "pending"}
+
+
+def test_unknown_rows_are_settled_as_sent_or_pending_and_nothing_else(store):
+    emails = addresses(4)
+    book = _ledger_with(store, emails)
+    store.conn.execute("UPDATE deliveries SET state = 'unknown' WHERE email IN (?, ?, ?)", tuple(emails[:3]))
+
+    with pytest.raises(CampaignError, match="not an unknown recipient.*reader003"):
+        book.resolve("sent", [emails[0], emails[3]])
+    with pytest.raises(CampaignError, match="sent or pending"):
+        book.resolve("failed")
+    assert book.unknown() == emails[:3]                  # an error settles nothing
+
+    assert book.resolve("sent", [emails[0].upper()]) == [emails[0]]
+    assert book.resolve("pending") == emails[1:3]
+    assert book.states() == dict(zip(emails, ["sent", "pending", "pending", "pending"]))
+    assert book.resolve("sent") == []
 
 
 @pytest.mark.parametrize("attempts, outcome, started, state", [
@@ -167,8 +201,8 @@ def test_sigkill_mid_campaign_then_send_again_sends_nobody_twice(store, smtp_ser
     assert max(counts.values()) == 1                       # nobody twice
     rows = ledger(store)
     unknown = {e for e, (s, *_) in rows.items() if s == "unknown"}
-    assert unknown and set(report.unknown) == unknown       # reported
-    assert len(unknown) <= 2 * campaigns.BATCH_PER_CONNECTION  # at most two batches
+    assert set(report.unknown) == unknown                   # reported
+    assert len(unknown) <= 1                                # only the message on the wire
     assert not unknown & (set(counts) - set(got_before))    # never resent
     assert {s for e, (s, *_) in rows.items() if e not in unknown} == {"sent"}
     assert set(counts) | unknown == set(emails)             # nobody lost
@@ -228,3 +262,111 @@ def test_a_failing_progress_callback_leaves_nothing_in_flight(store, smtp_server
     states = Counter(s for s, *_ in ledger(store).values())
     assert set(states) == {"sent", "pending"} and states["sent"] == len(srv.messages)
     assert quota.quota_status(store).reserved == 0
+
+
+def _states(store, name="spring"):
+    return Counter(s for s, *_ in ledger(store, name).values())
+
+
+def _kill_when(proc, srv, count):
+    deadline = time.monotonic() + 60
+    while len(srv.messages) < count and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_three_sigkills_leave_at_most_one_unknown_per_connection_and_the_rest_is_sent(store, smtp_server):
+    """Issue 9 finding 5: before, each kill parked two batches of 20 per connection as unknown."""
+    srv = smtp_server(tls="none", delay=0.02)
+    configure(store, srv)
+    emails = addresses(240)
+    contacts(store, emails)
+    make_campaign(store)
+    connections = 2
+    unknown: set[str] = set()
+
+    for kill in range(3):
+        proc = start_cli(["campaign", "send", "spring", "--connections", str(connections)])
+        _kill_when(proc, srv, 30 + 50 * kill)
+        # A run that sends nothing settles what the dead one left.
+        found = campaigns.send_campaign(store, "spring", limit=0).unknown
+        assert len(found) <= connections, found              # only what was on the wire
+        unknown |= set(found)
+        assert not {"claimed", "inflight"} & set(_states(store))
+        assert SendLog.of(store).count() == 0
+
+    final = campaigns.send_campaign(store, "spring", connections=connections)
+
+    counts = received(srv)
+    assert final.paused is None and max(counts.values()) == 1   # nobody twice
+    rows = ledger(store)
+    assert {e for e, (s, *_) in rows.items() if s == "unknown"} == unknown
+    assert {e for e, (s, *_) in rows.items() if s == "sent"} == set(emails) - unknown
+    assert set(counts) | unknown == set(emails)                  # nobody lost
+    assert set(counts) - unknown == set(emails) - unknown
+    assert campaigns.campaign_status(store, "spring")["unknown"] == len(unknown)
+
+
+def test_sigterm_finishes_the_message_on_the_wire_releases_the_rest_and_exits_75(store, smtp_server):
+    """Issue 9 finding 4: TERM (timeout, systemd, cron wrappers) is handled like Ctrl-C."""
+    srv = smtp_server(tls="none", delay=0.05)
+    configure(store, srv)
+    emails = addresses(60)
+    contacts(store, emails)
+    make_campaign(store)
+
+    proc = start_cli(["campaign", "send", "spring", "--json"])
+    deadline = time.monotonic() + 60
+    while len(srv.messages) < 9 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 75, err
+    assert "interrupted by SIGTERM" in err and "Traceback" not in err
+    doc = json.loads(out)
+    states = _states(store)
+    assert states == Counter({"sent": len(srv.messages), "pending": 60 - len(srv.messages)})
+    assert doc["sent"] == len(srv.messages) and doc["paused"] == "stopped"
+    status = quota.quota_status(store)
+    assert (status.used, status.reserved) == (len(srv.messages), 0)     # the quota is settled
+    assert store.conn.execute("SELECT count(*) FROM quota_reservations").fetchone()[0] == 0
+
+    again = campaigns.send_campaign(store, "spring")
+    assert again.paused is None and again.unknown == []
+    assert received(srv) == Counter({e: 1 for e in emails})
+
+
+def test_unknown_rows_are_settled_from_the_command_line(store, smtp_server):
+    """Issue 9 finding 6: `campaign resolve` (and status keeps saying unknown until then)."""
+    srv = smtp_server(tls="none")
+    configure(store, srv)
+    order = ["drop.a@example.org", "ok1@example.org", "drop.b@example.org", "ok2@example.org"]
+    contacts(store, order)
+    make_campaign(store)
+    for _ in range(3):
+        campaigns.send_campaign(store, "spring")       # each drop pauses the run once
+    status = json.loads(invoke(["campaign", "status", "spring", "--json"]).stdout)
+    assert (status["unknown"], status["sent"], status["pending"]) == (2, 2, 0)
+
+    refused = invoke(["campaign", "resolve", "spring", "--as", "pending"])   # not a terminal
+    assert refused.returncode == 1 and "--yes" in refused.stderr and refused.stderr.count("\n") == 1
+    stray = invoke(["campaign", "resolve", "spring", "--as", "sent", "--address", "ok1@example.org"])
+    assert stray.returncode == 1 and "not an unknown recipient" in stray.stderr
+    assert json.loads(invoke(["campaign", "status", "spring", "--json"]).stdout)["unknown"] == 2
+
+    done = invoke(["campaign", "resolve", "spring", "--as", "sent", "--address", "drop.a@example.org"])
+    assert done.returncode == 0 and "1 unknown recipient(s)" in done.stderr
+    again = invoke(["campaign", "resolve", "spring", "--as", "pending", "--yes"])
+    assert again.returncode == 0, again.stderr
+    status = json.loads(invoke(["campaign", "status", "spring", "--json"]).stdout)
+    assert (status["unknown"], status["sent"], status["pending"]) == (0, 3, 1)
+    assert ledger(store)["drop.a@example.org"][0] == "sent"
+    assert "settled as sent" in ledger(store)["drop.a@example.org"][4]
+
+
+def test_resolve_is_part_of_the_python_api():
+    import newsletter_kit as nk
+
+    assert "resolve_unknown" in nk.__all__ and nk.resolve_unknown is campaigns.resolve_unknown

@@ -354,6 +354,32 @@ def test_campaign_panel_without_settings_says_what_is_missing(nk_db: Path) -> No
     assert "nk-error" in _said(panel) and "SMTP settings" in _said(panel)
 
 
+def test_campaign_panel_settles_unknown_recipients(nk_db: Path, smtp_server) -> None:
+    srv = smtp_server(tls="none")
+    store = nk.open_store(nk_db)
+    nk.update_smtp_settings(store, host="127.0.0.1", port=srv.port, tls="none", daily_limit=500,
+                            from_addr="news@example.org")
+    audience.add_contacts(store, [{"email": e} for e in ("drop.a@example.org", "ok@example.org",
+                                                         "drop.b@example.org")], list_name="customers")
+    campaigns.create_campaign(store, "spring", "customers", "Hi", "<p>Hi</p>")
+    for _ in range(3):
+        campaigns.send_campaign(store, "spring")  # a hang-up after DATA: unknown, run paused
+    panel = CampaignPanel(store, campaign="spring")
+    assert panel.resolve_box.layout.display == "" and "<b>2</b>" in panel.unknown_label.value
+
+    panel.resolve_as.value = "pending"
+    panel.resolve_button.click()                  # not confirmed: nothing settled
+    assert "nk-error" in _said(panel) and "twice" in _said(panel)
+    assert campaigns.campaign_status(store, "spring")["unknown"] == 2
+    panel.resolve_confirm.value = True
+    panel.resolve_button.click()
+
+    assert "2 unknown recipient(s) settled as pending" in _said(panel)
+    status = campaigns.campaign_status(store, "spring")
+    assert (status["unknown"], status["pending"]) == (0, 2)
+    assert panel.resolve_box.layout.display == "none"
+
+
 # -- the %newsletter magic ---------------------------------------------------------------------
 
 

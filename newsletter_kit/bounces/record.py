@@ -22,7 +22,7 @@ from ..settings import BounceSettings, load_bounce_settings
 from ..store import Store, now_iso
 from ..suppressions import apply_threshold
 from ..tokens import verify_verp_token
-from .classify import classify_failure, status_codes
+from .classify import classify_failure
 from .message import clean
 from .report import COMPLAINT, DELAYED, HARD, POLICY, SOFT, BounceRecipient, BounceReport
 
@@ -207,7 +207,9 @@ def record_smtp_rejection(
     if code < 500:
         return []
     address = email.strip().lower()
-    stated = status or next(iter(status_codes(reply)), None)
+    # The status the reply states right after its code (transport.SmtpReply), never a number
+    # found elsewhere in its text ("see section 4.5.3").
+    stated = status
     kind = classify_failure(stated if stated and stated.startswith("5") else None, reply or "")
     key = f"smtp:{delivery_id}" if delivery_id is not None else f"smtp:{campaign or ''}:{address}"
     rcpt = BounceRecipient(address, kind, stated, "failed", clean(reply or "", 1000) or None)

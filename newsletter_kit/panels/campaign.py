@@ -142,6 +142,20 @@ class CampaignPanel(Panel):
                                             layout=widgets.Layout(width="520px"))
         self.progress_label = widgets.HTML("")
         self.quota = QuotaMeter(self.store)
+        # Unknown recipients (on the wire when a run died): settle them as sent or pending.
+        self.unknown_label = widgets.HTML("")
+        self.resolve_as = widgets.ToggleButtons(options=[("sent", "sent"), ("send again", "pending")],
+                                                value="sent", description="Settle as",
+                                                style=field_style())
+        self.resolve_confirm = widgets.Checkbox(value=False, indent=False,
+                                                description="I accept they may get it twice")
+        self.resolve_button = button("Settle unknown", self.resolve_unknown, icon="check",
+                                     tooltip="Mark every unknown recipient as sent, or as pending "
+                                             "(sent again by the next run)")
+        self.resolve_box = widgets.VBox([
+            self.unknown_label,
+            widgets.HBox([self.resolve_as, self.resolve_confirm, self.resolve_button])])
+        self.resolve_box.layout.display = "none"
         self.campaign.observe(self._on_campaign, names="value")
         self.list_name.observe(self._on_list, names="value")
         self.preview_contact.observe(self._on_preview_contact, names="value")
@@ -152,6 +166,7 @@ class CampaignPanel(Panel):
                                                    "today's quota allows)")]),
             widgets.HBox([self.dry_run_button, self.send_button, self.stop_button]),
             widgets.HBox([self.progress, self.progress_label]),
+            self.resolve_box,
         ])
         self.widget = widgets.VBox([
             panel_style(), heading("Campaign"), self.campaign, self.list_name, self.campaign_info,
@@ -242,9 +257,16 @@ class CampaignPanel(Panel):
         reasons = excluded["reason"].value_counts()
         why = "; ".join(f"{reason}: {count}" for reason, count in reasons.items())
         status = ""
+        unknown = 0
         if self.campaign_name:
             counts = campaigns.campaign_status(self.store, self.campaign_name)
             status = ("<br>Campaign status: " + " · ".join(f"{k} {v}" for k, v in counts.items()))
+            unknown = counts["unknown"]
+        self.resolve_box.layout.display = "" if unknown else "none"
+        self.unknown_label.value = (
+            f"<b>{unknown}</b> recipient(s) <b>unknown</b>: their message was on the wire when a run "
+            "died or the connection dropped, so it may have been delivered. Check the server's log, "
+            "then settle them." if unknown else "")
         self.audience_summary.value = (
             f"<b>{len(frame)}</b> contacts in the list: <b>{len(frame) - len(excluded)}</b> "
             f"eligible, <b>{len(excluded)}</b> excluded" + (f" ({html.escape(why)})" if why else "") + status)
@@ -273,8 +295,25 @@ class CampaignPanel(Panel):
             self.store, self.new_name.value.strip(), self.list_name.value,
             self.new_subject.value, self.new_html.value)
         self.refresh_choices(select=created.name)
-        self.show_ok(f"Campaign {created.name!r} created for the list {created.list_name!r}.")
+        warnings = campaigns.campaign_warnings(self.store, created.name)
+        if warnings:
+            self.show(f"Campaign {created.name!r} created; warning: {'; '.join(warnings)}", "warning")
+        else:
+            self.show_ok(f"Campaign {created.name!r} created for the list {created.list_name!r}.")
         return created
+
+    @catch_errors
+    def resolve_unknown(self, _button: Any = None) -> list[str]:
+        """Settle the campaign's unknown recipients as chosen in "Settle as" (pending needs the box)."""
+        self.clear_message()
+        name = self._require_campaign()
+        if self.resolve_as.value == "pending" and not self.resolve_confirm.value:
+            raise CampaignError("sending them again may deliver the campaign twice: tick the box to confirm")
+        settled = campaigns.resolve_unknown(self.store, name, self.resolve_as.value)
+        self.resolve_confirm.value = False
+        self.show_ok(f"{len(settled)} unknown recipient(s) settled as {self.resolve_as.value}.")
+        self.refresh()
+        return settled
 
     # -- preview --------------------------------------------------------------------------
     @catch_errors
