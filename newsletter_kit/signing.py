@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import threading
 from collections.abc import Callable
@@ -45,6 +46,7 @@ SIGNED_HEADERS: tuple[str, ...] = (
     "list-unsubscribe-post", "mime-version", "content-type", "content-transfer-encoding",
     "x-newsletter-campaign",
 )
+_DKIMPY_LOG = logging.getLogger("dkimpy")  # given to dkimpy, which otherwise looks it up per message
 _SELECTOR = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*$")
 _HEADER_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
 
@@ -181,7 +183,7 @@ class DkimSigner:
         """The ``DKIM-Signature:`` header line(s) for ``message``, ending in CRLF."""
         import dkim
 
-        signer = dkim.DKIM(message, signature_algorithm=self.key.signature_algorithm,
+        signer = dkim.DKIM(message, logger=_DKIMPY_LOG, signature_algorithm=self.key.signature_algorithm,
                            linesep=b"\r\n")
         try:
             return signer.sign(self.selector.encode(), self.domain.encode(),
