@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import audience, quota
+from . import audience, quota, signing
 from .errors import CampaignError
 from .addresses import ascii_address
 from .ledger import DEFERRAL_BACKOFF, RETRYABLE, Claim, Ledger, Row  # noqa: F401 (DEFERRAL_BACKOFF: kept importable here)
@@ -441,6 +441,7 @@ class _Run:
         self.policy = policy
         self.ledger = Ledger(store, campaign.id)
         self.envelope_from = _envelope_sender(smtp, bounce)
+        self.dkim = signing.signer_for(smtp, campaign.from_addr)  # reads the key: before any send
         self.owner = quota.new_owner()
         self.recipients: dict[str, audience.Recipient] = {}
 
@@ -483,11 +484,13 @@ class _Run:
 
     def jobs(self, rows: list[Row]) -> list[SendJob]:
         """One job per row; its message is built by the thread that sends it."""
-        renderer, envelope_from = self.renderer, self.envelope_from
+        renderer, envelope_from, dkim = self.renderer, self.envelope_from, self.dkim
 
         def build(row: Row) -> Callable[[], bytes]:
             recipient = self.recipients.get(row.email)
             fields = recipient.fields if recipient is not None else self._fields_of(row)
+            if dkim is not None:  # signs the bytes just rendered: one build per message
+                return lambda: dkim.sign(renderer.render(row.email, fields, message_id=row.message_id))
             return lambda: renderer.render(row.email, fields, message_id=row.message_id)
 
         return [(envelope_from, row.email, build(row)) for row in rows]
