@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import audience, quota
+from . import audience, quota, signing
 from .errors import CampaignError
 from .addresses import ascii_address
 from .guards import RefusalWindow, SendGuards, complaint_block, html_size_warning
@@ -509,6 +509,7 @@ class _Run:
         self.envelope_from = _envelope_sender(smtp, bounce)
         # VERP: each delivery's own signed envelope sender (tokens.envelope_sender).
         self.verp_key = store.signing_key() if bounce is not None and bounce.verp else None
+        self.dkim = signing.signer_for(smtp, campaign.from_addr)  # reads the key: before any send
         self.owner = quota.new_owner()
         self.recipients: dict[str, audience.Recipient] = {}
         # The store's connection: the ledger thread's batch transactions and the main thread's
@@ -568,11 +569,13 @@ class _Run:
 
     def jobs(self, rows: list[Row]) -> list[SendJob]:
         """One job per row; its message is built by the thread that sends it."""
-        renderer, envelope_from = self.renderer, self.envelope_from
+        renderer, envelope_from, dkim = self.renderer, self.envelope_from, self.dkim
 
         def build(row: Row) -> Callable[[], bytes]:
             recipient = self.recipients.get(row.email)
             fields = recipient.fields if recipient is not None else self._fields_of(row)
+            if dkim is not None:  # signs the bytes just rendered: one build per message
+                return lambda: dkim.sign(renderer.render(row.email, fields, message_id=row.message_id))
             return lambda: renderer.render(row.email, fields, message_id=row.message_id)
 
         return [(envelope_sender(envelope_from, self.verp_key, row.id), row.email, build(row)) for row in rows]

@@ -286,7 +286,7 @@ def preflight(store: Store, nameserver: str | None = None, *,
                         ("unsubscribe", _check_unsubscribe), ("volume", _check_volume)):
         try:
             status, detail = check(ctx)
-        except (_DnsFailure, ValidationError) as exc:
+        except _DnsFailure as exc:
             status, detail = "fail", f"{exc}; try again, or ask your DNS host."
         findings.append(Finding(name, status, detail))
     return findings
@@ -354,7 +354,11 @@ def _check_dkim(ctx: _Context) -> Verdict:
                         "--dkim-selector and --dkim-key-file.")
     from . import signing
 
-    key = signing.load_key(smtp.dkim_key_file)
+    try:
+        key = signing.load_key(smtp.dkim_key_file)
+    except ValidationError as exc:
+        return "fail", (f"{exc}: point --dkim-key-file at the private key (nothing can be "
+                        'signed until then), or switch DKIM off with --dkim-selector "".')
     domain = ascii_domain(domain)
     name = f"{smtp.dkim_selector}._domainkey.{domain}"
     records = ctx.dns.txt(name)

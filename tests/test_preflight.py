@@ -175,6 +175,17 @@ def test_a_wrong_or_missing_dkim_key_fails_the_dkim_check(dns, keys):
     assert "no DKIM key is published at missing._domainkey.good.example" in detail(findings, "dkim")
 
 
+def test_a_key_file_gone_since_it_was_saved_fails_the_dkim_check(dns, keys, tmp_path):
+    store = nk.open_store(":memory:")
+    moved = tmp_path / "moved.pem"
+    moved.write_bytes(keys["rsa"].read_bytes())
+    configure(store, "good.example", moved)
+    moved.unlink()
+    findings = nk.preflight(store, nameserver=dns.nameserver)
+    assert statuses(findings) == {**ALL_PASS, "dkim": "fail"}
+    assert "cannot be read" in detail(findings, "dkim") and "--dkim-key-file" in detail(findings, "dkim")
+
+
 def test_a_revoked_key_and_ed25519_and_short_rsa_keys(dns, keys):
     store = nk.open_store(":memory:")
     dns.set("rev._domainkey.good.example", [("TXT", "v=DKIM1; k=rsa; p=")])
