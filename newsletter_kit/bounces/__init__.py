@@ -14,8 +14,6 @@ suppressions are :mod:`newsletter_kit.suppressions`.
 
 from __future__ import annotations
 
-import importlib
-
 from ..addresses import is_valid_address
 from .parse import parse_bounce, parse_bounce_file
 from .record import (
@@ -50,17 +48,3 @@ __all__ = [
     "RECORDED_KINDS", "find_delivery", "list_bounces", "list_unmatched", "match_delivery", "record_report",
     "record_smtp_rejection",
 ]
-
-# Names this module had before the threshold and the suppressions got their own module; resolved
-# on first use so that code written against the old layout keeps working.
-_MOVED = {
-    name: "newsletter_kit.suppressions"
-    for name in ("COUNTED_KINDS", "apply_threshold", "bounce_counts", "counting_query", "list_suppressions",
-                 "remove_suppression", "suppress", "suppression_history")
-}
-
-
-def __getattr__(name: str) -> object:
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_MOVED[name]), name)
