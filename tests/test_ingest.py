@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import mailbox
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,28 +13,15 @@ import newsletter_kit as nkit
 from newsletter_kit import ingest
 from newsletter_kit.errors import MailboxError, ValidationError
 from newsletter_kit.ingest import fetch_bounces
-from newsletter_kit.settings import update_bounce_settings
 from newsletter_kit.store import Store, open_store
 from tests.dsn import postfix_dsn, sent_to
+from tests.bouncing import configure as _configure
+from tests.bouncing import write_eml as _write
 
 
 @pytest.fixture
 def store(nk_db: Path) -> Store:
     return open_store(nk_db)
-
-
-def _configure(store: Store, threshold: int = 1, **more: Any) -> Any:
-    settings, _ = update_bounce_settings(store, host="imap.example.org", port=993, tls="ssl",
-                                         user="bounces@example.org", password_ref="env:NK_UNUSED",
-                                         threshold=threshold, **more)
-    return settings
-
-
-def _write(directory: Path, raws: list[bytes]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for i, raw in enumerate(raws):
-        (directory / f"{i:03}.eml").write_bytes(raw)
-    return directory
 
 
 # --- local sources ---------------------------------------------------------------------------

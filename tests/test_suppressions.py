@@ -21,25 +21,14 @@ from newsletter_kit.settings import update_bounce_settings
 from newsletter_kit.store import Store, now_iso, open_store
 from tests.dsn import postfix_dsn
 from tests.dsn import sent_to as _sent
+from tests.bouncing import configure as _configure
+from tests.bouncing import write_eml as _write
+from tests.bouncing import fetch_raws as _fetch_raws
 
 
 @pytest.fixture
 def store(nk_db: Path) -> Store:
     return open_store(nk_db)
-
-
-def _configure(store: Store, threshold: int = 1, **more: Any) -> Any:
-    settings, _ = update_bounce_settings(store, host="imap.example.org", port=993, tls="ssl",
-                                         user="bounces@example.org", password_ref="env:NK_UNUSED",
-                                         threshold=threshold, **more)
-    return settings
-
-
-def _write(directory: Path, raws: list[bytes]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for i, raw in enumerate(raws):
-        (directory / f"{i:03}.eml").write_bytes(raw)
-    return directory
 
 
 def _days_ago(days: float) -> str:
@@ -74,11 +63,6 @@ def test_the_campaign_comes_from_the_ledger_by_message_id(store: Store, tmp_path
 
 
 # --- the threshold ---------------------------------------------------------------------------
-
-
-def _fetch_raws(store: Store, settings: Any, tmp_path: Path, raws: list[bytes]) -> Any:
-    folder = tmp_path / f"batch{len(list(tmp_path.iterdir()))}"
-    return fetch_bounces(store, settings, source_path=_write(folder, raws))
 
 
 def test_policy_bounces_count_only_with_count_policy(store: Store, tmp_path: Path) -> None:

@@ -5,39 +5,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import newsletter_kit as nkit
 from newsletter_kit import unsubscribes
-from newsletter_kit.ingest import fetch_bounces
-from newsletter_kit.settings import update_bounce_settings
 from newsletter_kit.store import Store, open_store
+from tests.bouncing import configure as _configure
+from tests.bouncing import fetch_raws as _fetch_raws
 
 
 @pytest.fixture
 def store(nk_db: Path) -> Store:
     return open_store(nk_db)
-
-
-def _configure(store: Store, threshold: int = 1, **more: Any) -> Any:
-    settings, _ = update_bounce_settings(store, host="imap.example.org", port=993, tls="ssl",
-                                         user="bounces@example.org", password_ref="env:NK_UNUSED",
-                                         threshold=threshold, **more)
-    return settings
-
-
-def _write(directory: Path, raws: list[bytes]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for i, raw in enumerate(raws):
-        (directory / f"{i:03}.eml").write_bytes(raw)
-    return directory
-
-
-def _fetch_raws(store: Store, settings: Any, tmp_path: Path, raws: list[bytes]) -> Any:
-    folder = tmp_path / f"batch{len(list(tmp_path.iterdir()))}"
-    return fetch_bounces(store, settings, source_path=_write(folder, raws))
 
 
 KEY_FOR_TESTS = b"k" * 32
