@@ -15,8 +15,9 @@ folder (``fetch_bounces(store, source_path=...)``) stands in for the IMAP bounce
 
 :func:`ensure_demo_settings` configures a store for the demo *only* when it has no settings of
 its own, and remembers that it did (a ``demo`` row in the settings table), so a user's real
-settings are never overwritten. :func:`run_demo` runs configure → import → send → fetch
-bounces → suppress, which is what ``newsletter-kit demo`` prints. That command uses the store of
+settings are never overwritten. :func:`run_demo` runs configure → twelve weeks of history (once
+per store, :mod:`newsletter_kit.demo_history`) → import → send → fetch bounces → suppress, which
+is what ``newsletter-kit demo`` prints. That command uses the store of
 ``--db`` / ``$NEWSLETTER_KIT_DB``, else ``data/demo.db`` (never the default ``data/newsletter.db``),
 and refuses a store with SMTP settings of its own; run again, it sends a new campaign
 (``spring-sale-2``...) to whoever is not suppressed or unsubscribed.
@@ -610,6 +611,23 @@ class DemoResult:
             f"suppressed: {len(self.suppressed_now)}" + (f" ({now})" if now else ""),
             f"suppressed in all: {self.suppressed_total}",
         ]
+
+
+def ensure_demo_history(store: Store, say: Callable[[str], None] = lambda _: None) -> Any:
+    """The twelve weeks of history (:mod:`newsletter_kit.demo_history`) on a demo store.
+
+    Records them the first time (seconds), then only reports them; returns None and changes
+    nothing when the store has real settings, so a notebook can always call it.
+
+    Example::
+
+        report = ensure_demo_history(store)     # None with your own servers
+    """
+    from .demo_history import build_history
+
+    if has_real_settings(store):
+        return None
+    return build_history(store, say=say)
 
 
 def ensure_demo_campaign(store: Store, name: str = DEMO_CAMPAIGN, list_name: str = DEMO_LIST) -> Any:

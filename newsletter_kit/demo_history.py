@@ -36,12 +36,13 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import clock
+from .demo import Failure, make_complaint, make_dsn, make_unsubscribe_reply
 from .errors import ConfigError
 from .store import Store
 
@@ -68,12 +69,6 @@ CITIES = ["Milano", "Roma", "Torino", "Napoli", "Bologna", "Firenze", "Genova", 
 SUBJECT = "{{ first_name }}, this week at the shop (week {{ week }})"
 
 
-def _failure(status: str, reply: str, action: str = "failed") -> Any:
-    from .demo import Failure
-
-    return Failure(status, reply, action)
-
-
 @dataclass
 class HistoryWorld:
     """Who fails when: the receiving side of the demo's history (see the module doc)."""
@@ -98,30 +93,28 @@ class HistoryWorld:
 
     def reports(self, original: bytes, sender: str, recipient: str, sent: dt.datetime) -> list[bytes]:
         """The DSNs, complaints and replies the bounce mailbox gets about one message."""
-        from .demo import make_complaint, make_dsn, make_unsubscribe_reply
-
         domain = recipient.rpartition("@")[2]
         week = self.week_of(sent)
         later = lambda minutes: sent + dt.timedelta(minutes=minutes)  # noqa: E731
-        arrival = {"arrival": email_date(sent)}
+        arrival = {"arrival": email.utils.format_datetime(sent)}
         if recipient in self.dead and sent >= self.dead[recipient]:
-            return [make_dsn(original, sender, recipient, _failure(
+            return [make_dsn(original, sender, recipient, Failure(
                 "5.1.1", f"550 5.1.1 <{recipient}>: Recipient address rejected: User unknown"),
                 date=later(2), **arrival)]
         start, end = self.full.get(recipient, (sent, sent))
         if start <= sent < end:
-            return [make_dsn(original, sender, recipient, _failure(
+            return [make_dsn(original, sender, recipient, Failure(
                 "5.2.2", f"552 5.2.2 <{recipient}> Quota exceeded (mailbox for user is full)"),
                 date=later(5), **arrival)]
         down_from, down_until = self.outage
         if domain == OUTAGE_DOMAIN and down_from <= sent < down_until:
             timeout = f"connect to mx.{domain}[192.0.2.53]:25: Connection timed out"
-            return [make_dsn(original, sender, recipient, _failure("4.4.1", timeout, "delayed"),
+            return [make_dsn(original, sender, recipient, Failure("4.4.1", timeout, "delayed"),
                              date=later(4 * 60), **arrival),
-                    make_dsn(original, sender, recipient, _failure("4.4.1", f"delivery temporarily "
+                    make_dsn(original, sender, recipient, Failure("4.4.1", f"delivery temporarily "
                              f"suspended: {timeout}"), date=later(24 * 60 + 7), **arrival)]
         if domain == POLICY_DOMAIN and week in POLICY_WEEKS:
-            return [make_dsn(original, sender, recipient, _failure(
+            return [make_dsn(original, sender, recipient, Failure(
                 "5.7.1", "554 5.7.1 Message rejected as spam by Content Filtering"), date=later(1), **arrival)]
         found: list[bytes] = []
         if self.complain.get(recipient) == week:
@@ -130,12 +123,6 @@ class HistoryWorld:
             reply = make_unsubscribe_reply(original, recipient, later(26 * 60))
             found += [reply] if reply else []
         return found
-
-
-def email_date(moment: dt.datetime) -> str:
-    import email.utils
-
-    return email.utils.format_datetime(moment)
 
 
 @dataclass
