@@ -36,12 +36,12 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import json
-import re
-import urllib.parse
 import os
+import re
 import socket
 import tempfile
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -240,7 +240,7 @@ def make_complaint(original: bytes, sender: str, recipient: str, date: dt.dateti
 
     Example::
 
-        >>> raw = make_complaint(b"Message-ID: <1@example.org>\r\n\r\nhi\r\n", "b@example.org",
+        >>> raw = make_complaint(b"Message-ID: <1@example.org>\\r\\n\\r\\nhi\\r\\n", "b@example.org",
         ...                      "ann@example.net", dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc))
         >>> b"Feedback-Type: abuse" in raw and b"<1@example.org>" in raw
         True
@@ -285,8 +285,8 @@ def make_unsubscribe_reply(original: bytes, recipient: str, date: dt.datetime) -
 
     None when the message has no mailto link. Example::
 
-        >>> original = (b"List-Unsubscribe: <mailto:b@example.org?subject=unsubscribe%20T0KEN>\r\n"
-        ...             b"\r\nhi\r\n")
+        >>> original = (b"List-Unsubscribe: <mailto:b@example.org?subject=unsubscribe%20T0KEN>\\r\\n"
+        ...             b"\\r\\nhi\\r\\n")
         >>> b"Subject: unsubscribe T0KEN" in make_unsubscribe_reply(
         ...     original, "ann@example.net", dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc))
         True
