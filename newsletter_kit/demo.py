@@ -15,8 +15,9 @@ folder (``fetch_bounces(store, source_path=...)``) stands in for the IMAP bounce
 
 :func:`ensure_demo_settings` configures a store for the demo *only* when it has no settings of
 its own, and remembers that it did (a ``demo`` row in the settings table), so a user's real
-settings are never overwritten. :func:`run_demo` runs configure → import → send → fetch
-bounces → suppress, which is what ``newsletter-kit demo`` prints. That command uses the store of
+settings are never overwritten. :func:`run_demo` runs configure → twelve weeks of history (once
+per store, :mod:`newsletter_kit.demo_history`) → import → send → fetch bounces → suppress, which
+is what ``newsletter-kit demo`` prints. That command uses the store of
 ``--db`` / ``$NEWSLETTER_KIT_DB``, else ``data/demo.db`` (never the default ``data/newsletter.db``),
 and refuses a store with SMTP settings of its own; run again, it sends a new campaign
 (``spring-sale-2``...) to whoever is not suppressed or unsubscribed.
@@ -32,18 +33,21 @@ Example::
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import json
 import os
+import re
 import socket
 import tempfile
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import ConfigError
 from .settings import (
@@ -60,7 +64,7 @@ DEMO_SECTION = "demo"
 DEMO_FROM = "news@example.org"
 DEMO_BOUNCE_ADDRESS = "bounces@example.org"
 DEMO_DAILY_LIMIT = 500
-DEMO_THRESHOLD = 1
+DEMO_THRESHOLD = 3  # the product's default; the history shows what 1 or 2 would do
 DEMO_LIST = "demo"
 DEMO_CAMPAIGN = "spring-sale"
 DEMO_SUBJECT = "Spring sale: {{ first_name }}, 20% off until Sunday"
@@ -134,8 +138,12 @@ def failure_for(address: str) -> tuple[str, Failure] | None:
 
 
 def make_dsn(original: bytes, sender: str, recipient: str, failure: Failure, *,
-             remote_mta: str | None = None, arrival: str | None = None) -> bytes:
+             remote_mta: str | None = None, arrival: str | None = None,
+             date: dt.datetime | None = None) -> bytes:
     """A Postfix-style RFC 3464 bounce for ``recipient``, quoting ``original`` whole.
+
+    ``date`` (default: now) is the report's Date, which the fetch records as the bounce's
+    time; ``failure.action`` ``"delayed"`` makes a warning ("still being retried") instead.
 
     Example::
 
@@ -149,11 +157,13 @@ def make_dsn(original: bytes, sender: str, recipient: str, failure: Failure, *,
     boundary = f"{uuid.uuid4().hex[:12]}.{REPORTING_MTA}"
     queue_id = uuid.uuid4().hex[:10].upper()
     arrival = arrival or email.utils.formatdate(localtime=False)
+    stamp = email.utils.format_datetime(date) if date else email.utils.formatdate(localtime=False)
+    delayed = failure.action == "delayed"
     lines = [
         "Return-Path: <>",
-        f"Date: {email.utils.formatdate(localtime=False)}",
+        f"Date: {stamp}",
         f"From: MAILER-DAEMON@{REPORTING_MTA} (Mail Delivery System)",
-        "Subject: Undelivered Mail Returned to Sender",
+        "Subject: " + ("Delayed Mail (still being retried)" if delayed else "Undelivered Mail Returned to Sender"),
         f"To: {sender}",
         "Auto-Submitted: auto-replied",
         "MIME-Version: 1.0",
@@ -169,8 +179,10 @@ def make_dsn(original: bytes, sender: str, recipient: str, failure: Failure, *,
         "",
         f"This is the mail system at host {REPORTING_MTA}.",
         "",
-        "I'm sorry to have to inform you that your message could not",
-        "be delivered to one or more recipients. It's attached below.",
+        *(["THIS IS A WARNING ONLY. YOU DO NOT NEED TO RESEND YOUR MESSAGE.",
+           "Your message could not be delivered for more than 4 hour(s)."] if delayed else
+          ["I'm sorry to have to inform you that your message could not",
+           "be delivered to one or more recipients. It's attached below."]),
         "",
         "                   The mail system",
         "",
@@ -204,6 +216,99 @@ def make_dsn(original: bytes, sender: str, recipient: str, failure: Failure, *,
     return head + body + f"\r\n--{boundary}--\r\n".encode("ascii")
 
 
+def message_date(raw: bytes) -> dt.datetime:
+    """The Date header of a message (aware), or now when it has none that parses."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].decode("ascii", "replace")
+    found = re.search(r"^Date:[ \t]*(.+(?:\r?\n[ \t].*)*)", head, re.M | re.I)
+    try:
+        moment = email.utils.parsedate_to_datetime(found[1].strip()) if found else None
+    except (TypeError, ValueError):
+        moment = None
+    if moment is None:
+        return dt.datetime.now(dt.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _header(raw: bytes, name: str) -> str:
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    found = re.search(rf"^{name}:[ \t]*(.*(?:\r?\n[ \t].*)*)", head, re.M | re.I)
+    return re.sub(r"\r?\n[ \t]+", " ", found[1]).strip() if found else ""
+
+
+def make_complaint(original: bytes, sender: str, recipient: str, date: dt.datetime) -> bytes:
+    """An ARF (RFC 5965) abuse report: ``recipient`` marked ``original`` as spam.
+
+    Example::
+
+        >>> raw = make_complaint(b"Message-ID: <1@example.org>\\r\\n\\r\\nhi\\r\\n", "b@example.org",
+        ...                      "ann@example.net", dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc))
+        >>> b"Feedback-Type: abuse" in raw and b"<1@example.org>" in raw
+        True
+    """
+    boundary = f"{uuid.uuid4().hex[:12]}.fbl"
+    body = original.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    head = "\r\n".join([
+        "Return-Path: <>",
+        f"From: Feedback Loop <fbl@{REPORTING_MTA}>",
+        f"To: {sender}",
+        f"Date: {email.utils.format_datetime(date)}",
+        "Subject: Abuse report",
+        f"Message-ID: <{uuid.uuid4().hex}@{REPORTING_MTA}>",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=feedback-report;\r\n\tboundary="{boundary}"',
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=us-ascii",
+        "",
+        "This is an email abuse report: a recipient marked the attached message as spam.",
+        "",
+        f"--{boundary}",
+        "Content-Type: message/feedback-report",
+        "",
+        "Feedback-Type: abuse",
+        "User-Agent: newsletter-kit-demo/1.0",
+        "Version: 1",
+        f"Original-Mail-From: <{sender}>",
+        f"Original-Rcpt-To: <{recipient}>",
+        f"Arrival-Date: {email.utils.format_datetime(date)}",
+        "",
+        f"--{boundary}",
+        "Content-Type: message/rfc822",
+        "Content-Disposition: inline",
+        "",
+    ]).encode("ascii") + b"\r\n"
+    return head + body + f"\r\n--{boundary}--\r\n".encode("ascii")
+
+
+def make_unsubscribe_reply(original: bytes, recipient: str, date: dt.datetime) -> bytes | None:
+    """What a mail client sends when ``recipient`` clicks the ``List-Unsubscribe`` mailto link.
+
+    None when the message has no mailto link. Example::
+
+        >>> original = (b"List-Unsubscribe: <mailto:b@example.org?subject=unsubscribe%20T0KEN>\\r\\n"
+        ...             b"\\r\\nhi\\r\\n")
+        >>> b"Subject: unsubscribe T0KEN" in make_unsubscribe_reply(
+        ...     original, "ann@example.net", dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc))
+        True
+    """
+    link = re.search(r"<mailto:([^?>]+)\?subject=([^>]+)>", _header(original, "List-Unsubscribe"))
+    if link is None:
+        return None
+    subject = urllib.parse.unquote(link[2])
+    return "\r\n".join([
+        f"From: <{recipient}>",
+        f"To: <{link[1]}>",
+        f"Date: {email.utils.format_datetime(date)}",
+        f"Subject: {subject}",
+        f"Message-ID: <{uuid.uuid4().hex}@{recipient.rpartition('@')[2]}>",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=us-ascii",
+        "",
+        "Please remove me from this list.",
+        "",
+    ]).encode("ascii")
+
+
 def write_bounce(folder: Path, raw: bytes) -> Path:
     """Write one bounce as ``<folder>/<unique>.eml``, atomically (a reader never sees half)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -217,15 +322,30 @@ def write_bounce(folder: Path, raw: bytes) -> Path:
 # --- the demo SMTP server ------------------------------------------------------------------------
 
 
+class World(Protocol):
+    """What happens to a message after the demo server accepted it (the demo's history).
+
+    ``reports`` returns the messages the bounce mailbox gets about it (DSNs, complaints,
+    replies), already dated; an empty list means it was delivered and nobody answered.
+    """
+
+    def reports(self, original: bytes, sender: str, recipient: str, sent: dt.datetime) -> list[bytes]: ...
+
+
 @dataclass
 class DemoHandler:
-    """aiosmtpd handler: refuses ``reject.*`` at RCPT, bounces ``unknown.*``/``full.*`` later."""
+    """aiosmtpd handler: refuses ``reject.*`` at RCPT, bounces ``unknown.*``/``full.*`` later.
+
+    With a ``world`` (the demo's history), what becomes of each accepted message is the
+    world's: it sees the message's Date, so the same address can bounce one week and not the next.
+    """
 
     bounce_dir: Path
     accepted: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     bounced: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    world: World | None = None
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
@@ -240,7 +360,15 @@ class DemoHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         original = envelope.original_content or envelope.content or b""
         sender = envelope.mail_from or ""
+        world = self.world
         for rcpt in envelope.rcpt_tos:
+            if world is not None and sender:
+                reports = world.reports(original, sender, rcpt, message_date(original))
+                for raw in reports:
+                    write_bounce(self.bounce_dir, raw)
+                with self.lock:
+                    (self.bounced if reports else self.accepted).append(rcpt)
+                continue
             fault = failure_for(rcpt)
             if fault and fault[0] == "dsn" and sender:
                 # Written before the 250 so that a fetch right after the send finds it.
@@ -458,10 +586,12 @@ class DemoResult:
     suppressed_now: list[str]
     suppressed_total: int
     bounce_dir: Path
+    history: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``newsletter-kit demo --json`` document."""
-        return {"campaign": self.campaign, "contacts": self.contacts, "excluded": self.excluded,
+        history = asdict(self.history) if self.history is not None else None
+        return {"history": history, "campaign": self.campaign, "contacts": self.contacts, "excluded": self.excluded,
                 "sent": self.sent, "rejected": self.rejected, "fetched": self.fetched,
                 "bounced": sum(self.bounces.values()), "bounces": dict(sorted(self.bounces.items())),
                 "suppressed": self.suppressed_now, "suppressed_total": self.suppressed_total,
@@ -472,6 +602,7 @@ class DemoResult:
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.bounces.items())) or "none"
         now = ", ".join(self.suppressed_now)
         return [
+            *(self.history.lines() if self.history is not None else []),
             f"campaign: {self.campaign} ({self.contacts} contacts, {self.excluded} excluded)",
             f"sent: {self.sent}",
             f"rejected: {self.rejected} (refused at RCPT by the server)",
@@ -480,6 +611,23 @@ class DemoResult:
             f"suppressed: {len(self.suppressed_now)}" + (f" ({now})" if now else ""),
             f"suppressed in all: {self.suppressed_total}",
         ]
+
+
+def ensure_demo_history(store: Store, say: Callable[[str], None] = lambda _: None) -> Any:
+    """The twelve weeks of history (:mod:`newsletter_kit.demo_history`) on a demo store.
+
+    Records them the first time (seconds), then only reports them; returns None and changes
+    nothing when the store has real settings, so a notebook can always call it.
+
+    Example::
+
+        report = ensure_demo_history(store)     # None with your own servers
+    """
+    from .demo_history import build_history
+
+    if has_real_settings(store):
+        return None
+    return build_history(store, say=say)
 
 
 def ensure_demo_campaign(store: Store, name: str = DEMO_CAMPAIGN, list_name: str = DEMO_LIST) -> Any:
@@ -527,7 +675,9 @@ def _campaign_name(store: Store) -> str:
 
 
 def run_demo(store: Store, say: Callable[[str], None] = print) -> DemoResult:
-    """Configure the demo servers, import the demo contacts, send, fetch bounces, suppress.
+    """Configure the demo servers, record the twelve weeks of history (once per store, see
+    :mod:`newsletter_kit.demo_history`), then today's campaign: import the demo contacts, send,
+    fetch bounces, suppress.
 
     Refuses (ConfigError) a store that has real settings. Example::
 
@@ -542,6 +692,9 @@ def run_demo(store: Store, say: Callable[[str], None] = print) -> DemoResult:
             f"the store {store.path} has real SMTP settings; the demo will not touch them: "
             "run it on another store (newsletter-kit --db data/demo.db demo)")
     say(f"demo SMTP server on {env.server.host}:{env.server.port}; bounces go to {env.bounce_dir}")
+    from .demo_history import build_history
+
+    history = build_history(store, say=say)
     imported = audience.import_contacts(store, sample_contacts_path(), list_name=DEMO_LIST)
     audience.import_unsubscribes(store, sample_unsubscribes_path())
     say(f"contacts: {imported.summary()}")
@@ -553,7 +706,9 @@ def run_demo(store: Store, say: Callable[[str], None] = print) -> DemoResult:
     say(sent.summary())
     fetched = ingest.fetch_bounces(store, source_path=env.bounce_dir)
     now = sorted(set(sent.suppressed) | set(fetched.suppressed))
-    return _result(store, name, env.bounce_dir, fetched.fetched, now)
+    result = _result(store, name, env.bounce_dir, fetched.fetched, now)
+    result.history = history
+    return result
 
 
 def _result(store: Store, name: str, bounce_dir: Path, fetched: int, suppressed_now: list[str]) -> DemoResult:

@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import quota
+from . import clock, quota
 from .errors import CampaignError, StoreError
 from .store import Store, now_iso
 
@@ -415,7 +415,7 @@ def outcome_state(attempts: int, outcome: SendOutcome | None, started: bool) -> 
 
 def _next_attempt(attempts: int) -> str:
     delay = DEFERRAL_BACKOFF[min(attempts, len(DEFERRAL_BACKOFF)) - 1]
-    return (dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + delay).isoformat()
+    return (clock.now().replace(microsecond=0) + delay).isoformat()
 
 
 def _reason(state: str, outcome: SendOutcome, attempts: int) -> str | None:

@@ -47,7 +47,7 @@ import jinja2
 import jinja2.meta
 import markupsafe
 
-from . import sandbox
+from . import clock, sandbox
 from .addresses import ascii_address
 from .addresses import check_from as _check_from
 from .addresses import check_plain_address as _check_address
@@ -402,7 +402,7 @@ def _boundary(message_id: str, bodies: Iterable[tuple[str, bytes]]) -> str:
 
 
 def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return clock.now().replace(microsecond=0)
 
 
 # --- the renderer -------------------------------------------------------------------------

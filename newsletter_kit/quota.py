@@ -38,6 +38,7 @@ import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
+from . import clock
 from .settings import SmtpSettings, require_smtp_settings
 from .store import Store, now_iso
 
@@ -87,7 +88,7 @@ def _aware(moment: dt.datetime) -> dt.datetime:
 
 
 def _now(now: dt.datetime | None) -> dt.datetime:
-    return _aware(now) if now else dt.datetime.now(dt.timezone.utc)
+    return _aware(now) if now else clock.now()
 
 
 # --- owners -------------------------------------------------------------------------------

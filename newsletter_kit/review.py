@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from . import clock
 from .errors import ValidationError
 from .settings import load_smtp_settings, validate_timezone
 from .store import SUMMARY_KINDS, Store
@@ -580,7 +581,7 @@ def _counts_sql(store: Store, *, count_policy: bool | None = None, stale_after_d
     """Per address: counted bounces, first/last counted, suppressed (SQL and parameters)."""
     policy = ThresholdPolicy.from_store(store, count_policy=count_policy, stale_after_days=stale_after_days,
                                         reset_on_success=reset_on_success, count_unmatched=count_unmatched)
-    moment = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).replace(microsecond=0)
+    moment = (now or clock.now()).astimezone(dt.timezone.utc).replace(microsecond=0)
     # The threshold's own rule, so what-if and apply agree.
     sql, params = counting_query(policy, now=moment.isoformat())
     return f"""

@@ -17,7 +17,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import secrets
 import sqlite3
@@ -25,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from . import clock
 from .errors import StoreBusy, StoreError, StoreMissing
 
 
@@ -373,8 +373,11 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 def now_iso() -> str:
-    """The current UTC time as ISO 8601 with seconds, the format every table uses."""
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    """The current UTC time as ISO 8601 with seconds, the format every table uses.
+
+    From :mod:`newsletter_kit.clock`, which the demo's history shifts into the past.
+    """
+    return clock.now_iso()
 
 
 def busy_timeout() -> float:

@@ -61,9 +61,15 @@ def test_notebooks_run_in_order_on_a_fresh_store(nk_db: Path) -> None:
     execute(NAMES[1])
     sent = store.conn.execute("SELECT count(*) FROM deliveries WHERE state = 'sent'").fetchone()[0]
     assert sent > 0
-    execute(NAMES[2])
+    review = execute(NAMES[2])
     # The demo's bounce reports were fetched and recorded by the review notebook.
     assert store.conn.execute("SELECT count(*) FROM bounces WHERE source != 'smtp'").fetchone()[0] > 0
+    # Demo mode recorded the twelve weeks of history, and the tables read as dates and percentages.
+    weekly = store.conn.execute("SELECT count(*) FROM campaigns WHERE name LIKE 'weekly-%'").fetchone()[0]
+    assert weekly == 12
+    shown = outputs_text(review)
+    assert "history: 12 weekly campaigns" in shown
+    assert "%</td>" in shown and "+00:00</td>" not in shown
 
 
 @pytest.mark.parametrize("name", NAMES[1:])

@@ -103,6 +103,45 @@ def test_apply_and_save_the_threshold(store: Store) -> None:
     assert unsubscribes(store) == 0
 
 
+def test_counting_options_start_saved_and_change_the_what_if_live(store: Store) -> None:
+    with store.transaction():  # carla was sent a message after her soft bounce, which went through
+        add_campaign(store, 2, "summer")
+        add_delivery(store, 9, 2, "carla@a.example", "sent", "2026-03-20T09:00:00+00:00")
+    update_bounce_settings(store, host="127.0.0.1", port=143, user="bounces@example.org", threshold=1,
+                           password_ref="env:NK_TEST_UNUSED", count_policy=True, stale_after_days=4000)
+    panel = BounceReviewPanel(store)
+    assert panel.options() == {"count_policy": True, "stale_after_days": 4000, "reset_on_success": False}
+    assert panel.what_if["would_suppress"].tolist()[:3] == [4, 3, 1]  # bruno's policy block counts
+    panel.count_policy.value = False
+    assert panel.what_if["would_suppress"].tolist()[:3] == [4, 2, 1]
+    panel.reset_on_success.value = True  # carla's soft bounce is forgiven by the later delivery
+    assert panel.would_suppress == ["anna@a.example", "bruno@b.example"]
+    panel.stale_after_days.value = 30  # every bounce is from March: none counts any more
+    assert panel.what_if["would_suppress"].sum() == 0 and panel.apply_button.disabled
+    panel.stale_after_days.value = 0  # 0: never stale
+    assert panel.would_suppress == ["anna@a.example", "bruno@b.example"]
+    panel.apply_button.click()  # one-off, with the options shown
+    assert panel.last_applied == ["anna@a.example", "bruno@b.example"]
+    saved = load_bounce_settings(store)
+    assert (saved.count_policy, saved.stale_after_days, saved.reset_on_success) == (True, 4000, False)
+
+
+def test_saving_keeps_the_counting_options(store: Store) -> None:
+    configure(store, threshold=5, count_policy=True)
+    panel = BounceReviewPanel(store)
+    panel.count_policy.value = False
+    panel.reset_on_success.value = True
+    panel.stale_after_days.value = 400  # the March bounces are younger than that
+    panel.threshold_slider.value = 1
+    panel.save_threshold.value = True
+    panel.apply_button.click()
+    saved = load_bounce_settings(store)
+    assert (saved.threshold, saved.count_policy, saved.stale_after_days, saved.reset_on_success) == (1, False, 400, True)
+    panel.stale_after_days.value = 0
+    panel.apply_button.click()  # nobody new to suppress: nothing saved, nothing changed
+    assert load_bounce_settings(store).stale_after_days == 400
+
+
 def test_apply_without_bounce_settings(store: Store) -> None:
     panel = BounceReviewPanel(store)
     assert panel.threshold_slider.value == 3  # the default

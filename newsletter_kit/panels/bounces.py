@@ -6,19 +6,24 @@
 - **Tabs** show the review tables (:mod:`newsletter_kit.review`): by address, by domain, by
   campaign, by status, suppressions, and the unmatched reports (they match no delivery we made,
   so they do not count unless the bounce settings say so). The DataFrames are in ``panel.tables``.
-- **Threshold** slider: how many addresses that threshold would suppress and which of them are
-  not suppressed yet (the what-if, live; the whole table is ``panel.what_if``).
+- **Threshold** slider and the **counting options** (count policy blocks, stale after days,
+  reset on success; they start at the bounce settings' values): how many addresses that
+  threshold would suppress under those options and which of them are not suppressed yet (the
+  what-if, recomputed live on every change; the whole table is ``panel.what_if``).
 - **Suppress** applies the slider's threshold to exactly the addresses listed (bounces that
-  arrive in between wait for the next review). It is **one-off** unless "Save as the bounce
-  threshold" is ticked: then the threshold is saved in the bounce settings first, and every
-  later fetch applies it. Suppressed addresses are never written to the unsubscribes.
+  arrive in between wait for the next review), counted with the options shown. It is
+  **one-off** unless "Save as the bounce threshold" is ticked: then the threshold and the
+  counting options are saved in the bounce settings first, and every later fetch applies them.
+  Suppressed addresses are never written to the unsubscribes.
 
 Example (in a notebook cell)::
 
     from newsletter_kit.panels import BounceReviewPanel
     panel = BounceReviewPanel(store)                       # or source_path="data/bounces"
     panel                                                  # displays it
-    panel.threshold_slider.value = 2; panel.apply_button.click()
+    panel.threshold_slider.value = 2; panel.reset_on_success.value = True
+    panel.what_if                                          # every threshold, with that option
+    panel.apply_button.click()
     panel.last_applied                                     # ['anna@example.org', ...]
 """
 
@@ -33,7 +38,7 @@ import pandas as pd
 
 from .. import review
 from ..settings import load_bounce_settings, update_bounce_settings
-from ..suppressions import DEFAULT_THRESHOLD
+from ..suppressions import DEFAULT_THRESHOLD, ThresholdPolicy
 from ..store import Store
 from .common import Panel, button, catch_errors, heading
 
@@ -55,7 +60,8 @@ SHOWN_ADDRESSES = 50
 class BounceReviewPanel(Panel):
     """Review bounces and suppress addresses by threshold, with a live what-if.
 
-    Attributes for code and tests: ``fetch_button``, ``threshold_slider``, ``save_threshold``
+    Attributes for code and tests: ``fetch_button``, ``threshold_slider``, ``count_policy``,
+    ``reset_on_success`` (checkboxes), ``stale_after_days`` (0: never), ``save_threshold``
     (checkbox), ``apply_button``, ``message``, ``tables`` (dict of DataFrames), ``what_if``
     (threshold, would_suppress, new), ``would_suppress`` (addresses the slider's threshold would
     newly suppress), ``last_applied`` (addresses the last Suppress click suppressed),
@@ -96,6 +102,20 @@ class BounceReviewPanel(Panel):
         self.threshold_slider = widgets.IntSlider(
             value=min(max(start, 1), max_threshold), min=1, max=max_threshold, description="Threshold",
             continuous_update=False, style={"description_width": "90px"})
+        policy = saved.policy if saved else ThresholdPolicy()
+        self.count_policy = widgets.Checkbox(
+            value=policy.count_policy, description="Count policy blocks (5.7.x)", indent=False,
+            tooltip="Policy blocks and spam rejections count towards the threshold too")
+        self.stale_after_days = widgets.BoundedIntText(
+            value=policy.stale_after_days or 0, min=0, max=max(36500, policy.stale_after_days or 0),
+            description="Stale after (days)",
+            tooltip="Bounces older than this no longer count (0: they always count)",
+            style={"description_width": "120px"}, layout=widgets.Layout(width="200px"))
+        self.reset_on_success = widgets.Checkbox(
+            value=policy.reset_on_success, description="Reset on success", indent=False,
+            tooltip="A bounce followed by a delivery that did not bounce no longer counts")
+        for option in (self.count_policy, self.stale_after_days, self.reset_on_success):
+            option.observe(self._on_options, names="value")
         self.what_if_label = widgets.HTML()
         self.what_if_addresses = widgets.HTML()
         self.what_if_table = widgets.HTML()
@@ -112,6 +132,7 @@ class BounceReviewPanel(Panel):
             self.tabs,
             heading("Threshold what-if"),
             widgets.HTML(_POLICY_NOTE),
+            widgets.HBox([self.count_policy, self.stale_after_days, self.reset_on_success]),
             self.threshold_slider,
             self.what_if_label,
             self.what_if_addresses,
@@ -139,7 +160,17 @@ class BounceReviewPanel(Panel):
         self.tables = {name: fn(self.store) for name, fn in TABLES.items()}
         for name, df in self.tables.items():
             self._tab_html[name].value = _table_html(df, self.store)
-        self._counts = review.threshold_counts(self.store)
+        self._recount()
+
+    def options(self) -> dict[str, Any]:
+        """The counting options as shown: ``count_policy``, ``stale_after_days`` (0: off),
+        ``reset_on_success`` (keyword arguments of :func:`newsletter_kit.review.threshold_counts`)."""
+        return {"count_policy": bool(self.count_policy.value),
+                "stale_after_days": int(self.stale_after_days.value or 0),
+                "reset_on_success": bool(self.reset_on_success.value)}
+
+    def _recount(self) -> None:
+        self._counts = review.threshold_counts(self.store, **self.options())
         self.what_if = review.threshold_what_if(self.store, self.threshold_slider.max, counts=self._counts)
         self.what_if_table.value = _table_html(self.what_if, self.store, caption="Every threshold at a glance")
         self._show_what_if()
@@ -151,19 +182,22 @@ class BounceReviewPanel(Panel):
         With "Save as the bounce threshold" ticked the threshold is saved to the bounce
         settings first (so later fetches apply it too); otherwise it is used this once.
         """
-        from ..suppressions import ThresholdPolicy, apply_threshold
+        from ..suppressions import apply_threshold
 
         threshold = self.threshold_slider.value
+        options = self.options()
         if not self.would_suppress:
             self.last_applied = []
             self.show(f"Nobody to suppress at threshold {threshold}.")
             return
         if self.save_threshold.value:
-            settings, _ = update_bounce_settings(self.store, threshold=threshold)
+            settings, _ = update_bounce_settings(
+                self.store, threshold=threshold, count_policy=options["count_policy"],
+                stale_after_days=options["stale_after_days"] or "", reset_on_success=options["reset_on_success"])
             policy = settings.policy
-            how = f"threshold {threshold} saved as the bounce threshold"
+            how = f"threshold {threshold} saved as the bounce threshold, with the counting options shown"
         else:
-            policy = ThresholdPolicy.from_store(self.store, threshold=threshold)
+            policy = ThresholdPolicy.from_store(self.store, threshold=threshold, **options)
             how = f"threshold {threshold}, this time only (the bounce settings are unchanged)"
         self.last_applied = apply_threshold(self.store, policy, self.would_suppress)
         self.refresh()
@@ -173,6 +207,10 @@ class BounceReviewPanel(Panel):
 
     def _on_threshold(self, _change: Any) -> None:
         self._show_what_if()
+
+    @catch_errors
+    def _on_options(self, _change: Any) -> None:
+        self._recount()
 
     def _show_what_if(self) -> None:
         threshold = self.threshold_slider.value
@@ -190,9 +228,9 @@ class BounceReviewPanel(Panel):
 
 _POLICY_NOTE = (
     "<span style='color:var(--jp-ui-font-color2,#666)'>Counts as the threshold does: one per "
-    "bounce report; hard and soft bounces, policy blocks only when the bounce settings say so; "
-    "stale and reset-on-success rules from the bounce settings. Suppressed is not unsubscribed: "
-    "a suppression can be reviewed and lifted.</span>"
+    "bounce report; hard and soft bounces, policy blocks only when ticked below; the options "
+    "start at the bounce settings' values and change only this what-if (and a Suppress) unless "
+    "saved. Suppressed is not unsubscribed: a suppression can be reviewed and lifted.</span>"
 )
 
 
