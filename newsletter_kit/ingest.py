@@ -412,6 +412,7 @@ def _record_batch(store: Store, settings: BounceSettings, report: FetchReport, p
     counts: Counter[str] = Counter()
     with store.transaction():
         seen_digests, seen_ids = _seen(store, parsed)
+        reread = _seen_from(store, source, parsed) if kind_source == "file" else set()
         done_uids = _recorded_uids(store, source, uidvalidity, parsed)
         for item in parsed:
             if item.message.uid in done_uids:
@@ -419,7 +420,10 @@ def _record_batch(store: Store, settings: BounceSettings, report: FetchReport, p
                 item.kind, item.unsubscribe = DUPLICATE, None
             elif item.digest in seen_digests or (item.message_id and item.message_id in seen_ids):
                 item.kind, item.unsubscribe = DUPLICATE, None
-                _insert_message(store, source, uidvalidity, item)
+                # A copy seen elsewhere is kept as a row; a file read again (a folder or mbox
+                # fetched every day) is not, or the table would grow by the folder each run.
+                if kind_source == "imap" or item.digest not in reread:
+                    _insert_message(store, source, uidvalidity, item)
             else:
                 touched.update(_record(store, source, kind_source, uidvalidity, item))
             seen_digests.add(item.digest)
@@ -478,6 +482,14 @@ def _seen(store: Store, parsed: list[_Parsed]) -> tuple[set[str], set[str]]:
         "SELECT message_id FROM mailbox_messages WHERE message_id IN (SELECT value FROM json_each(?))",
         (ids,))}
     return found_digests, found_ids
+
+
+def _seen_from(store: Store, source: str, parsed: list[_Parsed]) -> set[str]:
+    """The digests of ``parsed`` already recorded from this very source."""
+    digests = json.dumps([item.digest for item in parsed])
+    return {row[0] for row in store.conn.execute(
+        "SELECT sha256 FROM mailbox_messages WHERE source = ? AND sha256 IN (SELECT value FROM json_each(?))",
+        (source, digests))}
 
 
 def _insert_message(store: Store, source: str, uidvalidity: int | None, item: _Parsed) -> int:

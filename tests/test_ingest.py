@@ -57,6 +57,25 @@ def test_a_directory_of_eml_files_is_recorded_once(store: Store, tmp_path: Path)
     assert store.conn.execute("SELECT count(*) FROM bounces").fetchone()[0] == 4
 
 
+def test_a_folder_read_every_day_adds_no_rows_for_files_it_has_read(store: Store, tmp_path: Path) -> None:
+    """A re-read file is not a new copy: the messages table does not grow by the folder per run."""
+    settings = _configure(store, threshold=5)
+    sent_to(store, "a@example.org", "b@example.org")
+    folder = _write(tmp_path / "eml", [postfix_dsn("a@example.org", status="5.1.1")])
+    rows = "SELECT count(*) FROM mailbox_messages"
+    fetch_bounces(store, settings, source_path=folder)
+    for _ in range(3):
+        assert fetch_bounces(store, settings, source_path=folder).duplicates == 1
+    assert store.conn.execute(rows).fetchone()[0] == 1
+    # A new file in the folder is recorded; the same report in another folder is kept as a copy.
+    (folder / "new.eml").write_bytes(postfix_dsn("b@example.org", status="5.1.1"))
+    assert fetch_bounces(store, settings, source_path=folder).fetched == 1
+    copy = _write(tmp_path / "copy", [(folder / "000.eml").read_bytes()])
+    assert fetch_bounces(store, settings, source_path=copy).duplicates == 1
+    assert store.conn.execute(rows).fetchone()[0] == 3
+    assert nkit.bounce_counts(store) == {"a@example.org": 1, "b@example.org": 1}
+
+
 def test_an_mbox_file_and_the_same_reports_from_another_source_count_once(store: Store, tmp_path: Path) -> None:
     settings = _configure(store, threshold=2)
     sent_to(store, *(f"u{i}@example.org" for i in range(3)))
