@@ -483,7 +483,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[list[str]]:
 @click.option("--address", "addresses", multiple=True, metavar="A",
               help="Settle only this unknown recipient (repeatable; default: every unknown one).")
 @click.option("--yes", is_flag=True, help="Confirm --as pending (those recipients may get the campaign twice).")
-@pass_store
+@pass_existing_store
 def campaign_resolve(store: Store, name: str, as_state: str, addresses: tuple[str, ...], yes: bool) -> None:
     """Settle the recipients marked unknown (perhaps delivered) as sent or pending."""
     from .campaigns import get_campaign, resolve_unknown
