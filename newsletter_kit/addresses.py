@@ -41,6 +41,7 @@ __all__ = [
     "is_valid_address",
     "lenient_address",
     "normalize_address",
+    "parse_from",
     "scan_addresses",
     "untrusted_lines",
     "validate_address",
@@ -173,20 +174,37 @@ def check_plain_address(value: str, what: str) -> str:
     return value
 
 
-def check_from(from_addr: str) -> str:
-    """A From header value: one address, optionally with a display name, checked as it will be
-    read (encoded words decoded; see :func:`newsletter_kit.headers.address_header`), the domain
-    in its ASCII (IDNA) form, the name quoted or encoded as the header needs.
+def parse_from(value: str, what: str = "From address") -> tuple[str, str]:
+    """``(display name or "", address)`` of ``addr`` or ``Display Name <addr>``, both checked.
+
+    The name is read as a mail client will read it (encoded words decoded) and must be plain
+    text of at most 200 characters (see :func:`newsletter_kit.headers.address_header`); the
+    address must be ASCII before the @, its domain is given in IDNA form and lowercased.
+
+    >>> parse_from("Città News <News@Bücher.example>")
+    ('Città News', 'news@xn--bcher-kva.example')
+    >>> parse_from("news@example.org")
+    ('', 'news@example.org')
+    """
+    from .headers import address_header
+
+    name, addr = address_header(value, what)
+    return name, check_plain_address(ascii_address(validate_address(addr, "from_addr"), "from_addr"), what)
+
+
+def check_from(from_addr: str, what: str = "From address") -> str:
+    """A From (or Reply-To) header value: ``addr`` or ``"Display Name" <addr>``, as
+    :func:`parse_from` reads it, the name quoted or encoded as the header needs and verified to
+    read back the same.
 
     >>> check_from("News <news@example.org>")
     'News <news@example.org>'
     >>> check_from('"Città, News" <news@bücher.example>')
     '"Città, News" <news@xn--bcher-kva.example>'
     """
-    from .headers import address_header, format_address
+    from .headers import format_address
 
-    name, addr = address_header(from_addr, "From address")
-    addr = check_plain_address(ascii_address(addr, "from_addr"), "From address")
+    name, addr = parse_from(from_addr, what)
     return format_address(name, addr) if name else addr
 
 

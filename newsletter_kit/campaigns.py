@@ -32,12 +32,11 @@ from typing import Any
 
 from . import audience, quota, signing
 from .errors import CampaignError
-from .addresses import ascii_address
+from .addresses import check_from
 from .guards import RefusalWindow, SendGuards, complaint_block, html_size_warning
 from .ledger import DEFERRAL_BACKOFF, HELD, RETRYABLE, Claim, Ledger, Row  # noqa: F401 (DEFERRAL_BACKOFF: kept importable here)
 from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, load_smtp_settings,
-                       require_smtp_settings,
-                       validate_address)
+                       require_smtp_settings)
 from .store import Store, now_iso
 from .tokens import envelope_sender
 from .transport import MESSAGE_DEADLINE, SendJob, SenderPool, SendOutcome, SmtpFactory
@@ -105,12 +104,12 @@ def create_campaign(store: Store, name: str, list_name: str, subject: str, html:
     if not name:
         raise CampaignError("a campaign needs a name")
     if from_addr:
-        from_addr = ascii_address(validate_address(from_addr, "from_addr"), "from_addr")
+        from_addr = check_from(from_addr)  # addr or "Display Name <addr>", as messages write it
     lists = audience.list_names(store)
     if list_name not in lists:
         known = ", ".join(lists) if lists else "none yet: import contacts first"
         raise CampaignError(f"no contact list named {list_name!r} (lists: {known})")
-    renderer = _compile(store, name, subject, html, text, from_addr)
+    renderer = _compile(store, name, list_name, subject, html, text, from_addr)
     renderer.check_fields(_field_names(store, list_name))
     _test_render(store, renderer, list_name)
     now = now_iso()
@@ -143,21 +142,35 @@ def list_campaigns(store: Store) -> list[dict[str, Any]]:
     return [dict(zip(keys, row)) for row in rows]
 
 
-def _compile(store: Store, name: str, subject: str, html: str, text: str | None,
+def _compile(store: Store, name: str, list_name: str, subject: str, html: str, text: str | None,
              from_addr: str | None) -> Any:
     """Compile the templates and build the headers as sending will, with the saved settings
     when there are some (no network): TemplateError or ValidationError when broken."""
     from .messages import CampaignRenderer
 
     smtp = load_smtp_settings(store)
-    sender = from_addr or (smtp.from_addr if smtp else "compile-check@example.org")
-    envelope = _envelope_sender(smtp, load_bounce_settings(store)) if smtp else sender
-    return CampaignRenderer(
-        campaign=name, subject=subject, html=html, text=text, from_addr=sender,
-        bounce_address=envelope, signing_key=b"\0" * 32,
-        unsubscribe_url=smtp.unsubscribe_url if smtp else None,
-        message_id_domain=sender.rpartition("@")[2],
-    )
+    identity = _identity(smtp, load_bounce_settings(store), from_addr, list_name)
+    return CampaignRenderer(campaign=name, subject=subject, html=html, text=text,
+                            signing_key=b"\0" * 32, **identity)
+
+
+def _identity(smtp: SmtpSettings | None, bounce: BounceSettings | None, from_addr: str | None,
+              list_name: str) -> dict[str, Any]:
+    """Who a campaign's messages come from: From (the campaign's, else the settings'), Reply-To,
+    List-Id (set in the settings, else made from the list and the From domain), the envelope
+    sender and the Message-ID domain, as :class:`~newsletter_kit.messages.CampaignRenderer` takes them."""
+    from .addresses import parse_from
+    from .headers import default_list_id, parse_list_id
+
+    sender = from_addr or (smtp.from_header if smtp else "compile-check@example.org")
+    domain = parse_from(sender)[1].rpartition("@")[2]
+    return {
+        "from_addr": sender, "message_id_domain": domain,
+        "bounce_address": _envelope_sender(smtp, bounce) if smtp else parse_from(sender)[1],
+        "reply_to": smtp.reply_to if smtp else None,
+        "list_id": parse_list_id(smtp.list_id) if smtp and smtp.list_id else default_list_id(list_name, domain),
+        "unsubscribe_url": smtp.unsubscribe_url if smtp else None,
+    }
 
 
 #: ``campaign create`` renders the messages of up to this many contacts of the list: those with
@@ -213,12 +226,10 @@ def _envelope_sender(smtp: SmtpSettings, bounce: BounceSettings | None) -> str:
 def _renderer(store: Store, campaign: Campaign, smtp: SmtpSettings, envelope_from: str) -> Any:
     from .messages import CampaignRenderer
 
-    from_addr = campaign.from_addr or smtp.from_addr
+    identity = {**_identity(smtp, None, campaign.from_addr, campaign.list_name), "bounce_address": envelope_from}
     return CampaignRenderer(
         campaign=campaign.name, subject=campaign.subject, html=campaign.html, text=campaign.text,
-        from_addr=from_addr, bounce_address=envelope_from, signing_key=store.signing_key(),
-        unsubscribe_url=smtp.unsubscribe_url, message_id_domain=from_addr.rpartition("@")[2],
-    )
+        signing_key=store.signing_key(), **identity)
 
 
 def preview_message(store: Store, name: str, email: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -236,7 +247,11 @@ def preview_message(store: Store, name: str, email: str, fields: dict[str, Any])
         raise CampaignError("no SMTP settings yet: the preview needs the From address")
     renderer = _renderer(store, campaign, smtp, _envelope_sender(smtp, load_bounce_settings(store)))
     preview: dict[str, Any] = dict(renderer.render_preview(email, fields))
-    preview["headers"] = {"From": campaign.from_addr or smtp.from_addr, "To": email}
+    preview["headers"] = {"From": renderer.from_addr, "To": email}
+    if renderer.reply_to:
+        preview["headers"]["Reply-To"] = renderer.reply_to
+    if renderer.list_id:
+        preview["headers"]["List-Id"] = renderer.list_id.replace("\r\n", "")
     return preview
 
 

@@ -152,7 +152,11 @@ def _password_ref(password_env: str | None) -> str | None:
 @click.option("--daily-limit", type=int, help="Send rate: the maximum number of emails sent per day.")
 @click.option("--exclusion", type=click.Choice(settings_mod.EXCLUSION_POLICIES),
               help="campaign: exclude who unsubscribed from this campaign; global: from any.")
-@click.option("--from", "from_addr", metavar="ADDR", help="The From address of campaigns.")
+@click.option("--from", "from_addr", metavar="ADDR",
+              help="The From of campaigns: ADDR or 'Display Name <ADDR>' (any language; encoded as needed).")
+@click.option("--reply-to", metavar="ADDR", help="Reply-To of campaigns: ADDR or 'Name <ADDR>' ('' clears).")
+@click.option("--list-id", metavar="'NAME <ID.DOMAIN>'",
+              help="List-Id header (RFC 2919); default: made from each campaign's list and the From domain.")
 @click.option("--unsubscribe-url", metavar="TEMPLATE", help="https URL with {token} for one-click unsubscribe.")
 @click.option("--timezone", help="Time zone of the daily limit's day (default: this machine's).")
 @click.option("--dkim-selector", metavar="S", help="Sign with DKIM under this selector ('' switches signing off).")
@@ -371,7 +375,8 @@ def _read_template(path: Path | None) -> str | None:
               help="HTML body template file (Jinja).")
 @click.option("--text", "text_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Plain-text body template file (default: made from the HTML).")
-@click.option("--from", "from_addr", metavar="ADDR", help="From address (default: the SMTP settings').")
+@click.option("--from", "from_addr", metavar="ADDR",
+              help="ADDR or 'Display Name <ADDR>' (default: the SMTP settings' From).")
 @pass_existing_store
 def campaign_create(store: Store, name: str, list_name: str, subject: str, html_file: Path,
                     text_file: Path | None, from_addr: str | None) -> None:

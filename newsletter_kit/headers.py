@@ -46,6 +46,7 @@ from .errors import ValidationError
 #: characters, the limit RFC 2045 sets for quoted-printable (the stdlib's 78 trips spam
 #: filters' MIME_QP_LONG_LINE), and headers we fold ourselves (List-Unsubscribe) kept as given.
 REFERENCE_POLICY = email_policy.SMTP.clone(max_line_length=76, refold_source="none")
+MAX_HEADER_LINE = 76
 #: RFC 5322 2.1.1: a line is at most 998 octets, CRLF excluded.
 MAX_LINE_OCTETS = 998
 #: For headers a program reads back (X-Newsletter-Campaign): one line whenever it fits, so the
@@ -63,6 +64,7 @@ _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _UNSAFE_RUNS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
 # What a folded header line may hold: printable ASCII and tab (non-ASCII is encoded words).
 _FOLDED_LINE = re.compile(rb"[\t\x20-\x7e]*")
+_SIMPLE_FORM = re.compile(r"\s*([^<>\"]*|\"[^\"\\]*\")\s*<([^<>\s]+@[^<>\s]+)>\s*")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
 
 
@@ -257,10 +259,18 @@ def address_header(value: Any, what: str = "From address") -> tuple[str, str]:
         addresses, ok = header.addresses, not header.defects and len(header.groups) == 1
     except (ValueError, HeaderParseError, IndexError):
         addresses, ok = (), False
-    if len(addresses) != 1 or not ok:
-        raise ValidationError(f"the {what} {shown(value)} must be one address, like "
-                              "'news@example.org' or 'News <news@example.org>'", what)
-    name, addr = addresses[0].display_name, addresses[0].addr_spec
+    if len(addresses) == 1 and ok:
+        name, addr = addresses[0].display_name, addresses[0].addr_spec
+    else:
+        # What a person types: `Shop, News <news@shop.example>` (a comma or dot in the name,
+        # unquoted). Taken as name and address; both are checked below and written quoted.
+        simple = _SIMPLE_FORM.fullmatch(value)
+        if not simple:
+            raise ValidationError(f"the {what} {shown(value)} must be one address, like "
+                                  "'news@example.org' or 'News <news@example.org>'", what)
+        name, addr = simple.group(1).strip(), simple.group(2).strip()
+        if len(name) >= 2 and name[0] == name[-1] == '"':
+            name = name[1:-1]
     bad = _UNSAFE.search(name)
     if bad:
         raise ValidationError(f"the {what} {shown(value)} is not valid: its display name contains "
@@ -331,3 +341,101 @@ def check_unsubscribe_url(url: Any) -> str:
                               "so that the List-Unsubscribe header stays within 998 octets a line", what)
     return url
 
+
+
+# --- List-Id (RFC 2919) ---------------------------------------------------------------------------
+
+_LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
+_PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_LIST_ID_FORM = re.compile(r"\s*(?:(.*?)\s*)?<([^<>]*)>\s*", re.DOTALL)
+
+
+def parse_list_id(value: Any) -> tuple[str, str]:
+    """``(description, list-id)`` of ``Name <id.domain>``, ``<id.domain>`` or ``id.domain``.
+
+    The list-id is an ASCII dot-atom with at least one dot (RFC 2919: a label under a domain
+    you control), at most 255 characters; the description is checked as a display name is.
+
+    Example::
+
+        >>> parse_list_id("Shop News <news.shop.example>")
+        ('Shop News', 'news.shop.example')
+        >>> parse_list_id("news")
+        Traceback (most recent call last):
+        ...
+        newsletter_kit.errors.ValidationError: the List-Id 'news' must look like 'Name <label.your-domain>' (an ASCII label, a dot, your domain)
+    """
+    what = "list_id"
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("the List-Id is empty", what)
+    bad = _UNSAFE.search(value)
+    if bad:
+        raise ValidationError(f"the List-Id {shown(value)} contains {describe_char(bad.group(0))}", what)
+    match = _LIST_ID_FORM.fullmatch(value)
+    description, list_id = (match.group(1) or "", match.group(2).strip()) if match else ("", value.strip())
+    if len(description) >= 2 and description[0] == description[-1] == '"':
+        description = description[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    if not _LIST_ID.fullmatch(list_id) or len(list_id) > 255:
+        raise ValidationError(f"the List-Id {shown(value)} must look like 'Name <label.your-domain>' "
+                              "(an ASCII label, a dot, your domain)", what)
+    return header_text(description, "List-Id description", max_chars=MAX_NAME_CHARS), list_id
+
+
+def default_list_id(list_name: str, domain: str) -> tuple[str, str]:
+    """The List-Id a contact list gets unless one is set: ``(list name, label.domain)``.
+
+    The label is the list name in lowercase ASCII letters, digits and hyphens (accents dropped);
+    a name with none of those gets ``list-`` and a short hash of it.
+
+    Example::
+
+        >>> default_list_id("Clienti Città 2026", "shop.example")
+        ('Clienti Città 2026', 'clienti-citta-2026.shop.example')
+    """
+    import hashlib
+
+    ascii_name = unicodedata.normalize("NFKD", list_name).encode("ascii", "ignore").decode("ascii")
+    label = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:40].strip("-")
+    if not label:
+        label = "list-" + hashlib.sha256(list_name.encode()).hexdigest()[:10]
+    description = header_text(list_name, strict=False)[:MAX_NAME_CHARS].strip()
+    return description, f"{label}.{domain.lower().rstrip('.')}"
+
+
+def list_id_value(description: str, list_id: str) -> str:
+    """The folded List-Id value (CRLF between lines), as the skeleton writes it after ``List-Id: ``.
+
+    A description of plain words stays as it is; any other (non-ASCII, quotes, commas...) is
+    written as RFC 2047 encoded words, which a phrase may hold; the ``<list-id>`` is never
+    encoded (mail clients match it as is), on its own line when the first one is full.
+
+    Example::
+
+        >>> list_id_value("Novità", "news.shop.example")
+        '=?utf-8?q?Novit=C3=A0?= <news.shop.example>'
+    """
+    from email.header import Header
+
+    if not _LIST_ID.fullmatch(list_id):
+        raise ValidationError(f"{shown(list_id)} is not a list-id like label.domain", "list_id")
+    description = header_text(description, "List-Id description", max_chars=MAX_NAME_CHARS)
+    if not description:
+        phrase = ""
+    elif _PLAIN_PHRASE.fullmatch(description) and "=?" not in description:
+        phrase = description
+    else:
+        phrase = Header(description, "utf-8", maxlinelen=MAX_HEADER_LINE,
+                        header_name="List-Id").encode(linesep="\r\n")
+        if "".join(decode_words(phrase.replace("\r\n", "")).split()) != "".join(description.split()):
+            raise ValidationError(f"the List-Id description {shown(description)} would not read back "
+                                  "as written", "list_id")
+    last = ("List-Id: " + phrase).rpartition("\r\n")[2]
+    tail = f"<{list_id}>"
+    if not phrase:
+        value = tail
+    elif len(last) + 1 + len(tail) <= MAX_HEADER_LINE:
+        value = f"{phrase} {tail}"
+    else:
+        value = f"{phrase}\r\n {tail}"
+    check_folded(f"List-Id: {value}\r\n".encode("ascii"), "List-Id")
+    return value

@@ -55,7 +55,7 @@ from .addresses import check_recipient as _check_recipient
 from .errors import TemplateError, ValidationError
 from .headers import (MAX_ADDRESS_OCTETS, MAX_LINE_OCTETS, MAX_NAME_CHARS, REFERENCE_POLICY,
                       check_folded, check_message_headers, check_unsubscribe_url, fold_header,
-                      header_text, raw_value)
+                      header_text, list_id_value, raw_value)
 from .tokens import unsubscribe_token
 
 MAX_LINE = 76
@@ -417,13 +417,17 @@ class CampaignRenderer:
 
     def __init__(self, *, campaign: str, subject: str, html: str, text: str | None = None,
                  from_addr: str, bounce_address: str, signing_key: bytes,
-                 unsubscribe_url: str | None = None, message_id_domain: str | None = None):
+                 unsubscribe_url: str | None = None, message_id_domain: str | None = None,
+                 reply_to: str | None = None, list_id: tuple[str, str] | None = None):
         if not isinstance(campaign, str) or not campaign.strip():
             raise ValidationError(f"the campaign name {campaign!r} must be one line of text", "campaign")
         self.campaign = header_text(campaign, "campaign name", max_chars=MAX_NAME_CHARS)
         if not subject or not subject.strip():
             raise TemplateError("the subject is empty")
         self.from_addr = _check_from(from_addr)
+        self.reply_to = _check_from(reply_to, "Reply-To address") if reply_to else None
+        #: The List-Id header value (RFC 2919), from ``(description, label.domain)``; None: none.
+        self.list_id = list_id_value(*list_id) if list_id else None
         self.bounce_address = _check_address(ascii_address(bounce_address, "bounce_address"), "bounce address")
         self.signing_key = bytes(signing_key)
         self.unsubscribe_url = _check_unsubscribe_url(unsubscribe_url)
@@ -455,7 +459,10 @@ class CampaignRenderer:
     def _build_skeleton(self) -> None:
         post = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" if self.unsubscribe_url else b""
         self._head_from = _fold("From", self.from_addr)
-        self._head_campaign = fold_header("X-Newsletter-Campaign", self.campaign, one_line=True) \
+        if self.reply_to:
+            self._head_from += _fold("Reply-To", self.reply_to)
+        list_id = f"List-Id: {self.list_id}\r\n".encode("ascii") if self.list_id else b""
+        self._head_campaign = list_id + fold_header("X-Newsletter-Campaign", self.campaign, one_line=True) \
             + b"List-Unsubscribe: "
         self._head_post = post + b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="'
         self._subject_cache: dict[str, bytes] = {}
@@ -547,10 +554,14 @@ class CampaignRenderer:
         text = self._text(context, email, html)
         msg = EmailMessage(policy=REFERENCE_POLICY)
         msg["From"] = self.from_addr
+        if self.reply_to:
+            msg["Reply-To"] = self.reply_to
         msg["To"] = email
         msg["Subject"] = self._subject(context, email)
         msg["Date"] = date or _utc_now()
         msg["Message-ID"] = message_id
+        if self.list_id:  # set raw: the stdlib would encode a long <list-id>, which must stay as is
+            msg.set_raw("List-Id", self.list_id.replace("\r\n", "\n"))
         # Folded to one line when it fits: bounce processing reads it back from quoted originals.
         msg.set_raw("X-Newsletter-Campaign",
                     raw_value(fold_header("X-Newsletter-Campaign", self.campaign, one_line=True)))

@@ -318,14 +318,27 @@ class SmtpSettings:
     dkim_selector: str | None = None
     dkim_key_file: str | None = None  # the path only: the key is read when a run starts
     dkim_domain: str | None = None
+    from_name: str | None = None  # the From display name ("Shop News"); from_addr stays bare
+    reply_to: str | None = None  # a Reply-To header value: addr or "Name <addr>"
+    list_id: str | None = None  # "Name <label.domain>"; None: derived from each campaign's list
 
     def validate(self) -> list[str]:
         """Raise :class:`ValidationError` on an invalid field; return warnings (strings)."""
-        from .headers import check_unsubscribe_url  # email.*: imported when saving, not at start
+        from .addresses import check_from, parse_from
+        from .headers import check_unsubscribe_url, parse_list_id  # email.*: imported when saving
 
         self.host = validate_host(self.host)
         self.port = validate_port(self.port)
-        self.from_addr = ascii_address(validate_address(self.from_addr, "from_addr"), "from_addr")
+        name, self.from_addr = parse_from(self.from_addr, "From address")
+        self.from_name = name or self.from_name or None
+        if self.from_name:  # checked as it will be written: quoted or encoded, read back the same
+            check_from(f"{_quoted(self.from_name)} <{self.from_addr}>")
+        if self.reply_to:
+            self.reply_to = check_from(self.reply_to, "Reply-To address")
+        if self.list_id:
+            description, list_id = parse_list_id(self.list_id)
+            phrase = _quoted(description) if set('<>"\\') & set(description) else description
+            self.list_id = f"{phrase} <{list_id}>" if description else f"<{list_id}>"
         self.daily_limit = validate_positive(self.daily_limit, "the send rate (emails per day)", "daily_limit")
         self.tls = validate_tls(self.tls)
         if self.password_ref:
@@ -370,6 +383,21 @@ class SmtpSettings:
             return None
         return self.dkim_domain or self.from_addr.rpartition("@")[2].rstrip(">").lower()
 
+    @property
+    def from_header(self) -> str:
+        """The From as written in messages and typed in ``--from``: ``Name <addr>`` or ``addr``.
+
+        Example::
+
+            >>> SmtpSettings("smtp.example.org", 587, "news@example.org", 10, from_name="Shop, News").from_header
+            '"Shop, News" <news@example.org>'
+        """
+        if not self.from_name:
+            return self.from_addr
+        from .headers import format_address
+
+        return format_address(self.from_name, self.from_addr)
+
     def __repr__(self) -> str:
         return _masked_repr(self)
 
@@ -380,7 +408,8 @@ class SmtpSettings:
             "password": _mask(self.password_ref), "password-env": _env_name(self.password_ref),
             "auth": self.auth, "tls": self.tls, "allow-plain-auth": self.allow_plain_auth,
             "ca-file": self.ca_file, "daily-limit": self.daily_limit, "exclusion": self.exclusion,
-            "from": self.from_addr, "unsubscribe-url": self.unsubscribe_url,
+            "from": self.from_header, "reply-to": self.reply_to, "list-id": self.list_id,
+            "unsubscribe-url": self.unsubscribe_url,
             "timezone": self.timezone, "dkim-selector": self.dkim_selector,
             "dkim-key-file": self.dkim_key_file, "dkim-domain": self.dkim_domain,
         }
@@ -499,7 +528,7 @@ def _masked_repr(obj: Any) -> str:
 _SMTP_REQUIRED = ("host", "port", "from_addr", "daily_limit")
 _BOUNCE_REQUIRED = ("host", "port", "user", "threshold")
 _CLEARABLE_SMTP = {"user", "password_ref", "ca_file", "unsubscribe_url", "dkim_selector",
-                   "dkim_key_file", "dkim_domain"}
+                   "dkim_key_file", "dkim_domain", "from_name", "reply_to", "list_id"}
 _CLEARABLE_BOUNCE = {"password_ref", "ca_file", "bounce_address", "processed_folder", "stale_after_days"}
 
 
@@ -524,6 +553,11 @@ def _merge(cls: type, current: Mapping[str, Any] | None, changes: Mapping[str, A
         flags = ", ".join("--" + _flag_name(k) for k in missing)
         raise ValidationError(f"missing required setting(s): {flags}", missing[0])
     return cls(**data)
+
+
+def _quoted(text: str) -> str:
+    """``text`` as a quoted-string (for parsing back a name or description we already checked)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _flag_name(key: str) -> str:
@@ -557,6 +591,8 @@ def update_smtp_settings(store: Store, **changes: Any) -> tuple[SmtpSettings, li
         # An empty selector switches signing off: the key file and domain go with it.
         changes = {"dkim_key_file": "", "dkim_domain": "", **{k: v for k, v in changes.items()
                                                               if v is not None}}
+    if changes.get("from_addr") and changes.get("from_name") is None:
+        changes = {**changes, "from_name": ""}  # --from says the whole From: a bare address has no name
     settings = _merge(SmtpSettings, current, changes, _SMTP_REQUIRED, _CLEARABLE_SMTP)
     warnings = settings.validate()
     _check_campaign_headers(store, settings, load_bounce_settings(store))

@@ -35,23 +35,29 @@ def test_every_smtp_flag_round_trips_through_cli_and_api(run, tmp_path):
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     run("settings", "smtp", "--host", "mail.example.org", "--port", "465", "--user", "u@example.org",
         "--password-env", "SMTP_PW", "--auth", "--tls", "ssl", "--ca-file", str(ca),
-        "--daily-limit", "450", "--exclusion", "global", "--from", "News@Example.org",
+        "--daily-limit", "450", "--exclusion", "global", "--from", "Città, News <News@Example.org>",
+        "--reply-to", "Help <help@example.org>", "--list-id", "Shop News <news.example.org>",
         "--unsubscribe-url", "https://news.example.org/u/{token}", "--timezone", "Europe/Rome")
     shown = json.loads(run("settings", "show", "--json").stdout)["smtp"]
     assert shown == {
         "host": "mail.example.org", "port": 465, "user": "u@example.org",
         "password": "******** (env)", "password-env": "SMTP_PW", "auth": True, "tls": "ssl",
         "allow-plain-auth": False, "ca-file": str(ca.resolve()), "daily-limit": 450,
-        "exclusion": "global", "from": "news@example.org",
+        "exclusion": "global", "from": '"Città, News" <news@example.org>',
+        "reply-to": "Help <help@example.org>", "list-id": "Shop News <news.example.org>",
         "unsubscribe-url": "https://news.example.org/u/{token}", "timezone": "Europe/Rome",
         "dkim-selector": None, "dkim-key-file": None, "dkim-domain": None,
     }
     api = s.load_smtp_settings(open_store(run.db))
     assert api.public_dict() == shown
     # Only the flags given change; an empty string clears an optional field.
-    run("settings", "smtp", "--daily-limit", "300", "--unsubscribe-url", "", "--ca-file", "")
+    run("settings", "smtp", "--daily-limit", "300", "--unsubscribe-url", "", "--ca-file", "",
+        "--reply-to", "", "--list-id", "")
     shown = json.loads(run("settings", "show", "--json").stdout)["smtp"]
     assert (shown["daily-limit"], shown["unsubscribe-url"], shown["ca-file"]) == (300, None, None)
+    assert (shown["reply-to"], shown["list-id"], shown["from"]) == (None, None, '"Città, News" <news@example.org>')
+    run("settings", "smtp", "--from", "news@example.org")  # --from is the whole From: no name left
+    assert json.loads(run("settings", "show", "--json").stdout)["smtp"]["from"] == "news@example.org"
     assert shown["host"] == "mail.example.org"
 
 

@@ -198,7 +198,7 @@ def test_hostile_contact_fields_reach_the_server_with_exactly_the_intended_heade
     for env in srv.messages:
         head = env.content.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
         names = [line.split(b":")[0] for line in head if line[:1] not in (b" ", b"\t")]
-        assert names == [b"From", b"To", b"Subject", b"Date", b"Message-ID", b"X-Newsletter-Campaign",
+        assert names == [b"From", b"To", b"Subject", b"Date", b"Message-ID", b"List-Id", b"X-Newsletter-Campaign",
                          b"List-Unsubscribe", b"List-Unsubscribe-Post", b"MIME-Version", b"Content-Type"]
         assert max(map(len, head)) <= 998
         msg = email.message_from_bytes(env.content.replace(b"\r\n", b"\n"), policy=email.policy.default)
