@@ -56,6 +56,7 @@ from .errors import TemplateError, ValidationError
 from .headers import (MAX_ADDRESS_OCTETS, MAX_LINE_OCTETS, MAX_NAME_CHARS, REFERENCE_POLICY,
                       check_folded, check_message_headers, check_unsubscribe_url, fold_header,
                       header_text, list_id_value, raw_value)
+from .plaintext import wrap_text
 from .tokens import unsubscribe_token
 
 MAX_LINE = 76
@@ -277,13 +278,13 @@ def _simple_plan(ast: jinja2.nodes.Template) -> list[tuple[str, str | None]] | N
     return plan
 
 
-def _html_to_text(html: str) -> str:
-    import html2text
+def _html_to_text(html: str, wrap: bool = True) -> str:
+    from .plaintext import html_to_text
 
-    converter = html2text.HTML2Text()
-    converter.body_width = 0  # no hard wrapping: the transfer encoding takes care of long lines
-    converter.unicode_snob = True
-    return str(converter.handle(html))
+    return html_to_text(html, wrap=wrap)
+
+
+_UNSUBSCRIBE_LINE = "\nUnsubscribe: {{ unsubscribe_url }}\n"
 
 
 def text_template_from_html(html: str) -> str | None:
@@ -293,11 +294,16 @@ def text_template_from_html(html: str) -> str | None:
     the HTML converted once, and the tags put back. A ``{{ value }}`` where html2text drops
     text (a ``<title>``, a ``class`` attribute) is dropped too, as it would be from each
     message. None when a ``{% statement %}`` is lost or doubled: then each message is converted.
+    The text is what :func:`newsletter_kit.plaintext.html_to_text` makes (no Markdown), and
+    ends with the unsubscribe link when the HTML has none.
 
     Example::
 
-        >>> text_template_from_html("<p>Hi <b>{{ name }}</b></p>")
-        'Hi **{{ name }}**\\n'
+        >>> print(text_template_from_html('<p>Hi <b>{{ name }}</b></p><a href="{{ unsubscribe_url }}">stop</a>'))
+        Hi {{ name }}
+        <BLANKLINE>
+        stop ({{ unsubscribe_url }})
+        <BLANKLINE>
     """
     tags: list[str] = []
 
@@ -305,13 +311,15 @@ def text_template_from_html(html: str) -> str | None:
         tags.append(match.group(0))
         return _PLACEHOLDER.format(len(tags) - 1)
 
-    text = _html_to_text(_JINJA_SYNTAX.sub(placeholder, html))
+    text = _html_to_text(_JINJA_SYNTAX.sub(placeholder, html), wrap=False)  # wrapped per message
     for i, tag in enumerate(tags):
         marker = _PLACEHOLDER.format(i)
         count = text.count(marker)
         if count > 1 or (count == 0 and tag.startswith("{%")):
             return None
         text = text.replace(marker, tag)
+    if "unsubscribe_url" not in text:
+        text += _UNSUBSCRIBE_LINE
     return text
 
 
@@ -443,6 +451,8 @@ class CampaignRenderer:
             self.warnings.append("the text part is converted from each message's HTML (slow): "
                                  "a Jinja tag sits where html2text drops it; give a text template")
         self.text_template = _Template(_TEXT_ENV, text_source, "text") if text_source is not None else None
+        self._wrap_text = text is None  # a text template given is sent as written
+        self._wrapped_lines: dict[str, str] = {}
         self.last_date: dt.datetime | None = None
         self._check_longest_lines()
         self._build_skeleton()
@@ -524,8 +534,11 @@ class CampaignRenderer:
 
     def _text(self, context: dict[str, Any], email: str, html: str) -> str:
         if self.text_template is None:
-            return _html_to_text(html)
-        return self.text_template.render(context, email)
+            text = _html_to_text(html)
+            link = context["unsubscribe_url"]
+            return text if link in text else text + _UNSUBSCRIBE_LINE.replace("{{ unsubscribe_url }}", link)
+        text = self.text_template.render(context, email)
+        return wrap_text(text, self._wrapped_lines) if self._wrap_text else text
 
     def render_preview(self, email: str, fields: Mapping[str, Any]) -> dict[str, str]:
         """Subject, HTML and text of one recipient's message, for a notebook preview.
