@@ -163,3 +163,16 @@ def test_hostile_reply_to_names_and_list_id_descriptions_are_refused_or_sent_exa
         assert msg["List-Id"].endswith(" <news.example.org>") or msg["List-Id"] == "<news.example.org>"
         decoded_description = msg["List-Id"].rpartition("<")[0].strip()
         assert "".join(decoded_description.split()) == "".join(kw["list_id"][0].split())
+
+
+def test_the_settings_panel_takes_and_shows_a_display_name(store):
+    from newsletter_kit.panels.settings import SettingsPanel
+
+    panel = SettingsPanel(store)
+    panel.smtp_host.value, panel.smtp_port.value = "127.0.0.1", "2525"
+    panel.smtp_from.value, panel.smtp_daily_limit.value = "Città News <news@bücher.example>", 10
+    panel.smtp_timezone.value, panel.smtp_tls.value = "Europe/Rome", "none"
+    panel.save_button.click()
+    smtp = s.load_smtp_settings(store)
+    assert (smtp.from_name, smtp.from_addr) == ("Città News", "news@xn--bcher-kva.example")
+    assert SettingsPanel(store).smtp_from.value == "Città News <news@xn--bcher-kva.example>"

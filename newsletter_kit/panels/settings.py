@@ -127,7 +127,7 @@ class SettingsPanel(Panel):
         self.smtp_exclusion = widgets.RadioButtons(
             options=EXCLUSION_CHOICES, value="campaign", description="Address exclusion policy",
             style=field_style(), layout=field_layout())
-        self.smtp_from = text("From address", placeholder="news@example.org")
+        self.smtp_from = text("From address", placeholder="Shop News <news@example.org>")
         self.smtp_timezone = widgets.Combobox(
             value=settings_mod.local_timezone(), options=sorted(zoneinfo.available_timezones()),
             description="Time zone", ensure_option=False, style=field_style(),
@@ -222,7 +222,7 @@ class SettingsPanel(Panel):
             self.smtp_allow_plain_auth.value = bool(smtp.allow_plain_auth)
             self.smtp_daily_limit.value = int(smtp.daily_limit)
             self.smtp_exclusion.value = smtp.exclusion
-            self.smtp_from.value = smtp.from_addr
+            self.smtp_from.value = smtp.from_header
             self.smtp_timezone.value = smtp.timezone
             self.smtp_ca_file.value = smtp.ca_file or ""
             self.smtp_unsubscribe_url.value = smtp.unsubscribe_url or ""
