@@ -251,7 +251,9 @@ def preview_message(store: Store, name: str, email: str, fields: dict[str, Any])
     if renderer.reply_to:
         preview["headers"]["Reply-To"] = renderer.reply_to
     if renderer.list_id:
-        preview["headers"]["List-Id"] = renderer.list_id.replace("\r\n", "")
+        from .headers import decode_words
+
+        preview["headers"]["List-Id"] = decode_words(renderer.list_id.replace("\r\n", ""))
     return preview
 
 

@@ -176,3 +176,13 @@ def test_the_settings_panel_takes_and_shows_a_display_name(store):
     smtp = s.load_smtp_settings(store)
     assert (smtp.from_name, smtp.from_addr) == ("Città News", "news@xn--bcher-kva.example")
     assert SettingsPanel(store).smtp_from.value == "Città News <news@xn--bcher-kva.example>"
+
+
+def test_the_preview_shows_the_identity_as_it_will_read(store):
+    s.update_smtp_settings(store, host="smtp.example.org", port=587, daily_limit=10,
+                           from_addr="Città News <news@shop.example>", reply_to="help@shop.example")
+    add_contacts(store, [{"email": "ann@example.org"}], list_name="Novità")
+    campaigns.create_campaign(store, "spring", "Novità", "Hi", "<p>Hi</p>")
+    headers = campaigns.preview_message(store, "spring", "ann@example.org", {})["headers"]
+    assert headers == {"From": "Città News <news@shop.example>", "To": "ann@example.org",
+                       "Reply-To": "help@shop.example", "List-Id": "Novità <novita.shop.example>"}
