@@ -311,7 +311,8 @@ def text_template_from_html(html: str) -> str | None:
         tags.append(match.group(0))
         return _PLACEHOLDER.format(len(tags) - 1)
 
-    text = _html_to_text(_JINJA_SYNTAX.sub(placeholder, html), wrap=False)  # wrapped per message
+    # Lines without a tag are wrapped now, once; those with one when each message has its values.
+    text = wrap_text(_html_to_text(_JINJA_SYNTAX.sub(placeholder, html), wrap=False), skip="NKTPL")
     for i, tag in enumerate(tags):
         marker = _PLACEHOLDER.format(i)
         count = text.count(marker)
