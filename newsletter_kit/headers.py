@@ -257,7 +257,7 @@ def address_header(value: Any, what: str = "From address") -> tuple[str, str]:
     try:
         header = REFERENCE_POLICY.header_factory("From", value.strip())
         addresses, ok = header.addresses, not header.defects and len(header.groups) == 1
-    except (ValueError, HeaderParseError, IndexError):
+    except (ValueError, HeaderParseError, IndexError, AttributeError, TypeError):  # stdlib parser bugs
         addresses, ok = (), False
     if len(addresses) == 1 and ok:
         name, addr = addresses[0].display_name, addresses[0].addr_spec
@@ -297,7 +297,7 @@ def format_address(display_name: str, addr_spec: str, name: str = "From") -> str
     unfolded = folded.decode("ascii").split(":", 1)[1].replace("\r\n", "").strip()
     try:
         back = REFERENCE_POLICY.header_factory(name, unfolded).addresses
-    except (ValueError, HeaderParseError, IndexError):
+    except (ValueError, HeaderParseError, IndexError, AttributeError, TypeError):  # stdlib parser bugs
         back = ()
     if (len(back) != 1 or back[0].addr_spec != addr_spec
             or "".join(back[0].display_name.split()) != "".join(display_name.split())):

@@ -130,6 +130,7 @@ def test_the_cli_takes_a_display_name_reply_to_and_list_id(tmp_path):
     ('"Shop, News" <news@example.org>', ("Shop, News", "news@example.org")),
     ("Shop, News <news@example.org>", ("Shop, News", "news@example.org")),
     ("Zoë <news@bücher.example>", ("Zoë", "news@xn--bcher-kva.example")),
+    (". <news@example.org>", (".", "news@example.org")),  # the stdlib parser raises AttributeError
 ])
 def test_parse_from(value, expected):
     assert parse_from(value) == expected
