@@ -35,7 +35,10 @@ if [[ ! -x .venv/bin/uv ]]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check uv
 fi
 # uv pip sync makes .venv exactly the lock file (fast, reproducible); then the package itself.
-.venv/bin/uv pip sync -q --python .venv/bin/python "$lock"
+# --compile-bytecode writes the .pyc files pip would (uv does not by default): without them every
+# command compiles Jinja2, click and the rest from source on each start wherever they cannot be
+# cached (PYTHONDONTWRITEBYTECODE, a read-only .venv). Only what it installs is compiled.
+.venv/bin/uv pip sync -q --compile-bytecode --python .venv/bin/python "$lock"
 .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
 
 if [[ $want_servers -eq 1 ]]; then
