@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import clock, quota
 from .errors import CampaignError, StoreError
-from .store import Store, now_iso
+from .store import Store, now_iso, use_wal
 
 if TYPE_CHECKING:
     from .settings import SmtpSettings
@@ -452,7 +452,7 @@ class SendLog:
         try:
             conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
             if path != ":memory:":
-                conn.execute("PRAGMA journal_mode = WAL")
+                use_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS send_log (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, "

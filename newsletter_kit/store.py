@@ -488,6 +488,21 @@ def _prepare_path(path: Path, create: bool) -> None:
                          f"{exc.strerror or exc}") from None
 
 
+def use_wal(conn: sqlite3.Connection) -> None:
+    """Switch a connection's file to WAL. Two processes opening a new file at once race for the
+    switch, which SQLite answers with "database is locked" at once (no busy wait): retry briefly."""
+    import time
+
+    for attempt in range(100):
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == 99:
+                raise
+            time.sleep(0.01)
+
+
 def default_path() -> Path:
     """The store path: ``$NEWSLETTER_KIT_DB``, else ``data/newsletter.db``."""
     env = os.environ.get(ENV_DB)
@@ -521,7 +536,7 @@ class Store:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             if self.path != ":memory:":
-                conn.execute("PRAGMA journal_mode = WAL")
+                use_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA recursive_triggers = ON")  # as sqlite-utils' Database sets it

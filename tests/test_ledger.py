@@ -370,3 +370,29 @@ def test_resolve_is_part_of_the_python_api():
     import newsletter_kit as nk
 
     assert "resolve_unknown" in nk.__all__ and nk.resolve_unknown is campaigns.resolve_unknown
+
+
+
+def _open_send_log(path: str) -> str | None:
+    from newsletter_kit.ledger import SendLog
+
+    try:
+        SendLog(path)
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        return repr(exc)
+    return None
+
+
+def test_processes_opening_a_new_send_log_at_once_all_get_it(tmp_path):
+    """A first run's connections (or two runs) open the new log file together; none may fail.
+
+    SQLite answers a second switch to WAL at the same moment with "database is locked" at once,
+    without a busy wait: that failed a CI run. Eight processes, thirty new files.
+    """
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(8) as pool:
+        failures = [result for n in range(30)
+                    for result in pool.map(_open_send_log, [str(tmp_path / f"{n}.db-sendlog")] * 8)
+                    if result]
+    assert failures == []
