@@ -145,3 +145,20 @@ def nk_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "newsletter.db"
     monkeypatch.setenv("NEWSLETTER_KIT_DB", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def dkim_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """DKIM private keys as PEM files: ``rsa``, ``other`` (a second RSA), ``ed25519``, ``rsa1024``."""
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    folder = tmp_path_factory.mktemp("dkim-keys")
+    made = {"rsa": rsa.generate_private_key(65537, 2048), "other": rsa.generate_private_key(65537, 2048),
+            "ed25519": ed25519.Ed25519PrivateKey.generate(), "rsa1024": rsa.generate_private_key(65537, 1024)}
+    paths = {}
+    for name, key in made.items():
+        paths[name] = folder / f"{name}.pem"
+        paths[name].write_bytes(key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8,
+                                                  ser.NoEncryption()))
+    return paths

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization as ser
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 import newsletter_kit as nk
 from newsletter_kit import signing
@@ -24,18 +22,9 @@ REQUIRED = {"from", "to", "subject", "date", "message-id", "list-unsubscribe",
             "list-unsubscribe-post", "mime-version", "content-type"}
 
 
-def _pem(path: Path, key: object) -> Path:
-    path.write_bytes(key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8,  # type: ignore[attr-defined]
-                                       ser.NoEncryption()))
-    return path
-
-
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("dkim-keys")
-    return {"rsa": _pem(folder / "rsa.pem", rsa.generate_private_key(65537, 2048)),
-            "ed25519": _pem(folder / "ed.pem", ed25519.Ed25519PrivateKey.generate()),
-            "other": _pem(folder / "other.pem", rsa.generate_private_key(65537, 2048))}
+def keys(dkim_keys: dict[str, Path]) -> dict[str, Path]:
+    return dkim_keys
 
 
 @pytest.fixture(scope="module")

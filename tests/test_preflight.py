@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization as ser
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import newsletter_kit as nk
 from newsletter_kit import settings as settings_mod
@@ -29,21 +29,9 @@ from tests.dnsserver import DnsServer
 SERVER_IP = "127.0.0.1"
 
 
-def _write_key(path: Path, key: object) -> Path:
-    path.write_bytes(key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8,  # type: ignore[attr-defined]
-                                       ser.NoEncryption()))
-    return path
-
-
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("dkim")
-    return {
-        "rsa": _write_key(folder / "rsa.pem", rsa.generate_private_key(65537, 2048)),
-        "other": _write_key(folder / "other.pem", rsa.generate_private_key(65537, 2048)),
-        "ed25519": _write_key(folder / "ed.pem", ed25519.Ed25519PrivateKey.generate()),
-        "rsa1024": _write_key(folder / "rsa1024.pem", rsa.generate_private_key(65537, 1024)),
-    }
+def keys(dkim_keys: dict[str, Path]) -> dict[str, Path]:
+    return dkim_keys
 
 
 def _domain(name: str, key: Path, *, spf: str | None = None, dmarc: str | None = "v=DMARC1; p=reject; rua=mailto:d@{d}") -> dict:
@@ -405,8 +393,10 @@ def test_bad_dkim_settings_are_one_line_and_save_nothing(keys, tmp_path, changes
         "KEY": str(keys["rsa"]),
         "NOTAKEY": str(tmp_path / "cert.pem"),
         "ENCRYPTED": str(tmp_path / "enc.pem"),
-        "EC": str(_write_key(tmp_path / "ec.pem", ec.generate_private_key(ec.SECP256R1()))),
+        "EC": str(tmp_path / "ec.pem"),
     }
+    (tmp_path / "ec.pem").write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()))
     (tmp_path / "cert.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     (tmp_path / "enc.pem").write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
         ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.BestAvailableEncryption(b"pw")))
