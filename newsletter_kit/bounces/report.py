@@ -47,6 +47,9 @@ class BounceRecipient:
     action: str | None = None
     diagnostic: str | None = None
     remote_mta: str | None = None
+    #: why it failed and whom that is about: a name of ``newsletter_kit.reasons.REASONS``
+    reason: str | None = None
+    reply_code: int | None = None
 
     def to_dict(self) -> dict[str, str | None]:
         """The recipient as in ``bounces parse --json``.
@@ -60,6 +63,7 @@ class BounceRecipient:
             "status": self.status,
             "action": self.action,
             "diagnostic": self.diagnostic,
+            "reason": self.reason,
         }
 
 
