@@ -493,12 +493,17 @@ def use_wal(conn: sqlite3.Connection) -> None:
     switch, which SQLite answers with "database is locked" at once (no busy wait): retry briefly."""
     import time
 
-    for attempt in range(100):
+    # The store's connection turns "locked" into StoreBusy: both mean "try again". While
+    # another process runs the first migrations the switch can wait for seconds.
+    deadline = time.monotonic() + busy_timeout()
+    while True:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             return
-        except sqlite3.OperationalError as exc:
-            if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == 99:
+        except (sqlite3.OperationalError, StoreBusy) as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
 
@@ -639,6 +644,10 @@ class Store:
             )
         for version in range(current, SCHEMA_VERSION):
             with self.transaction():
+                # Read again under the write lock: another process opening the same new file
+                # may have run this step since we looked (it would fail on its second run).
+                if self.schema_version() > version:
+                    continue
                 _MIGRATIONS[version](self.conn)
                 self.conn.execute(f"PRAGMA user_version = {version + 1}")
 

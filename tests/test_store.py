@@ -110,3 +110,45 @@ def test_signing_key_is_stable(tmp_path):
     key = open_store(path).signing_key()
     assert len(key) == 32
     assert open_store(path).signing_key() == key
+
+
+_RACE = """
+import sys, time
+from pathlib import Path
+from newsletter_kit.store import open_store
+go, paths = Path(sys.argv[1]), sys.argv[2:]
+while not go.exists():
+    time.sleep(0.001)
+for path in paths:
+    open_store(path).close()
+"""
+
+
+@pytest.mark.parametrize("variant", ["fresh", "half-migrated"])
+def test_two_processes_opening_a_new_store_at_once_both_migrate_safely(tmp_path, variant):
+    """Issue 16 finding 9c: the second process sees the version the first wrote and skips;
+    real processes, many rounds over new files (or files one migration in)."""
+    import subprocess
+    import sys
+
+    paths = [str(tmp_path / f"race{i}.db") for i in range(40)]
+    if variant == "half-migrated":
+        for path in paths:  # a store at version 1, as an old release left it
+            conn = sqlite3.connect(path)
+            conn.execute("BEGIN")
+            store_mod._MIGRATIONS[0](conn)
+            conn.execute("PRAGMA user_version = 1")
+            conn.commit()
+            conn.close()
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _RACE, str(go), *paths],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    go.touch()
+    for proc in procs:
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+    for path in paths:
+        store = open_store(path, create=False)
+        assert store.schema_version() == SCHEMA_VERSION
+        assert TABLES <= set(store.db.table_names())
+        store.close()
