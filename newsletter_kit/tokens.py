@@ -4,7 +4,8 @@ A token is ``payload.signature`` in URL-safe base64, the signature a 128-bit pre
 HMAC-SHA256 under the store's key (:meth:`Store.signing_key`) and a context string per token
 kind, so a token of one kind never verifies as another. Pure: no I/O; the caller passes the key.
 
-Today: the unsubscribe token carried by ``List-Unsubscribe`` (the ``mailto:`` subject and the
+Today: the unsubscribe token (a short hash of the campaign name and the address, so its
+length never depends on the name) carried by ``List-Unsubscribe`` (the ``mailto:`` subject and the
 https URL) and read back from replies to the ``mailto:``; and the VERP token of the envelope
 sender (``LOCAL+TOKEN@DOMAIN``), which a bounce comes back to and which names the delivery.
 
@@ -12,7 +13,7 @@ Example::
 
     >>> from newsletter_kit.store import open_store
     >>> key = open_store(":memory:").signing_key()
-    >>> verify_unsubscribe_token(key, unsubscribe_token(key, "spring", "ann@example.org"))
+    >>> verify_unsubscribe_token(key, unsubscribe_token(key, "spring", "ann@example.org"), ["spring"])
     ('spring', 'ann@example.org')
 """
 
@@ -23,8 +24,11 @@ import binascii
 import hashlib
 import hmac
 import re
+from collections.abc import Iterable
 
-_UNSUBSCRIBE_CONTEXT = b"newsletter-kit unsubscribe v1\0"
+_UNSUBSCRIBE_CONTEXT = b"newsletter-kit unsubscribe v1\0"  # payload: the name (old tokens)
+_UNSUBSCRIBE_CONTEXT_V2 = b"newsletter-kit unsubscribe v2\0"  # payload: campaign_ref(name)
+_CAMPAIGN_REF = re.compile(r"#[0-9a-f]{16}")
 _VERP_CONTEXT = b"newsletter-kit verp v1\0"
 _SIGNATURE_BYTES = 16  # 128-bit HMAC-SHA256 prefix: unforgeable, and keeps the header short
 _MAX_TOKEN = 2000
@@ -76,32 +80,71 @@ def unsign(key: bytes, token: str, context: bytes) -> bytes | None:
     return payload
 
 
+def campaign_ref(campaign: str) -> str:
+    """The short stand-in for a campaign name that an unsubscribe token carries: ``#`` and 16
+    hex digits of its SHA-256, whatever the name's length or script.
+
+    Example::
+
+        >>> campaign_ref("spring")
+        '#622a494d3ea8c7ba'
+        >>> len(campaign_ref("春の大セール" * 40)) == len(campaign_ref("x"))
+        True
+    """
+    return "#" + hashlib.sha256(campaign.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def unsubscribe_token(key: bytes, campaign: str, email: str) -> str:
-    """A URL-safe token naming the campaign and address, signed with HMAC-SHA256.
+    """A URL-safe token naming the campaign (by :func:`campaign_ref`) and address, signed with
+    HMAC-SHA256. Its length does not depend on the campaign name.
 
     Example::
 
         >>> token = unsubscribe_token(b"k" * 32, "spring", "ann@example.org")
-        >>> verify_unsubscribe_token(b"k" * 32, token)
+        >>> verify_unsubscribe_token(b"k" * 32, token, campaigns=["autumn", "spring"])
         ('spring', 'ann@example.org')
     """
-    return sign(key, f"{campaign}\n{email}".encode(), _UNSUBSCRIBE_CONTEXT)
+    return sign(key, f"{campaign_ref(campaign)}\n{email}".encode(), _UNSUBSCRIBE_CONTEXT_V2)
 
 
-def verify_unsubscribe_token(key: bytes, token: str) -> tuple[str, str] | None:
+def verify_unsubscribe_token(key: bytes, token: str,
+                             campaigns: Iterable[str] = ()) -> tuple[str, str] | None:
     """``(campaign, email)`` when the token is genuine; None when forged or garbled.
+
+    A token carries the campaign's :func:`campaign_ref`: the name among ``campaigns`` it
+    stands for is returned, or the ref itself when none matches. A token made before refs
+    (the name itself in the payload) still verifies and returns that name.
 
     Example::
 
         >>> token = unsubscribe_token(b"k" * 32, "spring", "ann@example.org")
         >>> verify_unsubscribe_token(b"other key", token) is None
         True
+        >>> verify_unsubscribe_token(b"k" * 32, token)
+        ('#622a494d3ea8c7ba', 'ann@example.org')
     """
-    payload = unsign(key, token, _UNSUBSCRIBE_CONTEXT)
+    payload = unsign(key, token, _UNSUBSCRIBE_CONTEXT_V2)
     if payload is None:
-        return None
+        payload = unsign(key, token, _UNSUBSCRIBE_CONTEXT)  # a token sent before refs
+        if payload is None:
+            return None
     campaign, sep, email = payload.decode("utf-8", "replace").rpartition("\n")
-    return (campaign, email) if sep and email else None
+    if not (sep and email):
+        return None
+    if is_campaign_ref(campaign):
+        campaign = next((name for name in campaigns if campaign_ref(name) == campaign), campaign)
+    return campaign, email
+
+
+def is_campaign_ref(text: str | None) -> bool:
+    """Whether ``text`` is a :func:`campaign_ref` (a token whose campaign was not resolved).
+
+    Example::
+
+        >>> is_campaign_ref(campaign_ref("spring")), is_campaign_ref("spring")
+        (True, False)
+    """
+    return bool(text) and _CAMPAIGN_REF.fullmatch(text or "") is not None
 
 
 def find_unsubscribe_token(text: str) -> str | None:

@@ -12,7 +12,7 @@ Example::
     >>> key = b"k" * 32
     >>> raw = (b"From: ann@example.org\\r\\nSubject: unsubscribe "
     ...        + unsubscribe_token(key, "spring", "Ann@example.org").encode() + b"\\r\\n\\r\\n")
-    >>> unsubscribe_request(raw, key)
+    >>> unsubscribe_request(raw, key, campaigns=["spring"])
     (True, ('ann@example.org', 'spring'))
     >>> unsubscribe_request(b"Subject: unsubscribe me\\r\\n\\r\\n", key)
     (True, None)
@@ -21,19 +21,25 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
 from .store import Store
+from .tokens import campaign_ref, is_campaign_ref
 
 _UNSUB_WORD_RE = re.compile(r"unsubscribe|disiscri|cancellami|cancellazione", re.IGNORECASE)
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_\-.~=:+/]{16,512}")
 
 
-def unsubscribe_request(raw: bytes, key: bytes) -> tuple[bool, tuple[str, str | None] | None]:
-    """(is it an opt-out request, (email, campaign) when its token is valid under ``key``)."""
+def unsubscribe_request(raw: bytes, key: bytes,
+                        campaigns: Iterable[str] = ()) -> tuple[bool, tuple[str, str | None] | None]:
+    """(is it an opt-out request, (email, campaign) when its token is valid under ``key``).
+
+    A token names its campaign by a short hash: resolved against ``campaigns`` when given, else
+    left as that ref for :func:`record_unsubscribe` to resolve against the store.
+    """
     verify = _token_verifier()
     headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536], headersonly=True)
     subject = str(headers.get("Subject", ""))
@@ -43,6 +49,8 @@ def unsubscribe_request(raw: bytes, key: bytes) -> tuple[bool, tuple[str, str | 
         result = verify(key, token)
         if result:
             campaign, email = result
+            if is_campaign_ref(campaign):
+                campaign = next((n for n in campaigns if campaign_ref(n) == campaign), campaign)
             return True, (email.strip().lower(), campaign)
     return True, None
 
@@ -60,7 +68,27 @@ def record_unsubscribe(store: Store, email: str, campaign: str | None) -> None:
     """
     from .audience import add_unsubscribe  # late: audience is heavier than reading a mailbox needs
 
-    add_unsubscribe(store, email, campaign, source="mailto")
+    add_unsubscribe(store, email, campaign_named(store, campaign), source="mailto")
+
+
+def campaign_named(store: Store, campaign: str | None) -> str | None:
+    """The campaign a token's campaign stands for: a name as is; a ref (a token carries a short
+    hash of the name) resolved against the store's campaigns, or None (everything) when no
+    campaign has it any more: the reader asked to hear no more, and that wish wins.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> from newsletter_kit.tokens import campaign_ref
+        >>> campaign_named(open_store(":memory:"), campaign_ref("gone")) is None
+        True
+    """
+    if not is_campaign_ref(campaign):
+        return campaign
+    for (name,) in store.conn.execute("SELECT name FROM campaigns"):
+        if campaign_ref(name) == campaign:
+            return str(name)
+    return None
 
 
 def _token_candidates(headers: Message, raw: bytes) -> list[str]:

@@ -65,7 +65,7 @@ def test_headers_stamp_every_message():
     token = r.token("ann@example.org")
     assert mailto == f"mailto:bounces@example.org?subject=unsubscribe%20{token}"
     assert https == f"https://news.example.org/u/{token}"
-    assert tokens.verify_unsubscribe_token(KEY, token) == ("spring", "ann@example.org")
+    assert tokens.verify_unsubscribe_token(KEY, token, ["spring"]) == ("spring", "ann@example.org")
 
 
 def test_without_an_https_url_only_the_mailto_and_no_one_click():

@@ -68,6 +68,7 @@ def test_mailto_unsubscribe_requests_with_valid_and_forged_tokens(
 def test_mailto_unsubscribe_with_the_real_token(store: Store, tmp_path: Path) -> None:
     from newsletter_kit import tokens
     settings = _configure(store)
+    _campaign(store, "nov")
     token = tokens.unsubscribe_token(store.signing_key(), "nov", "reader@example.net")
     forged = tokens.unsubscribe_token(b"t" * 32, "nov", "victim@example.net")
     # What a mail client sends for mailto:bounces@...?subject=unsubscribe%20TOKEN
@@ -76,3 +77,67 @@ def test_mailto_unsubscribe_with_the_real_token(store: Store, tmp_path: Path) ->
     assert report.bounces == {"unsubscribe": 1, "other": 1}
     rows = store.conn.execute("SELECT email, campaign, source FROM unsubscribes").fetchall()
     assert rows == [("reader@example.net", "nov", "mailto")]
+
+
+LONG_NAMES = [("春の大セール・限定コレクションのお知らせ" * 12)[:200], ("تخفيضات الربيع الكبرى على جميع المنتجات " * 8)[:199],
+              ("Весенняя распродажа 🌸 " * 15)[:199], ("विशेष बिक्री की सूचना " * 14)[:199]]
+
+
+@pytest.mark.parametrize("name", LONG_NAMES)
+def test_a_long_non_latin_campaign_name_gets_a_short_token_that_unsubscribes(
+    store: Store, tmp_path: Path, name: str
+) -> None:
+    """Issue 16 finding 9d: the token carries a short hash of the name, so no name is too long;
+    a reply to the List-Unsubscribe mailto (and the https link's token) names the campaign."""
+    import email
+    import re
+    from email import policy
+
+    from newsletter_kit import messages, tokens
+
+    settings = _configure(store)
+    _campaign(store, name)
+    _campaign(store, "other")
+    renderer = messages.CampaignRenderer(
+        campaign=name, subject="News", html="<p>x</p>", from_addr="News <news@example.org>",
+        bounce_address="bounces@example.org", signing_key=store.signing_key(),
+        unsubscribe_url="https://news.example.org/u/{token}", message_id_domain="example.org")
+    msg = email.message_from_bytes(renderer.render("reader@example.net", {}, message_id="<m1@example.org>"), policy=policy.default)
+    mailto, https = re.findall(r"<([^>]+)>", msg["List-Unsubscribe"])
+    token = mailto.split("unsubscribe%20", 1)[1]
+    assert https == f"https://news.example.org/u/{token}"
+    short = tokens.unsubscribe_token(store.signing_key(), "x", "reader@example.net")
+    assert len(token) == len(short)  # does not grow with the name
+    report = _fetch_raws(store, settings, tmp_path, [_request(f"Re: unsubscribe {token}")])
+    assert report.bounces == {"unsubscribe": 1}
+    rows = store.conn.execute("SELECT email, campaign, source FROM unsubscribes").fetchall()
+    assert rows == [("reader@example.net", name, "mailto")]
+
+
+def test_an_old_token_carrying_the_name_still_unsubscribes(store: Store, tmp_path: Path) -> None:
+    from newsletter_kit import tokens
+
+    settings = _configure(store)
+    key = store.signing_key()
+    old = tokens.sign(key, "Saldi d'estate — ñ\nreader@example.net".encode(), tokens._UNSUBSCRIBE_CONTEXT)
+    assert tokens.verify_unsubscribe_token(key, old) == ("Saldi d'estate — ñ", "reader@example.net")
+    _fetch_raws(store, settings, tmp_path, [_request(f"unsubscribe {old}")])
+    rows = store.conn.execute("SELECT email, campaign FROM unsubscribes").fetchall()
+    assert rows == [("reader@example.net", "Saldi d'estate — ñ")]
+
+
+def test_a_token_of_a_campaign_no_longer_in_the_store_unsubscribes_from_everything(
+    store: Store, tmp_path: Path
+) -> None:
+    from newsletter_kit import tokens
+
+    settings = _configure(store)
+    token = tokens.unsubscribe_token(store.signing_key(), "deleted long ago", "reader@example.net")
+    _fetch_raws(store, settings, tmp_path, [_request(f"unsubscribe {token}")])
+    rows = store.conn.execute("SELECT email, campaign FROM unsubscribes").fetchall()
+    assert rows == [("reader@example.net", None)]
+
+
+def _campaign(store: Store, name: str) -> None:
+    nkit.add_contacts(store, [{"email": "reader@example.net"}])
+    nkit.create_campaign(store, name, "all", "News", "<p>x</p>")
