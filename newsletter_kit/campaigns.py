@@ -34,7 +34,7 @@ from . import audience, quota, signing
 from .errors import CampaignError
 from .addresses import check_from
 from .guards import RefusalWindow, SendGuards, complaint_block, html_size_warning
-from .ledger import DEFERRAL_BACKOFF, HELD, RETRYABLE, Claim, Ledger, Row  # noqa: F401 (DEFERRAL_BACKOFF: kept importable here)
+from .ledger import DEFERRAL_BACKOFF, HELD, RETRYABLE, Claim, Ledger, Row, settle_dead_runs  # noqa: F401 (DEFERRAL_BACKOFF: kept importable here)
 from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, load_smtp_settings,
                        require_smtp_settings)
 from .store import Store, now_iso
@@ -620,7 +620,7 @@ class _Run:
         with self._write_lock, self.store.transaction():
             written = self.ledger.write_outcomes(batch.rows, outcomes, started)
             quota.settle(self.store, owner=self.owner, day=batch.day, released=batch.granted,
-                         accepted=written.accepted)
+                         accepted=written.counted)
             for row, outcome in written.rejections:
                 # Only a refusal of the recipient is a bounce of that address.
                 if outcome.concerns == "recipient":
@@ -694,6 +694,7 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
                 report.would_send, report.paused, report.detail = 0, "guard", blocked
             return report
         report.unknown = run.ledger.mark_abandoned()
+        settle_dead_runs(store)  # other campaigns' dead runs: their quota is given back too
         report.excluded, _ = run.refresh_audience()
         if blocked:
             report.paused, report.detail = "guard", blocked

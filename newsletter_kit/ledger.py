@@ -115,6 +115,12 @@ class Written:
         return self.counts.get("sent", 0)
 
     @property
+    def counted(self) -> int:
+        """Rows the quota counts: accepted, and ``unknown`` (handed over unanswered: perhaps
+        accepted; a daily limit errs on the safe side)."""
+        return self.counts.get("sent", 0) + self.counts.get("unknown", 0)
+
+    @property
     def attempted(self) -> int:
         """Rows handed to the server or answered (not those put back untouched)."""
         return sum(self.counts.get(k, 0) for k in ("sent", "deferred", "failed", "pending", "unknown"))
@@ -185,6 +191,13 @@ class Ledger:
         return [(rid, email) for rid, email, owner, since in rows
                 if not owner or not quota.owner_alive(owner, since)]
 
+    def _abandoned_inflight(self) -> list[tuple[int, str, str | None]]:
+        rows = self.store.conn.execute(
+            "SELECT id, email, owner, updated_at FROM deliveries WHERE campaign_id = ? AND state = 'inflight'",
+            (self.campaign_id,)).fetchall()
+        return [(rid, email, owner) for rid, email, owner, since in rows
+                if not owner or not quota.owner_alive(owner, since)]
+
     def unknown(self) -> list[str]:
         """Addresses whose message may or may not have been delivered (``unknown`` rows)."""
         return [row[0] for row in self.store.conn.execute(
@@ -228,24 +241,38 @@ class Ledger:
 
         ``inflight`` rows (left by versions before the send log) and ``claimed`` rows the log
         says were on the wire unanswered become ``unknown``; answered ones get their answer;
-        the others go back to pending.
+        the others go back to pending. In the same transaction each dead run's quota
+        reservation is settled: what it handed to the server and may have been accepted
+        (sent or unknown) counts, the rest is given back (:func:`quota.release_run`).
         """
-        dead = self.abandoned()
+        dead = self._abandoned_inflight()
         claims, owners = self.abandoned_claims()
         if not (dead or claims):
             return []
+        handed: dict[str, int] = {}
+        for _rid, _email, owner in dead:
+            handed[owner or ""] = handed.get(owner or "", 0) + 1
         with self.store.transaction():
             self.store.conn.executemany(
-                "UPDATE deliveries SET state = 'unknown', owner = NULL, updated_at = ?, reason = "
-                "'on the wire when a send run died: perhaps sent, not resent' "
+                "UPDATE deliveries SET state = 'unknown', owner = NULL, updated_at = ?, quota_counted = 1, "
+                "reason = 'on the wire when a send run died: perhaps sent, not resent' "
                 "WHERE id = ? AND state = 'inflight'",
-                [(now_iso(), rid) for rid, _ in dead])
+                [(now_iso(), rid) for rid, _, _ in dead])
             if claims:
+                owner_of = dict(self.store.conn.execute(
+                    "SELECT id, owner FROM deliveries WHERE campaign_id = ? AND state = 'claimed'",
+                    (self.campaign_id,)).fetchall())
+                for row, outcome, wire in claims:
+                    if outcome_state(row.attempts, outcome, wire) in ("sent", "unknown"):
+                        key = owner_of.get(row.id) or ""
+                        handed[key] = handed.get(key, 0) + 1
                 self.write_outcomes([c[0] for c in claims], [c[1] for c in claims], [c[2] for c in claims])
+            for owner in sorted(set(owners) | {o for _, _, o in dead if o}):
+                quota.release_run(self.store, owner, handed.get(owner, 0))
         if owners:  # after the ledger has their answers: a kill in between loses nothing
             self.forget_log(owners)
         rows = {row.email for row, outcome, wire in claims if outcome is None and wire}
-        return [email for _, email in dead] + sorted(rows)
+        return [email for _, email, _ in dead] + sorted(rows)
 
     @property
     def log(self) -> SendLog:
@@ -290,6 +317,8 @@ class Ledger:
         now = now_iso()
         reason = f"unknown, settled as {state} by the analyst on {now[:10]}"
         with self.store.transaction():
+            if state == "sent":
+                self._count_settled_sends(chosen)
             self.store.conn.executemany(
                 "UPDATE deliveries SET state = ?, reason = ?, updated_at = ?, "
                 "sent_at = CASE WHEN ? = 'sent' THEN coalesce(sent_at, updated_at) ELSE sent_at END "
@@ -297,6 +326,21 @@ class Ledger:
                 [(state, reason, now, state, self.campaign_id, e) for e in chosen])
         return chosen
 
+
+    def _count_settled_sends(self, emails: Sequence[str]) -> None:
+        """Unknown rows settled as sent that the quota does not count yet (made before it
+        counted unknown rows) count toward the instant they were attempted."""
+        found = self.store.conn.execute(
+            "SELECT id, coalesce(sent_at, updated_at) FROM deliveries WHERE campaign_id = ? AND state = 'unknown' "
+            "AND quota_counted = 0 AND email IN (SELECT value FROM json_each(?))",
+            (self.campaign_id, json.dumps(list(emails)))).fetchall()
+        per_instant: dict[str, int] = {}
+        for _rid, at in found:
+            per_instant[at] = per_instant.get(at, 0) + 1
+        for at, count in sorted(per_instant.items()):
+            quota.count_sends(self.store, count, at=dt.datetime.fromisoformat(at))
+        self.store.conn.executemany("UPDATE deliveries SET quota_counted = 1 WHERE id = ?",
+                                    [(rid,) for rid, _ in found])
 
     def add_recipients(self, to_add: Iterable[tuple[int | None, str]], back: Iterable[str],
                        excluded: Iterable[tuple[str, int | None, str]]) -> None:
@@ -384,10 +428,35 @@ class Ledger:
                 updates["untouched"])
         if updates["unknown"]:
             conn.executemany(
-                "UPDATE deliveries SET state = 'unknown', owner = NULL, updated_at = ?, reason = "
-                "'interrupted while being sent: perhaps sent, not resent' WHERE id = ?", updates["unknown"])
+                "UPDATE deliveries SET state = 'unknown', owner = NULL, updated_at = ?, quota_counted = 1, "
+                "reason = 'interrupted while being sent: perhaps sent, not resent' WHERE id = ?", updates["unknown"])
         written.counts = {state: len(values) for state, values in updates.items()}
         return written
+
+
+def settle_dead_runs(store: Store) -> dict[int, list[str]]:
+    """Settle every run that died, in every campaign: its rows get what its send log says and
+    its quota reservation gives back what it did not hand to the server. Returns the addresses
+    now ``unknown``, by campaign id. The start of every send run calls it.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> settle_dead_runs(open_store(":memory:"))
+        {}
+    """
+    found: dict[int, list[str]] = {}
+    rows = store.conn.execute(
+        "SELECT DISTINCT campaign_id FROM deliveries WHERE state IN ('claimed', 'inflight')").fetchall()
+    for (campaign_id,) in rows:
+        unknown = Ledger(store, campaign_id).mark_abandoned()
+        if unknown:
+            found[campaign_id] = unknown
+    for owner in quota.dead_owners(store):
+        # Nothing of it is left in the ledger (claims and reservations commit together): it
+        # handed nothing that is not counted already.
+        quota.release_run(store, owner, 0)
+    return found
 
 
 def outcome_state(attempts: int, outcome: SendOutcome | None, started: bool) -> str:

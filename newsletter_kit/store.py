@@ -369,6 +369,45 @@ def _v3_bounces_matched(conn: sqlite3.Connection) -> None:
     )
 
 
+@_migration
+def _v4_quota_by_instant(conn: sqlite3.Connection) -> None:
+    """The daily limit counts sends by instant, not by a day re-keyed in the current zone (issue
+    16 finding 8): ``quota_sends`` holds the sends counted per UTC minute, ``quota_zones`` when
+    each time zone took effect (a zone change keeps the old zone's day counting for 24 h), and
+    ``deliveries.quota_counted`` whether a row's send is in the quota (an ``unknown`` row is
+    counted when it becomes unknown; one settled as sent later counts then). Each day's count
+    so far is carried over at the start of that day in the configured zone. Safe to re-run."""
+    import datetime as dt
+    import json
+    import zoneinfo
+
+    conn.execute("CREATE TABLE IF NOT EXISTS quota_sends ("
+                 "minute INTEGER PRIMARY KEY, "      # UTC minutes since the epoch
+                 "count INTEGER NOT NULL)")          # sends counted in that minute
+    conn.execute("CREATE TABLE IF NOT EXISTS quota_zones ("
+                 "id INTEGER PRIMARY KEY, zone TEXT NOT NULL, "
+                 "since INTEGER NOT NULL)")          # UTC seconds since the epoch
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
+    if "quota_counted" not in columns:
+        conn.execute("ALTER TABLE deliveries ADD COLUMN quota_counted INTEGER NOT NULL DEFAULT 0")
+    row = conn.execute("SELECT data FROM settings WHERE section = 'smtp'").fetchone()
+    zone_name = (json.loads(row[0]).get("timezone") if row else None) or "UTC"
+    try:
+        zone: dt.tzinfo = zoneinfo.ZoneInfo(zone_name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        zone, zone_name = dt.timezone.utc, "UTC"
+    if conn.execute("SELECT count(*) FROM quota_sends").fetchone()[0] == 0:
+        for day, used in conn.execute("SELECT day, used FROM quota_days WHERE used > 0").fetchall():
+            try:
+                start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(0), tzinfo=zone)
+            except ValueError:
+                continue
+            conn.execute("INSERT INTO quota_sends (minute, count) VALUES (?, ?) ON CONFLICT(minute) "
+                         "DO UPDATE SET count = count + excluded.count", (int(start.timestamp()) // 60, used))
+    if row and conn.execute("SELECT count(*) FROM quota_zones").fetchone()[0] == 0:
+        conn.execute("INSERT INTO quota_zones (zone, since) VALUES (?, 0)", (zone_name,))
+
+
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 

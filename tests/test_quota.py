@@ -67,10 +67,21 @@ def test_days_are_counted_apart_in_the_configured_zone(store):
     late = dt.datetime(2026, 3, 1, 22, 30, tzinfo=UTC)   # 23:30 in Rome, 1 March
     later = dt.datetime(2026, 3, 1, 23, 30, tzinfo=UTC)  # 00:30 in Rome, 2 March
     day1, granted1 = quota.reserve(store, 10, owner=owner, now=late)
+    quota.settle(store, owner=owner, day=day1, released=10, accepted=10, now=late)
     day2, granted2 = quota.reserve(store, 10, owner=owner, now=later)
     assert (day1, granted1, day2, granted2) == ("2026-03-01", 10, "2026-03-02", 10)
     assert quota.quota_status(store, now=later).to_dict() == {
         "limit": 10, "used": 0, "remaining": 0, "resets_at": "2026-03-03T00:00:00+01:00"}
+    quota.end_run(owner)
+
+
+def test_what_a_running_sender_holds_counts_until_it_settles(store):
+    """Held across midnight: it counts against the new day too (it is settled then)."""
+    owner = quota.new_owner()
+    late = dt.datetime(2026, 3, 1, 22, 30, tzinfo=UTC)
+    day1, _ = quota.reserve(store, 6, owner=owner, now=late)
+    later = dt.datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
+    assert quota.reserve(store, 10, owner=owner, now=later)[1] == 4
     quota.end_run(owner)
 
 
@@ -81,20 +92,27 @@ def _dead_owner() -> str:
                           check=True).stdout.strip()
 
 
-def test_reservations_of_a_dead_process_are_reclaimed_as_used(store):
+def test_a_dead_process_keeps_its_reservation_until_the_ledger_settles_it(store):
+    """Issue 16 finding 9a: not counted in full; the ledger says what was handed over."""
     dead = _dead_owner()
     day, granted = quota.reserve(store, 4, owner=dead)
     assert granted == 4
-    status = quota.quota_status(store)  # reclaims: the dead run may have sent them
-    assert (status.used, status.reserved, status.remaining) == (4, 0, 6)
+    status = quota.quota_status(store)
+    assert (status.used, status.reserved, status.remaining) == (0, 4, 6)
+    assert quota.dead_owners(store) == [dead]
+    assert quota.release_run(store, dead, handed=1) == 3
+    status = quota.quota_status(store)
+    assert (status.used, status.reserved, status.remaining) == (1, 0, 9)
     assert store.conn.execute("SELECT count(*) FROM quota_reservations").fetchone()[0] == 0
 
 
-def test_a_live_run_keeps_its_reservation_and_an_ended_one_loses_it(store):
+def test_a_live_run_keeps_its_reservation_and_an_ended_one_can_be_released(store):
     owner = quota.new_owner()
     quota.reserve(store, 3, owner=owner)
     assert quota.quota_status(store).reserved == 3
     quota.end_run(owner)  # e.g. a notebook run interrupted without settling
+    assert quota.dead_owners(store) == [owner]
+    quota.release_run(store, owner, 0)
     assert quota.quota_status(store).reserved == 0
 
 
