@@ -396,3 +396,104 @@ def test_processes_opening_a_new_send_log_at_once_all_get_it(tmp_path):
                     for result in pool.map(_open_send_log, [str(tmp_path / f"{n}.db-sendlog")] * 8)
                     if result]
     assert failures == []
+
+
+# --- the quota a dead run held (issue 16 finding 9a, issue 17 item 6) -----------------------
+
+
+def _counted_rows(store, name="spring"):
+    """Rows the quota must count: accepted, or handed over unanswered (unknown)."""
+    return sum(1 for s, *_ in ledger(store, name).values() if s in ("sent", "unknown"))
+
+
+@pytest.mark.parametrize("kill_at", [0, 3, 27])
+def test_a_killed_run_gives_back_from_the_ledger_what_it_did_not_hand_to_the_server(store, smtp_server, kill_at):
+    """SIGKILL a real run at several points (before the first message, early, mid-batch); the
+    next run settles its reservation: only what it handed to the server counts."""
+    srv = smtp_server(tls="none", delay=0.03)
+    configure(store, srv, limit=60)
+    emails = addresses(80)
+    contacts(store, emails)
+    make_campaign(store)
+
+    proc = start_cli(["campaign", "send", "spring"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:  # wait until it holds a reservation
+        held = store.conn.execute("SELECT coalesce(sum(count), 0) FROM quota_reservations").fetchone()[0]
+        if held and len(srv.messages) >= kill_at:
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert quota.quota_status(store).reserved > 0            # the dead run's hold, not yet settled
+
+    campaigns.send_campaign(store, "spring", limit=0)         # the next run settles it
+    status = quota.quota_status(store)
+    assert store.conn.execute("SELECT count(*) FROM quota_reservations").fetchone()[0] == 0
+    assert status.reserved == 0
+    assert status.used == _counted_rows(store) <= sum(received(srv).values()) + 1
+    assert status.remaining == 60 - status.used
+
+    final = campaigns.send_campaign(store, "spring")          # the rest of the day's limit goes
+    assert quota.quota_status(store).used == 60 and final.paused == "quota"
+    assert max(received(srv).values()) == 1
+
+
+def test_another_campaigns_run_gives_back_what_a_killed_run_held(store, smtp_server):
+    """The next run may be of another campaign: it settles the dead run of the first from the
+    ledger, so the day's limit is not lost to it."""
+    srv = smtp_server(tls="none", delay=0.03)
+    configure(store, srv, limit=50)
+    emails = addresses(60)
+    contacts(store, emails)
+    make_campaign(store)
+    make_campaign(store, "autumn")
+
+    proc = start_cli(["campaign", "send", "spring"])
+    _kill_when(proc, srv, 10)
+    report = campaigns.send_campaign(store, "autumn")
+    handed = _counted_rows(store, "spring")
+    assert 10 <= handed < 50
+    assert report.sent == 50 - handed                         # all the rest of the day
+    status = quota.quota_status(store)
+    assert (status.used, status.reserved, status.remaining) == (50, 0, 0)
+    assert not {"claimed", "inflight"} & {s for s, *_ in ledger(store, "spring").values()}
+
+
+# --- settling unknown rows as sent (issue 16 finding 9b) ----------------------------------
+
+
+def test_unknown_rows_settled_as_sent_count_toward_the_day_they_were_tried(store):
+    """Rows left unknown before the quota counted them (as an older version left them) count
+    when settled as sent, on the day they were tried, not on the day they are settled."""
+    import datetime as dt
+
+    emails = addresses(4)
+    book = _ledger_with(store, emails)
+    tried = "2026-03-01T22:30:00+00:00"                      # 23:30 in Rome: 1 March
+    store.conn.execute("UPDATE deliveries SET state = 'unknown', updated_at = ?, quota_counted = 0 "
+                       "WHERE email IN (?, ?, ?)", (tried, *emails[:3]))
+    assert quota.quota_status(store, now=dt.datetime(2026, 3, 1, 22, 45, tzinfo=dt.timezone.utc)).used == 0
+
+    campaigns.resolve_unknown(store, "spring", "sent", emails[:2])
+    campaigns.resolve_unknown(store, "spring", "pending", emails[2:3])
+    assert store.conn.execute("SELECT day, used FROM quota_days WHERE used > 0").fetchall() == [("2026-03-01", 2)]
+    at = dt.datetime(2026, 3, 1, 22, 45, tzinfo=dt.timezone.utc)
+    assert quota.quota_status(store, now=at).used == 2
+    assert quota.quota_status(store, now=at + dt.timedelta(hours=1)).used == 0   # 2 March in Rome
+    campaigns.resolve_unknown(store, "spring", "sent", []) == []
+    assert quota.quota_status(store, now=at).used == 2       # settling again counts nothing twice
+
+
+def test_an_unknown_row_of_a_dropped_connection_counts_once_also_when_settled_as_sent(store, smtp_server):
+    srv = smtp_server(tls="none")
+    configure(store, srv)
+    emails = addresses(6)
+    contacts(store, emails)
+    make_campaign(store)
+    _InterruptedOnThird.calls = 0
+    with pytest.raises(KeyboardInterrupt):
+        campaigns.send_campaign(store, "spring", smtp_factory=_InterruptedOnThird)
+    assert quota.quota_status(store).used == 3
+    assert campaigns.resolve_unknown(store, "spring", "sent") == [emails[2]]
+    assert quota.quota_status(store).used == 3
