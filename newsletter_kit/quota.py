@@ -336,24 +336,29 @@ def quota_status(store: Store, settings: SmtpSettings | None = None, *,
 
 
 def _next_window_move(store: Store, zone: str, moment: dt.datetime, since: dt.datetime) -> dt.datetime:
-    """When the start of the counting window next moves later (what "resets" means), in ``zone``.
+    """When more can go: the first instant the counting window leaves sends behind (what
+    "resets" means), in ``zone``.
 
-    Candidates: the next midnight of each zone in effect, and the moment an old zone stops
-    counting (24 h after the change that replaced it). Without a recent change: the next
-    midnight in ``zone``.
+    Candidates: the next two midnights of each zone in effect, and the moment an old zone
+    stops counting (24 h after the change that replaced it). Without a recent change: the
+    next midnight in ``zone``.
     """
     tz = zoneinfo.ZoneInfo(zone)
     zones = zones_in_effect(store, zone, now=moment)
     if len(zones) == 1:
         return next_reset(moment, zone)
+    used = _used_since(store, since)
     changes = [since_ for (since_,) in store.conn.execute(
         "SELECT since FROM quota_zones WHERE since > ?", (_epoch(moment - ZONE_MEMORY),))]
-    candidates = {next_reset(moment, z).astimezone(dt.timezone.utc) for z in zones}
+    candidates = set()
+    for z in zones:
+        first = next_reset(moment, z)
+        candidates |= {first.astimezone(dt.timezone.utc), next_reset(first, z).astimezone(dt.timezone.utc)}
     candidates |= {dt.datetime.fromtimestamp(c, dt.timezone.utc) + ZONE_MEMORY + dt.timedelta(seconds=1)
                    for c in changes}
     for candidate in sorted(c for c in candidates if c > moment):
         later = counting_since(store, zone, now=candidate)
-        if later > since:
+        if later > since and (used == 0 or _used_since(store, later) < used):
             return candidate.astimezone(tz)
     return next_reset(moment, zone)
 

@@ -130,3 +130,146 @@ def test_forecast_counts_todays_remainder_then_whole_days():
     assert quota.forecast_date(status, 11) == dt.date(2026, 3, 2)
     assert quota.forecast_date(status, 110) == dt.date(2026, 3, 2)
     assert quota.forecast_date(status, 111) == dt.date(2026, 3, 3)
+
+
+# --- a change of time zone hands out no fresh limit (issue 16 finding 8) ------------------
+
+
+def _zone(store, zone, limit=None):
+    changes = {"timezone": zone, **({"daily_limit": limit} if limit else {})}
+    smtp, _ = update_smtp_settings(store, **changes)
+    return smtp
+
+
+def _send(store, smtp, want, at):
+    """Reserve ``want`` at ``at`` and settle all granted as accepted: how many went."""
+    owner = quota.new_owner()
+    day, granted = quota.reserve(store, want, owner=owner, settings=smtp, now=at)
+    quota.settle(store, owner=owner, day=day, released=granted, accepted=granted, now=at)
+    quota.end_run(owner)
+    return granted
+
+
+def test_switching_zones_after_the_day_is_used_sends_nothing_more(store):
+    """The issue's case: 5 a day used up in UTC; Honolulu at 08:00 UTC, then other zones, sent
+    15 within three hours. Now nothing more goes until a midnight counts for every zone."""
+    smtp = _zone(store, "UTC", limit=5)
+    morning = dt.datetime(2026, 3, 10, 7, 0, tzinfo=UTC)
+    assert _send(store, smtp, 5, morning) == 5
+    sent = 0
+    for hours, zone in enumerate(["Pacific/Honolulu", "Asia/Tokyo", "Pacific/Kiritimati", "UTC",
+                                  "America/St_Johns", "Asia/Kathmandu"], start=1):
+        smtp = _zone(store, zone)
+        sent += _send(store, smtp, 5, morning + dt.timedelta(hours=hours, minutes=5))
+    assert sent == 0
+    status = quota.quota_status(store, smtp, now=morning + dt.timedelta(hours=7))
+    assert (status.used, status.remaining) == (5, 0)
+
+
+@pytest.mark.parametrize("old, new, at", [
+    ("UTC", "Pacific/Honolulu", "2026-03-10T08:00"),            # west: the issue's pair
+    ("Asia/Tokyo", "America/Los_Angeles", "2026-03-10T16:00"),  # a day's jump west
+    ("America/New_York", "Asia/Kolkata", "2026-03-10T20:00"),   # east to a half-hour zone
+    ("Asia/Kathmandu", "America/St_Johns", "2026-03-10T01:00"), # :45 to -3:30
+    ("Australia/Adelaide", "Europe/London", "2026-04-04T15:00"),  # Adelaide's DST ends that night
+    ("Europe/Rome", "America/Havana", "2026-03-08T03:00"),      # Havana skips its midnight (DST)
+])
+def test_a_zone_change_never_raises_todays_remaining(store, old, new, at):
+    moment = dt.datetime.fromisoformat(at).replace(tzinfo=UTC)
+    smtp = _zone(store, old, limit=8)
+    assert _send(store, smtp, 8, moment - dt.timedelta(minutes=30)) == 8
+    before = quota.quota_status(store, smtp, now=moment)
+    smtp = _zone(store, new)
+    after = quota.quota_status(store, smtp, now=moment)
+    assert after.remaining <= before.remaining == 0
+    # Nothing goes until the old zone's and the new zone's day have both moved on.
+    free_at = after.resets_at.astimezone(UTC)
+    assert free_at > moment
+    assert _send(store, smtp, 8, free_at - dt.timedelta(minutes=1)) == 0
+    assert _send(store, smtp, 8, free_at + dt.timedelta(minutes=1)) == 8
+
+
+ZONES = ["UTC", "Pacific/Honolulu", "Asia/Tokyo", "Pacific/Kiritimati", "Asia/Kolkata", "Asia/Kathmandu",
+         "America/St_Johns", "Australia/Adelaide", "Australia/Lord_Howe", "Pacific/Chatham",
+         "Europe/Rome", "America/New_York", "America/Havana", "Etc/GMT+12"]
+
+
+def _zones_at(history, moment):
+    """The zones in effect during the 24 h before ``moment``, from a (since, zone) history."""
+    cutoff = moment - quota.ZONE_MEMORY
+    before = [z for since, z in history if since <= cutoff]
+    return set(before[-1:]) | {z for since, z in history if cutoff < since <= moment}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_send_fits_the_day_of_every_zone_in_effect(store, seed):
+    """Random zone changes (half-hour, 45-minute and DST zones, over the March and April DST
+    changes) and a sender taking all it is granted: at every send, the day so far in the
+    current zone and in every zone of the last 24 h holds at most the limit, and no 23 hours
+    (shorter than any day) carry more than twice the limit, as without any change."""
+    import random
+
+    rng = random.Random(seed)
+    limit = 7
+    start = dt.datetime(2026, 3, 6, 0, 0, tzinfo=UTC) + dt.timedelta(days=23 * (seed % 2), minutes=rng.randrange(1440))
+    zone = rng.choice(ZONES)
+    smtp = _zone(store, zone, limit=limit)
+    history = [(start, zone)]
+    quota.note_zone(store, zone, now=start)
+    sends: list[tuple[dt.datetime, int]] = []
+    moment = start
+    for _ in range(160):
+        moment += dt.timedelta(minutes=rng.randrange(7, 130))
+        if rng.random() < 0.3:
+            zone = rng.choice(ZONES)
+            smtp = _zone(store, zone)
+            history.append((moment, zone))
+        granted = _send(store, smtp, rng.randrange(1, limit + 1), moment)
+        if granted:
+            sends.append((moment, granted))
+            for z in _zones_at(history, moment) | {zone}:
+                since = quota.day_start(moment, z)
+                assert sum(n for t, n in sends if since <= t <= moment) <= limit, (z, moment)
+    assert sends
+    for t, _n in sends:
+        assert sum(n for u, n in sends if t <= u < t + dt.timedelta(hours=23)) <= 2 * limit
+
+
+_RACE = """
+import sys
+from newsletter_kit import quota
+from newsletter_kit.store import open_store
+from newsletter_kit.settings import require_smtp_settings
+store = open_store(sys.argv[1])
+owner = quota.new_owner()
+sent = 0
+for _ in range(400):
+    smtp = require_smtp_settings(store)  # a change of zone by another process is read each time
+    day, granted = quota.reserve(store, 1, owner=owner, settings=smtp)
+    quota.settle(store, owner=owner, day=day, released=granted, accepted=granted)
+    sent += granted
+print(sent)
+"""
+
+
+def test_two_processes_racing_on_the_quota_across_a_zone_change_never_exceed_it(nk_db):
+    """Two real processes take the quota one send at a time while a third changes the zone
+    from UTC-12 to UTC+14 (always another calendar date) and back: together they send the
+    limit, never more."""
+    import time
+
+    store = open_store(nk_db)
+    update_smtp_settings(store, host="127.0.0.1", port=2525, tls="none", daily_limit=120,
+                         from_addr="news@example.org", timezone="Etc/GMT+12")
+    quota.quota_status(store)  # the zone in effect from now on
+    procs = [subprocess.Popen([sys.executable, "-c", _RACE, str(nk_db)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for zone in ["Etc/GMT-14", "Etc/GMT+12", "Etc/GMT-14"]:
+        time.sleep(0.15)
+        update_smtp_settings(store, timezone=zone)
+        quota.note_zone(store, zone)
+    total = sum(int(p.communicate(timeout=120)[0]) for p in procs)
+    assert total == 120
+    status = quota.quota_status(store)
+    assert (status.used, status.remaining, status.reserved) == (120, 0, 0)
+    store.close()
