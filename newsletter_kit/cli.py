@@ -164,11 +164,19 @@ def _password_ref(password_env: str | None) -> str | None:
 @click.option("--dkim-domain", metavar="D", help="The DKIM d= domain (default: the From domain).")
 @pass_store
 def settings_smtp(store: Store, password_env: str | None, **changes: Any) -> None:
-    """Set the dedicated SMTP server; later calls change only the flags given."""
+    """Set the dedicated SMTP server; later calls change only the flags given.
+
+    A new --timezone never frees sends: it prints what it does to today's remaining."""
+    before = _zone_change_before(store, changes.get("timezone"))
     smtp, warnings = settings_mod.update_smtp_settings(
         store, password_ref=_password_ref(password_env), **changes)
     warn_all(warnings)
     say(f"SMTP settings saved: {smtp.host}:{smtp.port} ({smtp.tls}), {smtp.daily_limit} emails/day")
+    if before is not None:
+        from . import quota
+
+        old_zone, status = before
+        say(quota.describe_zone_change(old_zone, smtp.timezone, status, quota.quota_status(store, smtp)))
     if smtp.signing_domain and (changes.get("dkim_key_file") or changes.get("dkim_selector")
                                 or changes.get("dkim_domain")):
         from .signing import load_key
@@ -176,6 +184,16 @@ def settings_smtp(store: Store, password_env: str | None, **changes: Any) -> Non
         say(f"DKIM: publish this TXT record at {smtp.dkim_selector}._domainkey."
             f"{smtp.signing_domain}, then run `newsletter-kit check`:\n"
             f"{load_key(smtp.dkim_key_file or '').dns_record()}")
+
+
+def _zone_change_before(store: Store, zone: str | None) -> tuple[str, Any] | None:
+    """(old zone, today's quota before) when ``zone`` changes the configured one, else None."""
+    current = settings_mod.load_smtp_settings(store)
+    if zone is None or current is None or settings_mod.validate_timezone(zone) == current.timezone:
+        return None
+    from . import quota
+
+    return current.timezone, quota.quota_status(store, current)
 
 
 @settings.command("bounce")

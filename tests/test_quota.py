@@ -273,3 +273,29 @@ def test_two_processes_racing_on_the_quota_across_a_zone_change_never_exceed_it(
     status = quota.quota_status(store)
     assert (status.used, status.remaining, status.reserved) == (120, 0, 0)
     store.close()
+
+
+def test_the_cli_says_what_a_zone_change_does_to_todays_remaining(tmp_path):
+    from click.testing import CliRunner
+
+    from newsletter_kit.cli import cli
+
+    db = tmp_path / "nk.db"
+
+    def run(*args):
+        result = CliRunner().invoke(cli, ["--db", str(db), *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("settings", "smtp", "--host", "127.0.0.1", "--port", "2525", "--tls", "none", "--daily-limit", "5",
+        "--from", "news@example.org", "--timezone", "UTC")
+    store = open_store(db)
+    quota.count_sends(store, 5)
+    out = run("settings", "smtp", "--timezone", "Pacific/Honolulu")
+    assert "time zone UTC -> Pacific/Honolulu: today's remaining stays 0 of 5" in out
+    assert "never frees sends" in out
+    out = run("settings", "smtp", "--timezone", "Asia/Kolkata", "--daily-limit", "8")
+    assert "today's remaining goes from 0 to 3 of 8" in out
+    assert "time zone" not in run("settings", "smtp", "--timezone", "Asia/Kolkata")  # no change
+    assert quota.quota_status(store).remaining == 3
+    store.close()
