@@ -371,8 +371,8 @@ def describe_zone_change(old_zone: str, new_zone: str, before: QuotaStatus | Non
         >>> utc = dt.timezone.utc
         >>> st = QuotaStatus(5, 5, 0, 0, dt.date(2026, 3, 1), dt.datetime(2026, 3, 2, 10, tzinfo=utc),
         ...                  dt.datetime(2026, 2, 28, 10, tzinfo=utc))
-        >>> describe_zone_change("UTC", "Pacific/Honolulu", st, st)[:64]
-        'time zone UTC -> Pacific/Honolulu: today\'s remaining stays 0 of 5'
+        >>> print(describe_zone_change("UTC", "Pacific/Honolulu", st, st)[:65])
+        time zone UTC -> Pacific/Honolulu: today's remaining stays 0 of 5
     """
     if before is None or before.remaining == after.remaining:
         change = f"stays {after.remaining} of {after.limit}"
