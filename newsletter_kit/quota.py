@@ -228,8 +228,12 @@ def note_zone(store: Store, zone: str, *, now: dt.datetime | None = None) -> boo
     next send; ``settings smtp --timezone`` calls it at once.
     """
     moment = _now(now)
+    last_zone = "SELECT zone FROM quota_zones ORDER BY since DESC, id DESC LIMIT 1"
+    last = store.conn.execute(last_zone).fetchone()
+    if last is not None and last[0] == zone:  # the usual case: no write, no savepoint
+        return False
     with store.transaction():
-        last = store.conn.execute("SELECT zone FROM quota_zones ORDER BY since DESC, id DESC LIMIT 1").fetchone()
+        last = store.conn.execute(last_zone).fetchone()
         if last is not None and last[0] == zone:
             return False
         store.conn.execute("INSERT INTO quota_zones (zone, since) VALUES (?, ?)", (zone, _epoch(moment)))
