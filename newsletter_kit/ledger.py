@@ -21,7 +21,8 @@ Rows move through these states:
   message or of the sender is not), or gave up;
 - ``excluded``: unsubscribed or suppressed before it was sent (``reason`` says which);
 - ``unknown``: a run died while it was on the wire: perhaps sent, never resent unless the
-  analyst settles it (:meth:`Ledger.resolve`).
+  analyst settles it (:meth:`Ledger.resolve`). It counts against the quota as a send (it may
+  have been accepted) from the moment it becomes unknown (``quota_counted``).
 
 The send log is a small SQLite file beside the store (``newsletter.db-sendlog``; WAL with
 ``synchronous = NORMAL``, so each commit survives a killed process): an append costs a few tens
