@@ -84,6 +84,17 @@ from .campaigns import (
     resolve_unknown as resolve_unknown,
     campaign_warnings as campaign_warnings,
 )
+from .schedules import (
+    Schedule as Schedule,
+    schedule_campaign as schedule_campaign,
+    unschedule_campaign as unschedule_campaign,
+    get_schedule as get_schedule,
+    list_schedules as list_schedules,
+)
+from .runner import (
+    RunReport as RunReport,
+    run_due as run_due,
+)
 from .quota import (
     QuotaStatus as QuotaStatus,
     quota_status as quota_status,

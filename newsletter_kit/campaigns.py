@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import audience, quota, signing
+from . import audience, clock, quota, signing
 from .errors import CampaignError
 from .addresses import check_from
 from .guards import RefusalWindow, SendGuards, complaint_block, html_size_warning
@@ -363,7 +363,8 @@ class SendReport:
     connection; ``detail`` has the reply), ``"failures"`` (too many failures in a row),
     ``"refused"`` (the server refused the message itself or its sender: sending it to anyone
     else would be refused too), ``"guard"`` (a deliverability guard: too many refusals at
-    RCPT, or the campaign's complaint rate), ``"stopped"`` (the Stop button, or a signal).
+    RCPT, or the campaign's complaint rate), ``"stopped"`` (the Stop button, or a signal),
+    ``"window"`` (a schedule's send window closed).
     ``None``: finished, or ``--limit`` reached. ``unknown`` lists recipients found on the wire
     when a run died: never resent unless settled with :func:`resolve_unknown`.
     """
@@ -422,6 +423,9 @@ class SendReport:
             return f"paused by a deliverability guard: {self.detail}"
         if self.paused == "stopped":
             return "stopped on request; run `send` again to continue"
+        if self.paused == "window":
+            return (f"paused: {self.detail}; `newsletter-kit run` continues at the next opening"
+                    + (f" ({self.resume_at})" if self.resume_at else ""))
         if self.pending and not self.dry_run:
             return "run `send` again to continue" + (f" ({self.detail})" if self.detail else "")
         return ""
@@ -450,9 +454,12 @@ class StopPolicy:
     """
 
     def __init__(self, max_failures: int = MAX_CONSECUTIVE_FAILURES,
-                 stop_event: threading.Event | None = None, guards: SendGuards | None = None):
+                 stop_event: threading.Event | None = None, guards: SendGuards | None = None,
+                 until: dt.datetime | None = None):
         self.max_failures = max_failures
         self.stop_event = stop_event
+        #: A schedule's window closes at this moment: no message is started after it.
+        self.until = until
         #: Set to stop the sending now: read by the sender pool between messages.
         self.halt = threading.Event()
         self.consecutive_failures = 0
@@ -494,6 +501,9 @@ class StopPolicy:
 
     def stopping(self) -> bool:
         """No new message should be started."""
+        if self.until is not None and not self.halt.is_set() and clock.now() >= self.until:
+            with self._lock:
+                self._halt("window", f"the send window closed at {self.until.isoformat()}")
         return self.halt.is_set() or self.stop_requested()
 
     def reason(self) -> str | None:
@@ -655,7 +665,8 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
                   stop_event: threading.Event | None = None, *,
                   max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
                   guards: SendGuards | None = None, ignore_guards: bool = False,
-                  message_deadline: float = MESSAGE_DEADLINE) -> SendReport:
+                  message_deadline: float = MESSAGE_DEADLINE,
+                  until: dt.datetime | None = None) -> SendReport:
     """Send the campaign to whoever is still pending, as far as today's quota allows.
 
     Run it again to resume: after a quota pause (``report.paused == "quota"``), a dropped
@@ -667,6 +678,8 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     server refuses too many recipients, and keep a campaign with too many spam complaints
     from being sent; ``ignore_guards`` turns both off. ``message_deadline`` bounds one
     message's whole SMTP conversation (seconds); past it the connection counts as dropped.
+    ``until`` (an aware time: a schedule's window closing) starts no message after it; the run
+    then pauses with ``paused == "window"``.
 
     Example::
 
@@ -684,7 +697,7 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     renderer = _renderer(store, campaign, smtp, _envelope_sender(smtp, bounce))
     report = SendReport(campaign=campaign.name, dry_run=dry_run)
     guards = None if ignore_guards else (guards or SendGuards())
-    policy = StopPolicy(max_consecutive_failures, stop_event, guards)
+    policy = StopPolicy(max_consecutive_failures, stop_event, guards, until)
     run = _Run(store, campaign, smtp, bounce, renderer, report, policy)
     blocked = complaint_block(store, campaign.name, guards) if guards is not None else None
     try:

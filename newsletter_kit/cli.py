@@ -506,6 +506,61 @@ def campaign_resolve(store: Store, name: str, as_state: str, addresses: tuple[st
         + ("; the next `campaign send` sends them" if as_state == "pending" and settled else ""))
 
 
+@campaign.command("schedule")
+@click.argument("name")
+@click.option("--at", "at", metavar="WHEN", default="now", show_default=True,
+              help="Not before this time: '2026-12-08 09:00' (read in --tz), an ISO time with an offset, or 'now'.")
+@click.option("--window", metavar="HH:MM-HH:MM",
+              help="Send only inside this daily window (local to --tz; 22:00-06:00 crosses midnight).")
+@click.option("--days", metavar="DAYS", help="Send only on these week days: mon-fri, sat,sun, daily.")
+@click.option("--tz", metavar="ZONE", help="The zone of --at, --window and --days (default: the SMTP settings' zone).")
+@click.option("--priority", type=int, default=0, show_default=True,
+              help="When campaigns compete for the same quota, the higher goes first.")
+@click.option("--clear", is_flag=True, help="Remove the campaign's schedule instead.")
+@pass_existing_store
+def campaign_schedule(store: Store, name: str, at: str, window: str | None, days: str | None,
+                      tz: str | None, priority: int, clear: bool) -> None:
+    """Schedule a campaign for `newsletter-kit run` (cron), inside a window and on week days."""
+    from .schedules import schedule_campaign, unschedule_campaign
+
+    if clear:
+        removed = unschedule_campaign(store, name)
+        say(f"{name}: schedule removed" if removed else f"{name}: had no schedule")
+        return
+    schedule = schedule_campaign(store, name, at, window=window, days=days, tz=tz, priority=priority)
+    say(f"{name}: scheduled {schedule.describe()}; `newsletter-kit run` sends it when due")
+
+
+@cli.command("run")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as one JSON document.")
+@click.option("--no-fetch", is_flag=True, help="Do not fetch the bounce mailbox.")
+@pass_existing_store
+def run_cmd(store: Store, as_json: bool, no_fetch: bool) -> None:
+    """Do what is due (for cron): send scheduled campaigns inside their windows, fetch bounces.
+
+    One line per action. Exit status as `campaign send`: 0 done or waiting (quota, window),
+    1 a refused message or too many failures, 3 a deliverability guard, 75 the server went away
+    or the run was interrupted (Ctrl-C, SIGTERM): run again later.
+    """
+    from .runner import run_due
+
+    stop = threading.Event()
+    try:
+        with _stop_on_signals(stop) as signalled:
+            report = run_due(store, fetch=not no_fetch, stop_event=stop)
+    except KeyboardInterrupt:
+        say("interrupted: what was answered is recorded; run `newsletter-kit run` again")
+        sys.exit(75)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        for action in report.actions:
+            click.echo(action.line())
+    code = 75 if signalled and report.exit_code == 0 else report.exit_code
+    if code:
+        sys.exit(code)
+
+
 @campaign.command("status")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True,

@@ -120,6 +120,28 @@ class Written:
         return sum(self.counts.get(k, 0) for k in ("sent", "deferred", "failed", "pending", "unknown"))
 
 
+def interleave_domains(recipients: Iterable[tuple[int | None, str]]) -> list[tuple[int | None, str]]:
+    """The recipients in turns across their domains, each domain's own order kept: rows are
+    claimed in insertion order, so a list sorted by domain does not send thousands of messages
+    to one provider back to back.
+
+    >>> [e for _, e in interleave_domains([(1, "a@gmail.com"), (2, "b@gmail.com"), (3, "c@gmail.com"),
+    ...                                     (4, "d@yahoo.com"), (5, "e@web.de")])]
+    ['a@gmail.com', 'd@yahoo.com', 'e@web.de', 'b@gmail.com', 'c@gmail.com']
+    """
+    queues: dict[str, list[tuple[int | None, str]]] = {}
+    for item in recipients:
+        queues.setdefault(item[1].rpartition("@")[2], []).append(item)
+    if len(queues) <= 1:
+        return next(iter(queues.values()), [])
+    # Round k takes each domain's k-th recipient; big domains fill the tail, spread evenly
+    # among the other domains' recipients while those last.
+    ranked = [(rank, order, item) for order, queue in enumerate(queues.values())
+              for rank, item in enumerate(queue)]
+    ranked.sort(key=lambda t: (t[0], t[1]))
+    return [item for _, _, item in ranked]
+
+
 class Ledger:
     """The ledger rows of one campaign.
 
@@ -306,7 +328,7 @@ class Ledger:
         conn.executemany(
             "INSERT OR IGNORE INTO deliveries (campaign_id, contact_id, email, state, created_at, "
             "updated_at) VALUES (?, ?, ?, 'pending', ?, ?)",
-            [(cid, contact, email, now, now) for contact, email in to_add])
+            [(cid, contact, email, now, now) for contact, email in interleave_domains(to_add)])
         conn.executemany(
             "UPDATE deliveries SET state = 'pending', reason = NULL, updated_at = ? "
             "WHERE campaign_id = ? AND email = ? AND state = 'excluded'",

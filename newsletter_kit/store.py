@@ -369,6 +369,26 @@ def _v3_bounces_matched(conn: sqlite3.Connection) -> None:
     )
 
 
+@_migration
+def _v4_schedules(conn: sqlite3.Connection) -> None:
+    """Campaign schedules (issue 17): when ``newsletter-kit run`` may send a campaign."""
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE schedules (
+            campaign_id INTEGER PRIMARY KEY REFERENCES campaigns(id) ON DELETE CASCADE,
+            start_at TEXT NOT NULL,          -- UTC ISO 8601
+            tz TEXT NOT NULL,                -- the zone the window and days are read in
+            send_window TEXT,                -- 'HH:MM-HH:MM' local, NULL: any hour
+            days TEXT NOT NULL DEFAULT 'daily',
+            priority INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )
+        """,
+    )
+
+
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
