@@ -91,6 +91,17 @@ from .schedules import (
     get_schedule as get_schedule,
     list_schedules as list_schedules,
 )
+from .relays import (
+    Relay as Relay,
+    RelaySettings as RelaySettings,
+    list_relays as list_relays,
+    update_relay as update_relay,
+    remove_relay as remove_relay,
+    set_relay_enabled as set_relay_enabled,
+)
+from .relaying import (
+    relay_quotas as relay_quotas,
+)
 from .runner import (
     RunReport as RunReport,
     run_due as run_due,

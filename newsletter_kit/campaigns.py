@@ -348,6 +348,12 @@ def forecast_finish(store: Store, campaign: str, *, now: dt.datetime | None = No
     pending = campaign_status(store, campaign)["pending"]
     if not pending:
         return None
+    from .relays import relay_names
+
+    if len(relay_names(store)) > 1:  # several relays: each at its own limit, warm-ups included
+        from .relaying import forecast
+
+        return forecast(store, pending)
     return quota.forecast_date(quota.quota_status(store, now=now), pending)
 
 
@@ -524,10 +530,13 @@ class _Run:
 
     def __init__(self, store: Store, campaign: Campaign, smtp: SmtpSettings,
                  bounce: BounceSettings | None, renderer: Any, report: SendReport,
-                 policy: StopPolicy):
+                 policy: StopPolicy, relay: str | None = None):
         self.store = store
         self.campaign = campaign
         self.smtp = smtp
+        self.relay = relay  # the relay this run sends through (None: the dedicated SMTP server)
+        self.hourly_limit: int | None = None  # the relay's, counted in the claim's transaction
+        self.pace: Callable[[], None] | None = None  # waits for the relay's rate per second
         self.bounce = bounce
         self.renderer = renderer
         self.report = report
@@ -581,6 +590,8 @@ class _Run:
     def on_wire(self, row: Row) -> None:
         """Commit to the send log that ``row`` goes on the wire now, with the answers received
         since the last line: after a kill, only a message on the wire can be ``unknown``."""
+        if self.pace is not None:
+            self.pace()
         with self._answers_lock:
             answered, self._answered = self._answered, []
         self.ledger.log_wire(self.owner, row, answered)
@@ -592,7 +603,8 @@ class _Run:
 
     def _claim(self, want: int) -> Claim:
         return self.ledger.claim(want, owner=self.owner, settings=self.smtp,
-                                 new_message_id=self.renderer.new_message_id)
+                                 new_message_id=self.renderer.new_message_id, relay=self.relay,
+                                 hourly_limit=self.hourly_limit)
 
     def jobs(self, rows: list[Row]) -> list[SendJob]:
         """One job per row; its message is built by the thread that sends it."""
@@ -666,7 +678,7 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
                   max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
                   guards: SendGuards | None = None, ignore_guards: bool = False,
                   message_deadline: float = MESSAGE_DEADLINE,
-                  until: dt.datetime | None = None) -> SendReport:
+                  until: dt.datetime | None = None, relay: str | None = None) -> SendReport:
     """Send the campaign to whoever is still pending, as far as today's quota allows.
 
     Run it again to resume: after a quota pause (``report.paused == "quota"``), a dropped
@@ -681,6 +693,12 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     ``until`` (an aware time: a schedule's window closing) starts no message after it; the run
     then pauses with ``paused == "window"``.
 
+    With several enabled relays (``settings relay add``) the run spreads the recipients over
+    them by weight within what each may still send, concurrently, and fails over: a relay that
+    cannot be reached, refuses the login or throttles is set aside for a cool-down and the
+    others take its share (:mod:`newsletter_kit.relaying`). ``relay`` sends through that
+    relay only.
+
     Example::
 
         >>> report = send_campaign(store, "spring", progress=lambda done, total, r: print(done, total))  # doctest: +SKIP
@@ -693,12 +711,32 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
         raise CampaignError("--connections must be at least 1")
     campaign = get_campaign(store, name)
     smtp = require_smtp_settings(store)
+    if relay is None and not dry_run:
+        from .relaying import send_over_relays, several_relays
+
+        relays = several_relays(store)
+        if relays:
+            return send_over_relays(
+                store, name, relays, limit=limit, progress=progress, connections=connections,
+                smtp_factory=smtp_factory, password=password, stop_event=stop_event,
+                max_consecutive_failures=max_consecutive_failures, guards=guards,
+                ignore_guards=ignore_guards, message_deadline=message_deadline, until=until)
+    relay_conf = None
+    if relay is not None:
+        from .relaying import relay_smtp
+
+        smtp, relay_conf = relay_smtp(store, relay, smtp)
     bounce = load_bounce_settings(store)
     renderer = _renderer(store, campaign, smtp, _envelope_sender(smtp, bounce))
     report = SendReport(campaign=campaign.name, dry_run=dry_run)
     guards = None if ignore_guards else (guards or SendGuards())
     policy = StopPolicy(max_consecutive_failures, stop_event, guards, until)
-    run = _Run(store, campaign, smtp, bounce, renderer, report, policy)
+    run = _Run(store, campaign, smtp, bounce, renderer, report, policy, relay)
+    if relay_conf is not None:
+        from .relaying import Pacer
+
+        run.hourly_limit = relay_conf.hourly_limit
+        run.pace = Pacer(relay_conf.max_per_second) if relay_conf.max_per_second else None
     blocked = complaint_block(store, campaign.name, guards) if guards is not None else None
     try:
         if dry_run:
@@ -729,7 +767,7 @@ def _dry_run(run: _Run, limit: int | None) -> SendReport:
     due = [r for email, r in run.recipients.items() if states.get(email, "pending") in RETRYABLE]
     for recipient in due:
         run.renderer.render(recipient.email, recipient.fields, message_id=run.renderer.new_message_id())
-    status = quota.quota_status(store, run.smtp, reclaim=False)
+    status = quota.quota_status(store, run.smtp, reclaim=False, relay=run.relay)
     report.would_send = min(len(due), status.remaining, limit if limit is not None else len(due))
     if report.would_send < len(due) and report.would_send == status.remaining:
         report.paused, report.resume_at = "quota", status.resets_at.isoformat()
@@ -741,7 +779,7 @@ def _send_batches(run: _Run, limit: int | None, progress: Progress | None,
     report, policy = run.report, run.policy
     due = run.ledger.due_count()
     total = min(due, limit) if limit is not None else due
-    status = quota.quota_status(run.store, run.smtp)
+    status = quota.quota_status(run.store, run.smtp, relay=run.relay)
     if due and status.remaining == 0:
         report.paused, report.resume_at = "quota", status.resets_at.isoformat()
         return
@@ -764,7 +802,7 @@ def _send_batches(run: _Run, limit: int | None, progress: Progress | None,
             report.attempted, max(total, report.attempted), report))
     if last.granted == 0:
         report.paused = "quota"
-        report.resume_at = quota.quota_status(run.store, run.smtp).resets_at.isoformat()
+        report.resume_at = quota.quota_status(run.store, run.smtp, relay=run.relay).resets_at.isoformat()
     else:
         report.paused = policy.reason()
         if policy.halt.is_set():

@@ -208,6 +208,126 @@ def settings_bounce(store: Store, password_env: str | None, **changes: Any) -> N
         f"{bounce.folder!r}, threshold {bounce.threshold}")
 
 
+@settings.group("relay")
+def settings_relay() -> None:
+    """More SMTP relays beside the dedicated server (`default`): shares, limits, failover."""
+
+
+def _relay_options(fn: Any) -> Any:
+    options = [
+        click.option("--host", help="Server name of the relay."),
+        click.option("--port", type=int, help="Port (465 implicit TLS, 587 STARTTLS)."),
+        click.option("--user", help="User name ('' clears it)."),
+        click.option("--password-env", metavar="VAR", help="Environment variable that holds the password."),
+        click.option("--auth/--no-auth", default=None, help="Requires authentication (default: on with --user)."),
+        click.option("--tls", type=click.Choice(settings_mod.TLS_MODES), help="TLS mode (default starttls)."),
+        click.option("--allow-plain-auth/--no-allow-plain-auth", default=None, help="Allow AUTH without TLS."),
+        click.option("--ca-file", metavar="PEM", help="CA certificate(s) to trust instead of the system store."),
+        click.option("--daily-limit", type=int, help="This relay's send rate: emails per day."),
+        click.option("--weight", type=int, help="Share of the recipients, relative to the other relays (default 1)."),
+        click.option("--hourly-limit", type=int, help="At most N emails per hour through this relay ('' clears)."),
+        click.option("--max-per-second", type=float, help="At most R emails per second (e.g. 14 for a new SES account)."),
+        click.option("--warmup", metavar="START:DAYS",
+                     help="Grow the daily limit geometrically from START to --daily-limit over DAYS days ('' stops it)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _relay_changes(password_env: str | None, changes: dict[str, Any]) -> dict[str, Any]:
+    return {**changes, "password_ref": _password_ref(password_env)}
+
+
+@settings_relay.command("add")
+@click.argument("name")
+@_relay_options
+@pass_store
+def settings_relay_add(store: Store, name: str, password_env: str | None, **changes: Any) -> None:
+    """Add relay NAME: --host, --port and --daily-limit are required."""
+    from .relays import update_relay
+
+    relay = update_relay(store, name, create=True, **_relay_changes(password_env, changes))
+    say(f"relay {relay.name} added: {relay.host}:{relay.port} ({relay.tls}), {relay.daily_limit} emails/day, "
+        f"weight {relay.weight}")
+
+
+@settings_relay.command("set")
+@click.argument("name")
+@_relay_options
+@pass_store
+def settings_relay_set(store: Store, name: str, password_env: str | None, **changes: Any) -> None:
+    """Change relay NAME (`default`: the dedicated server's weight and limits only)."""
+    from .relays import update_relay
+
+    relay = update_relay(store, name, **_relay_changes(password_env, changes))
+    say(f"relay {relay.name} saved")
+
+
+@settings_relay.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the relays as a JSON list (passwords masked).")
+@pass_store
+def settings_relay_list(store: Store, as_json: bool) -> None:
+    """Every relay with its connection, weight, limits and today's use."""
+    from .relaying import relay_quotas
+    from .relays import list_relays
+
+    relays = list_relays(store)
+    use = {row["relay"]: row for row in relay_quotas(store)}
+    rows = []
+    for relay in relays:
+        data = relay.settings.public_dict()
+        data.update(host=relay.smtp.host, port=relay.smtp.port, tls=relay.smtp.tls,
+                    **{"daily-limit": relay.smtp.daily_limit, "today-limit": use[relay.name]["limit"],
+                       "used-today": use[relay.name]["used"]})
+        rows.append(data)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        say("no relay: set the dedicated SMTP server first (`settings smtp`)")
+    for r in rows:
+        state = "enabled" if r["enabled"] else "disabled"
+        extra = "".join([f", {r['hourly-limit']}/h" if r["hourly-limit"] else "",
+                         f", {r['max-per-second']}/s" if r["max-per-second"] else "",
+                         f", warm-up {r['warmup']} since {r['warmup-since']}" if r["warmup"] else ""])
+        click.echo(f"{r['name']}\t{state}\t{r['host']}:{r['port']} ({r['tls']})\tweight {r['weight']}\t"
+                   f"{r['used-today']}/{r['today-limit']} today{extra}")
+
+
+@settings_relay.command("disable")
+@click.argument("name")
+@pass_existing_store
+def settings_relay_disable(store: Store, name: str) -> None:
+    """Send nothing through relay NAME (its settings stay)."""
+    from .relays import set_relay_enabled
+
+    set_relay_enabled(store, name, False)
+    say(f"relay {name} disabled")
+
+
+@settings_relay.command("enable")
+@click.argument("name")
+@pass_existing_store
+def settings_relay_enable(store: Store, name: str) -> None:
+    """Send through relay NAME again."""
+    from .relays import set_relay_enabled
+
+    set_relay_enabled(store, name, True)
+    say(f"relay {name} enabled")
+
+
+@settings_relay.command("remove")
+@click.argument("name")
+@pass_existing_store
+def settings_relay_remove(store: Store, name: str) -> None:
+    """Forget relay NAME (the messages it sent stay in the ledger)."""
+    from .relays import remove_relay
+
+    remove_relay(store, name)
+    say(f"relay {name} removed")
+
+
 @settings.command("show")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_existing_store
@@ -601,9 +721,16 @@ def quota_cmd(store: Store, campaign: str | None, as_json: bool) -> None:
     """Today's send limit: used, remaining, and when it resets (the configured time zone)."""
     from .campaigns import campaign_status, forecast_finish
     from .quota import quota_status
+    from .relays import relay_names
 
-    status = quota_status(store)
-    data: dict[str, Any] = status.to_dict()
+    if len(relay_names(store)) > 1:  # several relays: their sum, and each
+        from .relaying import combined_status, relay_quotas
+
+        status = combined_status(store)
+        data: dict[str, Any] = {**status.to_dict(), "relays": relay_quotas(store)}
+    else:
+        status = quota_status(store)
+        data = status.to_dict()
     if campaign is not None:
         finish = forecast_finish(store, campaign)
         data.update(campaign=campaign, pending=campaign_status(store, campaign)["pending"],
@@ -614,6 +741,9 @@ def quota_cmd(store: Store, campaign: str | None, as_json: bool) -> None:
     click.echo(f"{status.used} of {status.limit} sent today ({status.day}), {status.remaining} remaining"
                + (f", {status.reserved} held by running senders" if status.reserved else "")
                + f"; resets at {status.resets_at.isoformat()}")
+    for row in data.get("relays", []):
+        click.echo(f"  relay {row['relay']}: {row['used']} of {row['limit']} today, {row['remaining']} remaining"
+                   + ("" if row["enabled"] else " (disabled)"))
     if campaign is not None:
         click.echo(f"{campaign}: {data['pending']} still to send; "
                    + (f"finishes on {data['forecast_finish']} at this limit" if data["forecast_finish"]

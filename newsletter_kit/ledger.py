@@ -341,7 +341,8 @@ class Ledger:
             [(cid, contact, e, reason, now, now) for e, contact, reason in excluded])
 
     def claim(self, want: int, *, owner: str, settings: SmtpSettings | None,
-              new_message_id: Callable[[], str]) -> Claim:
+              new_message_id: Callable[[], str], relay: str | None = None,
+              hourly_limit: int | None = None) -> Claim:
         """Mark up to ``want`` due rows in flight for ``owner`` and reserve their quota.
 
         Deferred rows whose time has come go first (they have waited). A row keeps the
@@ -361,13 +362,31 @@ class Ledger:
                 (self.campaign_id, want - len(candidates))).fetchall()
         if not candidates:
             return Claim.nothing()
-        day, granted = quota.reserve(self.store, len(candidates), owner=owner, settings=settings)
+        if relay is not None and hourly_limit is not None:
+            # Inside the claim's write transaction: two processes cannot both take the last room.
+            room = max(0, hourly_limit - self.relay_hour_count(relay))
+            if room < len(candidates):
+                if room == 0:
+                    return Claim([], "", 0)
+                candidates = candidates[:room]
+        day, granted = quota.reserve(self.store, len(candidates), owner=owner, settings=settings,
+                                     relay=relay)
         rows = [Row(rid, email, contact, mid or new_message_id(), attempts)
                 for rid, email, contact, mid, attempts in candidates[:granted]]
+        # Which relay takes each message (the default relay leaves it NULL).
         conn.executemany(
-            "UPDATE deliveries SET state = 'claimed', message_id = ?, owner = ?, updated_at = ? "
-            "WHERE id = ?", [(r.message_id, owner, now, r.id) for r in rows])
+            "UPDATE deliveries SET state = 'claimed', message_id = ?, owner = ?, updated_at = ?, "
+            "relay = ? WHERE id = ?",
+            [(r.message_id, owner, now, relay, r.id) for r in rows])
         return Claim(rows, day, granted)
+
+    def relay_hour_count(self, relay: str) -> int:
+        """Messages relay ``relay`` took in the last hour (any campaign), or holds in flight."""
+        since = (clock.now() - dt.timedelta(hours=1)).replace(microsecond=0).isoformat()
+        row = self.store.conn.execute(
+            "SELECT count(*) FROM deliveries WHERE relay = ? AND updated_at >= ? "
+            "AND state IN ('sent', 'unknown', 'claimed', 'inflight')", (relay, since)).fetchone()
+        return int(row[0])
 
     def write_outcomes(self, rows: Sequence[Row], outcomes: Sequence[SendOutcome | None],
                        started: Sequence[bool]) -> Written:

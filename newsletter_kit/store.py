@@ -384,7 +384,11 @@ def _v4_schedules(conn: sqlite3.Connection) -> None:
             priority INTEGER NOT NULL DEFAULT 0,
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL
-        )
+        );
+        -- Which relay took each message (NULL: sent before relays, or without several).
+        ALTER TABLE deliveries ADD COLUMN relay TEXT;
+        -- A relay's hourly limit counts its messages of the last hour across campaigns.
+        CREATE INDEX deliveries_relay ON deliveries(relay, updated_at) WHERE relay IS NOT NULL
         """,
     )
 
