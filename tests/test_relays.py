@@ -222,3 +222,29 @@ def test_a_disabled_default_sends_only_through_the_others(smtp_server, nk_db) ->
     make_campaign(store)
     send_campaign(store, "spring")
     assert len(received(a)) == 0 and len(received(b)) == 10
+
+
+def test_the_settings_panel_has_a_relay_table_that_adds_and_escapes(smtp_server, nk_db) -> None:
+    from newsletter_kit.panels import SettingsPanel
+
+    store = open_store(nk_db)
+    configure(store, smtp_server())
+    panel = SettingsPanel(store).relays
+    assert "default" in panel.table.value
+    panel.name.value = "b"
+    panel.host.value = "127.0.0.1"
+    panel.port.value = 2526
+    panel.tls.value = "none"
+    panel.daily_limit.value = 300
+    panel.weight.value = 2
+    panel.warmup.value = "50:30"
+    panel.add_button.click()
+    assert "nk-error" not in panel.message.value, panel.message.value
+    assert [r.name for r in list_relays(store)] == ["default", "b"]
+    assert "<td>b</td>" in panel.table.value and "warm-up 50:30" in panel.table.value
+    panel.name.value = "<img src=x onerror=alert(1)>"
+    panel.add_button.click()
+    assert "nk-error" in panel.message.value and "<img" not in panel.message.value
+    panel.name.value = "b"
+    panel.disable_button.click()
+    assert not list_relays(store)[1].enabled and "disabled" in panel.table.value

@@ -189,3 +189,31 @@ def test_a_list_sorted_by_domain_goes_out_interleaved(smtp_server, nk_db) -> Non
     order = [env.rcpt_tos[0].rpartition("@")[2] for env in srv.messages]
     longest_run = max(len(list(g)) for _, g in __import__("itertools").groupby(order))
     assert len(order) == 90 and longest_run == 1
+
+
+# --- the campaign panel ---------------------------------------------------------------------------
+
+def test_the_campaign_panel_schedules_and_clears(smtp_server, nk_db) -> None:
+    from newsletter_kit.panels import CampaignPanel
+
+    store = open_store(nk_db)
+    configure(store, smtp_server())
+    contacts(store, addresses(3))
+    make_campaign(store)
+    panel = CampaignPanel(store, campaign="spring")
+    assert "Not scheduled" in panel.schedule_label.value
+    panel.schedule_at.value = "2026-12-08 09:00"
+    panel.schedule_window.value = "08:00-18:00"
+    panel.schedule_days.value = "mon-fri"
+    panel.schedule_tz.value = "Europe/Paris"
+    panel.schedule_priority.value = 4
+    panel.schedule_button.click()
+    saved = get_schedule(store, "spring")
+    assert saved is not None and saved.priority == 4 and saved.tz == "Europe/Paris"
+    assert "08:00-18:00" in panel.schedule_label.value and "nk-error" not in panel.message.value
+    panel.schedule_window.value = "late"
+    panel.schedule_button.click()
+    assert "nk-error" in panel.message.value and "window" in panel.message.value
+    assert get_schedule(store, "spring").window == parse_window("08:00-18:00")  # unchanged
+    panel.unschedule_button.click()
+    assert get_schedule(store, "spring") is None and "Not scheduled" in panel.schedule_label.value
