@@ -889,7 +889,10 @@ def _finish(run: _Run) -> None:
     """Count what is left and set the campaign's status (done, paused or sending)."""
     report = run.report
     report.pending = run.ledger.left_to_send()
-    if report.pending and report.paused is None:
+    if report.pending and report.paused is None and run.ledger.domains_full:
+        report.detail = (f"the hourly limit of {', '.join(run.ledger.domains_full)} is reached; "
+                         "their recipients go in the next hour")
+    elif report.pending and report.paused is None:
         nxt = run.ledger.next_retry_at()
         if nxt and not run.ledger.due_count():
             report.detail = f"deferred recipients are retried after {nxt}"

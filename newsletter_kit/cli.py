@@ -162,11 +162,24 @@ def _password_ref(password_env: str | None) -> str | None:
 @click.option("--dkim-selector", metavar="S", help="Sign with DKIM under this selector ('' switches signing off).")
 @click.option("--dkim-key-file", metavar="PEM", help="The DKIM private key (RSA or Ed25519); its path is stored, not the key.")
 @click.option("--dkim-domain", metavar="D", help="The DKIM d= domain (default: the From domain).")
+@click.option("--domain-limit", "domain_limits", multiple=True, metavar="DOMAIN=N/h",
+              help="At most N messages an hour to recipients at DOMAIN, any relay (repeatable; DOMAIN=0 removes).")
 @pass_store
-def settings_smtp(store: Store, password_env: str | None, **changes: Any) -> None:
+def settings_smtp(store: Store, password_env: str | None, domain_limits: tuple[str, ...], **changes: Any) -> None:
     """Set the dedicated SMTP server; later calls change only the flags given."""
+    if domain_limits and not any(v is not None for v in changes.values()) and settings_mod.load_smtp_settings(store):
+        from .ledger import set_domain_limits
+
+        limits = set_domain_limits(store, domain_limits)
+        say("hourly limits per recipient domain: " + (", ".join(f"{d} {n}/h" for d, n in limits.items()) or "none"))
+        return
     smtp, warnings = settings_mod.update_smtp_settings(
         store, password_ref=_password_ref(password_env), **changes)
+    if domain_limits:
+        from .ledger import set_domain_limits
+
+        limits = set_domain_limits(store, domain_limits)
+        say("hourly limits per recipient domain: " + (", ".join(f"{d} {n}/h" for d, n in limits.items()) or "none"))
     warn_all(warnings)
     say(f"SMTP settings saved: {smtp.host}:{smtp.port} ({smtp.tls}), {smtp.daily_limit} emails/day")
     if smtp.signing_domain and (changes.get("dkim_key_file") or changes.get("dkim_selector")

@@ -46,6 +46,7 @@ import functools
 import json
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -120,6 +121,51 @@ class Written:
         return sum(self.counts.get(k, 0) for k in ("sent", "deferred", "failed", "pending", "unknown"))
 
 
+def _domain(email: str) -> str:
+    return email.rpartition("@")[2]
+
+
+def _hour() -> str:
+    """The clock hour (UTC) the per-domain limits count in: '2026-12-08T09'."""
+    return clock.now().strftime("%Y-%m-%dT%H")
+
+
+def domain_limits(store: Store) -> dict[str, int]:
+    """The hourly limits per recipient domain (``settings smtp --domain-limit``), any relay."""
+    row = store.conn.execute("SELECT data FROM settings WHERE section = 'domain_limits'").fetchone()
+    return {str(k): int(v) for k, v in json.loads(row[0]).items()} if row else {}
+
+
+def set_domain_limits(store: Store, specs: Iterable[str]) -> dict[str, int]:
+    """Set hourly limits per recipient domain from ``gmail.com=2000/h`` specs (``domain=0`` or
+    ``domain=`` removes one; an empty spec list changes nothing); returns all the limits.
+
+    >>> from newsletter_kit.store import open_store
+    >>> set_domain_limits(open_store(":memory:"), ["gmail.com=2000/h", "Yahoo.com=500"])
+    {'gmail.com': 2000, 'yahoo.com': 500}
+    """
+    from .errors import ValidationError
+
+    limits = domain_limits(store)
+    for spec in specs:
+        domain, sep, amount = spec.partition("=")
+        domain = domain.strip().lower().rstrip(".")
+        amount = amount.strip().lower().removesuffix("/h").strip()
+        if not sep or not domain or "@" in domain or " " in domain or (amount and not amount.isdigit()):
+            raise ValidationError(f"--domain-limit is DOMAIN=N/h, e.g. gmail.com=2000/h, not {spec!r}",
+                                  "domain_limit")
+        if not amount or int(amount) == 0:
+            limits.pop(domain, None)
+        else:
+            limits[domain] = int(amount)
+    with store.transaction():
+        store.conn.execute(
+            "INSERT INTO settings (section, data, updated_at) VALUES ('domain_limits', ?, ?) "
+            "ON CONFLICT (section) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+            (json.dumps(limits, sort_keys=True), now_iso()))
+    return limits
+
+
 def interleave_domains(recipients: Iterable[tuple[int | None, str]]) -> list[tuple[int | None, str]]:
     """The recipients in turns across their domains, each domain's own order kept: rows are
     claimed in insertion order, so a list sorted by domain does not send thousands of messages
@@ -168,6 +214,8 @@ class Ledger:
         self.store = store
         self.campaign_id = campaign_id
         self._log: SendLog | None = None
+        #: Recipient domains whose hourly limit held rows back at the last claim.
+        self.domains_full: list[str] = []
 
     def __repr__(self) -> str:
         return f"Ledger(campaign_id={self.campaign_id})"
@@ -360,6 +408,9 @@ class Ledger:
             candidates += conn.execute(
                 f"SELECT {_CLAIM_COLUMNS} WHERE campaign_id = ? AND state = 'pending' ORDER BY id LIMIT ?",
                 (self.campaign_id, want - len(candidates))).fetchall()
+        limits = domain_limits(self.store)
+        if limits:
+            candidates = self._within_domain_limits(candidates, limits, want)
         if not candidates:
             return Claim.nothing()
         if relay is not None and hourly_limit is not None:
@@ -373,12 +424,45 @@ class Ledger:
                                      relay=relay)
         rows = [Row(rid, email, contact, mid or new_message_id(), attempts)
                 for rid, email, contact, mid, attempts in candidates[:granted]]
+        if limits:
+            taken = Counter(d for d in (_domain(r.email) for r in rows) if d in limits)
+            conn.executemany(
+                "INSERT INTO domain_sends (domain, hour, count) VALUES (?, ?, ?) "
+                "ON CONFLICT (domain, hour) DO UPDATE SET count = count + excluded.count",
+                [(d, _hour(), n) for d, n in taken.items()])
         # Which relay takes each message (the default relay leaves it NULL).
         conn.executemany(
             "UPDATE deliveries SET state = 'claimed', message_id = ?, owner = ?, updated_at = ?, "
             "relay = ? WHERE id = ?",
             [(r.message_id, owner, now, relay, r.id) for r in rows])
         return Claim(rows, day, granted)
+
+    def _within_domain_limits(self, candidates: list[Any], limits: dict[str, int], want: int) -> list[Any]:
+        """The candidates whose recipient domain has room this hour (capped domains counted in
+        ``domain_sends``, inside the claim's write transaction); rows of a full domain wait."""
+        used = dict(self.store.conn.execute("SELECT domain, count FROM domain_sends WHERE hour = ?", (_hour(),)))
+        full = sorted(d for d, cap in limits.items() if used.get(d, 0) >= cap)
+        self.domains_full = full
+        if full and any(_domain(c[1]) in full for c in candidates):
+            # Look past the full domains' rows (pending ones; deferred rows keep their turn).
+            marks = ", ".join("?" * len(full))
+            candidates = [c for c in candidates if _domain(c[1]) not in full]
+            candidates += self.store.conn.execute(
+                f"SELECT {_CLAIM_COLUMNS} WHERE campaign_id = ? AND state = 'pending' "
+                f"AND substr(email, instr(email, '@') + 1) NOT IN ({marks}) AND id > ? ORDER BY id LIMIT ?",
+                (self.campaign_id, *full, max((c[0] for c in candidates), default=0),
+                 max(0, want - len(candidates)))).fetchall()
+        kept, taken = [], Counter[str]()
+        for candidate in candidates:
+            domain = _domain(candidate[1])
+            if domain in limits:
+                if used.get(domain, 0) + taken[domain] >= limits[domain]:
+                    if domain not in full:
+                        full.append(domain)
+                    continue
+                taken[domain] += 1
+            kept.append(candidate)
+        return kept
 
     def relay_hour_count(self, relay: str) -> int:
         """Messages relay ``relay`` took in the last hour (any campaign), or holds in flight."""

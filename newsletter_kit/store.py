@@ -388,7 +388,12 @@ def _v4_schedules(conn: sqlite3.Connection) -> None:
         -- Which relay took each message (NULL: sent before relays, or without several).
         ALTER TABLE deliveries ADD COLUMN relay TEXT;
         -- A relay's hourly limit counts its messages of the last hour across campaigns.
-        CREATE INDEX deliveries_relay ON deliveries(relay, updated_at) WHERE relay IS NOT NULL
+        CREATE INDEX deliveries_relay ON deliveries(relay, updated_at) WHERE relay IS NOT NULL;
+        -- Messages claimed per capped recipient domain and clock hour (--domain-limit).
+        CREATE TABLE domain_sends (
+            domain TEXT NOT NULL, hour TEXT NOT NULL, count INTEGER NOT NULL,
+            PRIMARY KEY (domain, hour)
+        ) WITHOUT ROWID
         """,
     )
 

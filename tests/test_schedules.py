@@ -217,3 +217,27 @@ def test_the_campaign_panel_schedules_and_clears(smtp_server, nk_db) -> None:
     assert get_schedule(store, "spring").window == parse_window("08:00-18:00")  # unchanged
     panel.unschedule_button.click()
     assert get_schedule(store, "spring") is None and "Not scheduled" in panel.schedule_label.value
+
+
+def test_a_domain_limit_holds_back_that_domain_and_sends_the_rest(smtp_server, nk_db) -> None:
+    srv = smtp_server()
+    store = open_store(nk_db)
+    configure(store, srv)
+    emails = [f"g{i:02d}@gmail.example" for i in range(30)] + [f"o{i:02d}@other.example" for i in range(30)]
+    contacts(store, emails)
+    make_campaign(store)
+    result = invoke(["settings", "smtp", "--domain-limit", "gmail.example=12/h"])
+    assert result.returncode == 0 and "gmail.example 12/h" in result.stderr
+    bad = invoke(["settings", "smtp", "--domain-limit", "gmail.example=lots"])
+    assert bad.returncode != 0 and "DOMAIN=N/h" in bad.stderr
+    from newsletter_kit.campaigns import send_campaign
+
+    report = send_campaign(store, "spring")
+    got = received(srv)
+    assert sum(1 for e in got if e.endswith("@gmail.example")) == 12
+    assert sum(1 for e in got if e.endswith("@other.example")) == 30
+    assert report.pending == 18 and "gmail.example" in report.detail
+    with clock.shifted(clock.now() + dt.timedelta(hours=1)):
+        send_campaign(store, "spring")
+    assert sum(1 for e in received(srv) if e.endswith("@gmail.example")) == 24
+    assert set(received(srv).values()) == {1}
