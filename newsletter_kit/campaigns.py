@@ -536,6 +536,7 @@ class _Run:
         self.smtp = smtp
         self.relay = relay  # the relay this run sends through (None: the dedicated SMTP server)
         self.hourly_limit: int | None = None  # the relay's, counted in the claim's transaction
+        self.relay_limit: tuple[int, dt.datetime] | None = None  # the relay's own daily limit, since
         self.pace: Callable[[], None] | None = None  # waits for the relay's rate per second
         self.bounce = bounce
         self.renderer = renderer
@@ -604,7 +605,7 @@ class _Run:
     def _claim(self, want: int) -> Claim:
         return self.ledger.claim(want, owner=self.owner, settings=self.smtp,
                                  new_message_id=self.renderer.new_message_id, relay=self.relay,
-                                 hourly_limit=self.hourly_limit)
+                                 hourly_limit=self.hourly_limit, relay_limit=self.relay_limit)
 
     def jobs(self, rows: list[Row]) -> list[SendJob]:
         """One job per row; its message is built by the thread that sends it."""
@@ -725,7 +726,7 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     if relay is not None:
         from .relaying import relay_smtp
 
-        smtp, relay_conf = relay_smtp(store, relay, smtp)
+        smtp, relay_conf, relay_limit = relay_smtp(store, relay, smtp)
     bounce = load_bounce_settings(store)
     renderer = _renderer(store, campaign, smtp, _envelope_sender(smtp, bounce))
     report = SendReport(campaign=campaign.name, dry_run=dry_run)
@@ -736,6 +737,7 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
         from .relaying import Pacer
 
         run.hourly_limit = relay_conf.hourly_limit
+        run.relay_limit = relay_limit
         run.pace = Pacer(relay_conf.max_per_second) if relay_conf.max_per_second else None
     blocked = complaint_block(store, campaign.name, guards) if guards is not None else None
     try:
@@ -767,7 +769,7 @@ def _dry_run(run: _Run, limit: int | None) -> SendReport:
     due = [r for email, r in run.recipients.items() if states.get(email, "pending") in RETRYABLE]
     for recipient in due:
         run.renderer.render(recipient.email, recipient.fields, message_id=run.renderer.new_message_id())
-    status = quota.quota_status(store, run.smtp, reclaim=False, relay=run.relay)
+    status = quota.quota_status(store, run.smtp, reclaim=False)
     report.would_send = min(len(due), status.remaining, limit if limit is not None else len(due))
     if report.would_send < len(due) and report.would_send == status.remaining:
         report.paused, report.resume_at = "quota", status.resets_at.isoformat()
@@ -779,7 +781,7 @@ def _send_batches(run: _Run, limit: int | None, progress: Progress | None,
     report, policy = run.report, run.policy
     due = run.ledger.due_count()
     total = min(due, limit) if limit is not None else due
-    status = quota.quota_status(run.store, run.smtp, relay=run.relay)
+    status = quota.quota_status(run.store, run.smtp)
     if due and status.remaining == 0:
         report.paused, report.resume_at = "quota", status.resets_at.isoformat()
         return
@@ -802,7 +804,7 @@ def _send_batches(run: _Run, limit: int | None, progress: Progress | None,
             report.attempted, max(total, report.attempted), report))
     if last.granted == 0:
         report.paused = "quota"
-        report.resume_at = quota.quota_status(run.store, run.smtp, relay=run.relay).resets_at.isoformat()
+        report.resume_at = quota.quota_status(run.store, run.smtp).resets_at.isoformat()
     else:
         report.paused = policy.reason()
         if policy.halt.is_set():

@@ -390,7 +390,7 @@ class Ledger:
 
     def claim(self, want: int, *, owner: str, settings: SmtpSettings | None,
               new_message_id: Callable[[], str], relay: str | None = None,
-              hourly_limit: int | None = None) -> Claim:
+              hourly_limit: int | None = None, relay_limit: tuple[int, dt.datetime] | None = None) -> Claim:
         """Mark up to ``want`` due rows in flight for ``owner`` and reserve their quota.
 
         Deferred rows whose time has come go first (they have waited). A row keeps the
@@ -413,15 +413,19 @@ class Ledger:
             candidates = self._within_domain_limits(candidates, limits, want)
         if not candidates:
             return Claim.nothing()
-        if relay is not None and hourly_limit is not None:
-            # Inside the claim's write transaction: two processes cannot both take the last room.
-            room = max(0, hourly_limit - self.relay_hour_count(relay))
+        if relay is not None and (hourly_limit is not None or relay_limit is not None):
+            # A relay's own daily (limit, since) and hourly limits, counted from the ledger inside
+            # the claim's write transaction: two processes cannot both take the last room.
+            room = len(candidates)
+            if hourly_limit is not None:
+                room = min(room, hourly_limit - self.relay_count(relay, clock.now() - dt.timedelta(hours=1)))
+            if relay_limit is not None:
+                room = min(room, relay_limit[0] - self.relay_count(relay, relay_limit[1]))
             if room < len(candidates):
-                if room == 0:
+                if room <= 0:
                     return Claim([], "", 0)
                 candidates = candidates[:room]
-        day, granted = quota.reserve(self.store, len(candidates), owner=owner, settings=settings,
-                                     relay=relay)
+        day, granted = quota.reserve(self.store, len(candidates), owner=owner, settings=settings)
         rows = [Row(rid, email, contact, mid or new_message_id(), attempts)
                 for rid, email, contact, mid, attempts in candidates[:granted]]
         if limits:
@@ -430,7 +434,7 @@ class Ledger:
                 "INSERT INTO domain_sends (domain, hour, count) VALUES (?, ?, ?) "
                 "ON CONFLICT (domain, hour) DO UPDATE SET count = count + excluded.count",
                 [(d, _hour(), n) for d, n in taken.items()])
-        # Which relay takes each message (the default relay leaves it NULL).
+        # Which relay takes each message (NULL: a run without several relays).
         conn.executemany(
             "UPDATE deliveries SET state = 'claimed', message_id = ?, owner = ?, updated_at = ?, "
             "relay = ? WHERE id = ?",
@@ -464,12 +468,13 @@ class Ledger:
             kept.append(candidate)
         return kept
 
-    def relay_hour_count(self, relay: str) -> int:
-        """Messages relay ``relay`` took in the last hour (any campaign), or holds in flight."""
-        since = (clock.now() - dt.timedelta(hours=1)).replace(microsecond=0).isoformat()
+    def relay_count(self, relay: str, since: dt.datetime) -> int:
+        """Messages relay ``relay`` took since ``since`` (any campaign), with those it holds in
+        flight: what counts toward its own limits."""
         row = self.store.conn.execute(
             "SELECT count(*) FROM deliveries WHERE relay = ? AND updated_at >= ? "
-            "AND state IN ('sent', 'unknown', 'claimed', 'inflight')", (relay, since)).fetchone()
+            "AND state IN ('sent', 'unknown', 'claimed', 'inflight')",
+            (relay, since.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat())).fetchone()
         return int(row[0])
 
     def write_outcomes(self, rows: Sequence[Row], outcomes: Sequence[SendOutcome | None],

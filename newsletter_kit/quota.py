@@ -173,19 +173,8 @@ class QuotaStatus:
         }
 
 
-def quota_key(day: str, relay: str | None = None) -> str:
-    """The row of ``quota_days`` a relay's day is counted in: the day itself for the default
-    relay (the dedicated SMTP server), ``day|relay`` for the others.
-
-    >>> quota_key("2026-12-08"), quota_key("2026-12-08", "ses")
-    ('2026-12-08', '2026-12-08|ses')
-    """
-    return day if relay in (None, "default") else f"{day}|{relay}"
-
-
 def quota_status(store: Store, settings: SmtpSettings | None = None, *,
-                 now: dt.datetime | None = None, reclaim: bool = True,
-                 relay: str | None = None) -> QuotaStatus:
+                 now: dt.datetime | None = None, reclaim: bool = True) -> QuotaStatus:
     """Today's limit, use and what remains; abandoned reservations are reclaimed first.
 
     ``reclaim=False`` only reads (a dry run): abandoned reservations then still count as held.
@@ -200,7 +189,7 @@ def quota_status(store: Store, settings: SmtpSettings | None = None, *,
     if reclaim:
         reclaim_abandoned(store, now=moment)
     day = quota_day(moment, settings.timezone)
-    used, reserved = _day_row(store, quota_key(day.isoformat(), relay))
+    used, reserved = _day_row(store, day.isoformat())
     return QuotaStatus(
         limit=settings.daily_limit, used=used, reserved=reserved,
         remaining=max(0, settings.daily_limit - used - reserved), day=day,
@@ -217,7 +206,7 @@ def _day_row(store: Store, day: str) -> tuple[int, int]:
 
 
 def reserve(store: Store, count: int, *, owner: str, settings: SmtpSettings | None = None,
-            now: dt.datetime | None = None, relay: str | None = None) -> tuple[str, int]:
+            now: dt.datetime | None = None) -> tuple[str, int]:
     """Reserve up to ``count`` sends of today's quota for ``owner``: ``(day, granted)``.
 
     ``granted`` may be smaller than ``count`` (0 when the day is used up). Atomic across
@@ -226,7 +215,7 @@ def reserve(store: Store, count: int, *, owner: str, settings: SmtpSettings | No
     """
     settings = settings or require_smtp_settings(store)
     moment = _now(now)
-    day = quota_key(quota_day(moment, settings.timezone).isoformat(), relay)
+    day = quota_day(moment, settings.timezone).isoformat()
     with store.transaction():
         used, reserved = _day_row(store, day)
         if used + reserved + count > settings.daily_limit and reclaim_abandoned(store, now=moment):

@@ -31,6 +31,7 @@ import datetime as dt
 import random
 import threading
 import time
+import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,14 +62,28 @@ def several_relays(store: Store) -> list[Relay] | None:
     return enabled
 
 
-def relay_smtp(store: Store, name: str, smtp: SmtpSettings) -> tuple[SmtpSettings, RelaySettings]:
-    """The SMTP settings to send through relay ``name``, with today's daily limit (the warm-up's
-    ramp while it lasts), and the relay's own limits."""
+def day_start(zone: str) -> dt.datetime:
+    """The instant today began in ``zone`` (UTC): a relay's daily limit counts from there."""
+    tz = zoneinfo.ZoneInfo(zone)
+    today = clock.now().astimezone(tz).date()
+    return dt.datetime.combine(today, dt.time(0), tzinfo=tz).astimezone(dt.timezone.utc)
+
+
+def total_limit(store: Store, smtp: SmtpSettings) -> int:
+    """Today's limit of all enabled relays together (each at its warm-up's ramp): the quota's."""
+    day = quota.quota_day(clock.now(), smtp.timezone)
+    return max(1, sum(max(0, r.daily_limit_on(day)) for r in list_relays(store, enabled_only=True)))
+
+
+def relay_smtp(store: Store, name: str, smtp: SmtpSettings) -> tuple[SmtpSettings, RelaySettings, tuple[int, dt.datetime]]:
+    """What a run through relay ``name`` needs: the SMTP settings to connect with (the relay's
+    connection; as daily limit the quota of all enabled relays together), the relay's own
+    settings, and its own limit today with the instant it counts from."""
     for relay in list_relays(store):
         if relay.name == name:
-            today = quota.quota_day(clock.now(), smtp.timezone)
-            return (dataclasses.replace(relay.smtp, daily_limit=max(1, relay.daily_limit_on(today))),
-                    relay.settings)
+            day = quota.quota_day(clock.now(), smtp.timezone)
+            conn = dataclasses.replace(relay.smtp, daily_limit=total_limit(store, smtp))
+            return conn, relay.settings, (max(0, relay.daily_limit_on(day)), day_start(smtp.timezone))
     raise ValidationError(f"no relay named {name!r}", "relay")
 
 
@@ -104,17 +119,25 @@ class _Lane:
         self.last = why
 
 
-def room(store: Store, relay: Relay, smtp: SmtpSettings) -> int:
-    """What relay ``relay`` may still send now: today's limit less what it used and holds,
-    and its hourly limit less its last hour."""
+def relay_used(store: Store, relay: Relay, smtp: SmtpSettings) -> int:
+    """What relay ``relay`` sent (or holds in flight) since today began in the quota's zone."""
     from .ledger import Ledger
 
-    limited = dataclasses.replace(smtp, daily_limit=max(1, relay.daily_limit_on(
-        quota.quota_day(clock.now(), smtp.timezone))))
-    left = quota.quota_status(store, limited, relay=relay.name).remaining
+    return Ledger(store, 0).relay_count(relay.name, day_start(smtp.timezone))
+
+
+def room(store: Store, relay: Relay, smtp: SmtpSettings) -> int:
+    """What relay ``relay`` may still send now: its own limit today less what it used and holds,
+    its hourly limit less its last hour, and no more than the quota of all relays leaves."""
+    from .ledger import Ledger
+
+    day = quota.quota_day(clock.now(), smtp.timezone)
+    left = max(0, relay.daily_limit_on(day) - relay_used(store, relay, smtp))
     if relay.settings.hourly_limit is not None:
-        left = min(left, max(0, relay.settings.hourly_limit - Ledger(store, 0).relay_hour_count(relay.name)))
-    return left
+        hour_ago = clock.now() - dt.timedelta(hours=1)
+        left = min(left, max(0, relay.settings.hourly_limit - Ledger(store, 0).relay_count(relay.name, hour_ago)))
+    overall = quota.quota_status(store, dataclasses.replace(smtp, daily_limit=total_limit(store, smtp)))
+    return min(left, overall.remaining)
 
 
 def shares(ready: list[tuple[Relay, int]], due: int) -> dict[str, int]:
@@ -241,28 +264,28 @@ def relay_quotas(store: Store) -> list[dict[str, Any]]:
         return []
     smtp = _base_smtp(store)
     day = quota.quota_day(clock.now(), smtp.timezone)
+    several = len(relays) > 1
     rows = []
     for relay in relays:
-        limited = dataclasses.replace(smtp, daily_limit=max(1, relay.daily_limit_on(day)))
-        status = quota.quota_status(store, limited, relay=relay.name)
-        rows.append({"relay": relay.name, "enabled": relay.enabled, "limit": status.limit,
-                     "used": status.used, "remaining": status.remaining if relay.enabled else 0,
-                     "hourly_limit": relay.settings.hourly_limit})
+        limit = max(0, relay.daily_limit_on(day))
+        if several:
+            used = relay_used(store, relay, smtp)
+            remaining = room(store, relay, smtp) if relay.enabled else 0
+        else:  # the dedicated server alone: the quota itself
+            status = quota.quota_status(store, smtp)
+            used, remaining = status.used, status.remaining
+        rows.append({"relay": relay.name, "enabled": relay.enabled, "limit": limit, "used": used,
+                     "remaining": remaining, "hourly_limit": relay.settings.hourly_limit})
     return rows
 
 
 def combined_status(store: Store) -> quota.QuotaStatus:
-    """Today's quota over every enabled relay (their sum); the plain quota without relays."""
+    """Today's quota over every enabled relay (the sum of their limits); the plain quota
+    without relays."""
     smtp = _base_smtp(store)
     if len(list_relays(store)) <= 1:
         return quota.quota_status(store, smtp)
-    rows = [r for r in relay_quotas(store) if r["enabled"]]
-    plain = quota.quota_status(store, smtp)
-    used = sum(r["used"] for r in rows)
-    limit = sum(r["limit"] for r in rows)
-    remaining = sum(r["remaining"] for r in rows)
-    return quota.QuotaStatus(limit=limit, used=used, reserved=max(0, limit - used - remaining),
-                             remaining=remaining, day=plain.day, resets_at=plain.resets_at)
+    return quota.quota_status(store, dataclasses.replace(smtp, daily_limit=total_limit(store, smtp)))
 
 
 def forecast(store: Store, pending: int) -> dt.date:
