@@ -19,8 +19,11 @@ N = 1, 2, 4, 8 parallel connections against one connection.
 other processes only slows a run). For N connections, bare smtplib in 8 threads is printed as the
 ceiling this machine and sink allow.
 
+Last, two relays that each wait ``--delay-ms`` per message, 4 connections each, against one
+such relay alone (the relay pool's concurrency).
+
 Run: ``.venv/bin/python -m benchmarks.send [--n 5000] [--rounds 2] [--slow-n 400] [--delay-ms 20]
-[--dkim-only]``
+[--dkim-only | --relays-only]``
 """
 
 from __future__ import annotations
@@ -222,6 +225,43 @@ def dkim_section(n: int, rounds: int, contacts: list[dict[str, str]],
               f"unsigned   client CPU {cpu[label] / n * 1e6:6.0f} us/msg")
 
 
+def relay_section(n: int, delay_ms: int, connections: int = 4) -> None:
+    """Two relays that each wait ``delay_ms`` per message, ``connections`` each, against one
+    such relay alone: the relay pool's concurrency (issue 17: target >= 1.8 x)."""
+    from newsletter_kit.relays import update_relay
+
+    print(f"\n{n} messages, relays that wait {delay_ms} ms per message, {connections} connections each")
+    contacts = people(n)
+    rates = {}
+    for relays in (1, 2):
+        sinks = [start_sink_process(delay_ms=delay_ms) for _ in range(relays)]
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                store = open_store(Path(tmp) / "bench.db")
+                update_smtp_settings(store, host=sinks[0].host, port=sinks[0].port, tls="none",
+                                     daily_limit=10**9, from_addr=FROM,
+                                     unsubscribe_url="https://shop.example/u/{token}")
+                for i, sink in enumerate(sinks[1:], start=2):
+                    update_relay(store, f"relay{i}", create=True, host=sink.host, port=sink.port,
+                                 tls="none", daily_limit=10**9)
+                add_contacts(store, contacts, list_name="bench")
+                store.signing_key()
+                campaigns.create_campaign(store, "bench", "bench", SUBJECT, HTML, TEXT)
+                start = time.perf_counter()
+                report = campaigns.send_campaign(store, "bench", connections=connections)
+                elapsed = time.perf_counter() - start
+                store.close()
+        finally:
+            received = sum(sink.stop() for sink in sinks)
+        if report.sent != n or received != n:
+            raise SystemExit(f"relays={relays}: sent {report.sent}, sinks received {received} of {n}")
+        rates[relays] = n / elapsed
+    ratio = rates[2] / rates[1]
+    print(f"  one relay                  {rates[1]:8.0f} msg/s")
+    print(f"  two relays                 {rates[2]:8.0f} msg/s   {ratio:5.2f} x one "
+          f"(target >= 1.8: {'met' if ratio >= 1.8 else 'NOT met'})")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Measure and print msg/s and the ratio to the floor."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -232,7 +272,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay-ms", type=int, default=20, help="the slow sink's delay per message")
     parser.add_argument("--dkim-only", action="store_true",
                         help="only the DKIM section: floor, unsigned, RSA-2048, Ed25519")
+    parser.add_argument("--relays-only", action="store_true",
+                        help="only the relay section: two slow relays against one")
     args = parser.parse_args(argv)
+    if args.relays_only:
+        relay_section(args.slow_n, args.delay_ms)
+        return
     contacts = people(args.n)
     messages = prebuilt(contacts)
     if args.dkim_only:
@@ -281,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     ceiling = timed("threads", args.slow_n, args.delay_ms, bare_threads(prebuilt(contacts), 8))
     print(f"  (reference) bare smtplib, 8 threads   {ceiling:8.0f} msg/s   {ceiling / one:5.2f} x one: "
           "what this machine and sink allow")
+    relay_section(args.slow_n, args.delay_ms)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,28 @@ from .campaigns import (
     resolve_unknown as resolve_unknown,
     campaign_warnings as campaign_warnings,
 )
+from .schedules import (
+    Schedule as Schedule,
+    schedule_campaign as schedule_campaign,
+    unschedule_campaign as unschedule_campaign,
+    get_schedule as get_schedule,
+    list_schedules as list_schedules,
+)
+from .relays import (
+    Relay as Relay,
+    RelaySettings as RelaySettings,
+    list_relays as list_relays,
+    update_relay as update_relay,
+    remove_relay as remove_relay,
+    set_relay_enabled as set_relay_enabled,
+)
+from .relaying import (
+    relay_quotas as relay_quotas,
+)
+from .runner import (
+    RunReport as RunReport,
+    run_due as run_due,
+)
 from .quota import (
     QuotaStatus as QuotaStatus,
     quota_status as quota_status,

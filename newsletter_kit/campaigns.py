@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import audience, quota, signing
+from . import audience, clock, quota, signing
 from .errors import CampaignError
 from .addresses import check_from
 from .guards import RefusalWindow, SendGuards, complaint_block, html_size_warning
@@ -348,6 +348,12 @@ def forecast_finish(store: Store, campaign: str, *, now: dt.datetime | None = No
     pending = campaign_status(store, campaign)["pending"]
     if not pending:
         return None
+    from .relays import relay_names
+
+    if len(relay_names(store)) > 1:  # several relays: each at its own limit, warm-ups included
+        from .relaying import forecast
+
+        return forecast(store, pending)
     return quota.forecast_date(quota.quota_status(store, now=now), pending)
 
 
@@ -363,7 +369,8 @@ class SendReport:
     connection; ``detail`` has the reply), ``"failures"`` (too many failures in a row),
     ``"refused"`` (the server refused the message itself or its sender: sending it to anyone
     else would be refused too), ``"guard"`` (a deliverability guard: too many refusals at
-    RCPT, or the campaign's complaint rate), ``"stopped"`` (the Stop button, or a signal).
+    RCPT, or the campaign's complaint rate), ``"stopped"`` (the Stop button, or a signal),
+    ``"window"`` (a schedule's send window closed).
     ``None``: finished, or ``--limit`` reached. ``unknown`` lists recipients found on the wire
     when a run died: never resent unless settled with :func:`resolve_unknown`.
     """
@@ -422,6 +429,9 @@ class SendReport:
             return f"paused by a deliverability guard: {self.detail}"
         if self.paused == "stopped":
             return "stopped on request; run `send` again to continue"
+        if self.paused == "window":
+            return (f"paused: {self.detail}; `newsletter-kit run` continues at the next opening"
+                    + (f" ({self.resume_at})" if self.resume_at else ""))
         if self.pending and not self.dry_run:
             return "run `send` again to continue" + (f" ({self.detail})" if self.detail else "")
         return ""
@@ -450,9 +460,12 @@ class StopPolicy:
     """
 
     def __init__(self, max_failures: int = MAX_CONSECUTIVE_FAILURES,
-                 stop_event: threading.Event | None = None, guards: SendGuards | None = None):
+                 stop_event: threading.Event | None = None, guards: SendGuards | None = None,
+                 until: dt.datetime | None = None):
         self.max_failures = max_failures
         self.stop_event = stop_event
+        #: A schedule's window closes at this moment: no message is started after it.
+        self.until = until
         #: Set to stop the sending now: read by the sender pool between messages.
         self.halt = threading.Event()
         self.consecutive_failures = 0
@@ -494,6 +507,9 @@ class StopPolicy:
 
     def stopping(self) -> bool:
         """No new message should be started."""
+        if self.until is not None and not self.halt.is_set() and clock.now() >= self.until:
+            with self._lock:
+                self._halt("window", f"the send window closed at {self.until.isoformat()}")
         return self.halt.is_set() or self.stop_requested()
 
     def reason(self) -> str | None:
@@ -514,10 +530,14 @@ class _Run:
 
     def __init__(self, store: Store, campaign: Campaign, smtp: SmtpSettings,
                  bounce: BounceSettings | None, renderer: Any, report: SendReport,
-                 policy: StopPolicy):
+                 policy: StopPolicy, relay: str | None = None):
         self.store = store
         self.campaign = campaign
         self.smtp = smtp
+        self.relay = relay  # the relay this run sends through (None: the dedicated SMTP server)
+        self.hourly_limit: int | None = None  # the relay's, counted in the claim's transaction
+        self.relay_limit: tuple[int, dt.datetime] | None = None  # the relay's own daily limit, since
+        self.pace: Callable[[], None] | None = None  # waits for the relay's rate per second
         self.bounce = bounce
         self.renderer = renderer
         self.report = report
@@ -571,6 +591,8 @@ class _Run:
     def on_wire(self, row: Row) -> None:
         """Commit to the send log that ``row`` goes on the wire now, with the answers received
         since the last line: after a kill, only a message on the wire can be ``unknown``."""
+        if self.pace is not None:
+            self.pace()
         with self._answers_lock:
             answered, self._answered = self._answered, []
         self.ledger.log_wire(self.owner, row, answered)
@@ -582,7 +604,8 @@ class _Run:
 
     def _claim(self, want: int) -> Claim:
         return self.ledger.claim(want, owner=self.owner, settings=self.smtp,
-                                 new_message_id=self.renderer.new_message_id)
+                                 new_message_id=self.renderer.new_message_id, relay=self.relay,
+                                 hourly_limit=self.hourly_limit, relay_limit=self.relay_limit)
 
     def jobs(self, rows: list[Row]) -> list[SendJob]:
         """One job per row; its message is built by the thread that sends it."""
@@ -655,7 +678,8 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
                   stop_event: threading.Event | None = None, *,
                   max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
                   guards: SendGuards | None = None, ignore_guards: bool = False,
-                  message_deadline: float = MESSAGE_DEADLINE) -> SendReport:
+                  message_deadline: float = MESSAGE_DEADLINE,
+                  until: dt.datetime | None = None, relay: str | None = None) -> SendReport:
     """Send the campaign to whoever is still pending, as far as today's quota allows.
 
     Run it again to resume: after a quota pause (``report.paused == "quota"``), a dropped
@@ -667,6 +691,14 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     server refuses too many recipients, and keep a campaign with too many spam complaints
     from being sent; ``ignore_guards`` turns both off. ``message_deadline`` bounds one
     message's whole SMTP conversation (seconds); past it the connection counts as dropped.
+    ``until`` (an aware time: a schedule's window closing) starts no message after it; the run
+    then pauses with ``paused == "window"``.
+
+    With several enabled relays (``settings relay add``) the run spreads the recipients over
+    them by weight within what each may still send, concurrently, and fails over: a relay that
+    cannot be reached, refuses the login or throttles is set aside for a cool-down and the
+    others take its share (:mod:`newsletter_kit.relaying`). ``relay`` sends through that
+    relay only.
 
     Example::
 
@@ -680,12 +712,33 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
         raise CampaignError("--connections must be at least 1")
     campaign = get_campaign(store, name)
     smtp = require_smtp_settings(store)
+    if relay is None and not dry_run:
+        from .relaying import send_over_relays, several_relays
+
+        relays = several_relays(store)
+        if relays:
+            return send_over_relays(
+                store, name, relays, limit=limit, progress=progress, connections=connections,
+                smtp_factory=smtp_factory, password=password, stop_event=stop_event,
+                max_consecutive_failures=max_consecutive_failures, guards=guards,
+                ignore_guards=ignore_guards, message_deadline=message_deadline, until=until)
+    relay_conf = None
+    if relay is not None:
+        from .relaying import relay_smtp
+
+        smtp, relay_conf, relay_limit = relay_smtp(store, relay, smtp)
     bounce = load_bounce_settings(store)
     renderer = _renderer(store, campaign, smtp, _envelope_sender(smtp, bounce))
     report = SendReport(campaign=campaign.name, dry_run=dry_run)
     guards = None if ignore_guards else (guards or SendGuards())
-    policy = StopPolicy(max_consecutive_failures, stop_event, guards)
-    run = _Run(store, campaign, smtp, bounce, renderer, report, policy)
+    policy = StopPolicy(max_consecutive_failures, stop_event, guards, until)
+    run = _Run(store, campaign, smtp, bounce, renderer, report, policy, relay)
+    if relay_conf is not None:
+        from .relaying import Pacer
+
+        run.hourly_limit = relay_conf.hourly_limit
+        run.relay_limit = relay_limit
+        run.pace = Pacer(relay_conf.max_per_second) if relay_conf.max_per_second else None
     blocked = complaint_block(store, campaign.name, guards) if guards is not None else None
     try:
         if dry_run:
@@ -839,7 +892,10 @@ def _finish(run: _Run) -> None:
     """Count what is left and set the campaign's status (done, paused or sending)."""
     report = run.report
     report.pending = run.ledger.left_to_send()
-    if report.pending and report.paused is None:
+    if report.pending and report.paused is None and run.ledger.domains_full:
+        report.detail = (f"the hourly limit of {', '.join(run.ledger.domains_full)} is reached; "
+                         "their recipients go in the next hour")
+    elif report.pending and report.paused is None:
         nxt = run.ledger.next_retry_at()
         if nxt and not run.ledger.due_count():
             report.detail = f"deferred recipients are retried after {nxt}"

@@ -162,14 +162,27 @@ def _password_ref(password_env: str | None) -> str | None:
 @click.option("--dkim-selector", metavar="S", help="Sign with DKIM under this selector ('' switches signing off).")
 @click.option("--dkim-key-file", metavar="PEM", help="The DKIM private key (RSA or Ed25519); its path is stored, not the key.")
 @click.option("--dkim-domain", metavar="D", help="The DKIM d= domain (default: the From domain).")
+@click.option("--domain-limit", "domain_limits", multiple=True, metavar="DOMAIN=N/h",
+              help="At most N messages an hour to recipients at DOMAIN, any relay (repeatable; DOMAIN=0 removes).")
 @pass_store
-def settings_smtp(store: Store, password_env: str | None, **changes: Any) -> None:
+def settings_smtp(store: Store, password_env: str | None, domain_limits: tuple[str, ...], **changes: Any) -> None:
     """Set the dedicated SMTP server; later calls change only the flags given.
 
     A new --timezone never frees sends: it prints what it does to today's remaining."""
+    if domain_limits and not any(v is not None for v in changes.values()) and settings_mod.load_smtp_settings(store):
+        from .ledger import set_domain_limits
+
+        limits = set_domain_limits(store, domain_limits)
+        say("hourly limits per recipient domain: " + (", ".join(f"{d} {n}/h" for d, n in limits.items()) or "none"))
+        return
     before = _zone_change_before(store, changes.get("timezone"))
     smtp, warnings = settings_mod.update_smtp_settings(
         store, password_ref=_password_ref(password_env), **changes)
+    if domain_limits:
+        from .ledger import set_domain_limits
+
+        limits = set_domain_limits(store, domain_limits)
+        say("hourly limits per recipient domain: " + (", ".join(f"{d} {n}/h" for d, n in limits.items()) or "none"))
     warn_all(warnings)
     say(f"SMTP settings saved: {smtp.host}:{smtp.port} ({smtp.tls}), {smtp.daily_limit} emails/day")
     if before is not None:
@@ -224,6 +237,126 @@ def settings_bounce(store: Store, password_env: str | None, **changes: Any) -> N
     warn_all(warnings)
     say(f"bounce settings saved: {bounce.user} at {bounce.host}:{bounce.port}, folder "
         f"{bounce.folder!r}, threshold {bounce.threshold}")
+
+
+@settings.group("relay")
+def settings_relay() -> None:
+    """More SMTP relays beside the dedicated server (`default`): shares, limits, failover."""
+
+
+def _relay_options(fn: Any) -> Any:
+    options = [
+        click.option("--host", help="Server name of the relay."),
+        click.option("--port", type=int, help="Port (465 implicit TLS, 587 STARTTLS)."),
+        click.option("--user", help="User name ('' clears it)."),
+        click.option("--password-env", metavar="VAR", help="Environment variable that holds the password."),
+        click.option("--auth/--no-auth", default=None, help="Requires authentication (default: on with --user)."),
+        click.option("--tls", type=click.Choice(settings_mod.TLS_MODES), help="TLS mode (default starttls)."),
+        click.option("--allow-plain-auth/--no-allow-plain-auth", default=None, help="Allow AUTH without TLS."),
+        click.option("--ca-file", metavar="PEM", help="CA certificate(s) to trust instead of the system store."),
+        click.option("--daily-limit", type=int, help="This relay's send rate: emails per day."),
+        click.option("--weight", type=int, help="Share of the recipients, relative to the other relays (default 1)."),
+        click.option("--hourly-limit", type=int, help="At most N emails per hour through this relay ('' clears)."),
+        click.option("--max-per-second", type=float, help="At most R emails per second (e.g. 14 for a new SES account)."),
+        click.option("--warmup", metavar="START:DAYS",
+                     help="Grow the daily limit geometrically from START to --daily-limit over DAYS days ('' stops it)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _relay_changes(password_env: str | None, changes: dict[str, Any]) -> dict[str, Any]:
+    return {**changes, "password_ref": _password_ref(password_env)}
+
+
+@settings_relay.command("add")
+@click.argument("name")
+@_relay_options
+@pass_store
+def settings_relay_add(store: Store, name: str, password_env: str | None, **changes: Any) -> None:
+    """Add relay NAME: --host, --port and --daily-limit are required."""
+    from .relays import update_relay
+
+    relay = update_relay(store, name, create=True, **_relay_changes(password_env, changes))
+    say(f"relay {relay.name} added: {relay.host}:{relay.port} ({relay.tls}), {relay.daily_limit} emails/day, "
+        f"weight {relay.weight}")
+
+
+@settings_relay.command("set")
+@click.argument("name")
+@_relay_options
+@pass_store
+def settings_relay_set(store: Store, name: str, password_env: str | None, **changes: Any) -> None:
+    """Change relay NAME (`default`: the dedicated server's weight and limits only)."""
+    from .relays import update_relay
+
+    relay = update_relay(store, name, **_relay_changes(password_env, changes))
+    say(f"relay {relay.name} saved")
+
+
+@settings_relay.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the relays as a JSON list (passwords masked).")
+@pass_store
+def settings_relay_list(store: Store, as_json: bool) -> None:
+    """Every relay with its connection, weight, limits and today's use."""
+    from .relaying import relay_quotas
+    from .relays import list_relays
+
+    relays = list_relays(store)
+    use = {row["relay"]: row for row in relay_quotas(store)}
+    rows = []
+    for relay in relays:
+        data = relay.settings.public_dict()
+        data.update(host=relay.smtp.host, port=relay.smtp.port, tls=relay.smtp.tls,
+                    **{"daily-limit": relay.smtp.daily_limit, "today-limit": use[relay.name]["limit"],
+                       "used-today": use[relay.name]["used"]})
+        rows.append(data)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        say("no relay: set the dedicated SMTP server first (`settings smtp`)")
+    for r in rows:
+        state = "enabled" if r["enabled"] else "disabled"
+        extra = "".join([f", {r['hourly-limit']}/h" if r["hourly-limit"] else "",
+                         f", {r['max-per-second']}/s" if r["max-per-second"] else "",
+                         f", warm-up {r['warmup']} since {r['warmup-since']}" if r["warmup"] else ""])
+        click.echo(f"{r['name']}\t{state}\t{r['host']}:{r['port']} ({r['tls']})\tweight {r['weight']}\t"
+                   f"{r['used-today']}/{r['today-limit']} today{extra}")
+
+
+@settings_relay.command("disable")
+@click.argument("name")
+@pass_existing_store
+def settings_relay_disable(store: Store, name: str) -> None:
+    """Send nothing through relay NAME (its settings stay)."""
+    from .relays import set_relay_enabled
+
+    set_relay_enabled(store, name, False)
+    say(f"relay {name} disabled")
+
+
+@settings_relay.command("enable")
+@click.argument("name")
+@pass_existing_store
+def settings_relay_enable(store: Store, name: str) -> None:
+    """Send through relay NAME again."""
+    from .relays import set_relay_enabled
+
+    set_relay_enabled(store, name, True)
+    say(f"relay {name} enabled")
+
+
+@settings_relay.command("remove")
+@click.argument("name")
+@pass_existing_store
+def settings_relay_remove(store: Store, name: str) -> None:
+    """Forget relay NAME (the messages it sent stay in the ledger)."""
+    from .relays import remove_relay
+
+    remove_relay(store, name)
+    say(f"relay {name} removed")
 
 
 @settings.command("show")
@@ -524,6 +657,61 @@ def campaign_resolve(store: Store, name: str, as_state: str, addresses: tuple[st
         + ("; the next `campaign send` sends them" if as_state == "pending" and settled else ""))
 
 
+@campaign.command("schedule")
+@click.argument("name")
+@click.option("--at", "at", metavar="WHEN", default="now", show_default=True,
+              help="Not before this time: '2026-12-08 09:00' (read in --tz), an ISO time with an offset, or 'now'.")
+@click.option("--window", metavar="HH:MM-HH:MM",
+              help="Send only inside this daily window (local to --tz; 22:00-06:00 crosses midnight).")
+@click.option("--days", metavar="DAYS", help="Send only on these week days: mon-fri, sat,sun, daily.")
+@click.option("--tz", metavar="ZONE", help="The zone of --at, --window and --days (default: the SMTP settings' zone).")
+@click.option("--priority", type=int, default=0, show_default=True,
+              help="When campaigns compete for the same quota, the higher goes first.")
+@click.option("--clear", is_flag=True, help="Remove the campaign's schedule instead.")
+@pass_existing_store
+def campaign_schedule(store: Store, name: str, at: str, window: str | None, days: str | None,
+                      tz: str | None, priority: int, clear: bool) -> None:
+    """Schedule a campaign for `newsletter-kit run` (cron), inside a window and on week days."""
+    from .schedules import schedule_campaign, unschedule_campaign
+
+    if clear:
+        removed = unschedule_campaign(store, name)
+        say(f"{name}: schedule removed" if removed else f"{name}: had no schedule")
+        return
+    schedule = schedule_campaign(store, name, at, window=window, days=days, tz=tz, priority=priority)
+    say(f"{name}: scheduled {schedule.describe()}; `newsletter-kit run` sends it when due")
+
+
+@cli.command("run")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as one JSON document.")
+@click.option("--no-fetch", is_flag=True, help="Do not fetch the bounce mailbox.")
+@pass_existing_store
+def run_cmd(store: Store, as_json: bool, no_fetch: bool) -> None:
+    """Do what is due (for cron): send scheduled campaigns inside their windows, fetch bounces.
+
+    One line per action. Exit status as `campaign send`: 0 done or waiting (quota, window),
+    1 a refused message or too many failures, 3 a deliverability guard, 75 the server went away
+    or the run was interrupted (Ctrl-C, SIGTERM): run again later.
+    """
+    from .runner import run_due
+
+    stop = threading.Event()
+    try:
+        with _stop_on_signals(stop) as signalled:
+            report = run_due(store, fetch=not no_fetch, stop_event=stop)
+    except KeyboardInterrupt:
+        say("interrupted: what was answered is recorded; run `newsletter-kit run` again")
+        sys.exit(75)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        for action in report.actions:
+            click.echo(action.line())
+    code = 75 if signalled and report.exit_code == 0 else report.exit_code
+    if code:
+        sys.exit(code)
+
+
 @campaign.command("status")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True,
@@ -564,9 +752,16 @@ def quota_cmd(store: Store, campaign: str | None, as_json: bool) -> None:
     """Today's send limit: used, remaining, and when it resets (the configured time zone)."""
     from .campaigns import campaign_status, forecast_finish
     from .quota import quota_status
+    from .relays import relay_names
 
-    status = quota_status(store)
-    data: dict[str, Any] = status.to_dict()
+    if len(relay_names(store)) > 1:  # several relays: their sum, and each
+        from .relaying import combined_status, relay_quotas
+
+        status = combined_status(store)
+        data: dict[str, Any] = {**status.to_dict(), "relays": relay_quotas(store)}
+    else:
+        status = quota_status(store)
+        data = status.to_dict()
     if campaign is not None:
         finish = forecast_finish(store, campaign)
         data.update(campaign=campaign, pending=campaign_status(store, campaign)["pending"],
@@ -577,6 +772,9 @@ def quota_cmd(store: Store, campaign: str | None, as_json: bool) -> None:
     click.echo(f"{status.used} of {status.limit} sent today ({status.day}), {status.remaining} remaining"
                + (f", {status.reserved} held by running senders" if status.reserved else "")
                + f"; resets at {status.resets_at.isoformat()}")
+    for row in data.get("relays", []):
+        click.echo(f"  relay {row['relay']}: {row['used']} of {row['limit']} today, {row['remaining']} remaining"
+                   + ("" if row["enabled"] else " (disabled)"))
     if campaign is not None:
         click.echo(f"{campaign}: {data['pending']} still to send; "
                    + (f"finishes on {data['forecast_finish']} at this limit" if data["forecast_finish"]

@@ -47,6 +47,7 @@ import functools
 import json
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -127,6 +128,73 @@ class Written:
         return sum(self.counts.get(k, 0) for k in ("sent", "deferred", "failed", "pending", "unknown"))
 
 
+def _domain(email: str) -> str:
+    return email.rpartition("@")[2]
+
+
+def _hour() -> str:
+    """The clock hour (UTC) the per-domain limits count in: '2026-12-08T09'."""
+    return clock.now().strftime("%Y-%m-%dT%H")
+
+
+def domain_limits(store: Store) -> dict[str, int]:
+    """The hourly limits per recipient domain (``settings smtp --domain-limit``), any relay."""
+    row = store.conn.execute("SELECT data FROM settings WHERE section = 'domain_limits'").fetchone()
+    return {str(k): int(v) for k, v in json.loads(row[0]).items()} if row else {}
+
+
+def set_domain_limits(store: Store, specs: Iterable[str]) -> dict[str, int]:
+    """Set hourly limits per recipient domain from ``gmail.com=2000/h`` specs (``domain=0`` or
+    ``domain=`` removes one; an empty spec list changes nothing); returns all the limits.
+
+    >>> from newsletter_kit.store import open_store
+    >>> set_domain_limits(open_store(":memory:"), ["gmail.com=2000/h", "Yahoo.com=500"])
+    {'gmail.com': 2000, 'yahoo.com': 500}
+    """
+    from .errors import ValidationError
+
+    limits = domain_limits(store)
+    for spec in specs:
+        domain, sep, amount = spec.partition("=")
+        domain = domain.strip().lower().rstrip(".")
+        amount = amount.strip().lower().removesuffix("/h").strip()
+        if not sep or not domain or "@" in domain or " " in domain or (amount and not amount.isdigit()):
+            raise ValidationError(f"--domain-limit is DOMAIN=N/h, e.g. gmail.com=2000/h, not {spec!r}",
+                                  "domain_limit")
+        if not amount or int(amount) == 0:
+            limits.pop(domain, None)
+        else:
+            limits[domain] = int(amount)
+    with store.transaction():
+        store.conn.execute(
+            "INSERT INTO settings (section, data, updated_at) VALUES ('domain_limits', ?, ?) "
+            "ON CONFLICT (section) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+            (json.dumps(limits, sort_keys=True), now_iso()))
+    return limits
+
+
+def interleave_domains(recipients: Iterable[tuple[int | None, str]]) -> list[tuple[int | None, str]]:
+    """The recipients in turns across their domains, each domain's own order kept: rows are
+    claimed in insertion order, so a list sorted by domain does not send thousands of messages
+    to one provider back to back.
+
+    >>> [e for _, e in interleave_domains([(1, "a@gmail.com"), (2, "b@gmail.com"), (3, "c@gmail.com"),
+    ...                                     (4, "d@yahoo.com"), (5, "e@web.de")])]
+    ['a@gmail.com', 'd@yahoo.com', 'e@web.de', 'b@gmail.com', 'c@gmail.com']
+    """
+    queues: dict[str, list[tuple[int | None, str]]] = {}
+    for item in recipients:
+        queues.setdefault(item[1].rpartition("@")[2], []).append(item)
+    if len(queues) <= 1:
+        return next(iter(queues.values()), [])
+    # Round k takes each domain's k-th recipient; big domains fill the tail, spread evenly
+    # among the other domains' recipients while those last.
+    ranked = [(rank, order, item) for order, queue in enumerate(queues.values())
+              for rank, item in enumerate(queue)]
+    ranked.sort(key=lambda t: (t[0], t[1]))
+    return [item for _, _, item in ranked]
+
+
 class Ledger:
     """The ledger rows of one campaign.
 
@@ -153,6 +221,8 @@ class Ledger:
         self.store = store
         self.campaign_id = campaign_id
         self._log: SendLog | None = None
+        #: Recipient domains whose hourly limit held rows back at the last claim.
+        self.domains_full: list[str] = []
 
     def __repr__(self) -> str:
         return f"Ledger(campaign_id={self.campaign_id})"
@@ -351,7 +421,7 @@ class Ledger:
         conn.executemany(
             "INSERT OR IGNORE INTO deliveries (campaign_id, contact_id, email, state, created_at, "
             "updated_at) VALUES (?, ?, ?, 'pending', ?, ?)",
-            [(cid, contact, email, now, now) for contact, email in to_add])
+            [(cid, contact, email, now, now) for contact, email in interleave_domains(to_add)])
         conn.executemany(
             "UPDATE deliveries SET state = 'pending', reason = NULL, updated_at = ? "
             "WHERE campaign_id = ? AND email = ? AND state = 'excluded'",
@@ -364,7 +434,8 @@ class Ledger:
             [(cid, contact, e, reason, now, now) for e, contact, reason in excluded])
 
     def claim(self, want: int, *, owner: str, settings: SmtpSettings | None,
-              new_message_id: Callable[[], str]) -> Claim:
+              new_message_id: Callable[[], str], relay: str | None = None,
+              hourly_limit: int | None = None, relay_limit: tuple[int, dt.datetime] | None = None) -> Claim:
         """Mark up to ``want`` due rows in flight for ``owner`` and reserve their quota.
 
         Deferred rows whose time has come go first (they have waited). A row keeps the
@@ -382,15 +453,74 @@ class Ledger:
             candidates += conn.execute(
                 f"SELECT {_CLAIM_COLUMNS} WHERE campaign_id = ? AND state = 'pending' ORDER BY id LIMIT ?",
                 (self.campaign_id, want - len(candidates))).fetchall()
+        limits = domain_limits(self.store)
+        if limits:
+            candidates = self._within_domain_limits(candidates, limits, want)
         if not candidates:
             return Claim.nothing()
+        if relay is not None and (hourly_limit is not None or relay_limit is not None):
+            # A relay's own daily (limit, since) and hourly limits, counted from the ledger inside
+            # the claim's write transaction: two processes cannot both take the last room.
+            room = len(candidates)
+            if hourly_limit is not None:
+                room = min(room, hourly_limit - self.relay_count(relay, clock.now() - dt.timedelta(hours=1)))
+            if relay_limit is not None:
+                room = min(room, relay_limit[0] - self.relay_count(relay, relay_limit[1]))
+            if room < len(candidates):
+                if room <= 0:
+                    return Claim([], "", 0)
+                candidates = candidates[:room]
         day, granted = quota.reserve(self.store, len(candidates), owner=owner, settings=settings)
         rows = [Row(rid, email, contact, mid or new_message_id(), attempts)
                 for rid, email, contact, mid, attempts in candidates[:granted]]
+        if limits:
+            taken = Counter(d for d in (_domain(r.email) for r in rows) if d in limits)
+            conn.executemany(
+                "INSERT INTO domain_sends (domain, hour, count) VALUES (?, ?, ?) "
+                "ON CONFLICT (domain, hour) DO UPDATE SET count = count + excluded.count",
+                [(d, _hour(), n) for d, n in taken.items()])
+        # Which relay takes each message (NULL: a run without several relays).
         conn.executemany(
-            "UPDATE deliveries SET state = 'claimed', message_id = ?, owner = ?, updated_at = ? "
-            "WHERE id = ?", [(r.message_id, owner, now, r.id) for r in rows])
+            "UPDATE deliveries SET state = 'claimed', message_id = ?, owner = ?, updated_at = ?, "
+            "relay = ? WHERE id = ?",
+            [(r.message_id, owner, now, relay, r.id) for r in rows])
         return Claim(rows, day, granted)
+
+    def _within_domain_limits(self, candidates: list[Any], limits: dict[str, int], want: int) -> list[Any]:
+        """The candidates whose recipient domain has room this hour (capped domains counted in
+        ``domain_sends``, inside the claim's write transaction); rows of a full domain wait."""
+        used = dict(self.store.conn.execute("SELECT domain, count FROM domain_sends WHERE hour = ?", (_hour(),)))
+        full = sorted(d for d, cap in limits.items() if used.get(d, 0) >= cap)
+        self.domains_full = full
+        if full and any(_domain(c[1]) in full for c in candidates):
+            # Look past the full domains' rows (pending ones; deferred rows keep their turn).
+            marks = ", ".join("?" * len(full))
+            candidates = [c for c in candidates if _domain(c[1]) not in full]
+            candidates += self.store.conn.execute(
+                f"SELECT {_CLAIM_COLUMNS} WHERE campaign_id = ? AND state = 'pending' "
+                f"AND substr(email, instr(email, '@') + 1) NOT IN ({marks}) AND id > ? ORDER BY id LIMIT ?",
+                (self.campaign_id, *full, max((c[0] for c in candidates), default=0),
+                 max(0, want - len(candidates)))).fetchall()
+        kept, taken = [], Counter[str]()
+        for candidate in candidates:
+            domain = _domain(candidate[1])
+            if domain in limits:
+                if used.get(domain, 0) + taken[domain] >= limits[domain]:
+                    if domain not in full:
+                        full.append(domain)
+                    continue
+                taken[domain] += 1
+            kept.append(candidate)
+        return kept
+
+    def relay_count(self, relay: str, since: dt.datetime) -> int:
+        """Messages relay ``relay`` took since ``since`` (any campaign), with those it holds in
+        flight: what counts toward its own limits."""
+        row = self.store.conn.execute(
+            "SELECT count(*) FROM deliveries WHERE relay = ? AND updated_at >= ? "
+            "AND state IN ('sent', 'unknown', 'claimed', 'inflight')",
+            (relay, since.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat())).fetchone()
+        return int(row[0])
 
     def write_outcomes(self, rows: Sequence[Row], outcomes: Sequence[SendOutcome | None],
                        started: Sequence[bool]) -> Written:

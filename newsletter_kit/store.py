@@ -406,6 +406,32 @@ def _v4_quota_by_instant(conn: sqlite3.Connection) -> None:
                          "DO UPDATE SET count = count + excluded.count", (int(start.timestamp()) // 60, used))
     if row and conn.execute("SELECT count(*) FROM quota_zones").fetchone()[0] == 0:
         conn.execute("INSERT INTO quota_zones (zone, since) VALUES (?, 0)", (zone_name,))
+def _v5_schedules(conn: sqlite3.Connection) -> None:
+    """Campaign schedules (issue 17): when ``newsletter-kit run`` may send a campaign."""
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE schedules (
+            campaign_id INTEGER PRIMARY KEY REFERENCES campaigns(id) ON DELETE CASCADE,
+            start_at TEXT NOT NULL,          -- UTC ISO 8601
+            tz TEXT NOT NULL,                -- the zone the window and days are read in
+            send_window TEXT,                -- 'HH:MM-HH:MM' local, NULL: any hour
+            days TEXT NOT NULL DEFAULT 'daily',
+            priority INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        -- Which relay took each message (NULL: sent before relays, or without several).
+        ALTER TABLE deliveries ADD COLUMN relay TEXT;
+        -- A relay's hourly limit counts its messages of the last hour across campaigns.
+        CREATE INDEX deliveries_relay ON deliveries(relay, updated_at) WHERE relay IS NOT NULL;
+        -- Messages claimed per capped recipient domain and clock hour (--domain-limit).
+        CREATE TABLE domain_sends (
+            domain TEXT NOT NULL, hour TEXT NOT NULL, count INTEGER NOT NULL,
+            PRIMARY KEY (domain, hour)
+        ) WITHOUT ROWID
+        """,
+    )
 
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -283,10 +283,31 @@ def classify_reply(code: int | None, reply: Any = "", stage: str = "DATA") -> Se
     elif code == 421 or (stage == "MAIL" and code is not None and 400 <= code < 500):
         kind = "paused"
     elif code is not None and 400 <= code < 500:
-        kind = "deferred"
+        # A relay saying "slow down" (454 Throttling failure, 4.7.x rate limits) is about us,
+        # not the recipient: pause (the row goes back to pending) instead of deferring it.
+        kind = "paused" if throttled(code, parsed.text) else "deferred"
     else:
         kind = "failed"
     return SendOutcome(kind, code, parsed.status, parsed.text, stage, parsed.concerns(stage))
+
+
+def throttled(code: int | None, text: str) -> bool:
+    """Whether a temporary reply asks us to send slower (rate limit, too many connections).
+
+    >>> throttled(454, "Throttling failure: Maximum sending rate exceeded.")
+    True
+    >>> throttled(450, "4.2.1 Mailbox busy"), throttled(451, "4.7.1 Greylisted, try again later")
+    (False, False)
+    """
+    from .reasons import from_text
+
+    if code is None or not 400 <= code < 500:
+        return False
+    return bool(_THROTTLE_RE.search(text)) or from_text(text) in ("rate_limited", "too_many_connections")
+
+
+_THROTTLE_RE = re.compile(r"throttl|rate.?limit|sending rate|too many (?:connections|messages|recipients)|"
+                          r"slow down|rate exceeded", re.IGNORECASE)
 
 
 class _DeadlineFile:

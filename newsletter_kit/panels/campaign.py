@@ -173,10 +173,68 @@ class CampaignPanel(Panel):
             self.create_box,
             heading("Preview"), widgets.HBox([self.preview_contact, self.preview_button]), self.preview,
             heading("Audience"), self.audience_summary, self.show_all, self.audience_table,
-            self.send_box, self.message,
+            self.send_box, self._build_schedule(), self.message,
         ], layout=widgets.Layout(max_width="900px"))
         self.widget.add_class("nk-campaign-panel")
         self.widget.add_class("nk-panel")
+
+    def _build_schedule(self) -> widgets.VBox:
+        """The schedule fields: when `newsletter-kit run` (cron) may send this campaign."""
+        self.schedule_at = text("Not before", placeholder="2026-12-08 09:00, or now")
+        self.schedule_window = text("Window", placeholder="08:00-18:00 (empty: any hour)")
+        self.schedule_days = text("Days", placeholder="mon-fri (empty: daily)")
+        self.schedule_tz = text("Time zone", placeholder="Europe/Paris (empty: the SMTP settings' zone)")
+        self.schedule_priority = widgets.IntText(value=0, description="Priority", style=field_style(),
+                                                 layout=field_layout("220px"))
+        self.schedule_button = button("Schedule", self.schedule, icon="clock-o",
+                                      tooltip="Save the schedule; `newsletter-kit run` sends when it is due")
+        self.unschedule_button = button("Clear schedule", self.unschedule, icon="times")
+        self.schedule_label = widgets.Label(value="")
+        return widgets.VBox([
+            heading("Schedule"), self.schedule_label, self.schedule_at, self.schedule_window,
+            self.schedule_days, self.schedule_tz, self.schedule_priority,
+            widgets.HBox([self.schedule_button, self.unschedule_button]),
+        ])
+
+    def _show_schedule(self) -> None:
+        from .. import clock, schedules
+
+        name = self.campaign_name
+        current = schedules.get_schedule(self.store, name) if name else None
+        if current is None:
+            self.schedule_label.value = "Not scheduled: send it with the button above, or schedule it for `run`."
+            return
+        opening = current.next_opening(clock.now())
+        zone = current.zone
+        self.schedule_label.value = (f"Scheduled {current.describe()}; next opening "
+                                     f"{opening.astimezone(zone):%Y-%m-%d %H:%M} {current.tz}")
+
+    @catch_errors
+    def schedule(self, _button: Any = None) -> Any:
+        """Save the schedule typed in the fields for the selected campaign."""
+        from .. import schedules
+
+        self.clear_message()
+        name = self._require_campaign()
+        saved = schedules.schedule_campaign(
+            self.store, name, self.schedule_at.value.strip() or "now",
+            window=self.schedule_window.value.strip() or None, days=self.schedule_days.value.strip() or None,
+            tz=self.schedule_tz.value.strip() or None, priority=int(self.schedule_priority.value or 0))
+        self._show_schedule()
+        self.show_ok(f"{name}: scheduled {saved.describe()}.")
+        return saved
+
+    @catch_errors
+    def unschedule(self, _button: Any = None) -> bool:
+        """Remove the selected campaign's schedule."""
+        from .. import schedules
+
+        self.clear_message()
+        name = self._require_campaign()
+        removed = schedules.unschedule_campaign(self.store, name)
+        self._show_schedule()
+        self.show_ok(f"{name}: schedule removed." if removed else f"{name} had no schedule.")
+        return removed
 
     # -- choices --------------------------------------------------------------------------
     def refresh_choices(self, select: str | None = None) -> None:
@@ -209,8 +267,10 @@ class CampaignPanel(Panel):
         creating = name is None
         self.create_box.layout.display = "" if creating else "none"
         self.list_name.disabled = not creating
-        for b in (self.dry_run_button, self.send_button, self.preview_button):
+        for b in (self.dry_run_button, self.send_button, self.preview_button, self.schedule_button,
+                  self.unschedule_button):
             b.disabled = creating or self.sending
+        self._show_schedule()
         if not creating:
             camp = campaigns.get_campaign(self.store, name)  # type: ignore[arg-type]
             if camp.list_name in self.list_name.options:

@@ -93,9 +93,13 @@ class SettingsPanel(Panel):
                                    tooltip="Check the saved settings against DNS (SPF, DKIM, DMARC...)")
         self.check_nameserver = text("DNS server", placeholder="(the system resolver)", width="420px")
         self.check_results = widgets.HTML(value="")
-        self.tabs = widgets.Tab(children=[self.smtp_box, self.bounce_box])
+        from .relays import RelayPanel
+
+        self.relays = RelayPanel(self.store)
+        self.tabs = widgets.Tab(children=[self.smtp_box, self.bounce_box, self.relays.widget])
         self.tabs.set_title(0, "Dedicated SMTP")
         self.tabs.set_title(1, "Bounce settings (IMAP)")
+        self.tabs.set_title(2, "Relays")
         self.widget = widgets.VBox(
             [panel_style(), self.tabs, widgets.HBox([self.save_button, self.test_button]),
              self.message, self.test_results,
