@@ -406,6 +406,9 @@ def _v4_quota_by_instant(conn: sqlite3.Connection) -> None:
                          "DO UPDATE SET count = count + excluded.count", (int(start.timestamp()) // 60, used))
     if row and conn.execute("SELECT count(*) FROM quota_zones").fetchone()[0] == 0:
         conn.execute("INSERT INTO quota_zones (zone, since) VALUES (?, 0)", (zone_name,))
+
+
+@_migration
 def _v5_schedules(conn: sqlite3.Connection) -> None:
     """Campaign schedules (issue 17): when ``newsletter-kit run`` may send a campaign."""
     _execute_script(
