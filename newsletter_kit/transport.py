@@ -240,7 +240,7 @@ class SmtpReply:
         """
         if self.code is None or not 500 <= self.code < 600:
             return None
-        worded = reasons.from_text(_ADDRESS.sub(" ", self.text))
+        worded = self._worded()
         side = reasons.side(worded) if worded else None
         if side == reasons.SENDER:
             return "message" if worded in _MESSAGE_REASONS else "sender"
@@ -258,6 +258,22 @@ class SmtpReply:
                 return "message"
             return "recipient"
         return "recipient" if mailbox else "message"
+
+    def _worded(self) -> str | None:
+        """The reason the reply's wording names (addresses left out), or None."""
+        return reasons.from_text(_ADDRESS.sub(" ", self.text))
+
+    def refuses_us(self) -> bool:
+        """Does the wording say the server refuses *us* (sender address, relay, login, IP,
+        reputation, rate), whatever the code and the stage?
+
+        Example::
+
+            >>> SmtpReply.parse(450, "4.1.8 <b@shop.example>: Sender address rejected: Domain not found").refuses_us()
+            True
+        """
+        worded = self._worded()
+        return worded is not None and reasons.side(worded) == reasons.SENDER and worded not in _MESSAGE_REASONS
 
     def _subject(self) -> tuple[str | None, str | None]:
         if self.status is None:
@@ -320,8 +336,10 @@ class SendOutcome:
 def classify_reply(code: int | None, reply: Any = "", stage: str = "DATA") -> SendOutcome:
     """Map an SMTP reply at ``stage`` to an outcome: 2xx sent, 421 paused, 4xx deferred, 5xx failed.
 
-    A 4xx at MAIL FROM pauses the run (the server takes no mail from us now); a 5xx says whom
-    it concerns (:meth:`SmtpReply.concerns`).
+    A 4xx at MAIL FROM, or one whose wording refuses us at any stage (a sender domain the
+    server cannot resolve now, a rate limit: :meth:`SmtpReply.refuses_us`), pauses the run (the
+    server takes no mail from us now: no recipient is deferred for it); a 5xx says whom it
+    concerns (:meth:`SmtpReply.concerns`).
 
     Example::
 
@@ -336,7 +354,7 @@ def classify_reply(code: int | None, reply: Any = "", stage: str = "DATA") -> Se
     parsed = SmtpReply.parse(code, reply)
     if code is not None and 200 <= code < 300:
         kind = "sent"
-    elif code == 421 or (stage == "MAIL" and code is not None and 400 <= code < 500):
+    elif code == 421 or (code is not None and 400 <= code < 500 and (stage == "MAIL" or parsed.refuses_us())):
         kind = "paused"
     elif code is not None and 400 <= code < 500:
         kind = "deferred"

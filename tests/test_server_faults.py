@@ -33,6 +33,7 @@ REPLIES = {
     "unknown": ("RCPT", "550 5.1.1 <{addr}>: Recipient address rejected: User unknown"),
     "nocode": ("RCPT", "550 No such user here (see section 4.5.3)"),
     "blocked": ("RCPT", "554 5.7.1 <{addr}>: Recipient address rejected: Access denied"),
+    "tempsender": ("RCPT", "450 4.1.8 <bounces@example.org>: Sender address rejected: Domain not found"),
 }
 
 
@@ -145,6 +146,9 @@ def _bounce_rows(store):
     (552, "Message size exceeds fixed limit", "MAIL", "failed", None, "message"),
     (451, "4.3.0 Temporary lookup failure", "MAIL", "paused", "4.3.0", None),
     (451, "4.3.0 try again later", "RCPT", "deferred", "4.3.0", None),
+    (450, "4.1.8 <b@shop.example>: Sender address rejected: Domain not found", "RCPT", "paused", "4.1.8", None),
+    (450, "4.7.1 <a@example.org>: Recipient address rejected: Greylisted, try later", "RCPT", "deferred",
+     "4.7.1", None),
     (452, "4.3.1 Insufficient system storage", "DATA", "deferred", "4.3.1", None),
     (421, "4.3.2 closing", "DATA", "paused", "4.3.2", None),
 ])
@@ -369,3 +373,23 @@ def test_recipient_refusals_keep_their_reason_in_the_ledger(store, smtp_server):
     campaigns.send_campaign(store, "spring")
     reason = ledger(store)["unknown.a@example.org"][4]
     assert "user_unknown" in reason and "does not exist" in reason
+
+
+def test_a_temporary_refusal_of_our_sender_pauses_the_run_and_defers_nobody(store, smtp_server):
+    """450 4.1.8 Sender address rejected (Postfix when DNS fails for a moment): not a deferral of
+    each recipient in turn, but a pause of the run (exit 75: run it again later)."""
+    srv = smtp_server(tls="none", handler=ReplyHandler())
+    configure(store, srv)
+    order = ["ok1@example.org", "tempsender.ann@example.org", "ok2@example.org"]
+    contacts(store, order)
+    make_campaign(store)
+
+    result = invoke(["campaign", "send", "spring", "--json"])
+
+    assert result.returncode == 75, result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["paused"], doc["deferred"], doc["failed"]) == ("connection", 0, 0)
+    assert "Sender address rejected" in doc["detail"]
+    rows = ledger(store)
+    assert [rows[e][0] for e in order] == ["sent", "pending", "pending"]
+    assert _bounce_rows(store) == []
