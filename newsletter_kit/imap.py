@@ -161,6 +161,12 @@ def bound_reads(imap: imapclient.IMAPClient, *, deadline: float, max_message: in
     return reader
 
 
+def reader_of(imap: imapclient.IMAPClient) -> BoundedReader | None:
+    """The :class:`BoundedReader` the connection reads through, if :func:`bound_reads` set one."""
+    file = getattr(imap._imap, "file", None)
+    return file if isinstance(file, BoundedReader) else None
+
+
 @dataclass(frozen=True)
 class Skipped:
     """A message a fetch did not read: its UID, its size as far as known, and why."""
@@ -184,8 +190,13 @@ def imap_where(settings: BounceSettings) -> str:
 
 
 def connect_imap(settings: BounceSettings, *, timeout: float = DEFAULT_TIMEOUT,
-                 factory: ImapFactory | None = None) -> imapclient.IMAPClient:
-    """Connect and bring TLS up as the settings say, without logging in."""
+                 factory: ImapFactory | None = None, deadline: float | None = None,
+                 max_message: int = MAX_MESSAGE_BYTES) -> imapclient.IMAPClient:
+    """Connect and bring TLS up as the settings say, without logging in.
+
+    With ``deadline`` (a ``time.monotonic()`` value) every reply from then on, the login's
+    included, is read through a :class:`BoundedReader` (:func:`bound_reads`).
+    """
     make = factory or imapclient.IMAPClient
     context = tls_context(settings.ca_file)
     try:
@@ -193,6 +204,8 @@ def connect_imap(settings: BounceSettings, *, timeout: float = DEFAULT_TIMEOUT,
                     ssl_context=context, timeout=timeout)
         if settings.tls == "starttls":
             imap.starttls(context)
+        if deadline is not None:
+            bound_reads(imap, deadline=deadline, max_message=max_message, timeout=timeout)
     except (ssl.SSLError, ssl.CertificateError) as exc:
         raise tls_failure(imap_where(settings), exc) from None
     except (OSError, IMAPClientError) as exc:
@@ -201,12 +214,14 @@ def connect_imap(settings: BounceSettings, *, timeout: float = DEFAULT_TIMEOUT,
 
 
 def open_imap(settings: BounceSettings, *, password: str | None = None,
-              timeout: float = DEFAULT_TIMEOUT, factory: ImapFactory | None = None) -> imapclient.IMAPClient:
-    """Connect, bring TLS up and log in: a ready IMAPClient (usable as a context manager)."""
+              timeout: float = DEFAULT_TIMEOUT, factory: ImapFactory | None = None,
+              deadline: float | None = None, max_message: int = MAX_MESSAGE_BYTES) -> imapclient.IMAPClient:
+    """Connect, bring TLS up and log in: a ready IMAPClient (usable as a context manager);
+    ``deadline``, ``max_message``: see :func:`connect_imap`."""
     if settings.tls == "none" and not settings.allow_plain_auth:
         raise ValidationError("refusing to log in over an unencrypted connection (see --allow-plain-auth)")
     secret = password if password is not None else resolve_password(settings.password_ref)
-    imap = connect_imap(settings, timeout=timeout, factory=factory)
+    imap = connect_imap(settings, timeout=timeout, factory=factory, deadline=deadline, max_message=max_message)
     try:
         imap.login(settings.user, secret)
     except LoginError as exc:
@@ -214,6 +229,10 @@ def open_imap(settings: BounceSettings, *, password: str | None = None,
         raise AuthenticationFailed(
             f"{imap_where(settings)} refused the user name or password for {settings.user!r} ({reason(exc)})"
         ) from None
+    except FetchDeadline:
+        close_imap(imap)
+        raise ConnectionFailed(f"{imap_where(settings)}: the server took longer than the deadline to log "
+                               "in; nothing was read: run it again later") from None
     except (OSError, IMAPClientError) as exc:
         close_imap(imap)
         raise ConnectionFailed(f"{imap_where(settings)}: {reason(exc)}") from None

@@ -136,9 +136,10 @@ def fetch_bounces(
     if source_path is not None:
         return _fetch_files(store, settings, Path(source_path), batch_size, workers)
     until = time.monotonic() + deadline
-    imap = _imap.open_imap(settings, password=password, factory=imap_factory)
+    imap = _imap.open_imap(settings, password=password, factory=imap_factory, deadline=until,
+                           max_message=max_message_bytes)
     try:
-        reader = _imap.bound_reads(imap, deadline=until, max_message=max_message_bytes)
+        reader = _imap.reader_of(imap) or _imap.bound_reads(imap, deadline=until, max_message=max_message_bytes)
         return _fetch_imap(store, settings, imap, batch_size, workers, _Limits(reader, max_message_bytes, deadline))
     finally:
         _imap.close_imap(imap)

@@ -61,6 +61,13 @@ class _Handler(socketserver.StreamRequestHandler):
         self._send(b"* CAPABILITY IMAP4rev1\r\n" + f"{tag} OK done\r\n".encode())
 
     def _login(self, tag: str, args: str) -> None:
+        fake = self.server.fake
+        if fake.trickle_login is not None:
+            self._send(f"{tag} OK".encode())
+            while not fake.stopping.is_set():    # the rest of the line never comes
+                self._send(b".")
+                time.sleep(fake.trickle_login)
+            raise ConnectionAbortedError
         self._send(f"{tag} OK logged in\r\n".encode())
 
     def _list(self, tag: str, args: str) -> None:
@@ -148,14 +155,17 @@ class _Server(socketserver.ThreadingTCPServer):
 class FakeImap:
     """``messages``: {uid: raw}; ``sizes``: {uid: the RFC822.SIZE announced} (default: the
     real size); ``liar``: {uid: literal size sent whatever was asked}; ``trickle_every``:
-    seconds between the bytes of every FETCH literal (None: send at once)."""
+    seconds between the bytes of every FETCH literal (None: send at once); ``trickle_login``:
+    the same for the reply to LOGIN, which never ends."""
 
     def __init__(self, messages: dict[int, bytes], *, sizes: dict[int, int] | None = None,
-                 liar: dict[int, int] | None = None, trickle_every: float | None = None):
+                 liar: dict[int, int] | None = None, trickle_every: float | None = None,
+                 trickle_login: float | None = None):
         self.messages = messages
         self.sizes = sizes or {}
         self.liar = liar or {}
         self.trickle_every = trickle_every
+        self.trickle_login = trickle_login
         self.commands: list[str] = []
         self.stopping = threading.Event()
         self.host = "127.0.0.1"

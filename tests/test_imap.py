@@ -24,7 +24,7 @@ import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 from newsletter_kit.cli import cli  # noqa: E402
-from newsletter_kit.errors import MailboxError  # noqa: E402
+from newsletter_kit.errors import MailboxError, NewsletterKitError  # noqa: E402
 from newsletter_kit.ingest import fetch_bounces  # noqa: E402
 from newsletter_kit.settings import update_bounce_settings  # noqa: E402
 from newsletter_kit.store import open_store  # noqa: E402
@@ -59,6 +59,14 @@ def test_a_server_trickling_a_literal_meets_the_fetch_deadline(nk_db, monkeypatc
     assert result.exit_code == 75 and "deadline" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert store.conn.execute("SELECT count(*) FROM mailbox_messages").fetchone()[0] == 0
+
+
+def test_a_server_trickling_its_login_reply_meets_the_deadline_too(nk_db, monkeypatch) -> None:
+    with FakeImap(_dsns("a@example.org"), trickle_login=0.2) as srv:
+        store = _store_for(nk_db, srv, monkeypatch)
+        with pytest.raises(NewsletterKitError, match="deadline to log in") as caught:
+            fetch_bounces(store, deadline=1.5)
+    assert caught.value.exit_code == 75 and "UID FETCH" not in srv.commands
 
 
 def test_a_message_over_the_cap_is_skipped_whatever_the_server_announced(nk_db, monkeypatch) -> None:
