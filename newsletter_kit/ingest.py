@@ -114,9 +114,9 @@ def fetch_bounces(
     parse in parallel with fetching and recording (default: one per CPU, up to 4, when at
     least PARALLEL_MIN messages are new; 1 parses in this process).
 
-    The server decides neither how long nor how much: the whole conversation after login has
-    ``deadline`` seconds (then what was read is recorded and MailboxError says to run it
-    again, exit 75), and a message over ``max_message_bytes`` is never read whole, whatever
+    The server decides neither how long nor how much: the whole conversation from the login
+    on has ``deadline`` seconds (then what was read is recorded and MailboxError says to run
+    it again, exit 75), and a message over ``max_message_bytes`` is never read whole, whatever
     size the server announced or sends: it is skipped (``report.skipped``, its UID passed, the
     message left in the folder) and the run goes on.
 

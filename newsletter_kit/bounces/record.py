@@ -152,7 +152,8 @@ def record_report(
     Each recipient is matched to the delivery it is about (:func:`match_delivery`); the campaign
     comes from that delivery.  A recipient that matches none is recorded as unmatched, with the
     campaign the report claims (``X-Newsletter-Campaign``) kept for the review only: it counts
-    for no threshold (unless ``--count-unmatched``), rate or guard.  A (report_key, address) already recorded is skipped.
+    for no threshold (unless ``--count-unmatched``), rate or guard.  A (report_key, address)
+    already recorded is skipped.
 
     >>> record_report(store, parse_bounce(raw), report_key="<r1@mx>", source="file")  # doctest: +SKIP
     ['mario.rossi@example.it']
