@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import audience, clock, quota, signing
+from . import audience, clock, quota, reasons, signing
 from .errors import CampaignError
 from .addresses import check_from
 from .guards import RefusalWindow, SendGuards, complaint_block, html_size_warning
@@ -389,6 +389,10 @@ class SendReport:
     paused: str | None = None
     resume_at: str | None = None
     detail: str | None = None
+    #: With ``paused == "refused"``: what the server refused, ``"message"`` (that delivery
+    #: fails) or ``"sender"`` (our sender address, relay, login, IP or session, at any SMTP
+    #: stage: the recipient stays pending and nobody is charged).
+    refused: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``campaign send --json`` document."""
@@ -422,6 +426,10 @@ class SendReport:
             return f"paused: the server or the connection went away ({self.detail}); run `send` again later"
         if self.paused == "failures":
             return f"stopped after too many failures in a row (last: {self.detail}); check the settings and the list"
+        if self.paused == "refused" and self.refused == "sender":
+            return (f"stopped: the server refused our sender or session, not the recipient "
+                    f"({self.detail}); nobody was charged and the recipient stays pending; fix the "
+                    "settings or the server, then run `send` again")
         if self.paused == "refused":
             return (f"stopped: the server refused the message itself ({self.detail}); nobody was "
                     "marked as bounced; fix the campaign or the settings, then run `send` again")
@@ -474,6 +482,8 @@ class StopPolicy:
         self.cause: str | None = None
         self.detail: str | None = None
         self.refusals = RefusalWindow(guards) if guards is not None else None
+        #: With cause "refused": "message" or "sender" (:attr:`SendReport.refused`).
+        self.refused: str | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -492,7 +502,10 @@ class StopPolicy:
             elif outcome.kind == "sent":
                 self.consecutive_failures = 0
             if outcome.refuses_message:
-                self._halt("refused", self.last_reply)
+                if self.cause is None:
+                    self.refused = "sender" if outcome.refuses_sender else "message"
+                remedy = reasons.remedy(outcome.reason) if outcome.refuses_sender else ""
+                self._halt("refused", f"{self.last_reply}; {remedy}" if remedy else self.last_reply)
             if self.refusals is not None and self.refusals.add(outcome):
                 self._halt("guard", self.refusals.describe())
 
@@ -810,6 +823,8 @@ def _send_batches(run: _Run, limit: int | None, progress: Progress | None,
         report.paused = policy.reason()
         if policy.halt.is_set():
             report.detail = policy.detail if policy.cause else policy.last_reply
+        if report.paused == "refused":
+            report.refused = policy.refused
 
 
 def _pipeline(run: _Run, pool: SenderPool, claimed: Claim, next_size: Callable[[int], int],

@@ -816,9 +816,14 @@ def bounces_parse(as_json: bool, files: tuple[Path, ...]) -> None:
 @bounces.command("fetch")
 @click.option("--from", "source", type=click.Path(exists=True, path_type=Path),
               help="Read a folder of .eml files (or one .eml, or an mbox file) instead of the mailbox.")
-@click.option("--json", "as_json", is_flag=True, help='Print {"fetched", "bounces", "suppressed"} as JSON.')
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"fetched", "bounces", "suppressed"} (and "skipped" when any) as JSON.')
+@click.option("--deadline", type=click.FloatRange(min=1), default=600, show_default=True, metavar="SECONDS",
+              help="The longest the whole fetch may talk to the server; then it stops (exit 75).")
+@click.option("--max-message-size", "max_mb", type=click.FloatRange(min=0.01), default=12, show_default=True,
+              metavar="MB", help="Skip (and report) messages larger than this, whatever the server says.")
 @pass_existing_store
-def bounces_fetch(store: Store, source: Path | None, as_json: bool) -> None:
+def bounces_fetch(store: Store, source: Path | None, as_json: bool, deadline: float, max_mb: float) -> None:
     """Fetch new messages from the bounce mailbox, record bounces, suppress at the threshold.
 
     Only messages not seen before are read (\\Seen flags are left alone); running it again
@@ -826,7 +831,11 @@ def bounces_fetch(store: Store, source: Path | None, as_json: bool) -> None:
     """
     from .ingest import fetch_bounces
 
-    report = fetch_bounces(store, source_path=source)
+    report = fetch_bounces(store, source_path=source, deadline=deadline,
+                           max_message_bytes=int(max_mb * 1024 * 1024))
+    for skipped in report.skipped:
+        say(f"skipped UID {skipped.uid}" + (f" ({skipped.size} bytes)" if skipped.size is not None else "")
+            + f": {skipped.why}; left in the folder")
     if as_json:
         emit_json(report.to_dict())
         return

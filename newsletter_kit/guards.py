@@ -7,7 +7,8 @@ Two signals the big mailbox providers act on:
   ``rcpt_refusal_rate`` of the last ``window`` recipients (5 % of 200: more than 10) were refused
   at RCPT for the mailbox (``5.1.x``/``5.2.x``, or a 5xx without a code; ``5.7.x`` policy
   refusals are about the sender, not the list);
-- **spam complaints** (ARF feedback reports recorded by ``bounces fetch``) per campaign, against
+- **spam complaints** (ARF feedback reports recorded by ``bounces fetch`` and matched to a
+  delivery of the campaign: forged or unmatched ones never count) per campaign, against
   the lines Gmail and Yahoo publish: warn at 0.1 % of the delivered messages, and over 0.3 % the
   campaign is not sent further unless the run ignores the guards.
 
@@ -110,8 +111,11 @@ class RefusalWindow:
 def complaint_counts(store: Store, campaign: str | None = None) -> dict[str, tuple[int, int]]:
     """Per campaign: (addresses that complained, messages delivered).
 
-    Complaints are ARF reports recorded against the campaign (kind ``complaint``), each address
-    once; delivered is the ledger's ``sent`` rows.
+    Complaints are ARF reports (kind ``complaint``) matched to a delivery of that campaign, each
+    address once: an unmatched one (a forged report naming the public campaign stamp and
+    made-up addresses) or one matched to another campaign's delivery counts for no campaign;
+    it is listed for review (``bounces list --unmatched``).  Delivered is the ledger's ``sent``
+    rows.
 
     Example::
 
@@ -122,7 +126,8 @@ def complaint_counts(store: Store, campaign: str | None = None) -> dict[str, tup
     where, params = ("WHERE c.name = ?", (campaign,)) if campaign is not None else ("", ())
     rows = store.conn.execute(
         "SELECT c.name, "
-        "(SELECT count(DISTINCT b.email) FROM bounces b WHERE b.campaign = c.name AND b.kind = 'complaint'), "
+        "(SELECT count(DISTINCT b.email) FROM bounces b JOIN deliveries d ON d.id = b.delivery_id"
+        " WHERE b.campaign = c.name AND b.kind = 'complaint' AND b.unmatched = 0 AND d.campaign_id = c.id), "
         "(SELECT count(*) FROM deliveries d WHERE d.campaign_id = c.id AND d.state = 'sent') "
         f"FROM campaigns c {where}", params).fetchall()
     return {name: (int(complaints), int(sent)) for name, complaints, sent in rows}

@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -77,15 +78,21 @@ class FetchReport:
     unsubscribed: list[tuple[str, str | None]] = field(default_factory=list)
     duplicates: int = 0
     moved: int = 0
+    #: Messages not read (over the size cap): left in the folder, their UIDs passed.
+    skipped: list[_imap.Skipped] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
-        """``{"fetched", "bounces": {kind: count}, "suppressed": [address]}``.
+        """``{"fetched", "bounces": {kind: count}, "suppressed": [address]}``, and
+        ``"skipped": [{"uid", "size", "why"}]`` when messages were skipped.
 
         >>> FetchReport("file:/tmp/x").to_dict()
         {'fetched': 0, 'bounces': {}, 'suppressed': []}
         """
-        return {"fetched": self.fetched, "bounces": dict(sorted(self.bounces.items())),
-                "suppressed": sorted(self.suppressed)}
+        doc: dict[str, object] = {"fetched": self.fetched, "bounces": dict(sorted(self.bounces.items())),
+                                  "suppressed": sorted(self.suppressed)}
+        if self.skipped:
+            doc["skipped"] = [s.to_dict() for s in self.skipped]
+        return doc
 
 
 def fetch_bounces(
@@ -97,6 +104,8 @@ def fetch_bounces(
     imap_factory: ImapFactory | None = None,
     batch_size: int = 500,
     workers: int | None = None,
+    deadline: float = _imap.FETCH_DEADLINE,
+    max_message_bytes: int = _imap.MAX_MESSAGE_BYTES,
 ) -> FetchReport:
     """Fetch new messages from the bounce mailbox (or ``source_path``), record, suppress.
 
@@ -104,6 +113,12 @@ def fetch_bounces(
     IMAP folder of the settings is read.  Re-running changes nothing.  ``workers`` processes
     parse in parallel with fetching and recording (default: one per CPU, up to 4, when at
     least PARALLEL_MIN messages are new; 1 parses in this process).
+
+    The server decides neither how long nor how much: the whole conversation from the login
+    on has ``deadline`` seconds (then what was read is recorded and MailboxError says to run
+    it again, exit 75), and a message over ``max_message_bytes`` is never read whole, whatever
+    size the server announced or sends: it is skipped (``report.skipped``, its UID passed, the
+    message left in the folder) and the run goes on.
 
     >>> report = fetch_bounces(store)                # doctest: +SKIP
     >>> report.to_dict()                             # doctest: +SKIP
@@ -114,13 +129,27 @@ def fetch_bounces(
         raise ValidationError("the batch size must be at least 1", "batch_size")
     if workers is not None and workers < 1:
         raise ValidationError("workers must be at least 1", "workers")
+    if not deadline > 0:
+        raise ValidationError("the fetch deadline must be a positive number of seconds", "deadline")
+    if max_message_bytes < 1024:
+        raise ValidationError("the message size cap must be at least 1024 bytes", "max_message_bytes")
     if source_path is not None:
         return _fetch_files(store, settings, Path(source_path), batch_size, workers)
-    imap = _imap.open_imap(settings, password=password, factory=imap_factory)
+    until = time.monotonic() + deadline
+    imap = _imap.open_imap(settings, password=password, factory=imap_factory, deadline=until,
+                           max_message=max_message_bytes)
     try:
-        return _fetch_imap(store, settings, imap, batch_size, workers)
+        reader = _imap.reader_of(imap) or _imap.bound_reads(imap, deadline=until, max_message=max_message_bytes)
+        return _fetch_imap(store, settings, imap, batch_size, workers, _Limits(reader, max_message_bytes, deadline))
     finally:
         _imap.close_imap(imap)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    reader: _imap.BoundedReader
+    max_bytes: int
+    deadline: float
 
 
 # --- IMAP ---
@@ -132,7 +161,7 @@ def imap_source(settings: BounceSettings) -> str:
 
 
 def _fetch_imap(store: Store, settings: BounceSettings, imap: imapclient.IMAPClient, batch_size: int,
-                workers: int | None) -> FetchReport:
+                workers: int | None, limits: _Limits) -> FetchReport:
     source = imap_source(settings)
     report = FetchReport(source)
     target = settings.processed_folder  # where processed messages go; None: they stay
@@ -146,27 +175,52 @@ def _fetch_imap(store: Store, settings: BounceSettings, imap: imapclient.IMAPCli
             report.moved += _imap.prepare_processed_folder(imap, target, last_uid)
         uids = _imap.new_uids(imap, info, last_uid)
         large = _imap.large_sizes(imap, last_uid) if uids else {}
+    except _imap.FetchDeadline:
+        raise _SourceFailed(_too_slow(settings, limits)) from None
     except _imap.IMAP_ERRORS as exc:
         raise MailboxError(f"{_imap.imap_where(settings)}: {reason(exc)}") from None
 
+    def fetch(todo: list[int]) -> tuple[list[tuple[int, bytes]], list[_imap.Skipped], list[int]]:
+        try:
+            return _imap.fetch_messages(imap, todo, limits.max_bytes, limits.reader)
+        except _imap.FetchDeadline:
+            raise _SourceFailed(_too_slow(settings, limits)) from None
+        except _imap.IMAP_ERRORS as exc:
+            raise _SourceFailed(
+                f"{_imap.imap_where(settings)}: the connection failed ({reason(exc)}); what was "
+                "read before is recorded: run the fetch again to continue where it stopped"
+            ) from None
+
     def batches() -> Iterator[_Batch]:
         for batch in _imap.uid_batches(uids, large, batch_size):
-            try:
-                found = _imap.fetch_messages(imap, batch)
-            except _imap.IMAP_ERRORS as exc:
-                raise _SourceFailed(
-                    f"{_imap.imap_where(settings)}: the connection failed ({reason(exc)}); what was "
-                    "read before is recorded: run the fetch again to continue where it stopped"
-                ) from None
-            messages = [Fetched(raw, uid) for uid, raw in found]
-            yield _Batch(messages, (uidvalidity, batch[-1]), batch)
+            todo = batch
+            while todo:
+                found, skipped, later = fetch(todo)
+                # The byte budget of one FETCH was reached (the server's sizes were wrong):
+                # record what came before the first UID left over, fetch the rest again.
+                done = todo[:todo.index(later[0])] if later else todo
+                if not done:
+                    done = todo[:1]
+                    found, skipped, _ = fetch(done)
+                kept = set(done)
+                report.skipped += [s for s in skipped if s.uid in kept]
+                passed = {s.uid for s in skipped}
+                messages = [Fetched(raw, uid) for uid, raw in found if uid in kept]
+                yield _Batch(messages, (uidvalidity, done[-1]), [u for u in done if u not in passed])
+                todo = todo[len(done):]
 
     def recorded(batch: _Batch) -> None:
-        if target:
+        if target and batch.uids:
             _move(imap, settings, target, batch.uids, report)
 
     _ingest(store, settings, report, batches(), _workers(workers, len(uids)), recorded)
     return report
+
+
+def _too_slow(settings: BounceSettings, limits: _Limits) -> str:
+    return (f"{_imap.imap_where(settings)}: the server took longer than the {limits.deadline:g} s deadline "
+            "for the whole fetch; what was read before is recorded: run the fetch again to continue "
+            "where it stopped")
 
 
 def _last_uid(store: Store, source: str, uidvalidity: int) -> int:

@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import clock, quota
+from . import clock, quota, reasons
 from .errors import CampaignError, StoreError
 from .store import Store, now_iso, use_wal
 
@@ -606,7 +606,8 @@ def outcome_state(attempts: int, outcome: SendOutcome | None, started: bool) -> 
     if outcome is None:
         # Handed to the server but no answer (an interruption): perhaps sent.
         return "unknown" if started else "untouched"
-    if outcome.kind == "paused":
+    if outcome.kind == "paused" or outcome.refuses_sender:
+        # A refusal of our sender, relay or session says nothing of this recipient.
         return "pending"
     if outcome.kind == "deferred" and attempts + 1 > len(DEFERRAL_BACKOFF):
         return "failed"
@@ -622,7 +623,11 @@ def _reason(state: str, outcome: SendOutcome, attempts: int) -> str | None:
     if state == "failed" and outcome.kind == "deferred":
         return f"gave up after {attempts} temporary failures"
     if state == "failed":
-        return "rejected by the server" if outcome.code else outcome.reply
+        if not outcome.code:
+            return outcome.reply
+        why = outcome.reason
+        found = reasons.REASONS.get(why or "")
+        return f"rejected by the server: {found.description} ({why})" if found else "rejected by the server"
     if state == "pending":
         return f"not sent: {outcome.reply or outcome.code}"
     return None

@@ -400,8 +400,8 @@ def campaign_summary(store: Store) -> pd.DataFrame:
     a hard/soft/policy bounce for this campaign, SMTP-time refusals included), hard, soft,
     policy, bounce_rate (bounced / (sent + failed)), complaints (addresses), unsubscribes (opt-outs
     that name this campaign; global opt-outs name none).
-    A bounce belongs to the campaign it was recorded with: its delivery's, else the one its
-    report names.
+    A bounce belongs to the campaign of the delivery it matched; unmatched ones (the campaign
+    stamp alone proves nothing) count for none: see :func:`unmatched_bounces`.
 
     Example::
 
@@ -414,15 +414,17 @@ def campaign_summary(store: Store) -> pd.DataFrame:
     ledger = ledger.pivot_table(index="campaign_id", columns="state", values="n", aggfunc="sum", fill_value=0)
     ledger = ledger.reindex(columns=["sent", "failed", "excluded", "pending", "unknown"], fill_value=0)
     ledger.insert(0, "total", ledger.sum(axis=1))
-    # The recorder stamps each bounce with its delivery's campaign (else the report's header).
-    # Both read only the (campaign, kind, email) index, already in the order they group by.
+    # The recorder stamps each bounce with its delivery's campaign (an unmatched one with the
+    # campaign its report claims, hence unmatched = 0). Both walk the (campaign, kind, email)
+    # index, already in the order they group by.
     by_kind = _query(store, """
         SELECT campaign AS name, kind, COUNT(DISTINCT email) AS n FROM bounces
-        WHERE campaign IN (SELECT name FROM campaigns) GROUP BY campaign, kind
+        WHERE campaign IN (SELECT name FROM campaigns) AND unmatched = 0 GROUP BY campaign, kind
     """)
     failed = _query(store, f"""
         SELECT campaign AS name, COUNT(DISTINCT email) AS bounced FROM bounces
-        WHERE kind IN ({failures}) AND campaign IN (SELECT name FROM campaigns) GROUP BY campaign
+        WHERE kind IN ({failures}) AND campaign IN (SELECT name FROM campaigns) AND unmatched = 0
+        GROUP BY campaign
     """)
     by_kind = by_kind.pivot_table(index="name", columns="kind", values="n", aggfunc="sum", fill_value=0)
     by_kind = by_kind.reindex(columns=["hard", "soft", "policy", "complaint"], fill_value=0)

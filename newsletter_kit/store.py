@@ -355,7 +355,7 @@ def _v3_bounces_matched(conn: sqlite3.Connection) -> None:
     _execute_script(
         conn,
         """
-        -- matched_by: message_id | campaign | verp | smtp (NULL: unmatched)
+        -- matched_by: message_id | campaign | verp | smtp (NULL: unmatched); campaign: see _v4
         ALTER TABLE bounces ADD COLUMN matched_by TEXT;
         ALTER TABLE bounces ADD COLUMN unmatched INTEGER NOT NULL DEFAULT 0;
         UPDATE bounces SET matched_by = 'smtp' WHERE source = 'smtp';
@@ -435,6 +435,15 @@ def _v5_schedules(conn: sqlite3.Connection) -> None:
         ) WITHOUT ROWID
         """,
     )
+
+
+@_migration
+def _v6_campaign_stamp_matches_nobody(conn: sqlite3.Connection) -> None:
+    """The public campaign stamp proves nothing (issue 16): bounces that matched only by it
+    become unmatched (listed, counted only with ``--count-unmatched``, never in a rate or a
+    guard) and lose the delivery they were pinned to.  Running it twice changes nothing."""
+    conn.execute("UPDATE bounces SET matched_by = NULL, unmatched = 1, delivery_id = NULL"
+                 " WHERE matched_by = 'campaign'")
 
 
 SCHEMA_VERSION = len(_MIGRATIONS)

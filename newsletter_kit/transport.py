@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import reasons
 from .errors import (AuthenticationFailed, CertificateError, ConnectionFailed, NewsletterKitError,
                      ValidationError)
 from .net import connected, decode, reason, tls_context, tls_failure, where
@@ -154,8 +155,15 @@ def _close(smtp: smtplib.SMTP) -> None:
 #: never tried again (and the run pauses as for ``paused``).
 OUTCOME_KINDS = ("sent", "deferred", "failed", "paused", "unknown")
 #: Whom a refusal (``failed``) is about: the recipient's mailbox (a bounce of that address),
-#: the message itself (size, syntax, content, policy), or the envelope sender.
+#: the message itself (size, syntax, content, policy), or the sender (our envelope sender,
+#: server, IP, relay permission, login or session: every recipient would be refused alike).
 CONCERNS = ("recipient", "message", "sender")
+#: Reasons of the shared table (:mod:`newsletter_kit.reasons`) on the sender's side that are
+#: about the message rather than about who sends it.
+_MESSAGE_REASONS = frozenset({"spam_detected", "content_rejected", "message_too_big", "virus_detected",
+                              "not_rfc_compliant", "syntax_error", "policy_violation"})
+# An address in a reply is the recipient's or ours, chosen by whoever owns it: never wording.
+_ADDRESS = re.compile(r"<[^<>\s]*>|[^\s<>]+@[^\s<>]+")
 #: The SMTP command a reply answers: ``MAIL`` (FROM), ``RCPT`` (TO), ``DATA`` (the command or
 #: the end of the message).
 STAGES = ("MAIL", "RCPT", "DATA")
@@ -204,21 +212,44 @@ class SmtpReply:
             status = ".".join(match.groups())
         return cls(code, status, text)
 
+    @property
+    def reason(self) -> str:
+        """Why, as a name of the shared reason table (:func:`newsletter_kit.reasons.classify`):
+        the reply's wording first (addresses left out: a mailbox called ``spam@`` is no
+        wording), then its enhanced code.
+
+        Example::
+
+            >>> SmtpReply.parse(553, "5.1.8 <b@shop.example>: Sender address rejected: Domain not found").reason
+            'sender_rejected'
+        """
+        return reasons.classify(self.status, self.code, _ADDRESS.sub(" ", self.text))
+
     def concerns(self, stage: str) -> str | None:
         """Whom a 5xx reply at ``stage`` is about (one of :data:`CONCERNS`); None for others.
 
-        At MAIL FROM the sender, unless the reply is about the message's size (552, X.3.4,
-        X.2.3). At RCPT the recipient, unless the reply is about the command or the
-        transaction (500-504 without a mailbox code, X.5.x, X.3.x, X.6.x). After DATA the
+        The reply's wording decides first, at any stage (:attr:`reason`): a reason on the
+        sender's side (our sender address, relay permission, login, blocklisted IP...) is about
+        the sender, or the message for content, size and syntax; a reason on the recipient's
+        side is about the recipient (not at MAIL FROM, which names no recipient).  Without
+        telling words: at MAIL FROM the sender, unless the reply is about the message's size
+        (552, X.3.4, X.2.3). At RCPT the recipient, unless the reply is about the command or
+        the transaction (500-504 without a mailbox code, X.5.x, X.3.x, X.6.x). After DATA the
         message, unless the reply names the mailbox (X.1.x, X.2.x other than X.2.3): one
         transaction carries one recipient, so such a reply can only be about that recipient.
         """
         if self.code is None or not 500 <= self.code < 600:
             return None
+        worded = self._worded()
+        side = reasons.side(worded) if worded else None
+        if side == reasons.SENDER:
+            return "message" if worded in _MESSAGE_REASONS else "sender"
         subject, detail = self._subject()
         if stage == "MAIL":
             size = self.code == 552 or (subject, detail) in (("3", "4"), ("2", "3"))
             return "message" if size else "sender"
+        if side == reasons.RECIPIENT:
+            return "recipient"
         mailbox = subject in ("1", "2") and (subject, detail) != ("2", "3")
         if stage == "RCPT":
             if mailbox or subject == "7":
@@ -227,6 +258,22 @@ class SmtpReply:
                 return "message"
             return "recipient"
         return "recipient" if mailbox else "message"
+
+    def _worded(self) -> str | None:
+        """The reason the reply's wording names (addresses left out), or None."""
+        return reasons.from_text(_ADDRESS.sub(" ", self.text))
+
+    def refuses_us(self) -> bool:
+        """Does the wording say the server refuses *us* (sender address, relay, login, IP,
+        reputation, rate), whatever the code and the stage?
+
+        Example::
+
+            >>> SmtpReply.parse(450, "4.1.8 <b@shop.example>: Sender address rejected: Domain not found").refuses_us()
+            True
+        """
+        worded = self._worded()
+        return worded is not None and reasons.side(worded) == reasons.SENDER and worded not in _MESSAGE_REASONS
 
     def _subject(self) -> tuple[str | None, str | None]:
         if self.status is None:
@@ -260,12 +307,39 @@ class SendOutcome:
         """The server refused the message or its sender: every other recipient would be refused too."""
         return self.kind == "failed" and self.concerns in ("message", "sender")
 
+    @property
+    def refuses_sender(self) -> bool:
+        """The server refused us (sender address, relay, login, IP, session), not this recipient
+        nor this message: the recipient is not tried as such, so it stays pending.
+
+        Example::
+
+            >>> classify_reply(554, "5.7.1 <a@example.org>: Relay access denied", "RCPT").refuses_sender
+            True
+        """
+        return self.kind == "failed" and self.concerns == "sender"
+
+    @property
+    def reason(self) -> str | None:
+        """Why a refusal failed, as a name of :mod:`newsletter_kit.reasons`; None when not refused.
+
+        Example::
+
+            >>> classify_reply(550, "5.1.1 <x@example.org>: User unknown", "RCPT").reason
+            'user_unknown'
+        """
+        if self.kind != "failed" or self.code is None:
+            return None
+        return SmtpReply(self.code, self.status, self.reply).reason
+
 
 def classify_reply(code: int | None, reply: Any = "", stage: str = "DATA") -> SendOutcome:
     """Map an SMTP reply at ``stage`` to an outcome: 2xx sent, 421 paused, 4xx deferred, 5xx failed.
 
-    A 4xx at MAIL FROM pauses the run (the server takes no mail from us now); a 5xx says whom
-    it concerns (:meth:`SmtpReply.concerns`).
+    A 4xx at MAIL FROM, or one whose wording refuses us at any stage (a sender domain the
+    server cannot resolve now, a rate limit: :meth:`SmtpReply.refuses_us`), pauses the run (the
+    server takes no mail from us now: no recipient is deferred for it); a 5xx says whom it
+    concerns (:meth:`SmtpReply.concerns`).
 
     Example::
 
@@ -280,7 +354,7 @@ def classify_reply(code: int | None, reply: Any = "", stage: str = "DATA") -> Se
     parsed = SmtpReply.parse(code, reply)
     if code is not None and 200 <= code < 300:
         kind = "sent"
-    elif code == 421 or (stage == "MAIL" and code is not None and 400 <= code < 500):
+    elif code == 421 or (code is not None and 400 <= code < 500 and (stage == "MAIL" or parsed.refuses_us())):
         kind = "paused"
     elif code is not None and 400 <= code < 500:
         # A relay saying "slow down" (454 Throttling failure, 4.7.x rate limits) is about us,

@@ -26,6 +26,13 @@ STATUS_TEXT = {
 }
 
 
+def our_message_id(recipient: str, campaign: str | None = "nov") -> str:
+    """The Message-ID :func:`sent_to` gives the delivery of ``campaign`` to ``recipient``, which
+    :func:`postfix_dsn` quotes by default: the campaign stamp alone matches nobody (issue 16), a
+    report must quote our Message-ID of that very delivery (or its VERP token)."""
+    return f"<nk.{campaign or '-'}.{recipient.lower().replace('@', '=')}@news.example.org>"
+
+
 def postfix_dsn(
     recipient: str,
     *,
@@ -40,7 +47,7 @@ def postfix_dsn(
 ) -> bytes:
     """A DSN about ``recipient`` (failed, or ``delayed``), as Postfix would send it."""
     report_id = report_message_id or f"<{uuid.uuid4().hex}@mx.nk-test.example.com>"
-    original_id = original_message_id or f"<{uuid.uuid4().hex}@news.example.org>"
+    original_id = original_message_id or our_message_id(recipient, campaign)
     boundary = f"{uuid.uuid4().hex[:12]}.nk/mx.nk-test.example.com"
     date = date or email.utils.formatdate(localtime=False)
     diagnostic = STATUS_TEXT.get(status, f"550 {status} failed").format(rcpt=recipient)
@@ -105,8 +112,8 @@ def postfix_dsn(
 
 
 def sent_to(store: Any, *emails: str, campaign: str = "nov") -> None:
-    """Ledger rows of a send of ``campaign`` (90 days ago) to ``emails``: what makes a DSN stamped
-    with that campaign (``postfix_dsn``'s default) a report about our delivery.  Reports that
+    """Ledger rows of a send of ``campaign`` (90 days ago) to ``emails``, with the Message-IDs
+    that ``postfix_dsn`` quotes by default: what makes its DSN a report about our delivery.  Reports that
     match no delivery we made do not count toward the threshold (issue 9)."""
     long_ago = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=90)).replace(microsecond=0).isoformat()
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -116,5 +123,6 @@ def sent_to(store: Any, *emails: str, campaign: str = "nov") -> None:
             " VALUES (?, 'all', 's', '<p>h</p>', 'done', ?, ?)", (campaign, now, now))
         cid = store.conn.execute("SELECT id FROM campaigns WHERE name = ?", (campaign,)).fetchone()[0]
         store.conn.executemany(
-            "INSERT OR IGNORE INTO deliveries (campaign_id, email, state, created_at, updated_at, sent_at)"
-            " VALUES (?, ?, 'sent', ?, ?, ?)", [(cid, e, now, now, long_ago) for e in emails])
+            "INSERT OR IGNORE INTO deliveries (campaign_id, email, state, message_id, created_at, updated_at, sent_at)"
+            " VALUES (?, ?, 'sent', ?, ?, ?, ?)", [(cid, e, our_message_id(e, campaign), now, now, long_ago)
+                                                   for e in emails])

@@ -37,6 +37,11 @@ SMTPServer  (aiosmtpd in a thread of this process)
         rcpt421  -> RCPT "421 4.3.2 ..." and the server hangs up
         data421  -> DATA "421 4.3.2 ..." and the server hangs up
         data554  -> DATA "554 5.7.1 ... Message rejected"
+        relay554 -> RCPT "554 5.7.1 <addr>: Relay access denied"        (about us)
+        auth530  -> RCPT "530 5.7.0 Authentication required"            (about us)
+        sendverify -> RCPT "550 Sender verify failed" (Exim)            (about us)
+        spamhaus -> RCPT "550 5.1.1 ... blocked using zen.spamhaus.org" (about us)
+        dataspamhaus -> the same at DATA
         drop     -> at DATA the server hangs up without replying
     Anything else is accepted and recorded in ``srv.messages``.
 
@@ -81,6 +86,9 @@ Postfix  (an MTA that makes real DSN bounces; fixture ``postfix``, session scope
     ``pf.reject_port``: rejects unknown users of LOCAL_DOMAINS at RCPT with a
     synchronous "550 5.1.1 ... User unknown in virtual mailbox table" (users added
     at runtime are known at once).
+    ``pf.sender_reject_port``: refuses an envelope sender @shop.example (SENDER_REJECT_DOMAIN,
+    check_sender_access) at RCPT, smtpd_delay_reject = yes: "553 5.1.8 <news@shop.example>:
+    Sender address rejected: Domain not found" for every recipient.
     Fault domains (any local part; transport_maps):
         ``x@hard.example.net``    (FAULT_HARD_DOMAIN)    -> DSN 5.1.1, Diagnostic-Code X-Postfix
         ``x@soft.example.net``    (FAULT_SOFT_DOMAIN)    -> deferred 4.4.1: delay warning
@@ -281,6 +289,13 @@ FAULT_CUES: dict[str, tuple[str, str | None, bool]] = {
     "rcpt421": ("RCPT", "421 4.3.2 Service shutting down, closing connection", True),
     "data421": ("DATA", "421 4.3.2 Service shutting down, closing connection", True),
     "data554": ("DATA", "554 5.7.1 Message rejected as spam", False),
+    # About us, not the recipient (issue 16, finding 3), whatever the code says:
+    "relay554": ("RCPT", "554 5.7.1 <{addr}>: Relay access denied", False),
+    "auth530": ("RCPT", "530 5.7.0 Authentication required", False),
+    "sendverify": ("RCPT", "550 Sender verify failed", False),
+    "spamhaus": ("RCPT", "550 5.1.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org", False),
+    "dataspamhaus": ("DATA", "550 5.1.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org",
+                     False),
     "drop": ("DATA", None, True),
 }
 
@@ -870,6 +885,13 @@ POSTFIX_TRANSPORT = f"""\
 {FAULT_DISCARD_DOMAIN}  discard:test fault
 """
 
+#: Envelope senders the ``sender_reject_port`` refuses, as reject_unknown_sender_domain would
+#: (without asking DNS): at RCPT, since smtpd_delay_reject = yes (Postfix's default).
+SENDER_REJECT_DOMAIN = "shop.example"
+POSTFIX_SENDER_ACCESS = f"""\
+{SENDER_REJECT_DOMAIN}    553 5.1.8 Domain not found
+"""
+
 POSTFIX_MAIN_CF = """\
 # Private test instance written by tests/mailservers.py; nothing here is read from /etc.
 compatibility_level = 3.6
@@ -930,6 +952,9 @@ POSTFIX_MASTER_CF = """\
 {reject_port} inet n     -       n       -       -       smtpd
   -o smtpd_reject_unlisted_recipient=yes
   -o max_use=1
+{sender_reject_port} inet n -     n       -       -       smtpd
+  -o smtpd_sender_restrictions=check_sender_access,texthash:{root}/conf/sender_access
+  -o smtpd_delay_reject=yes
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -958,7 +983,9 @@ class Postfix:
     """A private Postfix on 127.0.0.1 that delivers LOCAL_DOMAINS to a Dovecot by LMTP.
 
     ``port`` accepts every recipient and reports failures as DSN bounces to the
-    envelope sender; ``reject_port`` rejects unknown local users at RCPT (550 5.1.1).
+    envelope sender; ``reject_port`` rejects unknown local users at RCPT (550 5.1.1);
+    ``sender_reject_port`` refuses an envelope sender @SENDER_REJECT_DOMAIN at RCPT ("553 5.1.8
+    <x@shop.example>: Sender address rejected: Domain not found").
     Example::
 
         with Postfix(tmp_path / "postfix", dovecot) as pf:
@@ -975,6 +1002,7 @@ class Postfix:
         self.host = HOST
         self.port = free_port()
         self.reject_port = free_port()
+        self.sender_reject_port = free_port()
         self.log_path = self.root / "maillog"
         # main.cf/master.cf in their own dir: "postfix check" wants everything below
         # the config dir owned by root, and the queue is not.
@@ -1003,6 +1031,7 @@ class Postfix:
         # on a busy machine): ready means a 220 greeting.
         wait_for_smtp_greeting(self.port)
         wait_for_smtp_greeting(self.reject_port)
+        wait_for_smtp_greeting(self.sender_reject_port)
         return self
 
     def stop(self) -> None:
@@ -1080,12 +1109,14 @@ class Postfix:
             main_cf += POSTFIX_FAST_QUEUE
         (self.config_dir / "main.cf").write_text(main_cf)
         (self.config_dir / "master.cf").write_text(
-            POSTFIX_MASTER_CF.format(port=self.port, reject_port=self.reject_port)
+            POSTFIX_MASTER_CF.format(port=self.port, reject_port=self.reject_port,
+                                     sender_reject_port=self.sender_reject_port, root=self.root)
         )
         self.transport_file.write_text(POSTFIX_TRANSPORT)
+        (self.config_dir / "sender_access").write_text(POSTFIX_SENDER_ACCESS)
         # Postfix waits until main.cf is over a second old; back-dating saves ~2 s.
         past = time.time() - 10
-        for name in ("main.cf", "master.cf", "transport"):
+        for name in ("main.cf", "master.cf", "transport", "sender_access"):
             os.utime(self.config_dir / name, (past, past))
 
 

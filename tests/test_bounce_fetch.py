@@ -208,7 +208,7 @@ def test_a_connection_killed_mid_fetch_then_a_rerun_counts_nothing_twice_and_los
         body_fetches = 0
 
         def fetch(self, messages: Any, data: Any, modifiers: Any = None) -> Any:
-            if "BODY.PEEK[]" in data:
+            if any(str(d).startswith("BODY.PEEK[]") for d in data):  # also BODY.PEEK[]<0.N>
                 Killing.body_fetches += 1
                 if Killing.body_fetches == 2:
                     self.socket().shutdown(socket.SHUT_RDWR)  # the network goes away
@@ -329,6 +329,26 @@ def test_processed_messages_are_moved_and_nothing_else_is_touched(
     assert (report.fetched, report.moved) == (3, 3)
     assert dovecot.message_count(user, "Bounces/Done") == 6
     assert _fetch(store, settings, password).fetched == 0
+
+
+def test_a_message_over_the_size_cap_is_skipped_left_in_place_and_the_run_goes_on(
+    sent: Sent, dovecot: mailservers.Dovecot, nk_db: Any
+) -> None:
+    """Issue 16, finding 7, on a real Dovecot: a 2 MB report (its first bytes only are fetched)
+    is skipped with its UID and stays in the folder; the others are recorded and moved."""
+    big = sent.bounces_of("nov")[0].replace(b"\r\n\r\n", b"\r\nX-Pad: " + b"y" * 900 + b"\r\n\r\n", 1)
+    big += b"\r\n" + (b"z" * 998 + b"\r\n") * 2100
+    user, password = _copy_user(dovecot, [*sent.bounces_of("nov")[1:], big, *sent.bounces_of("dec")])
+    store = open_store(nk_db)
+    settings = _settings(dovecot, user, threshold=1, folder="Bounces", processed_folder="Bounces/Done")
+
+    report = _fetch(store, settings, password, max_message_bytes=1024 * 1024)
+
+    [skipped] = report.skipped
+    assert skipped.uid == 3 and skipped.size >= len(big)       # RFC822.SIZE as Dovecot stores it
+    assert (report.fetched, report.moved) == (5, 5)
+    assert dovecot.message_count(user, "Bounces") == 1           # the skipped one, untouched
+    assert _fetch(store, settings, password, max_message_bytes=1024 * 1024).skipped == []
 
 
 def test_without_move_processed_messages_are_only_copied(

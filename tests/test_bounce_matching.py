@@ -1,8 +1,8 @@
 """A bounce counts only when it matches a delivery we made (issue 9, finding 7), on real servers:
 Dovecot holds the reports, Postfix makes the real bounces, VERP goes through Postfix end to end.
 
-Matching: our Message-ID of that very address, the campaign stamp plus an address that was sent
-that campaign, or a signed VERP token of that address's delivery; a 5xx at RCPT is ours by
+Matching: our Message-ID of that very address, or a signed VERP token of that address's delivery
+(the public campaign stamp alone matches nobody: issue 16); a 5xx at RCPT is ours by
 construction.  Everything else is recorded as unmatched: listed, not counted (unless
 ``settings bounce --count-unmatched``).
 """
@@ -109,12 +109,14 @@ def test_reports_that_match_our_deliveries_count(nk_db: Path, tmp_path: Path) ->
     store = open_store(nk_db)
     update_bounce_settings(store, host="imap.example.org", port=993, tls="ssl", user="bounces@example.org",
                            password_ref="env:NK_UNUSED", threshold=1)
-    sent = _ledger(store, "nov", ["by-id@example.org", "by-stamp@example.org", "by-verp@example.org"])
+    sent = _ledger(store, "nov", ["by-id@example.org", "by-id-case@example.org", "by-verp@example.org"])
     key = store.signing_key()
     raws = {
         "by-id@example.org": postfix_dsn("by-id@example.org", campaign=None,
                                          original_message_id=sent["by-id@example.org"][1]),
-        "by-stamp@example.org": postfix_dsn("by-stamp@example.org", campaign="nov"),
+        # Our Message-ID of that delivery, the address in another case: addresses are case-blind.
+        "by-id-case@example.org": postfix_dsn("By-ID-Case@Example.ORG", campaign=None,
+                                              original_message_id=sent["by-id-case@example.org"][1]),
         # VERP needs nothing quoted: a report that strips the original still names the delivery.
         "by-verp@example.org": _to_verp(postfix_dsn("by-verp@example.org", campaign=None).split(
             b"Content-Description: Undelivered Message")[0], "bounces@example.org",
@@ -128,7 +130,7 @@ def test_reports_that_match_our_deliveries_count(nk_db: Path, tmp_path: Path) ->
         how[address] = store.conn.execute("SELECT matched_by, delivery_id, unmatched FROM bounces WHERE email = ?",
                                           (address,)).fetchone()
     assert how == {"by-id@example.org": ("message_id", sent["by-id@example.org"][0], 0),
-                   "by-stamp@example.org": ("campaign", sent["by-stamp@example.org"][0], 0),
+                   "by-id-case@example.org": ("message_id", sent["by-id-case@example.org"][0], 0),
                    "by-verp@example.org": ("verp", sent["by-verp@example.org"][0], 0)}
     assert apply_threshold(store) == sorted(raws)
     assert list_unmatched(store) == []
@@ -228,9 +230,10 @@ def test_a_store_from_before_the_rule_is_judged_by_it(tmp_path: Path) -> None:
 
     store = open_store(path)
     judged = dict(store.conn.execute("SELECT email, coalesce(matched_by, 'unmatched') FROM bounces").fetchall())
-    assert judged == {"id@example.org": "message_id", "stamp@example.org": "campaign",
+    # (the stamp matched under issue 9's rule; issue 16's migration then makes it unmatched)
+    assert judged == {"id@example.org": "message_id", "stamp@example.org": "unmatched",
                       "forged@example.org": "unmatched", "named@example.org": "unmatched", "rcpt@example.org": "smtp"}
-    assert sorted(bounce_counts(store)) == ["id@example.org", "rcpt@example.org", "stamp@example.org"]
+    assert sorted(bounce_counts(store)) == ["id@example.org", "rcpt@example.org"]
 
 
 @pytest.mark.parametrize("address, problem", [
@@ -254,3 +257,130 @@ def test_verp_tokens_are_signed_per_delivery() -> None:
     assert tokens.verify_verp_token(key, "1234") is None and tokens.verify_verp_token(key, None) is None
     sender = tokens.envelope_sender("bounces@example.org", key, 1234)
     assert sender == f"bounces+{token}@example.org" and len(sender.partition("@")[0]) <= 64
+
+
+# --- issue 16, finding 2: a recipient cannot get other recipients suppressed ------------------
+
+
+def _arf(rcpts: list[str], *, original_message_id: str | None, campaign: str | None) -> bytes:
+    """An ARF complaint naming ``rcpts`` (Original-Rcpt-To), quoting an original with these headers."""
+    quoted = "".join([f"Message-ID: {original_message_id}\r\n" if original_message_id else "",
+                      f"X-Newsletter-Campaign: {campaign}\r\n" if campaign else ""])
+    return (
+        "From: Feedback Loop <fbl@fbl.example.net>\r\nTo: abuse@example.org\r\nSubject: complaint\r\n"
+        f"Message-ID: <fbl.{uuid.uuid4().hex}@fbl.example.net>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="b1"\r\n\r\n'
+        "--b1\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n"
+        "--b1\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nVersion: 1\r\n"
+        + "".join(f"Original-Rcpt-To: <{r}>\r\n" for r in rcpts)
+        + "\r\n--b1\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: news@example.org\r\n"
+        f"To: {rcpts[0]}\r\nSubject: Our news\r\n{quoted}\r\n--b1--\r\n"
+    ).encode()
+
+
+def _also_naming(raw: bytes, named: str, other: str) -> bytes:
+    """The DSN with a second recipient block, for ``other``, after ``named``'s."""
+    head, sep, rest = raw.partition(f"Final-Recipient: rfc822; {named}\r\n".encode())
+    block, end, tail = rest.partition(b"\r\n\r\n")
+    second = (sep + block).replace(named.encode(), other.encode())
+    return head + sep + block + end + second + end + tail
+
+
+def _without_quoted_id(raw: bytes, mid: str) -> bytes:
+    return raw.replace(f"Message-ID: {mid}\r\n".encode(), b"")
+
+
+def test_a_report_counts_only_for_the_address_of_the_delivery_it_proves(nk_db: Path) -> None:
+    """A report quoting the reporter's own delivery (Message-ID, VERP token), or only the public
+    campaign stamp, and naming other addresses matches nobody: recorded unmatched, counted by no
+    threshold, rate or guard."""
+    from newsletter_kit.guards import complaint_counts
+
+    store = open_store(nk_db)
+    update_bounce_settings(store, host="imap.example.org", port=993, tls="ssl", user="bounces@example.org",
+                           password_ref="env:NK_UNUSED", threshold=1)
+    attacker, victim, other = "mallory@example.org", "victim@example.org", "other@example.org"
+    nov = _ledger(store, "nov", [attacker, victim, other])
+    dec = _ledger(store, "dec", [attacker, victim])
+    key = store.signing_key()
+    mine, mine_dec = nov[attacker][1], dec[attacker][1]
+    stray = f"<{uuid.uuid4().hex}@news.example.org>"
+    verp_mine = tokens.verp_token(key, nov[attacker][0])
+    in_reply_to = _without_quoted_id(postfix_dsn(victim, original_message_id=mine, campaign="nov"), mine).replace(
+        b"Auto-Submitted:", f"In-Reply-To: {mine}\r\nAuto-Submitted:".encode())
+    references = _without_quoted_id(postfix_dsn(victim, original_message_id=mine, campaign="nov"), mine).replace(
+        b"Auto-Submitted:", f"References: {mine}\r\nAuto-Submitted:".encode())
+    body_quote = postfix_dsn(victim, campaign=None).split(b"Content-Description: Undelivered Message")[0].replace(
+        b"The mail system\r\n", f"The mail system\r\n\r\n> Message-ID: {mine}\r\n> X-Newsletter-Campaign: nov\r\n".encode())
+    forged = {
+        "stamp only": postfix_dsn(victim, original_message_id=stray, campaign="nov"),
+        "stamp only, upper case": postfix_dsn(victim.upper(), original_message_id=stray, campaign="nov"),
+        "my Message-ID": postfix_dsn(victim, original_message_id=mine, campaign="nov"),
+        "my Message-ID, in In-Reply-To": in_reply_to,
+        "my Message-ID, in References": references,
+        "my Message-ID, quoted in the text": body_quote,
+        "my Message-ID of another campaign": postfix_dsn(victim, original_message_id=mine_dec, campaign="nov"),
+        "my VERP token": _to_verp(postfix_dsn(victim, original_message_id=stray, campaign="nov"),
+                                  "bounces@example.org", verp_mine),
+        "my VERP token, upper case": _to_verp(postfix_dsn(victim, original_message_id=stray, campaign=None),
+                                              "bounces@example.org", verp_mine.upper()),
+        "ARF, stamp only": _arf([victim], original_message_id=stray, campaign="nov"),
+        "ARF, my Message-ID": _arf([victim, other], original_message_id=mine, campaign="nov"),
+        "ARF, my Message-ID of another campaign": _arf([victim], original_message_id=mine_dec, campaign="dec"),
+    }
+    for n, (variant, raw) in enumerate(forged.items()):
+        report = parse_bounce(raw)
+        assert report.recipients, variant
+        with store.transaction():
+            record_report(store, report, report_key=f"forged-{n}", source="file")
+        rows = store.conn.execute("SELECT email, matched_by, delivery_id, unmatched FROM bounces"
+                                  " WHERE report_key = ?", (f"forged-{n}",)).fetchall()
+        assert rows and all(r[1:] == (None, None, 1) for r in rows), (variant, rows)
+    assert bounce_counts(store) == {} and apply_threshold(store) == [] and list_suppressions(store) == []
+    assert complaint_counts(store) == {"nov": (0, 3), "dec": (0, 2)}
+    summary = review.campaign_summary(store).set_index("campaign")
+    assert summary.loc["nov", ["bounced", "complaints"]].tolist() == [0, 0]
+    assert len(list_unmatched(store)) == sum(len(parse_bounce(r).recipients) for r in forged.values())
+
+    # Several recipients in one report: only the one whose delivery it quotes matches.
+    both = _also_naming(postfix_dsn(attacker, original_message_id=mine, campaign="nov"), attacker, victim)
+    with store.transaction():
+        assert sorted(record_report(store, parse_bounce(both), report_key="both", source="file")) == [attacker, victim]
+    rows = dict(store.conn.execute("SELECT email, coalesce(matched_by, 'unmatched') FROM bounces WHERE report_key = 'both'"))
+    assert rows == {attacker: "message_id", victim: "unmatched"}
+    # A Message-ID of another campaign's delivery of that very address: that delivery, that campaign.
+    with store.transaction():
+        record_report(store, parse_bounce(postfix_dsn(victim, original_message_id=dec[victim][1], campaign="nov")),
+                      report_key="own-dec", source="file")
+        record_report(store, parse_bounce(_arf([victim.upper()], original_message_id=dec[victim][1], campaign="nov")),
+                      report_key="own-dec-arf", source="file")
+    assert store.conn.execute("SELECT campaign, delivery_id, matched_by FROM bounces WHERE report_key LIKE 'own-dec%'"
+                              " ORDER BY report_key").fetchall() == [("dec", dec[victim][0], "message_id")] * 2
+    assert complaint_counts(store) == {"nov": (0, 3), "dec": (1, 2)}
+    assert apply_threshold(store) == [attacker, victim]
+
+
+def test_a_store_whose_bounces_matched_by_the_campaign_stamp_is_rejudged(tmp_path: Path) -> None:
+    """Issue 16's migration: rows that matched only by the stamp become unmatched."""
+    from newsletter_kit import store as store_module
+
+    path = tmp_path / "old.db"
+    store = open_store(path)
+    sent = _ledger(store, "nov", ["id@example.org", "stamp@example.org"])
+    with store.transaction():
+        for n, (email, how) in enumerate([("id@example.org", "message_id"), ("stamp@example.org", "campaign")]):
+            store.conn.execute(
+                "INSERT INTO bounces (email, kind, campaign, delivery_id, report_key, source, bounced_at, recorded_at,"
+                " matched_by) VALUES (?, 'complaint', 'nov', ?, ?, 'imap', ?, ?, ?)",
+                (email, sent[email][0], f"r{n}", now_iso(), now_iso(), how))
+    before = store_module._MIGRATIONS.index(store_module._v4_campaign_stamp_matches_nobody)
+    store.conn.execute(f"PRAGMA user_version = {before}")
+    store.close()
+    store = open_store(path)
+    judged = store.conn.execute("SELECT email, coalesce(matched_by, 'unmatched'), delivery_id, unmatched FROM bounces"
+                                " ORDER BY email").fetchall()
+    assert judged == [("id@example.org", "message_id", sent["id@example.org"][0], 0),
+                      ("stamp@example.org", "unmatched", None, 1)]
+    from newsletter_kit.guards import complaint_counts
+
+    assert complaint_counts(store)["nov"] == (1, 2)

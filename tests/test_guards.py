@@ -18,6 +18,7 @@ import pytest
 from newsletter_kit import campaigns
 from newsletter_kit.guards import SendGuards
 from newsletter_kit.store import open_store
+from tests.dsn import postfix_dsn
 from tests.sending import addresses, configure, contacts, invoke, make_campaign, received
 
 
@@ -133,12 +134,13 @@ def test_complaint_levels_in_the_review(store):
     store.conn.executemany(
         "INSERT INTO deliveries (campaign_id, email, state, created_at, updated_at) VALUES (?, ?, 'sent', '', '')",
         [(campaign_id, e) for e in addresses(2000)])
+    ids = dict(store.conn.execute("SELECT email, id FROM deliveries WHERE campaign_id = ?", (campaign_id,)))
     for count, level in ((1, "ok"), (2, "warn"), (6, "warn"), (7, "stop")):
         store.conn.execute("DELETE FROM bounces")
-        store.conn.executemany(
-            "INSERT INTO bounces (email, kind, campaign, report_key, source, bounced_at, recorded_at) "
-            "VALUES (?, 'complaint', 'spring', ?, 'file', '', '')",
-            [(f"reader{i:03d}@example.org", f"k{i}") for i in range(count)])
+        store.conn.executemany(  # complaints matched to this campaign's deliveries
+            "INSERT INTO bounces (email, kind, campaign, delivery_id, matched_by, report_key, source, bounced_at,"
+            " recorded_at) VALUES (?, 'complaint', 'spring', ?, 'message_id', ?, 'file', '', '')",
+            [(f"reader{i:03d}@example.org", ids[f"reader{i:03d}@example.org"], f"k{i}") for i in range(count)])
         row = complaint_rates(store).set_index("campaign").loc["spring"]
         assert (row["complaints"], row["delivered"], row["level"]) == (count, 2000, level)
 
@@ -161,3 +163,48 @@ def test_html_over_102_kb_is_warned_about_at_create(store, tmp_path):
 
     assert html_size_warning("é" * (102 * 512)) is None            # 102 KB in UTF-8 bytes
     assert html_size_warning("é" * (102 * 512) + "x") is not None
+
+
+def test_forged_complaints_and_bounces_halt_nothing(store, smtp_server, tmp_path):
+    """Issue 16, finding 4: ARF reports from a stranger naming the public campaign stamp and
+    made-up addresses, or quoting one reader's message and naming others, or a complaint about
+    another campaign's delivery, count for no guard or rate of this campaign."""
+    srv = smtp_server(tls="none")
+    configure(store, srv, limit=5000)
+    emails = addresses(1010)
+    contacts(store, emails)
+    make_campaign(store)
+    make_campaign(store, "autumn")
+    assert invoke(["campaign", "send", "autumn", "--limit", "5"]).returncode == 0
+    assert invoke(["campaign", "send", "spring", "--limit", "1000"]).returncode == 0
+    spring = next(m for m in srv.messages if b"X-Newsletter-Campaign: spring" in m.content)
+    autumn = next(m for m in srv.messages if b"X-Newsletter-Campaign: autumn" in m.content)
+    reports = tmp_path / "fbl"
+    reports.mkdir()
+    stamp_only = spring.content.split(b"\r\n\r\n", 1)[0]
+    stamp_only = b"\r\n".join(line for line in stamp_only.split(b"\r\n") if not line.lower().startswith(b"message-id"))
+    for i in range(10):   # 10 / 1000 = 1 %: over the 0.3 % line if they counted
+        (reports / f"forged{i}.eml").write_bytes(_arf(stamp_only + b"\r\n\r\nhi\r\n", f"made-up-{i}@example.net"))
+    for i in range(5):    # a real reader's message, other (real) readers named
+        (reports / f"named{i}.eml").write_bytes(_arf(spring.content, emails[500 + i]))
+    for i in range(5):    # hard bounces naming made-up addresses with the stamp
+        (reports / f"dsn{i}.eml").write_bytes(postfix_dsn(f"made-up-dsn-{i}@example.net", campaign="spring"))
+    # A genuine complaint about the *other* campaign's delivery: it counts there, not here.
+    (reports / "autumn.eml").write_bytes(_arf(autumn.content, autumn.rcpt_tos[0]))
+    fetched = invoke(["bounces", "fetch", "--from", str(reports), "--json"])
+    assert json.loads(fetched.stdout)["bounces"] == {"complaint": 16, "hard": 5}, fetched.stdout
+
+    from newsletter_kit.review import campaign_summary, complaint_rates
+
+    table = complaint_rates(store).set_index("campaign")
+    assert table.loc["spring", ["complaints", "level"]].tolist() == [0, "ok"]
+    assert table.loc["autumn", ["complaints", "level"]].tolist() == [1, "stop"]
+    assert campaign_summary(store).set_index("campaign").loc["spring", ["bounced", "complaints"]].tolist() == [0, 0]
+    listed = json.loads(invoke(["bounces", "list", "--unmatched", "--json"]).stdout)
+    assert len(listed) == 20 and {r["kind"] for r in listed} == {"complaint", "hard"}
+
+    sent = invoke(["campaign", "send", "spring", "--json"])
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["sent"] == 10 and "complaint" not in sent.stderr
+    blocked = invoke(["campaign", "send", "autumn", "--json"])
+    assert blocked.returncode == 3 and json.loads(blocked.stdout)["paused"] == "guard"

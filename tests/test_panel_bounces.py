@@ -167,7 +167,10 @@ def test_fetch_from_a_local_folder(tmp_path: Path) -> None:
     folder.mkdir()
     for n, (rcpt, status) in enumerate([("gone@example.org", "5.1.1"), ("full@example.org", "4.2.2"),
                                         ("gone@example.org", "5.1.1")]):
-        (folder / f"{n}.eml").write_bytes(postfix_dsn(rcpt, status=status, campaign="nov"))
+        # Each quotes our Message-ID of that delivery (add_delivery's "<id@test>").
+        did = {"gone@example.org": 1, "full@example.org": 2}[rcpt]
+        (folder / f"{n}.eml").write_bytes(postfix_dsn(rcpt, status=status, campaign="nov",
+                                                      original_message_id=f"<{did}@test>"))
     # Never sent: kept in the "unmatched" tab, counted by nobody.
     (folder / "forged.eml").write_bytes(postfix_dsn("never@example.org", campaign="nov"))
     panel = BounceReviewPanel(store, source_path=folder)

@@ -32,7 +32,8 @@ REPLIES = {
     "gone": ("DATA", "550 5.1.1 Mailbox does not exist"),
     "unknown": ("RCPT", "550 5.1.1 <{addr}>: Recipient address rejected: User unknown"),
     "nocode": ("RCPT", "550 No such user here (see section 4.5.3)"),
-    "blocked": ("RCPT", "554 5.7.1 <{addr}>: Relay access denied"),
+    "blocked": ("RCPT", "554 5.7.1 <{addr}>: Recipient address rejected: Access denied"),
+    "tempsender": ("RCPT", "450 4.1.8 <bounces@example.org>: Sender address rejected: Domain not found"),
 }
 
 
@@ -114,7 +115,18 @@ def _bounce_rows(store):
     (550, "5.1.1 <a@example.org>: User unknown", "RCPT", "failed", "5.1.1", "recipient"),
     (550, "No such user here (see section 4.5.3)", "RCPT", "failed", None, "recipient"),
     (553, "5.1.3 Bad recipient address syntax", "RCPT", "failed", "5.1.3", "recipient"),
-    (554, "5.7.1 Relay access denied", "RCPT", "failed", "5.7.1", "recipient"),
+    (554, "5.7.1 <a@example.org>: Relay access denied", "RCPT", "failed", "5.7.1", "sender"),
+    (553, "5.1.8 <bounces@shop.example>: Sender address rejected: Domain not found", "RCPT", "failed", "5.1.8",
+     "sender"),
+    (550, "Sender verify failed", "RCPT", "failed", None, "sender"),
+    (530, "5.7.0 Authentication required", "RCPT", "failed", "5.7.0", "sender"),
+    (550, "5.1.1 Service unavailable; Client host [192.0.2.7] blocked using zen.spamhaus.org", "RCPT", "failed",
+     "5.1.1", "sender"),
+    (550, "5.1.1 Service unavailable; Client host [192.0.2.7] blocked using zen.spamhaus.org", "DATA", "failed",
+     "5.1.1", "sender"),
+    (554, "5.7.1 <spam@example.org>: Recipient address rejected: Access denied", "RCPT", "failed", "5.7.1",
+     "recipient"),                                   # an address is not wording ("spam")
+    (554, "5.7.1 Access denied", "RCPT", "failed", "5.7.1", "recipient"),  # a code alone: as before
     (503, "5.5.1 Error: need MAIL command", "RCPT", "failed", "5.5.1", "message"),
     (501, "Syntax: RCPT TO: <address>", "RCPT", "failed", None, "message"),
     (500, "Line too long (see RFC5321 4.5.3.1.6)", "DATA", "failed", None, "message"),
@@ -134,6 +146,9 @@ def _bounce_rows(store):
     (552, "Message size exceeds fixed limit", "MAIL", "failed", None, "message"),
     (451, "4.3.0 Temporary lookup failure", "MAIL", "paused", "4.3.0", None),
     (451, "4.3.0 try again later", "RCPT", "deferred", "4.3.0", None),
+    (450, "4.1.8 <b@shop.example>: Sender address rejected: Domain not found", "RCPT", "paused", "4.1.8", None),
+    (450, "4.7.1 <a@example.org>: Recipient address rejected: Greylisted, try later", "RCPT", "deferred",
+     "4.7.1", None),
     (452, "4.3.1 Insufficient system storage", "DATA", "deferred", "4.3.1", None),
     (421, "4.3.2 closing", "DATA", "paused", "4.3.2", None),
 ])
@@ -180,7 +195,7 @@ def test_a_refused_message_fails_its_delivery_stops_the_run_and_bounces_nobody(s
     assert set(received(srv)) == {"ok1@example.org"}
 
 
-def test_a_refused_sender_at_mail_from_fails_that_delivery_and_stops_the_run(store, smtp_server):
+def test_a_refused_sender_at_mail_from_stops_the_run_and_leaves_everybody_pending(store, smtp_server):
     handler = ReplyHandler(mail_reply="553 5.1.7 <bounces@example.org>: Sender address rejected")
     srv = smtp_server(tls="none", handler=handler)
     configure(store, srv)
@@ -189,11 +204,11 @@ def test_a_refused_sender_at_mail_from_fails_that_delivery_and_stops_the_run(sto
 
     report = campaigns.send_campaign(store, "spring")
 
-    assert (report.paused, report.failed, report.sent) == ("refused", 1, 0)
+    assert (report.paused, report.refused, report.failed, report.sent) == ("refused", "sender", 0, 0)
     assert "envelope sender bounces@example.org" in report.detail
     assert handler.mail_count == 1                                  # nobody else was tried
     states = [s for s, *_ in ledger(store).values()]
-    assert states == ["failed"] + ["pending"] * 4
+    assert states == ["pending"] * 5                                # the recipient was not at fault
     assert _bounce_rows(store) == []
 
 
@@ -288,3 +303,93 @@ def test_a_server_trickling_before_the_data_is_retried_once_then_the_run_pauses(
     assert [rows[e][0] for e in ("ok1@example.org", "slow.bob@example.org", "ok2@example.org")] == [
         "sent", "pending", "pending"]                       # nothing reached DATA: sent again later
     assert set(received(srv)) == {"ok1@example.org"}
+
+
+# --- issue 16, finding 3: a refusal of our sender is charged to nobody -------------------------
+
+
+def _sender_refusal_leaves_everybody_as_it_was(store, result, refused_rows, order):
+    assert result.returncode == 1, result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["paused"], doc["refused"], doc["failed"], doc["suppressed"]) == ("refused", "sender", 0, [])
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if "refused our sender" in line] and "Traceback" not in result.stderr
+    rows = ledger(store)
+    assert {e: rows[e][0] for e in refused_rows} == {e: "pending" for e in refused_rows}
+    assert all(rows[e][0] in ("sent", "pending") for e in order)
+    assert _bounce_rows(store) == []                                # nobody's counts moved
+    assert store.conn.execute("SELECT count(*) FROM suppressions").fetchone()[0] == 0
+    return doc
+
+
+@pytest.mark.parametrize("cue", ["relay554", "auth530", "sendverify", "spamhaus", "dataspamhaus"])
+def test_a_reply_about_our_sender_at_rcpt_or_data_stops_the_run_and_charges_nobody(store, smtp_server, cue):
+    """Relay denied, authentication required, sender verify failed, blocklisted IP (with a
+    5.1.1 code): the run stops with one line, the recipient stays pending, and running it again
+    stops at the same place instead of walking through the list."""
+    srv = smtp_server(tls="none", handler=ReplyHandler())
+    configure(store, srv)  # threshold 1: one bounce would suppress
+    order = ["ok1@example.org", f"{cue}.ann@example.org", "ok2@example.org", "ok3@example.org"]
+    contacts(store, order)
+    make_campaign(store)
+
+    for _ in range(3):
+        result = invoke(["campaign", "send", "spring", "--json"])
+        doc = _sender_refusal_leaves_everybody_as_it_was(store, result, [f"{cue}.ann@example.org"], order)
+    assert doc["sent"] == 0 and set(received(srv)) == {"ok1@example.org"}
+    assert max(received(srv).values()) == 1
+    assert [ledger(store)[e][0] for e in ("ok2@example.org", "ok3@example.org")] == ["pending", "pending"]
+
+
+def test_postfix_refusing_our_sender_at_rcpt_charges_no_recipient(store, postfix):
+    """Postfix answers sender restrictions at RCPT (smtpd_delay_reject = yes, its default):
+    "553 5.1.8 <bounces@shop.example>: Sender address rejected: Domain not found"."""
+    from newsletter_kit.settings import update_bounce_settings
+    from tests.mailservers import SENDER_REJECT_DOMAIN
+
+    class _Srv:
+        port = postfix.sender_reject_port
+
+    configure(store, _Srv)
+    update_bounce_settings(store, host="127.0.0.1", port=1143, user=f"bounces@{SENDER_REJECT_DOMAIN}",
+                           threshold=1, tls="none", allow_plain_auth=True, password_ref="env:NK_UNUSED")
+    order = addresses(25)
+    contacts(store, order)
+    make_campaign(store)
+
+    for connections in ("1", "1", "3"):
+        result = invoke(["campaign", "send", "spring", "--json", "--connections", connections])
+        doc = _sender_refusal_leaves_everybody_as_it_was(store, result, order, order)
+        assert "5.1.8" in doc["detail"] and "Sender address rejected" in doc["detail"], doc["detail"]
+        assert doc["sent"] == 0 and 1 <= doc["attempted"] <= int(connections)  # stopped at once
+    assert campaigns.campaign_status(store, "spring")["pending"] == 25
+
+
+def test_recipient_refusals_keep_their_reason_in_the_ledger(store, smtp_server):
+    srv = smtp_server(tls="none", handler=ReplyHandler())
+    configure(store, srv)
+    contacts(store, ["unknown.a@example.org", "ok@example.org"])
+    make_campaign(store)
+    campaigns.send_campaign(store, "spring")
+    reason = ledger(store)["unknown.a@example.org"][4]
+    assert "user_unknown" in reason and "does not exist" in reason
+
+
+def test_a_temporary_refusal_of_our_sender_pauses_the_run_and_defers_nobody(store, smtp_server):
+    """450 4.1.8 Sender address rejected (Postfix when DNS fails for a moment): not a deferral of
+    each recipient in turn, but a pause of the run (exit 75: run it again later)."""
+    srv = smtp_server(tls="none", handler=ReplyHandler())
+    configure(store, srv)
+    order = ["ok1@example.org", "tempsender.ann@example.org", "ok2@example.org"]
+    contacts(store, order)
+    make_campaign(store)
+
+    result = invoke(["campaign", "send", "spring", "--json"])
+
+    assert result.returncode == 75, result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["paused"], doc["deferred"], doc["failed"]) == ("connection", 0, 0)
+    assert "Sender address rejected" in doc["detail"]
+    rows = ledger(store)
+    assert [rows[e][0] for e in order] == ["sent", "pending", "pending"]
+    assert _bounce_rows(store) == []

@@ -7,11 +7,13 @@ the same report seen twice is recorded once.
 
 A report's recipient matches a delivery we made when (first that applies) the report came back
 to a signed VERP envelope sender naming that delivery, or quotes our Message-ID of that
-delivery, or carries the campaign stamp of a campaign that was sent to that address; a 5xx
-seen while sending is ours by construction.  Anything else is recorded as ``unmatched``: kept
-and listed (:func:`list_unmatched`, ``bounces list --unmatched``), but counted toward the
-threshold only with ``settings bounce --count-unmatched``.  The address must be the delivery's
-own: a report quoting one recipient's message and naming another address matches nobody.
+delivery, and the address it names is that delivery's own (letter case aside); a 5xx seen while
+sending is ours by construction.  The public ``X-Newsletter-Campaign`` stamp alone matches
+nobody: anyone who received the campaign can copy it.  Nor does a Message-ID or a VERP token of
+somebody else's delivery: a report quoting one recipient's message and naming another address
+matches nobody.  Anything else is recorded as ``unmatched``: kept and listed
+(:func:`list_unmatched`, ``bounces list --unmatched``), but counted toward the threshold only
+with ``settings bounce --count-unmatched``, and never toward a campaign's rates or guards.
 """
 
 from __future__ import annotations
@@ -63,24 +65,11 @@ def find_delivery(store: Store, message_id: str | None) -> tuple[int, str, str] 
     ).fetchone()
 
 
-#: Delivery states whose recipient was (or may have been) sent the campaign.
-_SENT_STATES = ("sent", "unknown")
-
-
 def _delivery_by_id(store: Store, delivery_id: int) -> tuple[int, str, str] | None:
     return store.conn.execute(
         "SELECT d.id, c.name, d.email FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id WHERE d.id = ?",
         (delivery_id,),
     ).fetchone()
-
-
-def _sent_in_campaign(store: Store, campaign: str, email: str) -> int | None:
-    row = store.conn.execute(
-        "SELECT d.id FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id"
-        f" WHERE c.name = ? AND d.email = ? AND d.state IN ({', '.join('?' * len(_SENT_STATES))}) LIMIT 1",
-        (campaign, email, *_SENT_STATES),
-    ).fetchone()
-    return int(row[0]) if row else None
 
 
 class _Matcher:
@@ -96,20 +85,21 @@ class _Matcher:
         self.campaign = self.by_message_id[1] if self.by_message_id else report.campaign
 
     def match(self, address: str) -> tuple[int, str, str] | None:
-        """(delivery id, campaign name, how it matched) of ``address``'s delivery, or None."""
+        """(delivery id, campaign name, how it matched) of ``address``'s delivery, or None.
+
+        Only the delivery the report proves it is about (its VERP token, our Message-ID), and
+        only for the address of that delivery: the campaign stamp is public and proves nothing.
+        """
+        wanted = address.strip().lower()
         for found, how in ((self.by_verp, "verp"), (self.by_message_id, "message_id")):
-            if found is not None and found[2] == address:
+            if found is not None and found[2].strip().lower() == wanted:
                 return found[0], found[1], how
-        if self.campaign:
-            delivery_id = _sent_in_campaign(self.store, self.campaign, address)
-            if delivery_id is not None:
-                return delivery_id, self.campaign, "campaign"
         return None
 
 
 def match_delivery(store: Store, report: BounceReport, address: str) -> tuple[int, str, str] | None:
     """The delivery we made that ``report``'s recipient ``address`` is about, as
-    (delivery id, campaign name, how it matched: verp | message_id | campaign); None when the
+    (delivery id, campaign name, how it matched: verp | message_id); None when the
     report matches no delivery of ours (then it is recorded as unmatched).
 
     >>> from newsletter_kit.store import open_store
@@ -160,8 +150,10 @@ def record_report(
     returns the addresses newly recorded.
 
     Each recipient is matched to the delivery it is about (:func:`match_delivery`); the campaign
-    comes from that delivery, else from the report's ``X-Newsletter-Campaign``.  A recipient that
-    matches none is recorded as unmatched.  A (report_key, address) already recorded is skipped.
+    comes from that delivery.  A recipient that matches none is recorded as unmatched, with the
+    campaign the report claims (``X-Newsletter-Campaign``) kept for the review only: it counts
+    for no threshold (unless ``--count-unmatched``), rate or guard.  A (report_key, address)
+    already recorded is skipped.
 
     >>> record_report(store, parse_bounce(raw), report_key="<r1@mx>", source="file")  # doctest: +SKIP
     ['mario.rossi@example.it']
@@ -236,8 +228,8 @@ def list_bounces(store: Store, *, unmatched: bool = False, limit: int | None = N
     only those that match no delivery we made.
 
     Keys: id, address, kind, status, diagnostic, campaign, original_message_id, source,
-    bounced_at, recorded_at, matched_by (verp | message_id | campaign | smtp, None when
-    unmatched), matched (bool).
+    bounced_at, recorded_at, matched_by (verp | message_id | smtp, None when unmatched; rows
+    recorded before issue 16 may say campaign), matched (bool).
 
     >>> from newsletter_kit.store import open_store
     >>> list_bounces(open_store(":memory:"), unmatched=True)
