@@ -410,11 +410,12 @@ def _v4_quota_by_instant(conn: sqlite3.Connection) -> None:
 
 @_migration
 def _v5_schedules(conn: sqlite3.Connection) -> None:
-    """Campaign schedules (issue 17): when ``newsletter-kit run`` may send a campaign."""
+    """Campaign schedules, which relay took each message, and hourly counts per capped
+    recipient domain (issue 17). Safe to run again."""
     _execute_script(
         conn,
         """
-        CREATE TABLE schedules (
+        CREATE TABLE IF NOT EXISTS schedules (
             campaign_id INTEGER PRIMARY KEY REFERENCES campaigns(id) ON DELETE CASCADE,
             start_at TEXT NOT NULL,          -- UTC ISO 8601
             tz TEXT NOT NULL,                -- the zone the window and days are read in
@@ -424,21 +425,23 @@ def _v5_schedules(conn: sqlite3.Connection) -> None:
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL
         );
-        -- Which relay took each message (NULL: sent before relays, or without several).
-        ALTER TABLE deliveries ADD COLUMN relay TEXT;
-        -- A relay's hourly limit counts its messages of the last hour across campaigns.
-        CREATE INDEX deliveries_relay ON deliveries(relay, updated_at) WHERE relay IS NOT NULL;
         -- Messages claimed per capped recipient domain and clock hour (--domain-limit).
-        CREATE TABLE domain_sends (
+        CREATE TABLE IF NOT EXISTS domain_sends (
             domain TEXT NOT NULL, hour TEXT NOT NULL, count INTEGER NOT NULL,
             PRIMARY KEY (domain, hour)
         ) WITHOUT ROWID
         """,
     )
+    # Which relay took each message (NULL: sent before relays, or without several).
+    if "relay" not in {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}:
+        conn.execute("ALTER TABLE deliveries ADD COLUMN relay TEXT")
+    # A relay's limits count its messages since a moment, across campaigns.
+    conn.execute("CREATE INDEX IF NOT EXISTS deliveries_relay ON deliveries(relay, updated_at) "
+                 "WHERE relay IS NOT NULL")
 
 
 @_migration
-def _v6_campaign_stamp_matches_nobody(conn: sqlite3.Connection) -> None:
+def _v4_campaign_stamp_matches_nobody(conn: sqlite3.Connection) -> None:
     """The public campaign stamp proves nothing (issue 16): bounces that matched only by it
     become unmatched (listed, counted only with ``--count-unmatched``, never in a rate or a
     guard) and lose the delivery they were pinned to.  Running it twice changes nothing."""
