@@ -845,11 +845,14 @@ def _escaped_style(df: pd.DataFrame, formats: dict[Any, Any]) -> Any:
 
     Each cell is formatted first (``formats``, else ``str``) and escaped after, so whatever a
     formatter makes of outside text (a notice's diagnostic, a contact field, an address) is
-    shown as those characters, never run as markup. Labels go through pandas' own escaping.
+    shown as those characters, never run as markup nor typeset as math. Labels go through
+    pandas' own escaping.
     """
     cells = {column: _then_escaped(formats.get(column)) for column in df.columns}
     styler = df.style.format(cells, na_rep="")
-    return styler.format_index(escape="html", axis="index").format_index(escape="html", axis="columns")
+    styler = styler.format_index(escape="html", axis="index").format_index(escape="html", axis="columns")
+    # "$...$" in a notice is not LaTeX: JupyterLab's MathJax skips elements of these classes.
+    return styler.set_table_attributes('class="tex2jax_ignore mathjax_ignore"')
 
 
 def _then_escaped(formatter: Any) -> Any:

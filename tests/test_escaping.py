@@ -146,7 +146,8 @@ def hostile_store(store: Store, tmp_path: Path, payloads: list[str]) -> dict[str
         nk.create_campaign(store, name, name, f"News {{{{ first_name }}}} {payload}", f"<p>{n}</p>")
         sent_to(store, email, campaign=name)
         message_id = f"<m{n}@news.example.org>"
-        store.conn.execute("UPDATE deliveries SET message_id = ? WHERE email = ?", (message_id, email))
+        with store.transaction():
+            store.conn.execute("UPDATE deliveries SET message_id = ? WHERE email = ?", (message_id, email))
         raws += [forged_dsn(email, payload, message_id=message_id),         # ours: counted
                  forged_dsn(f"stranger{n}@example.net", payload)]            # nobody's: unmatched
         about[payload] = email
@@ -408,3 +409,89 @@ def test_the_json_of_evidence_in_csv_is_neutralised_only_when_it_starts_a_formul
 
 def test_html_escaping_is_not_double() -> None:
     assert html.unescape(html_text("a & b <c>")) == "a & b <c>"
+
+
+def test_styled_tables_are_not_typeset_as_math() -> None:
+    rendered = review.styled(pd.DataFrame({"diagnostic": ["$\\href{javascript:x}{y}$"]})).to_html()
+    assert 'class="tex2jax_ignore mathjax_ignore"' in rendered
+
+
+# --- in a real browser ---------------------------------------------------------------------------
+
+from tests.test_browser import _KERNEL_IDLE, ARTIFACTS, Lab, jupyterlab, page  # noqa: E402,F401 (fixtures)
+
+_NOTEBOOK_CELLS = [
+    "import newsletter_kit as nk\nstore = nk.open_store()",
+    "nk.styled(nk.unmatched_bounces(store), store=store)",
+    "nk.styled(nk.campaign_summary(store), store=store)",
+    "nk.styled(nk.bounces_by_address(store), store=store)",
+    "review = nk.BounceReviewPanel(store)\nreview.widget.add_class('nk-test-review')\nreview",
+    "nk.CampaignPanel(store, campaign={name!r})",
+    "settings = nk.SettingsPanel(store)\nsettings.show_error({error!r})\nsettings",
+    "nk.plot_top_domains(store);",
+]
+
+
+def _notebook(cells: list[str]) -> dict:
+    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "cells": [{"cell_type": "code", "id": f"c{n}", "metadata": {}, "execution_count": None, "outputs": [],
+                   "source": source} for n, source in enumerate(cells)]}
+
+
+@pytest.mark.browser
+def test_no_payload_runs_in_jupyterlab(jupyterlab: Lab, page, nk_db: Path, tmp_path: Path) -> None:
+    """Styled tables, the review, campaign and settings panels, the sidebar and the status bar
+    show a store full of payloads in JupyterLab: each reads literally, none runs."""
+    store = open_store(nk_db)
+    hostile_store(store, tmp_path / "notices", PAYLOADS)
+    nk.update_smtp_settings(store, host="127.0.0.1", port=2525, tls="none", daily_limit=500,
+                            from_addr="news@example.org")  # never contacted: nothing is sent
+    nk.update_bounce_settings(store, folder=FOLDER)
+    store.close()
+    cells = [c.format(name=PAYLOADS[0], error=f"the server said: {PAYLOADS[1]}") for c in _NOTEBOOK_CELLS]
+    (jupyterlab.root / "hostile.ipynb").write_text(json.dumps(_notebook(cells)), encoding="utf-8")
+
+    page.set_default_timeout(90_000)
+    page.goto(jupyterlab.url("lab/tree/hostile.ipynb"))
+    page.locator(".jp-Notebook").wait_for()
+    page.wait_for_function(_KERNEL_IDLE)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    review_panel = page.locator(".nk-test-review")
+    settings = page.locator(".nk-settings-panel")
+    for rendered in (review_panel, page.locator(".nk-campaign-panel"), settings,
+                     page.locator(".jp-OutputArea-output img").last):  # the plot, the last cell
+        rendered.wait_for(state="attached")
+    page.wait_for_function(_KERNEL_IDLE)
+    page.wait_for_timeout(1500)  # time for an onerror, onload or ontoggle to have fired
+    assert page.evaluate("() => window.__pwned") is None
+    # No <style> took effect: the page is not hidden and no rule names the payloads' marker.
+    assert page.evaluate("() => getComputedStyle(document.body).display") != "none"
+    assert page.evaluate("() => Array.from(document.styleSheets).some(s => { try { return Array.from("
+                         "s.cssRules).some(r => r.cssText.includes('pwned')); } catch (e) { return false; } })") is False
+    page.locator(".jp-SideBar [data-id='newsletter-kit-sidebar']").click()
+    page.locator(".nk-lab-campaign").first.wait_for()
+    # The text is there, literally, in each place.
+    outputs = page.locator(".jp-OutputArea-output")
+    styled = outputs.filter(has=page.locator("table.tex2jax_ignore")).first.inner_text()
+    for payload in PAYLOADS:
+        assert payload in styled
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "escaping-sidebar-plot.png"))
+    review_panel.evaluate("e => e.scrollIntoView()")
+    page.wait_for_function("(e) => e.innerText.includes('onerror')", arg=review_panel.element_handle())
+    page.screenshot(path=str(ARTIFACTS / "escaping-review-panel.png"))
+    shown = review_panel.inner_text()
+    assert all(p in shown for p in PAYLOADS), shown[:3000]  # the "by address" tab: diagnostics
+    review_panel.get_by_role("tab", name="unmatched").click()
+    page.wait_for_function("(e) => e.innerText.includes('stranger0@example.net')", arg=review_panel.element_handle())
+    shown = review_panel.inner_text()
+    assert all(p in shown for p in PAYLOADS)  # diagnostics and campaign stamps of nobody's reports
+    page.screenshot(path=str(ARTIFACTS / "escaping-review-unmatched.png"))
+    assert "the server said: " + PAYLOADS[1] in settings.locator(".nk-message").text_content()
+    assert PAYLOADS[0] in page.locator(".nk-campaign-panel").text_content()
+    options = settings.locator("select").evaluate_all("els => els.flatMap(e => Array.from(e.options, o => o.textContent))")
+    assert FOLDER.replace(" ", "\xa0") in options  # ipywidgets shows spaces as no-break spaces
+    names = page.locator(".nk-lab-campaign-name").all_inner_texts()
+    assert set(names) <= set(p.strip() for p in PAYLOADS) and names
+    assert page.evaluate("() => window.__pwned") is None
