@@ -324,6 +324,47 @@ def test_settings_panel_shows_a_hostile_folder_name_and_server_replies_as_text(n
     assert markup_problems(panel_html(panel)) == []
 
 
+class _HostileReplies:
+    """An SMTP server whose refusals quote a payload (what a hostile or broken relay may say)."""
+
+    def __init__(self) -> None:
+        from tests.mailservers import FaultHandler
+
+        class Handler(FaultHandler):
+            async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
+                if address.startswith("refused"):
+                    n = int(address[len("refused"):].partition("@")[0])
+                    return f"550 5.1.1 {PAYLOADS[n]} no such user"
+                return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+        self.handler = Handler()
+
+
+def test_server_replies_reach_the_panels_as_text(nk_db: Path, smtp_server) -> None:
+    """A relay's refusal (kept as the delivery's reply and recorded as a bounce) is text in the
+    campaign panel's messages and in every review tab."""
+    server = smtp_server(tls="none", handler=_HostileReplies().handler)
+    store = nk.open_store(nk_db)
+    nk.update_smtp_settings(store, host="127.0.0.1", port=server.port, tls="none", daily_limit=500,
+                            from_addr="news@example.org")
+    rows = [{"email": f"refused{n}@example.org"} for n in range(len(PAYLOADS))] + [{"email": "ok@example.org"}]
+    nk.add_contacts(store, rows, list_name="all-of-them")
+    nk.create_campaign(store, "relay", "all-of-them", "Hello", "<p>Hello</p>")
+    panel = CampaignPanel(store, campaign="relay")
+    panel.send_button.click()
+    report = panel.wait(timeout=120)
+    assert report is not None and (report.sent, report.failed) == (1, len(PAYLOADS))
+    replies = [r for (r,) in store.conn.execute("SELECT smtp_reply FROM deliveries WHERE state = 'failed'")]
+    assert all(any(p in (r or "") for p in PAYLOADS) for r in replies)  # stored as the server said
+    assert markup_problems(panel_html(panel)) == []
+    review_panel = BounceReviewPanel(store)
+    assert markup_problems(panel_html(review_panel)) == []
+    shown = shown_text(review_panel._tab_html["by address"].value)
+    assert all(p in shown for p in PAYLOADS)
+    for name, kwargs in export.REVIEW_TABLES.items():
+        assert markup_problems(review.styled(getattr(review, name)(store, **kwargs), store=store).to_html()) == []
+
+
 # --- plots ---------------------------------------------------------------------------------------
 
 
