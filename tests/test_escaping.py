@@ -226,6 +226,28 @@ def test_styled_escapes_column_and_index_labels_and_lists() -> None:
     assert markup_problems(with_index.to_html()) != []
 
 
+def test_every_html_table_the_package_builds_escapes() -> None:
+    """A table rendered to HTML anywhere in the package goes through review.styled() (escaped)
+    or DataFrame.to_html(escape=True); a pandas Styler is made in one place only. New code that
+    renders a table another way fails here, before a notice can put markup into it."""
+    package = Path(nk.__file__).parent
+    unsafe = []
+    for path in sorted(package.rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        for call in re.finditer(r"\.to_html\(", source):
+            start = source.rfind("\n", 0, call.start()) + 1
+            statement = source[start:source.find(")\n", call.end()) + 1]
+            if "styled(" not in statement and "escape=True" not in statement:
+                unsafe.append(f"{path.name}: {statement.strip()[:80]}")
+        for styler in re.finditer(r"\.style\.(?!bar_color|button_color|description_width|font)\w+", source):
+            if not (path.name == "review.py" and "def _escaped_style" in source[:styler.start()]
+                    and source[:styler.start()].rfind("\ndef ") == source[:styler.start()].rfind("\ndef _escaped_style")):
+                unsafe.append(f"{path.name}: {styler.group(0)}")
+        for repr_html in re.finditer(r"def _repr_html_|HTMLMath\(|display\(HTML\(", source):
+            unsafe.append(f"{path.name}: {repr_html.group(0)}")
+    assert unsafe == []
+
+
 # --- panels --------------------------------------------------------------------------------------
 
 
