@@ -387,6 +387,51 @@ def test_server_replies_reach_the_panels_as_text(nk_db: Path, smtp_server) -> No
         assert markup_problems(review.styled(getattr(review, name)(store, **kwargs), store=store).to_html()) == []
 
 
+def _hostile_dns_store(db: Path) -> Store:
+    store = nk.open_store(db)
+    nk.update_smtp_settings(store, host="smtp.evil.example", port=2525, tls="none", daily_limit=400,
+                            from_addr="news@evil.example", timezone="UTC")
+    nk.update_bounce_settings(store, host="127.0.0.1", port=1143, user="bounces@mail.evil.example",
+                              password_ref="env:NK_TEST_UNUSED", tls="none", allow_plain_auth=True, threshold=3)
+    return store
+
+
+@pytest.fixture
+def hostile_dns():
+    """A loopback DNS server whose SPF and DMARC records carry markup and terminal escapes."""
+    from tests.dnsserver import DnsServer
+
+    zone = {"smtp.evil.example": [("A", "127.0.0.1")], "evil.example": [("A", "127.0.0.1")],
+            "mail.evil.example": [("TXT", "v=spf1 <img src=x onerror=alert(1)> -all"),
+                                  ("MX", "10 mx.evil.example")],
+            "mx.evil.example": [("A", "127.0.0.1")],
+            "_dmarc.evil.example": [("TXT", "v=DMARC1; p=<svg onload=window.__pwned=2>\x1b[2J\x1b]0;pwn\x07")]}
+    with DnsServer(zone) as server:
+        yield server
+
+
+def test_dns_records_quoted_by_the_check_are_text_in_the_settings_panel(nk_db: Path, hostile_dns) -> None:
+    panel = SettingsPanel(_hostile_dns_store(nk_db))
+    panel.check_nameserver.value = hostile_dns.nameserver
+    panel.check_button.click()
+    assert "nk-error" in panel.message.value
+    assert markup_problems(panel_html(panel)) == []
+    assert "p=<svg onload=window.__pwned=2>" in shown_text(panel.check_results.value)
+
+
+def test_the_command_line_never_prints_a_terminal_escape_from_outside(nk_db: Path, hostile_dns) -> None:
+    """`check` quotes DNS records; a record's ESC or BEL would clear or retitle the terminal."""
+    from click.testing import CliRunner
+
+    from newsletter_kit.cli import cli
+
+    _hostile_dns_store(nk_db).close()
+    result = CliRunner().invoke(cli, ["--db", str(nk_db), "check", "--nameserver", hostile_dns.nameserver])
+    assert result.exit_code == 1
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "(p=<svg onload=window.__pwned=2>\\x1b[2j\\x1b]0)" in result.output  # shown, escaped
+
+
 # --- plots ---------------------------------------------------------------------------------------
 
 
