@@ -53,7 +53,8 @@ class _Group(click.Group):
 
 def _one_line(exc: NewsletterKitError) -> click.ClickException:
     """The error as click prints it ("Error: ..."), on one line, with the error's exit code."""
-    error = click.ClickException(" ".join(str(exc).splitlines()))
+    # printable: an error may quote a server's reply, and a terminal runs the escapes in it.
+    error = click.ClickException(settings_mod.printable(" ".join(str(exc).splitlines())))
     setattr(error, "exit_code", exc.exit_code)  # a ClassVar in click; per error here
     return error
 
@@ -384,7 +385,7 @@ def settings_folders(store: Store) -> None:
     from .imap import fetch_folder_names
 
     for name in fetch_folder_names(settings_mod.require_bounce_settings(store)):
-        click.echo(name)
+        click.echo(settings_mod.printable(name))  # names come from the server
 
 
 @settings.command("test")
@@ -400,7 +401,7 @@ def settings_test(store: Store) -> None:
     results += check_smtp(smtp) if smtp else [(False, "SMTP: not configured")]
     results += check_imap(bounce) if bounce else [(False, "bounce mailbox: not configured")]
     for ok, line in results:
-        click.echo(f"{'ok  ' if ok else 'FAIL'} {line}")
+        click.echo(f"{'ok  ' if ok else 'FAIL'} {settings_mod.printable(line)}")  # quotes server replies
     if not all(ok for ok, _ in results):
         sys.exit(1)
 
@@ -422,7 +423,7 @@ def check_cmd(store: Store, as_json: bool, nameserver: str | None) -> None:
         emit_json([finding.to_dict() for finding in findings])
     else:
         for finding in findings:
-            click.echo(f"{finding.status.upper():4} {finding.check:11} {finding.detail}")
+            click.echo(f"{finding.status.upper():4} {finding.check:11} {settings_mod.printable(finding.detail)}")
     if any(finding.status == "fail" for finding in findings):
         sys.exit(1)
 

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ConfigError
+from .files import atomic_write
 from .settings import (
     hold_password_for_session,
     load_bounce_settings,
@@ -313,9 +314,8 @@ def write_bounce(folder: Path, raw: bytes) -> Path:
     """Write one bounce as ``<folder>/<unique>.eml``, atomically (a reader never sees half)."""
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{now_iso().replace(':', '')}-{uuid.uuid4().hex[:12]}.eml"
-    partial = folder / f".{name}.part"
-    partial.write_bytes(raw)
-    os.replace(partial, folder / name)
+    with atomic_write(folder / name) as out:  # never through a link planted in the folder
+        out.write(raw)
     return folder / name
 
 

@@ -26,9 +26,11 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import ExportError
+from .escaping import csv_cell
+from .files import atomic_write
 from .store import Store
 
 if TYPE_CHECKING:
@@ -133,16 +135,14 @@ def _read_snapshot(store: Store) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path``, renamed over it only when writing succeeded."""
-    tmp = path.with_name(f".{path.name}.tmp")
+def _atomic_file(path: Path, *, text: bool = False) -> Iterator[IO[Any]]:
+    """The open new file of ``path`` (:func:`newsletter_kit.files.atomic_write`: an unpredictable
+    temporary name, never a planted link), renamed over ``path`` only when writing succeeded."""
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with atomic_write(path, text=text, newline="" if text else None) as out:
+            yield out
     except OSError as exc:
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --- raw tables -----------------------------------------------------------------------------
@@ -186,20 +186,19 @@ def _export_raw(store: Store, table: str, path: Path, format: str) -> int:
     columns = _raw_columns(store, table)
     names = [name for _, name, _ in columns]
     rows = 0
-    with _atomic_file(path) as tmp:
-        if format == "csv":
-            with open(tmp, "w", newline="", encoding="utf-8") as out:
-                writer = csv.writer(out)
-                writer.writerow(names)
-                for batch in _raw_rows(store, table, columns):
-                    writer.writerows(batch)
-                    rows += len(batch)
-            return rows
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    if format == "csv":
+        with _atomic_file(path, text=True) as out:
+            writer = csv.writer(out)
+            writer.writerow(names)
+            for batch in _raw_rows(store, table, columns):
+                writer.writerows([csv_cell(v) for v in row] for row in batch)
+                rows += len(batch)
+        return rows
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-        schema = pa.schema([(name, _arrow_type(name, decl)) for _, name, decl in columns])
-        with pq.ParquetWriter(tmp, schema) as writer:
+    schema = pa.schema([(name, _arrow_type(name, decl)) for _, name, decl in columns])
+    with _atomic_file(path) as out, pq.ParquetWriter(out, schema) as writer:
             for batch in _raw_rows(store, table, columns):
                 writer.write_batch(_record_batch(table, schema, batch))
                 rows += len(batch)
@@ -257,14 +256,28 @@ def _plain(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _neutralised(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells a spreadsheet would run as formulas made inert (:func:`newsletter_kit.escaping.csv_cell`);
+    numbers, times and missing values are left alone."""
+    import pandas as pd
+
+    frame = frame.copy()
+    for column in frame.columns:
+        dtype = frame[column].dtype
+        if dtype == object or pd.api.types.is_string_dtype(dtype):
+            frame[column] = frame[column].map(csv_cell, na_action="ignore")
+    return frame
+
+
 def _export_frame(frame: pd.DataFrame, path: Path, format: str) -> int:
     frame = _plain(frame)
-    with _atomic_file(path) as tmp:
-        if format == "csv":
-            frame.to_csv(tmp, index=False, encoding="utf-8")
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+    if format == "csv":
+        with _atomic_file(path, text=True) as out:
+            _neutralised(frame).to_csv(out, index=False)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        with _atomic_file(path) as out:
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), out)
     return len(frame)

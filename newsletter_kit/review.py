@@ -25,6 +25,7 @@ import pandas as pd
 
 from . import clock
 from .errors import ValidationError
+from .escaping import html_text, plot_text
 from .settings import load_smtp_settings, validate_timezone
 from .store import SUMMARY_KINDS, Store
 from .suppressions import ThresholdPolicy, counting_query  # ThresholdPolicy: re-exported
@@ -756,9 +757,10 @@ def plot_top_domains(store: Store, n: int = 10, *, ax: Axes | None = None) -> Ax
     df = bounces_by_domain(store, with_sent=False).head(n).iloc[::-1]
     ax = _axes(ax, (8, max(2.5, 0.35 * len(df) + 1)))
     left = pd.Series(0, index=df.index)
+    labels = df["domain"].map(plot_text)  # a domain from a notice is text, not mathtext
     for kind in [*KIND_COLUMNS, "other"]:
         if df[kind].sum():
-            ax.barh(df["domain"], df[kind], left=left, label=kind)
+            ax.barh(labels, df[kind], left=left, label=kind)
             left = left + df[kind]
     ax.set_title(f"Top {n} bouncing domains")
     ax.set_xlabel("bounces")
@@ -830,14 +832,35 @@ def styled(df: pd.DataFrame, *, store: Store | None = None, tz: str | None = Non
     """
     zone = _zone(store, tz) if store is not None else validate_timezone(tz) if tz else "UTC"
     shown = df if max_rows is None or len(df) <= max_rows else df.head(max_rows)
-    styler = shown.style.format(display_formats(shown, tz=zone), na_rep="")
+    styler = _escaped_style(shown, display_formats(shown, tz=zone))
     hidden = [c for c in HIDDEN_COLUMNS if c in shown.columns]
     styler = styler.hide(axis="index")
     if hidden:
         styler = styler.hide(subset=hidden, axis="columns")
     if len(shown) < len(df):
-        styler = styler.set_caption(f"first {len(shown):,} of {len(df):,} rows")
+        styler = styler.set_caption(html_text(f"first {len(shown):,} of {len(df):,} rows"))
     return styler
+
+
+def _escaped_style(df: pd.DataFrame, formats: dict[Any, Any]) -> Any:
+    """``df.style`` whose every cell, column label and index label is HTML text.
+
+    Each cell is formatted first (``formats``, else ``str``) and escaped after, so whatever a
+    formatter makes of outside text (a notice's diagnostic, a contact field, an address) is
+    shown as those characters, never run as markup nor typeset as math. Labels go through
+    pandas' own escaping.
+    """
+    cells = {column: _then_escaped(formats.get(column)) for column in df.columns}
+    styler = df.style.format(cells, na_rep="")
+    styler = styler.format_index(escape="html", axis="index").format_index(escape="html", axis="columns")
+    # "$...$" in a notice is not LaTeX: JupyterLab's MathJax skips elements of these classes.
+    return styler.set_table_attributes('class="tex2jax_ignore mathjax_ignore"')
+
+
+def _then_escaped(formatter: Any) -> Any:
+    if formatter is None:
+        return html_text
+    return lambda value: html_text(formatter(value))
 
 
 def complaint_rates(store: Store) -> pd.DataFrame:

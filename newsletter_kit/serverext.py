@@ -92,16 +92,34 @@ class NotebookHandler(APIHandler):
             raise tornado.web.HTTPError(404, f"no folder {folder!r}")
         name, fresh = TEMPLATES[template]
         path = _join(folder, name)
-        exists = await ensure_async(manager.file_exists(path))
+        exists = await _taken(manager, path)
         if exists and fresh:
             stem, number = name.removesuffix(".ipynb"), 2
-            while await ensure_async(manager.file_exists(path := _join(folder, f"{stem}-{number}.ipynb"))):
+            while await _taken(manager, path := _join(folder, f"{stem}-{number}.ipynb")):
                 number += 1
             exists = False
+        if exists and _is_link(manager, path) and not await ensure_async(manager.file_exists(path)):
+            raise tornado.web.HTTPError(409, f"{path} is a symbolic link to nothing: not written through")
         if not exists:
             model = {"type": "notebook", "format": "json", "content": template_notebook(template)}
             await ensure_async(manager.save(model, path))
         self.finish(json.dumps({"path": path, "created": not exists}))
+
+
+async def _taken(manager: Any, path: str) -> bool:
+    """A file is there, or a symbolic link (even a dangling one: saving would write through it)."""
+    return bool(await ensure_async(manager.file_exists(path))) or _is_link(manager, path)
+
+
+def _is_link(manager: Any, path: str) -> bool:
+    """Whether ``path`` is a symbolic link on disk (contents managers without files: never)."""
+    to_os = getattr(manager, "_get_os_path", None)
+    if to_os is None:
+        return False
+    try:
+        return os.path.islink(to_os(path))
+    except tornado.web.HTTPError:  # a path outside the root: the manager refuses it later anyway
+        return False
 
 
 def _join(folder: str, name: str) -> str:

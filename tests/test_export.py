@@ -7,6 +7,8 @@ really fetched and suppressed. Every count DuckDB finds is compared with SQLite'
 from __future__ import annotations
 
 import inspect
+import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -148,3 +150,81 @@ def test_campaign_without_smtp_settings_exports_with_no_forecast(tmp_path: Path)
     nk.create_campaign(store, "draft", "all", "Hi", "<p>Hello</p>")
     report = nk.export_review(store, tmp_path)
     assert _duck(f"SELECT campaign, pending, finish FROM '{report.path('campaign_forecast')}'") == [("draft", 1, None)]
+
+
+# --- planted symbolic links (issue 16, finding 6) -------------------------------------------------
+
+
+def _plant(folder: Path, outside: Path) -> dict[str, Path]:
+    """Links an attacker with write access to a shared export folder could leave there: at the
+    old fixed temporary names, at final names (to a file, to nothing, to a folder)."""
+    folder.mkdir()
+    outside.mkdir()
+    victim = outside / "victim.txt"
+    victim.write_text("precious")
+    (outside / "a-dir").mkdir()
+    links = {
+        ".bounces.csv.tmp": victim,                        # the old fixed temporary name
+        ".deliveries.csv.tmp": outside / "created-by-tmp",  # dangling: would create a file outside
+        "bounces_by_domain.csv": victim,                    # the final name, to a file
+        "suppressions.csv": outside / "created-by-final",   # the final name, dangling
+        "campaign_summary.csv": outside / "a-dir",          # the final name, to a folder
+    }
+    for name, target in links.items():
+        (folder / name).symlink_to(target)
+    return links
+
+
+@pytest.mark.parametrize("format", ["csv", "parquet"])
+def test_export_never_writes_through_a_planted_link(tmp_path: Path, format: str):
+    store = open_store(":memory:")
+    nk.add_contacts(store, [{"email": "ann@example.org"}])
+    folder, outside = tmp_path / "shared", tmp_path / "home"
+    _plant(folder, outside)
+    if format == "parquet":  # the same plants at the parquet names
+        for link in list(folder.iterdir()):
+            link.rename(folder / link.name.replace(".csv", ".parquet"))
+    report = nk.export_review(store, folder, format=format)
+    assert (outside / "victim.txt").read_text() == "precious"
+    assert sorted(p.name for p in outside.iterdir()) == ["a-dir", "victim.txt"]
+    assert list((outside / "a-dir").iterdir()) == []
+    for name in report.tables:  # each final name is now a file of ours, not a link
+        path = report.path(name)
+        assert path.is_file() and not path.is_symlink(), path
+    assert _duck(f"SELECT COUNT(*) FROM '{report.path('bounces_by_domain')}'")[0][0] == 0
+    # The planted temporary names are left alone (not ours), and no temporary file of ours remains.
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [
+        f".bounces.{format}.tmp", f".deliveries.{format}.tmp"]
+
+
+def test_export_into_a_folder_that_is_a_link_follows_the_folder_the_user_named(tmp_path: Path):
+    real = tmp_path / "real-exports"
+    real.mkdir()
+    (tmp_path / "exports").symlink_to(real)
+    report = nk.export_review(open_store(":memory:"), tmp_path / "exports", format="csv")
+    assert (real / "bounces.csv").is_file() and report.path("bounces").resolve() == real / "bounces.csv"
+
+
+def test_export_files_get_the_usual_permissions(tmp_path: Path):
+    old = os.umask(0o022)
+    try:
+        report = nk.export_review(open_store(":memory:"), tmp_path, format="csv")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(report.path("bounces").stat().st_mode) == 0o644
+
+
+def test_a_final_name_that_is_a_real_folder_is_a_clear_error_and_leaves_nothing(tmp_path: Path):
+    (tmp_path / "bounces.csv").mkdir()
+    with pytest.raises(nk.ExportError, match=r"cannot write .*bounces\.csv: Is a directory"):
+        nk.export_review(open_store(":memory:"), tmp_path, format="csv")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_demo_bounce_files_never_follow_a_planted_link(tmp_path: Path):
+    folder, outside = tmp_path / "bounces", tmp_path / "outside"
+    folder.mkdir()
+    outside.mkdir()
+    written = demo.write_bounce(folder, b"Subject: x\r\n\r\nhi\r\n")
+    assert written.read_bytes() == b"Subject: x\r\n\r\nhi\r\n" and not written.is_symlink()
+    assert [p.name for p in folder.iterdir()] == [written.name]

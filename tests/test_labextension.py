@@ -186,6 +186,21 @@ def test_notebooks_endpoint_never_overwrites(jupyterlab: Lab):
     assert _post(jupyterlab, "newsletter-kit/notebooks", {"template": "settings", "folder": "nowhere"})[0] == 404
 
 
+def test_notebooks_endpoint_never_writes_through_a_planted_link(jupyterlab: Lab, tmp_path: Path):
+    """A link at a notebook's name (to nothing, or to a file outside) is never written through."""
+    work, outside = jupyterlab.root / "shared", tmp_path / "outside"
+    work.mkdir()
+    outside.mkdir()
+    (work / "03_bounce_review.ipynb").symlink_to(outside / "created.ipynb")   # dangling
+    (work / "02_campaign.ipynb").symlink_to(outside / "nothing.ipynb")        # dangling
+    code, error = _post(jupyterlab, "newsletter-kit/notebooks", {"template": "bounce_review", "folder": "shared"})
+    assert code == 409 and "symbolic link" in error["message"]
+    assert _post(jupyterlab, "newsletter-kit/notebooks", {"template": "campaign", "folder": "shared"}) == (
+        200, {"path": "shared/02_campaign-2.ipynb", "created": True})
+    assert list(outside.iterdir()) == []
+    assert not (work / "02_campaign-2.ipynb").is_symlink()
+
+
 # --- in the browser -----------------------------------------------------------------------
 
 

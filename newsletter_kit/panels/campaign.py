@@ -507,7 +507,7 @@ def _table_html(frame: pd.DataFrame, max_rows: int = 200) -> str:
         return "<i>nobody</i>"
     columns = [c for c in frame.columns if c not in ("contact_id", "excluded")]
     table = frame[columns].head(max_rows).to_html(index=False, na_rep="", classes="nk-audience",
-                                                  border=0)
+                                                  border=0, escape=True)  # contact fields are text
     more = (f"<div><i>… and {len(frame) - max_rows} more (all of them are in "
             "<code>panel.audience</code>)</i></div>" if len(frame) > max_rows else "")
     return table + more

@@ -20,13 +20,13 @@ Example::
 from __future__ import annotations
 
 import functools
-import html
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import ipywidgets as widgets
 
 from ..errors import NewsletterKitError, ValidationError
+from ..escaping import html_text
 from ..store import Store, open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -72,7 +72,11 @@ def button(label: str, on_click: Callable[[Any], Any], style: str = "", tooltip:
 
 
 def hint(text_: str) -> widgets.HTML:
-    """A short grey explanation under a field, aligned with the fields' inputs."""
+    """A short grey explanation under a field, aligned with the fields' inputs.
+
+    ``text_`` is the package's own markup (``<code>``, ``<b>``): never pass it outside text
+    (a server reply, a name from the store); put that through :func:`html_text` first.
+    """
     return widgets.HTML(
         f'<div style="margin-left:{LABEL_WIDTH};color:var(--jp-ui-font-color2,#666);'
         f'font-size:0.9em;line-height:1.3;max-width:520px">{text_}</div>'
@@ -92,13 +96,14 @@ def panel_style() -> widgets.HTML:
 
 
 def heading(text_: str) -> widgets.HTML:
-    return widgets.HTML(f"<h4 style='margin:0.6em 0 0.3em 0'>{html.escape(text_)}</h4>")
+    """A section title (plain text: escaped)."""
+    return widgets.HTML(f"<h4 style='margin:0.6em 0 0.3em 0'>{html_text(text_)}</h4>")
 
 
 def message_html(text_: str, tone: str = "info") -> str:
     """The HTML the message area shows: one escaped paragraph per line of ``text_``."""
     colour, background, mark = _TONES[tone]
-    lines = "<br>".join(html.escape(line) for line in str(text_).splitlines() or [""])
+    lines = "<br>".join(html_text(line) for line in str(text_).splitlines() or [""])
     return (f'<div class="nk-message nk-{tone}" style="color:{colour};background:{background};'
             f'padding:6px 10px;border-radius:4px;margin:4px 0;max-width:760px">'
             f"{mark} {lines}</div>")
