@@ -286,12 +286,13 @@ def counting_query(
         where.append("julianday(b.bounced_at) >= julianday(?) - ?")
         params += [moment, int(policy.stale_after_days)]
     if policy.reset_on_success:
-        # A later delivery that failed, for whatever reason, is no success.
+        # A later delivery is no success when it failed in a way that counts under this policy.
+        failed = ", ".join(f"'{k}'" for k in ("hard", "soft", *(["policy"] if policy.count_policy else [])))
         where.append(
             "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.email = b.email AND d.state = 'sent'"
             " AND julianday(d.sent_at) > julianday(b.bounced_at)"
             " AND NOT EXISTS (SELECT 1 FROM bounces b2 WHERE b2.delivery_id = d.id"
-            " AND b2.kind IN ('hard', 'soft', 'policy')))"
+            f" AND b2.kind IN ('hard', 'soft', 'policy') AND {counted_as_sql('b2')} IN ({failed})))"
         )
     if addresses is not None:
         wanted = sorted({a.lower() for a in addresses})

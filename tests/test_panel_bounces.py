@@ -53,7 +53,9 @@ def unsubscribes(store: Store) -> int:
 def test_tables_and_what_if_are_exposed(store: Store) -> None:
     configure(store, threshold=3)
     panel = BounceReviewPanel(store)
-    assert set(panel.tables) == {"by address", "by domain", "by campaign", "by status", "suppressions", "unmatched"}
+    assert set(panel.tables) == {"by address", "by domain", "by campaign", "by status", "by reason",
+                                 "about the sender", "suppressions", "unmatched"}
+    assert panel.policy_mode.value == "single"  # the saved settings use the single threshold
     assert panel.tables["by address"]["email"].tolist()[:1] == ["anna@a.example"]
     assert panel.tables["suppressions"]["email"].tolist() == ["dario@c.example"]
     assert "anna@a.example" in panel.tabs.children[0].value  # the tab shows the table
@@ -144,6 +146,8 @@ def test_saving_keeps_the_counting_options(store: Store) -> None:
 
 def test_apply_without_bounce_settings(store: Store) -> None:
     panel = BounceReviewPanel(store)
+    assert panel.policy_mode.value == "per_kind"  # the default policy: hard 1, soft 3 within 30 days
+    panel.policy_mode.value = "single"
     assert panel.threshold_slider.value == 3  # the default
     panel.threshold_slider.value = 1
     panel.save_threshold.value = True
