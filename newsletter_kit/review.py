@@ -289,8 +289,8 @@ def bounces_by_address(store: Store) -> pd.DataFrame:
     """One row per bouncing address: bounces per kind, first/last bounce, the last one's status.
 
     Columns: email, hard, soft, policy, delayed, complaint, other, total, first_bounce,
-    last_bounce (UTC timestamps), last_kind, last_status, last_reason (a name of
-    :mod:`newsletter_kit.reasons`), last_diagnostic, suppressed (bool).
+    last_bounce (UTC timestamps), last_kind, last_status, last_diagnostic, suppressed (bool).
+    (Each bounce's reason: :func:`bounce_list`, :func:`bounces_by_reason`.)
     The last bounce is the one with the latest date (of two on the same second, the first
     recorded). Each row of ``bounces`` is one report for one address, so a report fetched twice
     counts once. Sorted by total, most bounces first, then by address.
@@ -303,8 +303,7 @@ def bounces_by_address(store: Store) -> pd.DataFrame:
     # over bounces), stored in email order: a stable sort on the total gives (total desc, email).
     df = _query(store, f"""
         SELECT email, {", ".join(KIND_COLUMNS)}, other, total, first_bounce, last_bounce, last_kind,
-               last_status, (SELECT reason FROM bounces WHERE id = last_id) AS last_reason, last_diagnostic,
-               email IN (SELECT email FROM suppressions) AS suppressed
+               last_status, last_diagnostic, email IN (SELECT email FROM suppressions) AS suppressed
         FROM bounce_addresses ORDER BY email
     """)
     df = _ints(df, [*KIND_COLUMNS, "other", "total"])
