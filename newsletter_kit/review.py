@@ -27,7 +27,7 @@ from . import clock, reasons
 from .errors import ValidationError
 from .settings import load_smtp_settings, validate_timezone
 from .store import SUMMARY_KINDS, Store
-from .suppressions import ThresholdPolicy, counted_as_sql, counting_query  # ThresholdPolicy: re-exported
+from .suppressions import ThresholdPolicy, counting_query  # ThresholdPolicy: re-exported
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

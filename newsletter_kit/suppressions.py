@@ -205,14 +205,15 @@ def _names(*names: str) -> str:
     return ", ".join(f"'{n}'" for n in names) or "NULL"
 
 
-def counted_as_sql(alias: str = "b") -> str:
+def counted_as_sql(alias: str = "b", *, count_policy: bool = True, complaints: bool = True) -> str:
     """The SQL expression that says how one ``bounces`` row counts: ``'hard'``, ``'soft'``,
-    ``'policy'`` (an unclear refusal of a policy kind: counts as soft with ``count_policy``),
     ``'complaint'``, or NULL (never: about the sender, a delay, not a failure).
 
     By the side of the row's reason (:mod:`newsletter_kit.reasons`), never its code class: a
-    ``550 5.1.1`` about a blocklisted IP is about us.  A row recorded without a reason counts
-    by its kind, as before issue 15.
+    ``550 5.1.1`` about a blocklisted IP is about us.  An unclear refusal of a policy kind (a
+    recipient's filter) counts as soft with ``count_policy``, else not; complaints count with
+    ``complaints``.  A row recorded without a reason counts by its kind, as before issue 15.
+    Recipient-side reasons are tested first: they are most rows.
 
     >>> "'blocked'" in counted_as_sql()
     True
@@ -222,17 +223,19 @@ def counted_as_sql(alias: str = "b") -> str:
     table = reasons.REASONS.values()
     sender_or_none = _names(*(r.name for r in table if r.side in (reasons.SENDER, reasons.NONE)))
     hard = _names(*(r.name for r in table if r.side == reasons.RECIPIENT and r.hard and r.name != "not_accept"))
-    recipient = _names(*(r.name for r in table if r.side == reasons.RECIPIENT))
+    soft = _names(*(r.name for r in table if r.side == reasons.RECIPIENT and not r.hard))
     a = alias
+    policy = "'soft'" if count_policy else "NULL"
+    complaint = "'complaint'" if complaints else "NULL"
     return (
-        f"(CASE WHEN {a}.kind = 'complaint' THEN 'complaint'"
-        f" WHEN {a}.kind NOT IN ('hard', 'soft', 'policy') THEN NULL"
-        f" WHEN {a}.reason IS NULL THEN {a}.kind"
-        f" WHEN {a}.reason IN ({sender_or_none}) THEN NULL"
+        f"(CASE WHEN {a}.kind NOT IN ('hard', 'soft', 'policy')"
+        f" THEN CASE {a}.kind WHEN 'complaint' THEN {complaint} END"
         f" WHEN {a}.reason IN ({hard}) THEN 'hard'"
-        f" WHEN {a}.reason = 'not_accept' AND coalesce({a}.status, '5') NOT LIKE '4%' THEN 'hard'"
-        f" WHEN {a}.reason IN ({recipient}) THEN 'soft'"
-        f" WHEN {a}.reason = 'filtered' OR {a}.kind = 'policy' THEN 'policy'"
+        f" WHEN {a}.reason IN ({soft}) THEN 'soft'"
+        f" WHEN {a}.reason IS NULL THEN CASE {a}.kind WHEN 'policy' THEN {policy} ELSE {a}.kind END"
+        f" WHEN {a}.reason IN ({sender_or_none}) THEN NULL"
+        f" WHEN {a}.reason = 'not_accept' THEN CASE WHEN coalesce({a}.status, '5') LIKE '4%' THEN 'soft' ELSE 'hard' END"
+        f" WHEN {a}.reason = 'filtered' OR {a}.kind = 'policy' THEN {policy}"
         " ELSE 'soft' END)"
     )
 
@@ -253,7 +256,7 @@ def counting_query(
     counted_as, recent``.  ``counted_as`` is ``hard``, ``soft`` or ``complaint`` (see
     :func:`counted_as_sql`: by the side of the reason; about the sender never counts; unclear
     refusals of a policy kind only with ``count_policy``, as soft; complaints only with
-    ``suppress_on_complaint``); ``recent`` is 1 when the bounce is within the policy's soft
+    ``suppress_on_complaint``; one CASE, so the row is judged once); ``recent`` is 1 when the bounce is within the policy's soft
     window of ``now``.  Counted under ``policy`` (the keyword arguments override its fields):
     bounces that match a delivery we made (any, with ``count_unmatched``), recorded after the
     address's last lifted suppression, not older than ``stale_after_days`` and, with
@@ -262,17 +265,15 @@ def counting_query(
     ``pandas.read_sql(sql, store.conn, params=params)`` gives an analyst the same rows.
 
     >>> sql, params = counting_query(count_policy=True, now="2026-12-01T00:00:00+00:00")
-    >>> params[:3]
-    ['2026-12-01T00:00:00+00:00', 30, 'hard']
+    >>> params
+    ['2026-12-01T00:00:00+00:00', 30]
     """
     policy = _policy(policy, count_policy=count_policy, stale_after_days=stale_after_days,
                      reset_on_success=reset_on_success, count_unmatched=count_unmatched)
     moment = now or now_iso()
-    counted = ["hard", "soft", *(["policy"] if policy.count_policy else []),
-               *(["complaint"] if policy.suppress_on_complaint else [])]
-    as_sql = counted_as_sql("b")
-    where = [f"{as_sql} IN ({', '.join('?' * len(counted))})"]
-    params: list[object] = [moment, policy.window, *counted]
+    as_sql = counted_as_sql("b", count_policy=policy.count_policy, complaints=policy.suppress_on_complaint)
+    where = [f"{as_sql} IS NOT NULL"]
+    params: list[object] = [moment, policy.window]
     if not policy.count_unmatched:
         # Only reports that match a delivery we made (forged or unrelated ones are kept apart).
         where.append("b.unmatched = 0")
@@ -287,12 +288,12 @@ def counting_query(
         params += [moment, int(policy.stale_after_days)]
     if policy.reset_on_success:
         # A later delivery is no success when it failed in a way that counts under this policy.
-        failed = ", ".join(f"'{k}'" for k in ("hard", "soft", *(["policy"] if policy.count_policy else [])))
+        failed = counted_as_sql("b2", count_policy=policy.count_policy, complaints=False)
         where.append(
             "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.email = b.email AND d.state = 'sent'"
             " AND julianday(d.sent_at) > julianday(b.bounced_at)"
             " AND NOT EXISTS (SELECT 1 FROM bounces b2 WHERE b2.delivery_id = d.id"
-            f" AND b2.kind IN ('hard', 'soft', 'policy') AND {counted_as_sql('b2')} IN ({failed})))"
+            f" AND b2.kind IN ('hard', 'soft', 'policy') AND {failed} IS NOT NULL))"
         )
     if addresses is not None:
         wanted = sorted({a.lower() for a in addresses})
@@ -300,7 +301,7 @@ def counting_query(
         params.append(json.dumps(wanted))
     sql = (
         "SELECT b.id, b.email, b.kind, b.status, b.diagnostic, b.campaign, b.source, b.bounced_at, b.reason,"
-        f" CASE {as_sql} WHEN 'policy' THEN 'soft' ELSE {as_sql} END AS counted_as,"
+        f" {as_sql} AS counted_as,"
         " julianday(b.bounced_at) >= julianday(?) - ? AS recent"
         " FROM bounces b"
         " LEFT JOIN (SELECT email, max(id) AS event_id FROM suppression_events"
