@@ -614,7 +614,7 @@ def bounce_list(store: Store, *, reason: str | list[str] | None = None, side: st
 def suppression_table(store: Store) -> pd.DataFrame:
     """The suppressed addresses with their evidence, newest first.
 
-    Columns: email, since (UTC timestamp), reason (threshold | manual | smtp), bounce_count,
+    Columns: email, since (UTC timestamp), reason (threshold | complaint | manual | smtp), bounce_count,
     kinds (e.g. ``"hard×2, soft×1"``), statuses (distinct status codes), first_evidence,
     last_evidence (the bounce dates the evidence lists), evidence (the list of dicts as stored).
 
