@@ -547,13 +547,14 @@ def bounces_by_reason(store: Store, *, side: str | None = None, reason: str | li
     where, params = _reason_filter(reason, side)
     df = _query(store, f"""
         SELECT coalesce(reason, 'undefined') AS reason, COUNT(*) AS count, COUNT(DISTINCT email) AS addresses,
-               group_concat(DISTINCT campaign) AS campaigns, MIN(bounced_at) AS first_seen,
+               json_group_array(DISTINCT campaign) AS campaigns, MIN(bounced_at) AS first_seen,
                MAX(bounced_at) AS last_seen
         FROM bounces{where} GROUP BY coalesce(reason, 'undefined')
     """, params)
     df = _ints(df, ["count", "addresses"])
     df.insert(1, "side", df["reason"].map(reasons.side).astype("object"))
-    df["campaigns"] = [", ".join(sorted(str(c).split(","))) if isinstance(c, str) else "" for c in df["campaigns"]]
+    df["campaigns"] = [", ".join(sorted(str(c) for c in json.loads(names) if c is not None))
+                       for names in df["campaigns"]]
     df["first_seen"] = _utc(df["first_seen"])
     df["last_seen"] = _utc(df["last_seen"])
     df["description"] = [reasons.REASONS[r].description if r in reasons.REASONS else "" for r in df["reason"]]
