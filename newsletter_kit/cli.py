@@ -220,8 +220,18 @@ def _zone_change_before(store: Store, zone: str | None) -> tuple[str, Any] | Non
 @click.option("--ca-file", metavar="PEM", help="CA certificate(s) to trust instead of the system store.")
 @click.option("--bounce-address", metavar="A", help="Envelope sender of campaigns (default: the user name).")
 @click.option("--folder", metavar="F", help="Folder to monitor (default INBOX).")
-@click.option("--threshold", type=int, help="Bounces after which an address is suppressed.")
-@click.option("--count-policy/--no-count-policy", default=None, help="Count policy blocks (5.7.x) too.")
+@click.option("--threshold", metavar="N",
+              help="One threshold for hard and soft bounces together, used when neither "
+                   "--hard-threshold nor --soft-threshold is set ('' clears).")
+@click.option("--hard-threshold", metavar="N", help="Hard bounces that suppress an address (default 1; '' clears).")
+@click.option("--soft-threshold", metavar="N",
+              help="Soft bounces within the window that suppress an address (default 3; '' clears).")
+@click.option("--soft-window-days", metavar="D", help="The soft bounces' window in days (default 30; '' clears).")
+@click.option("--suppress-on-complaint/--no-suppress-on-complaint", default=None,
+              help="A complaint suppresses the address at once (default on).")
+@click.option("--count-policy/--no-count-policy", default=None,
+              help="Count unclear refusals of a policy kind (a recipient's filter) as soft bounces; "
+                   "failures about the sender never count.")
 @click.option("--processed-folder", metavar="F", help="Move processed messages to this folder.")
 @click.option("--stale-after-days", metavar="N", help="Ignore bounces older than N days ('' clears).")
 @click.option("--reset-on-success/--no-reset-on-success", default=None,
@@ -232,12 +242,12 @@ def _zone_change_before(store: Store, zone: str | None) -> tuple[str, Any] | Non
               help="Count bounce reports that match no delivery we made (default off).")
 @pass_store
 def settings_bounce(store: Store, password_env: str | None, **changes: Any) -> None:
-    """Set the bounce mailbox (IMAP) and the bounce threshold; later calls change only the flags given."""
+    """Set the bounce mailbox (IMAP) and the suppression policy; later calls change only the flags given."""
     bounce, warnings = settings_mod.update_bounce_settings(
         store, password_ref=_password_ref(password_env), **changes)
     warn_all(warnings)
     say(f"bounce settings saved: {bounce.user} at {bounce.host}:{bounce.port}, folder "
-        f"{bounce.folder!r}, threshold {bounce.threshold}")
+        f"{bounce.folder!r}, {bounce.policy.describe()}")
 
 
 @settings.group("relay")
@@ -375,7 +385,7 @@ def settings_show(store: Store, as_json: bool) -> None:
             click.echo("  (not configured)")
             continue
         for key, value in values.items():  # escaped: a stored value never drives the terminal
-            click.echo(f"  {key:18} {settings_mod.printable(value)}")
+            click.echo(f"  {key:21} {settings_mod.printable(value)}")
 
 
 @settings.command("folders")

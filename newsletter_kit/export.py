@@ -51,6 +51,10 @@ REVIEW_TABLES: dict[str, dict[str, Any]] = {
     "bounces_by_address": {},
     "bounces_by_domain": {"with_sent": True},
     "bounces_by_status": {},
+    "bounces_by_reason": {},
+    "bounce_list": {"limit": None},
+    "sender_problems": {},
+    "policy_counts": {},
     "bounces_by_day": {},
     "campaign_summary": {},
     "campaign_forecast": {},
@@ -93,7 +97,7 @@ def export_review(store: Store, folder: str | os.PathLike[str], format: str = "p
         >>> import tempfile
         >>> from newsletter_kit.store import open_store
         >>> report = export_review(open_store(":memory:"), tempfile.mkdtemp())
-        >>> sorted(report.tables)[:3]
+        >>> sorted(report.tables)[1:4]
         ['bounces', 'bounces_by_address', 'bounces_by_day']
         >>> export_review(open_store(":memory:"), tempfile.mkdtemp(), format="xlsx")
         Traceback (most recent call last):

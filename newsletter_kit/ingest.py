@@ -513,7 +513,10 @@ def _record(store: Store, source: str, kind_source: str, uidvalidity: int | None
         return []
     added = _bounces.record_report(store, item.report, report_key=item.message_id or f"sha256:{item.digest}",
                                    source=kind_source, mailbox_message_id=row_id)
-    counting = {r.address for r in item.report.recipients if r.kind in _bounces.BOUNCE_KINDS}
+    # Failures and complaints may move an address toward suppression (the policy decides by the
+    # reason which do); only these addresses are counted again after the batch.
+    counting = {r.address for r in item.report.recipients
+                if r.kind in _bounces.BOUNCE_KINDS or r.kind == _bounces.COMPLAINT}
     return [a for a in added if a in counting]
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import clock
+from . import clock, reasons
 from .errors import ValidationError
 from .escaping import html_text, plot_text
 from .settings import load_smtp_settings, validate_timezone
@@ -40,14 +40,19 @@ __all__ = [
     "bounces_by_address",
     "bounces_by_day",
     "bounces_by_domain",
+    "bounces_by_reason",
     "bounces_by_status",
+    "bounce_list",
     "campaign_forecast",
     "campaign_summary",
     "display_formats",
     "newly_suppressed",
+    "policy_counts",
+    "policy_would_suppress",
     "plot_bounce_rate_by_day",
     "plot_top_domains",
     "quota_by_day",
+    "sender_problems",
     "status_meaning",
     "styled",
     "suppression_table",
@@ -286,6 +291,7 @@ def bounces_by_address(store: Store) -> pd.DataFrame:
 
     Columns: email, hard, soft, policy, delayed, complaint, other, total, first_bounce,
     last_bounce (UTC timestamps), last_kind, last_status, last_diagnostic, suppressed (bool).
+    (Each bounce's reason: :func:`bounce_list`, :func:`bounces_by_reason`.)
     The last bounce is the one with the latest date (of two on the same second, the first
     recorded). Each row of ``bounces`` is one report for one address, so a report fetched twice
     counts once. Sorted by total, most bounces first, then by address.
@@ -345,21 +351,44 @@ def bounces_by_domain(store: Store, *, with_sent: bool = False) -> pd.DataFrame:
     return df.sort_values(["total", "domain"], ascending=[False, True], ignore_index=True)
 
 
-def bounces_by_status(store: Store) -> pd.DataFrame:
+def _reason_filter(reason: str | list[str] | None, side: str | None) -> tuple[str, list[Any]]:
+    """``WHERE`` text and parameters keeping the bounces of ``reason`` (a name or names) and/or of
+    ``side`` (recipient, sender, unclear, none); rows without a reason count as ``undefined``."""
+    clauses, params = [], []
+    if reason is not None:
+        names = [reason] if isinstance(reason, str) else list(reason)
+        unknown = [n for n in names if n not in reasons.REASONS]
+        if unknown:
+            raise ValidationError(f"unknown reason {unknown[0]!r}: one of {', '.join(reasons.REASONS)}", "reason")
+        clauses.append("coalesce(reason, 'undefined') IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(names))
+    if side is not None:
+        if side not in reasons.SIDES:
+            raise ValidationError(f"unknown side {side!r}: one of {', '.join(reasons.SIDES)}", "side")
+        names = [r.name for r in reasons.REASONS.values() if r.side == side]
+        clauses.append("coalesce(reason, 'undefined') IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(names))
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def bounces_by_status(store: Store, *, reason: str | list[str] | None = None,
+                      side: str | None = None) -> pd.DataFrame:
     """One row per RFC 3463 status code seen in bounces, with its meaning.
 
     Columns: status (None for reports that gave none), class (Permanent/Persistent Transient
     Failure), meaning, addresses, hard, soft, policy, delayed, complaint, other, total.
-    Sorted by total, most bounces first.
+    ``reason`` (a name of :mod:`newsletter_kit.reasons`, or a list) and ``side`` (recipient,
+    sender, unclear, none) keep only those bounces.  Sorted by total, most bounces first.
 
     Example::
 
-        >>> bounces_by_status(store)[["status", "meaning", "total"]]   # doctest: +SKIP
+        >>> bounces_by_status(store, side="sender")[["status", "meaning", "total"]]   # doctest: +SKIP
     """
+    where, params = _reason_filter(reason, side)
     df = _query(store, f"""
         SELECT status, COUNT(DISTINCT email) AS addresses, {_kind_sums()}
-        FROM bounces GROUP BY status
-    """)
+        FROM bounces{where} GROUP BY status
+    """, params)
     df = _ints(df, ["addresses", *KIND_COLUMNS, "other", "total"])
     df.insert(1, "class", df["status"].map(_status_class))
     df.insert(2, "meaning", df["status"].map(status_meaning))
@@ -500,13 +529,96 @@ def campaign_forecast(store: Store, *, now: dt.datetime | None = None) -> pd.Dat
     return df
 
 
+# --- reasons: whom a failure is about -------------------------------------------------------------
+
+
+def bounces_by_reason(store: Store, *, side: str | None = None, reason: str | list[str] | None = None) -> pd.DataFrame:
+    """One row per reason a delivery failed (:mod:`newsletter_kit.reasons`), with whom it is about.
+
+    Columns: reason, side (recipient: counts toward the address; sender: about us, never
+    counts; unclear; none: complaints and other non-failures), count (bounces), addresses,
+    campaigns (their names, comma-separated), first_seen, last_seen (UTC), description,
+    remedy (what to do about a sender-side reason).  ``side``/``reason`` keep only those.
+    Sorted by count, most first.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> list(bounces_by_reason(open_store(":memory:")).columns)[:4]
+        ['reason', 'side', 'count', 'addresses']
+    """
+    where, params = _reason_filter(reason, side)
+    df = _query(store, f"""
+        SELECT coalesce(reason, 'undefined') AS reason, COUNT(*) AS count, COUNT(DISTINCT email) AS addresses,
+               json_group_array(DISTINCT campaign) AS campaigns, MIN(bounced_at) AS first_seen,
+               MAX(bounced_at) AS last_seen
+        FROM bounces{where} GROUP BY coalesce(reason, 'undefined')
+    """, params)
+    df = _ints(df, ["count", "addresses"])
+    df.insert(1, "side", df["reason"].map(reasons.side).astype("object"))
+    df["campaigns"] = [", ".join(sorted(str(c) for c in json.loads(names) if c is not None))
+                       for names in df["campaigns"]]
+    df["first_seen"] = _utc(df["first_seen"])
+    df["last_seen"] = _utc(df["last_seen"])
+    df["description"] = [reasons.REASONS[r].description if r in reasons.REASONS else "" for r in df["reason"]]
+    df["remedy"] = df["reason"].map(reasons.remedy).astype("object")
+    return df.sort_values(["count", "reason"], ascending=[False, True], ignore_index=True)
+
+
+def sender_problems(store: Store) -> pd.DataFrame:
+    """The failures about *us* (our IP, domain, authentication, content, rate...), with the
+    remedy: recorded and shown here, never counted against the recipients they name.
+
+    Columns: reason, count (bounces), campaigns, last_seen (UTC), remedy, addresses,
+    description.  Sorted by count, most first.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> list(sender_problems(open_store(":memory:")).columns)[:5]
+        ['reason', 'count', 'campaigns', 'last_seen', 'remedy']
+    """
+    df = bounces_by_reason(store, side=reasons.SENDER)
+    return df[["reason", "count", "campaigns", "last_seen", "remedy", "addresses", "description"]]
+
+
+def bounce_list(store: Store, *, reason: str | list[str] | None = None, side: str | None = None,
+                limit: int | None = 1000) -> pd.DataFrame:
+    """The recorded bounces, newest first, with their reason and side; ``reason``/``side`` keep
+    only those, ``limit`` caps the rows (None: all).
+
+    Columns: id, email, kind, reason, side, status, diagnostic, campaign, bounced_at (UTC),
+    matched (bool).
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> bounce_list(open_store(":memory:"), side="sender").empty
+        True
+    """
+    where, params = _reason_filter(reason, side)
+    cap = ""
+    if limit is not None:
+        cap = " LIMIT ?"
+        params.append(int(limit))
+    df = _query(store, f"""
+        SELECT id, email, kind, coalesce(reason, 'undefined') AS reason, status, diagnostic, campaign, bounced_at,
+               unmatched = 0 AS matched
+        FROM bounces{where} ORDER BY bounced_at DESC, id DESC{cap}
+    """, params)
+    df.insert(4, "side", df["reason"].map(reasons.side).astype("object"))
+    df["bounced_at"] = _utc(df["bounced_at"])
+    df["matched"] = df["matched"].astype(bool)
+    return df
+
+
 # --- suppressions -------------------------------------------------------------------------------
 
 
 def suppression_table(store: Store) -> pd.DataFrame:
     """The suppressed addresses with their evidence, newest first.
 
-    Columns: email, since (UTC timestamp), reason (threshold | manual | smtp), bounce_count,
+    Columns: email, since (UTC timestamp), reason (threshold | complaint | manual | smtp), bounce_count,
     kinds (e.g. ``"hard×2, soft×1"``), statuses (distinct status codes), first_evidence,
     last_evidence (the bounce dates the evidence lists), evidence (the list of dicts as stored).
 
@@ -585,8 +697,8 @@ def _counts_sql(store: Store, *, count_policy: bool | None = None, stale_after_d
     policy = ThresholdPolicy.from_store(store, count_policy=count_policy, stale_after_days=stale_after_days,
                                         reset_on_success=reset_on_success, count_unmatched=count_unmatched)
     moment = (now or clock.now()).astimezone(dt.timezone.utc).replace(microsecond=0)
-    # The threshold's own rule, so what-if and apply agree.
-    sql, params = counting_query(policy, now=moment.isoformat())
+    # The threshold's own rule, so what-if and apply agree (one count: hard and soft together).
+    sql, params = counting_query(policy.single().replace(suppress_on_complaint=False), now=moment.isoformat())
     return f"""
         SELECT c.email, COUNT(*) AS counted, MIN(c.bounced_at) AS first_counted,
                MAX(c.bounced_at) AS last_counted, s.email IS NOT NULL AS suppressed
@@ -677,6 +789,62 @@ def newly_suppressed(store: Store, threshold: int, *, counts: pd.DataFrame | Non
         counts = threshold_counts(store, **policy)
     chosen = counts[(counts["counted"] >= threshold) & ~counts["suppressed"]]
     return sorted(chosen["email"].tolist())
+
+
+def policy_counts(store: Store, policy: ThresholdPolicy | None = None, *, now: dt.datetime | None = None,
+                  **overrides: Any) -> pd.DataFrame:
+    """Per address, what the per-kind policy counts and whether it would suppress: the what-if
+    of the hard, soft (+window) and complaint thresholds.
+
+    ``policy`` (default: the bounce settings' policy, or the defaults) with ``overrides`` of its
+    fields (``hard_threshold=2``, ``soft_window_days=60``, ``suppress_on_complaint=False``...).
+    Columns: email, hard, soft (within the soft window), soft_all, complaint, would_suppress
+    (bool, under the policy, per kind or single), suppressed (already, bool).  Failures about the
+    sender count nowhere.  Sorted by would_suppress, hard, soft, then email.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> list(policy_counts(open_store(":memory:")).columns)[:4]
+        ['email', 'hard', 'soft', 'soft_all']
+    """
+    base = policy if policy is not None else ThresholdPolicy.from_store(store)
+    rule = base.replace(**{k: v for k, v in overrides.items() if v is not None}) if overrides else base
+    moment = (now or clock.now()).astimezone(dt.timezone.utc).replace(microsecond=0)
+    sql, params = counting_query(rule.replace(suppress_on_complaint=True), now=moment.isoformat())
+    df = _query(store, f"""
+        SELECT c.email, SUM(c.counted_as = 'hard') AS hard, SUM(c.counted_as = 'soft' AND c.recent) AS soft,
+               SUM(c.counted_as = 'soft') AS soft_all, SUM(c.counted_as = 'complaint') AS complaint,
+               s.email IS NOT NULL AS suppressed
+        FROM ({sql}) c LEFT JOIN suppressions s ON s.email = c.email
+        GROUP BY c.email
+    """, params)
+    df = _ints(df, ["hard", "soft", "soft_all", "complaint"])
+    df["suppressed"] = df["suppressed"].astype(bool)
+    complaint = (df["complaint"] > 0) & rule.suppress_on_complaint
+    if rule.per_kind:
+        reach = (df["hard"] >= rule.hard) | (df["soft"] >= rule.soft)
+    else:
+        reach = (df["hard"] + df["soft_all"]) >= (rule.threshold or 1)
+    df.insert(5, "would_suppress", (reach | complaint).astype(bool))
+    return df.sort_values(["would_suppress", "hard", "soft", "email"], ascending=[False, False, False, True],
+                          ignore_index=True)
+
+
+def policy_would_suppress(store: Store, policy: ThresholdPolicy | None = None, *,
+                          counts: pd.DataFrame | None = None, **overrides: Any) -> list[str]:
+    """The addresses a policy (see :func:`policy_counts`) would suppress that are not
+    suppressed today, sorted.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> policy_would_suppress(open_store(":memory:"), hard_threshold=2)
+        []
+    """
+    if counts is None:
+        counts = policy_counts(store, policy, **overrides)
+    return sorted(counts.loc[counts["would_suppress"] & ~counts["suppressed"], "email"].tolist())
 
 
 # --- plots --------------------------------------------------------------------------------------

@@ -422,7 +422,8 @@ class BounceSettings:
     host: str
     port: int
     user: str
-    threshold: int
+    #: The single threshold (hard and soft together), used when neither per-kind one is set.
+    threshold: int | None = None
     password_ref: str | None = None
     tls: str = "starttls"
     allow_plain_auth: bool = False
@@ -437,6 +438,12 @@ class BounceSettings:
     verp: bool = False
     #: Count reports that match no delivery we made (forged or unrelated ones) too.
     count_unmatched: bool = False
+    #: Per-kind thresholds (issue 15); unset: the defaults, or the single threshold when set.
+    hard_threshold: int | None = None
+    soft_threshold: int | None = None
+    soft_window_days: int | None = None
+    #: A complaint (ARF feedback report) suppresses the address at once.
+    suppress_on_complaint: bool = True
 
     def validate(self) -> list[str]:
         """Raise :class:`ValidationError` on an invalid field; return warnings (strings)."""
@@ -444,7 +451,14 @@ class BounceSettings:
         self.port = validate_port(self.port)
         if not self.user:
             raise ValidationError("the user name of the bounce mailbox is required", "user")
-        self.threshold = validate_positive(self.threshold, "the bounce threshold", "threshold")
+        if self.threshold is not None:
+            self.threshold = validate_positive(self.threshold, "the bounce threshold", "threshold")
+        for name, what in (("hard_threshold", "the hard-bounce threshold"),
+                           ("soft_threshold", "the soft-bounce threshold"),
+                           ("soft_window_days", "the soft-bounce window (days)")):
+            if getattr(self, name) is not None:
+                setattr(self, name, validate_positive(getattr(self, name), what, name))
+        self.suppress_on_complaint = bool(self.suppress_on_complaint)
         self.tls = validate_tls(self.tls)
         if self.password_ref:
             check_password_ref(self.password_ref)
@@ -490,7 +504,8 @@ class BounceSettings:
         from .suppressions import ThresholdPolicy
 
         return ThresholdPolicy(self.threshold, self.count_policy, self.stale_after_days, self.reset_on_success,
-                               self.count_unmatched)
+                               self.count_unmatched, self.hard_threshold, self.soft_threshold,
+                               self.soft_window_days, self.suppress_on_complaint)
 
     def __repr__(self) -> str:
         return _masked_repr(self)
@@ -506,6 +521,9 @@ class BounceSettings:
             "processed-folder": self.processed_folder, "stale-after-days": self.stale_after_days,
             "reset-on-success": self.reset_on_success, "verp": self.verp,
             "count-unmatched": self.count_unmatched,
+            "hard-threshold": self.hard_threshold, "soft-threshold": self.soft_threshold,
+            "soft-window-days": self.soft_window_days, "suppress-on-complaint": self.suppress_on_complaint,
+            "policy": self.policy.describe(),
         }
 
 
@@ -526,10 +544,11 @@ def _masked_repr(obj: Any) -> str:
 
 
 _SMTP_REQUIRED = ("host", "port", "from_addr", "daily_limit")
-_BOUNCE_REQUIRED = ("host", "port", "user", "threshold")
+_BOUNCE_REQUIRED = ("host", "port", "user")
 _CLEARABLE_SMTP = {"user", "password_ref", "ca_file", "unsubscribe_url", "dkim_selector",
                    "dkim_key_file", "dkim_domain", "from_name", "reply_to", "list_id"}
-_CLEARABLE_BOUNCE = {"password_ref", "ca_file", "bounce_address", "processed_folder", "stale_after_days"}
+_CLEARABLE_BOUNCE = {"password_ref", "ca_file", "bounce_address", "processed_folder", "stale_after_days",
+                     "threshold", "hard_threshold", "soft_threshold", "soft_window_days"}
 
 
 def _merge(cls: type, current: Mapping[str, Any] | None, changes: Mapping[str, Any],
@@ -603,8 +622,10 @@ def update_smtp_settings(store: Store, **changes: Any) -> tuple[SmtpSettings, li
 def update_bounce_settings(store: Store, **changes: Any) -> tuple[BounceSettings, list[str]]:
     """Change the bounce-mailbox settings, as :func:`update_smtp_settings` does for SMTP.
 
-    The first call must give host, port, user and threshold; the bounce address defaults to
-    the user name when that is an address.
+    The first call must give host, port and user; the bounce address defaults to the user name
+    when that is an address.  The thresholds: ``hard_threshold``, ``soft_threshold`` and
+    ``soft_window_days`` (defaults 1, 3 within 30 days), or the single ``threshold`` when
+    neither per-kind one is set; ``""`` clears one.
     """
     current = _load_section(store, "bounce")
     if current and changes.get("user") and current.get("bounce_address") == current.get("user"):

@@ -449,6 +449,24 @@ def _v4_campaign_stamp_matches_nobody(conn: sqlite3.Connection) -> None:
                  " WHERE matched_by = 'campaign'")
 
 
+@_migration
+def _v4_bounce_reasons(conn: sqlite3.Connection) -> None:
+    """Each bounce keeps its reason (issue 15: a name of :mod:`newsletter_kit.reasons`), which
+    decides whom it counts against.  Rows recorded before get the reason their status and
+    diagnostic give (complaints: ``feedback``).  The index serves an address's bounces by
+    reason in time order (the soft window of the per-kind policy)."""
+    from . import reasons  # the vocabulary: a leaf module, no dependency of its own
+
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(bounces)")}
+    if "reason" not in columns:
+        conn.execute("ALTER TABLE bounces ADD COLUMN reason TEXT")
+    conn.create_function("nk_bounce_reason", 2, lambda status, text: reasons.classify(status, None, text),
+                         deterministic=True)
+    conn.execute("UPDATE bounces SET reason = CASE WHEN kind = 'complaint' THEN 'feedback'"
+                 " ELSE nk_bounce_reason(status, diagnostic) END WHERE reason IS NULL")
+    conn.execute("CREATE INDEX IF NOT EXISTS bounces_email_reason ON bounces(email, reason, bounced_at)")
+
+
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 

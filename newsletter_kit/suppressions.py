@@ -28,52 +28,87 @@ if TYPE_CHECKING:
     from .settings import BounceSettings
 
 __all__ = [
-    "COUNTED_KINDS", "DEFAULT_THRESHOLD", "ThresholdPolicy", "apply_threshold", "bounce_counts",
+    "COUNTED_KINDS", "DEFAULT_HARD_THRESHOLD", "DEFAULT_SOFT_THRESHOLD", "DEFAULT_SOFT_WINDOW_DAYS",
+    "DEFAULT_THRESHOLD", "ThresholdPolicy", "apply_threshold", "bounce_counts", "counted_as_sql",
     "counting_query", "list_suppressions", "remove_suppression", "suppress", "suppression_history",
 ]
 
 #: Kinds that count towards the threshold; policy (5.7.x) only with ``count_policy``.
 #: (The values of :class:`newsletter_kit.bounces.BounceKind`; plain text, so that counting
-#: needs no parser.)
+#: needs no parser.)  Since issue 15 the *reason* of a bounce decides, not its kind: see
+#: :func:`counted_as_sql`; the kinds only decide for rows recorded without a reason.
 COUNTED_KINDS = ("hard", "soft")
 _POLICY_KIND = "policy"
-#: The threshold of a policy when none is saved (the review panel's starting point).
+#: The single threshold of the review's what-if when none is saved (its starting point).
 DEFAULT_THRESHOLD = 3
+#: Per-kind defaults (listmonk counts hard, soft and complaints apart): one hard bounce
+#: suppresses, three soft ones within 30 days do, a complaint at once.
+DEFAULT_HARD_THRESHOLD = 1
+DEFAULT_SOFT_THRESHOLD = 3
+DEFAULT_SOFT_WINDOW_DAYS = 30
 
 
 # --- the policy -----------------------------------------------------------------------------------
 
 
+def _positive(value: int | None, what: str, field: str, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(f"{what} must be at least 1, not {value!r}", field)
+
+
 @dataclass(frozen=True)
 class ThresholdPolicy:
-    """How bounces count towards the threshold, and the threshold itself.
+    """How bounces count towards suppression: one frozen value object.
 
-    ``hard`` and ``soft`` bounces count, ``policy`` ones only with ``count_policy``; with
-    ``stale_after_days`` older bounces no longer count; with ``reset_on_success`` a bounce
-    followed by a successful delivery no longer counts; a bounce report that matches no delivery
-    we made (our Message-ID, the campaign stamp plus an address sent that campaign, a signed VERP
-    token; a 5xx seen while sending always matches) counts only with ``count_unmatched``.  An
-    address whose count reaches ``threshold`` is suppressed.  The bounce settings give theirs (``BounceSettings.policy``);
-    the SQL is :func:`counting_query`, which :func:`apply_threshold` and the review's what-if run.
+    What a bounce is *about* decides (its reason, :mod:`newsletter_kit.reasons`), never its code
+    class: a failure about us (IP or domain blocked, SPF/DKIM/DMARC, content, rate...) counts
+    for nobody.  Recipient-side reasons count as **hard** (unknown user or host, moved) or
+    **soft** (mailbox full, suspended, expired); unclear ones as soft, the unclear refusals of a
+    policy kind (a recipient's filter) only with ``count_policy``.  A **complaint** suppresses
+    at once unless ``suppress_on_complaint`` is False.
+
+    Two ways to set the thresholds:
+
+    - **per kind** (the default): ``hard_threshold`` hard bounces suppress (default 1), or
+      ``soft_threshold`` soft ones within the last ``soft_window_days`` (default 3 within 30);
+    - **single** (the old ``--threshold``): when ``threshold`` is given and neither per-kind
+      threshold is, hard and soft bounces add up to one count that suppresses at ``threshold``.
+
+    For every kind: with ``stale_after_days`` older bounces no longer count; with
+    ``reset_on_success`` a bounce followed by a successful delivery no longer counts; a report
+    that matches no delivery we made counts only with ``count_unmatched``.  The bounce settings
+    give theirs (``BounceSettings.policy``); the SQL is :func:`counting_query`, which
+    :func:`apply_threshold` and the review's what-if run.
 
     Example::
 
-        >>> ThresholdPolicy(2, count_policy=True)
-        ThresholdPolicy(threshold=2, count_policy=True, stale_after_days=None, reset_on_success=False,
-                        count_unmatched=False)
+        >>> ThresholdPolicy(2, count_policy=True).per_kind
+        False
+        >>> ThresholdPolicy().per_kind, ThresholdPolicy().hard, ThresholdPolicy().soft, ThresholdPolicy().window
+        (True, 1, 3, 30)
         >>> ThresholdPolicy(2).replace(threshold=5).threshold
         5
+        >>> ThresholdPolicy(hard_threshold=2).describe()
+        'hard 2, soft 3 within 30 days, complaint at once'
     """
 
-    threshold: int = DEFAULT_THRESHOLD
+    threshold: int | None = None
     count_policy: bool = False
     stale_after_days: int | None = None
     reset_on_success: bool = False
     count_unmatched: bool = False
+    hard_threshold: int | None = None
+    soft_threshold: int | None = None
+    soft_window_days: int | None = None
+    suppress_on_complaint: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int) or self.threshold < 1:
-            raise ValidationError(f"the threshold must be at least 1, not {self.threshold!r}", "threshold")
+        _positive(self.threshold, "the threshold", "threshold")
+        _positive(self.hard_threshold, "the hard-bounce threshold", "hard_threshold")
+        _positive(self.soft_threshold, "the soft-bounce threshold", "soft_threshold")
+        _positive(self.soft_window_days, "the soft-bounce window (days)", "soft_window_days")
         if self.stale_after_days is not None and self.stale_after_days < 1:
             raise ValidationError("stale-after days must be positive", "stale_after_days")
 
@@ -82,16 +117,53 @@ class ThresholdPolicy:
         return dataclasses.replace(self, **changes)
 
     @property
+    def per_kind(self) -> bool:
+        """Hard and soft bounces have thresholds of their own (else one ``threshold`` for both)."""
+        return self.threshold is None or self.hard_threshold is not None or self.soft_threshold is not None
+
+    @property
+    def hard(self) -> int:
+        """Hard bounces that suppress (per-kind mode)."""
+        return self.hard_threshold or DEFAULT_HARD_THRESHOLD
+
+    @property
+    def soft(self) -> int:
+        """Soft bounces within :attr:`window` days that suppress (per-kind mode)."""
+        return self.soft_threshold or DEFAULT_SOFT_THRESHOLD
+
+    @property
+    def window(self) -> int:
+        """The soft bounces' window in days (per-kind mode)."""
+        return self.soft_window_days or DEFAULT_SOFT_WINDOW_DAYS
+
+    def single(self, threshold: int | None = None) -> ThresholdPolicy:
+        """This policy in single-threshold mode (the review's one-slider what-if).
+
+        >>> ThresholdPolicy().single().threshold, ThresholdPolicy().single(5).per_kind
+        (3, False)
+        """
+        return self.replace(threshold=threshold or self.threshold or DEFAULT_THRESHOLD,
+                            hard_threshold=None, soft_threshold=None)
+
+    def describe(self) -> str:
+        """The thresholds in words (``settings bounce`` and the panels say it)."""
+        if self.per_kind:
+            text = f"hard {self.hard}, soft {self.soft} within {self.window} days"
+        else:
+            text = f"threshold {self.threshold} (hard and soft together)"
+        return text + (", complaint at once" if self.suppress_on_complaint else ", complaints not counted")
+
+    @property
     def counted_kinds(self) -> tuple[str, ...]:
-        """The bounce kinds that count under this policy."""
+        """The bounce kinds that count under this policy (for rows without a reason)."""
         return (*COUNTED_KINDS, _POLICY_KIND) if self.count_policy else COUNTED_KINDS
 
     @classmethod
     def from_store(cls, store: Store, *, threshold: int | None = None, count_policy: bool | None = None,
                    stale_after_days: int | None = None, reset_on_success: bool | None = None,
-                   count_unmatched: bool | None = None) -> ThresholdPolicy:
+                   count_unmatched: bool | None = None, **more: Any) -> ThresholdPolicy:
         """The bounce settings' policy (defaults when none are saved), with any argument given
-        replacing the saved value.
+        replacing the saved value (``more``: the per-kind fields, e.g. ``hard_threshold=2``).
 
         ``stale_after_days=0`` switches staleness off (the settings cannot hold 0).
 
@@ -103,16 +175,10 @@ class ThresholdPolicy:
 
         saved = load_bounce_settings(store)
         base = saved.policy if saved is not None else cls()
-        stale = base.stale_after_days if stale_after_days is None else (stale_after_days or None)
-        if stale is not None and stale < 0:
+        if stale_after_days is not None and stale_after_days < 0:
             raise ValidationError("stale-after days must be positive", "stale_after_days")
-        return cls(
-            base.threshold if threshold is None else threshold,
-            base.count_policy if count_policy is None else bool(count_policy),
-            stale,
-            base.reset_on_success if reset_on_success is None else bool(reset_on_success),
-            base.count_unmatched if count_unmatched is None else bool(count_unmatched),
-        )
+        return _policy(base, threshold=threshold, count_policy=count_policy, stale_after_days=stale_after_days,
+                       reset_on_success=reset_on_success, count_unmatched=count_unmatched, **more)
 
 
 def _policy(policy: ThresholdPolicy | BounceSettings | None, **overrides: Any) -> ThresholdPolicy:
@@ -126,10 +192,52 @@ def _policy(policy: ThresholdPolicy | BounceSettings | None, **overrides: Any) -
     given = {k: v for k, v in overrides.items() if v is not None}
     if given.get("stale_after_days") == 0:
         given["stale_after_days"] = None  # 0 switches staleness off, as in ThresholdPolicy.from_store
+    for flag in ("count_policy", "reset_on_success", "count_unmatched", "suppress_on_complaint"):
+        if flag in given:
+            given[flag] = bool(given[flag])
     return base.replace(**given) if given else base
 
 
 # --- counting -------------------------------------------------------------------------------------
+
+
+def _names(*names: str) -> str:
+    return ", ".join(f"'{n}'" for n in names) or "NULL"
+
+
+def counted_as_sql(alias: str = "b", *, count_policy: bool = True, complaints: bool = True) -> str:
+    """The SQL expression that says how one ``bounces`` row counts: ``'hard'``, ``'soft'``,
+    ``'complaint'``, or NULL (never: about the sender, a delay, not a failure).
+
+    By the side of the row's reason (:mod:`newsletter_kit.reasons`), never its code class: a
+    ``550 5.1.1`` about a blocklisted IP is about us.  An unclear refusal of a policy kind (a
+    recipient's filter) counts as soft with ``count_policy``, else not; complaints count with
+    ``complaints``.  A row recorded without a reason counts by its kind, as before issue 15.
+    Recipient-side reasons are tested first: they are most rows.
+
+    >>> "'blocked'" in counted_as_sql()
+    True
+    """
+    from . import reasons
+
+    table = reasons.REASONS.values()
+    sender_or_none = _names(*(r.name for r in table if r.side in (reasons.SENDER, reasons.NONE)))
+    hard = _names(*(r.name for r in table if r.side == reasons.RECIPIENT and r.hard and r.name != "not_accept"))
+    soft = _names(*(r.name for r in table if r.side == reasons.RECIPIENT and not r.hard))
+    a = alias
+    policy = "'soft'" if count_policy else "NULL"
+    complaint = "'complaint'" if complaints else "NULL"
+    return (
+        f"(CASE WHEN {a}.kind NOT IN ('hard', 'soft', 'policy')"
+        f" THEN CASE {a}.kind WHEN 'complaint' THEN {complaint} END"
+        f" WHEN {a}.reason IN ({hard}) THEN 'hard'"
+        f" WHEN {a}.reason IN ({soft}) THEN 'soft'"
+        f" WHEN {a}.reason IS NULL THEN CASE {a}.kind WHEN 'policy' THEN {policy} ELSE {a}.kind END"
+        f" WHEN {a}.reason IN ({sender_or_none}) THEN NULL"
+        f" WHEN {a}.reason = 'not_accept' THEN CASE WHEN coalesce({a}.status, '5') LIKE '4%' THEN 'soft' ELSE 'hard' END"
+        f" WHEN {a}.reason = 'filtered' OR {a}.kind = 'policy' THEN {policy}"
+        " ELSE 'soft' END)"
+    )
 
 
 def counting_query(
@@ -144,23 +252,28 @@ def counting_query(
 ) -> tuple[str, list[object]]:
     """The SQL (and parameters) of the bounces that count: one row per counted bounce.
 
-    Columns: ``id, email, kind, status, diagnostic, campaign, source, bounced_at``.  Counted
-    under ``policy`` (the keyword arguments override its fields): hard and soft bounces (policy
-    with ``count_policy``) that match a delivery we made (any, with ``count_unmatched``),
-    recorded after the address's last lifted suppression, not older than ``stale_after_days``
-    and, with ``reset_on_success``, not followed by a successful delivery to the address (sent
-    later, and not itself bounced).
+    Columns: ``id, email, kind, status, diagnostic, campaign, source, bounced_at, reason,
+    counted_as, recent``.  ``counted_as`` is ``hard``, ``soft`` or ``complaint`` (see
+    :func:`counted_as_sql`: by the side of the reason; about the sender never counts; unclear
+    refusals of a policy kind only with ``count_policy``, as soft; complaints only with
+    ``suppress_on_complaint``; one CASE, so the row is judged once); ``recent`` is 1 when the bounce is within the policy's soft
+    window of ``now``.  Counted under ``policy`` (the keyword arguments override its fields):
+    bounces that match a delivery we made (any, with ``count_unmatched``), recorded after the
+    address's last lifted suppression, not older than ``stale_after_days`` and, with
+    ``reset_on_success``, not followed by a successful delivery to the address (sent later, and
+    not itself bounced).
     ``pandas.read_sql(sql, store.conn, params=params)`` gives an analyst the same rows.
 
-    >>> sql, params = counting_query(count_policy=True)
-    >>> params[:3]
-    ['hard', 'soft', 'policy']
+    >>> sql, params = counting_query(count_policy=True, now="2026-12-01T00:00:00+00:00")
+    >>> params
+    ['2026-12-01T00:00:00+00:00', 30]
     """
     policy = _policy(policy, count_policy=count_policy, stale_after_days=stale_after_days,
                      reset_on_success=reset_on_success, count_unmatched=count_unmatched)
-    kinds = policy.counted_kinds
-    where = [f"b.kind IN ({', '.join('?' * len(kinds))})"]
-    params: list[object] = list(kinds)
+    moment = now or now_iso()
+    as_sql = counted_as_sql("b", count_policy=policy.count_policy, complaints=policy.suppress_on_complaint)
+    where = [f"{as_sql} IS NOT NULL"]
+    params: list[object] = [moment, policy.window]
     if not policy.count_unmatched:
         # Only reports that match a delivery we made (forged or unrelated ones are kept apart).
         where.append("b.unmatched = 0")
@@ -172,21 +285,24 @@ def counting_query(
     )
     if policy.stale_after_days:
         where.append("julianday(b.bounced_at) >= julianday(?) - ?")
-        params += [now or now_iso(), int(policy.stale_after_days)]
+        params += [moment, int(policy.stale_after_days)]
     if policy.reset_on_success:
-        bad = ", ".join("?" * len(kinds))
+        # A later delivery is no success when it failed in a way that counts under this policy.
+        failed = counted_as_sql("b2", count_policy=policy.count_policy, complaints=False)
         where.append(
             "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.email = b.email AND d.state = 'sent'"
             " AND julianday(d.sent_at) > julianday(b.bounced_at)"
-            f" AND NOT EXISTS (SELECT 1 FROM bounces b2 WHERE b2.delivery_id = d.id AND b2.kind IN ({bad})))"
+            " AND NOT EXISTS (SELECT 1 FROM bounces b2 WHERE b2.delivery_id = d.id"
+            f" AND b2.kind IN ('hard', 'soft', 'policy') AND {failed} IS NOT NULL))"
         )
-        params += list(kinds)
     if addresses is not None:
         wanted = sorted({a.lower() for a in addresses})
-        where.append(f"b.email IN (SELECT value FROM json_each(?))")
+        where.append("b.email IN (SELECT value FROM json_each(?))")
         params.append(json.dumps(wanted))
     sql = (
-        "SELECT b.id, b.email, b.kind, b.status, b.diagnostic, b.campaign, b.source, b.bounced_at"
+        "SELECT b.id, b.email, b.kind, b.status, b.diagnostic, b.campaign, b.source, b.bounced_at, b.reason,"
+        f" {as_sql} AS counted_as,"
+        " julianday(b.bounced_at) >= julianday(?) - ? AS recent"
         " FROM bounces b"
         " LEFT JOIN (SELECT email, max(id) AS event_id FROM suppression_events"
         "            WHERE action = 'lifted' GROUP BY email) lifted ON lifted.email = b.email"
@@ -207,7 +323,8 @@ def bounce_counts(
     reset_on_success: bool | None = None,
     count_unmatched: bool | None = None,
 ) -> dict[str, int]:
-    """Counted bounce reports per address (see :func:`counting_query` for what counts).
+    """Counted bounce reports per address, hard and soft (see :func:`counting_query` for what
+    counts; the soft window is not applied here, complaints are not included).
 
     >>> from newsletter_kit.store import open_store
     >>> bounce_counts(open_store(":memory:"))
@@ -215,18 +332,30 @@ def bounce_counts(
     """
     sql, params = counting_query(policy, addresses, count_policy=count_policy, stale_after_days=stale_after_days,
                                  reset_on_success=reset_on_success, count_unmatched=count_unmatched)
-    rows = store.conn.execute(f"SELECT email, count(*) FROM ({sql}) GROUP BY email ORDER BY email", params)
+    rows = store.conn.execute(
+        f"SELECT email, count(*) FROM ({sql}) WHERE counted_as != 'complaint' GROUP BY email ORDER BY email", params)
     return {email: n for email, n in rows}
+
+
+def _reached(rule: ThresholdPolicy) -> tuple[str, list[object], str]:
+    """HAVING clause (and parameters) of the addresses ``rule`` suppresses, and the filter of
+    the rows that are its evidence."""
+    complaint = " OR sum(counted_as = 'complaint') > 0" if rule.suppress_on_complaint else ""
+    if rule.per_kind:
+        return (f"sum(counted_as = 'hard') >= ? OR sum(counted_as = 'soft' AND recent) >= ?{complaint}",
+                [rule.hard, rule.soft], "counted_as != 'soft' OR recent")
+    return f"sum(counted_as != 'complaint') >= ?{complaint}", [rule.threshold], "1"
 
 
 def apply_threshold(
     store: Store, policy: ThresholdPolicy | BounceSettings | None = None, addresses: Iterable[str] | None = None
 ) -> list[str]:
-    """Suppress every address (of ``addresses``, or all) whose count reached the threshold.
+    """Suppress every address (of ``addresses``, or all) that reached the policy's thresholds.
 
     ``policy``: a :class:`ThresholdPolicy`, or bounce settings (their ``.policy``); None reads
-    the saved bounce settings.  One query finds the addresses with their evidence; returns the
-    newly suppressed addresses, sorted.
+    the saved bounce settings.  One query finds the addresses with their evidence (the bounces
+    that counted); returns the newly suppressed addresses, sorted.  Failures about the sender
+    never count, whatever their code.
 
     >>> from newsletter_kit.store import open_store
     >>> apply_threshold(open_store(":memory:"), ThresholdPolicy(2))
@@ -238,21 +367,35 @@ def apply_threshold(
         policy = require_bounce_settings(store)
     rule = _policy(policy)
     sql, params = counting_query(rule, addresses)
+    having, limits, evident = _reached(rule)
     evidence = (
         "json_group_array(json_object('bounce_id', id, 'date', bounced_at, 'kind', kind,"
-        " 'status', status, 'diagnostic', diagnostic, 'campaign', campaign, 'source', source))"
+        " 'status', status, 'diagnostic', diagnostic, 'campaign', campaign, 'source', source,"
+        f" 'reason', reason, 'counted_as', counted_as)) FILTER (WHERE {evident})"
     )
     with store.transaction():
         rows = store.conn.execute(
-            f"SELECT email, count(*), {evidence} FROM ({sql})"
+            f"SELECT email, count(*) FILTER (WHERE {evident}), {evidence}, sum(counted_as = 'complaint') FROM ({sql})"
             " WHERE email NOT IN (SELECT email FROM suppressions)"
-            " GROUP BY email HAVING count(*) >= ? ORDER BY email",
-            [*params, rule.threshold],
+            f" GROUP BY email HAVING {having} ORDER BY email",
+            [*params, *limits],
         ).fetchall()
-        for email, count, found in rows:
-            _insert_suppression(store, email, "threshold", count, json.loads(found),
-                                {"threshold": rule.threshold})
-    return [email for email, _, _ in rows]
+        for email, count, found, complaints in rows:
+            detail: dict[str, object] = (
+                {"hard_threshold": rule.hard, "soft_threshold": rule.soft, "soft_window_days": rule.window}
+                if rule.per_kind else {"threshold": rule.threshold})
+            reason = "threshold"
+            if complaints and rule.suppress_on_complaint:
+                reason = "complaint" if not _reached_without_complaints(rule, json.loads(found)) else "threshold"
+            _insert_suppression(store, email, reason, count, json.loads(found), detail)
+    return [email for email, _, _, _ in rows]
+
+
+def _reached_without_complaints(rule: ThresholdPolicy, evidence: list[dict[str, Any]]) -> bool:
+    kinds = [e.get("counted_as") for e in evidence]
+    if rule.per_kind:
+        return kinds.count("hard") >= rule.hard or kinds.count("soft") >= rule.soft
+    return sum(k != "complaint" for k in kinds) >= (rule.threshold or DEFAULT_THRESHOLD)
 
 
 # --- suppressions and their audit trail -------------------------------------------------------------

@@ -44,13 +44,15 @@ def postfix_dsn(
     date: str | None = None,
     pad_to: int = 0,
     delayed: bool = False,
+    diagnostic: str | None = None,
 ) -> bytes:
-    """A DSN about ``recipient`` (failed, or ``delayed``), as Postfix would send it."""
+    """A DSN about ``recipient`` (failed, or ``delayed``), as Postfix would send it; ``diagnostic``
+    replaces the usual text of ``status`` (e.g. a block of our IP under ``550 5.1.1``)."""
     report_id = report_message_id or f"<{uuid.uuid4().hex}@mx.nk-test.example.com>"
     original_id = original_message_id or our_message_id(recipient, campaign)
     boundary = f"{uuid.uuid4().hex[:12]}.nk/mx.nk-test.example.com"
     date = date or email.utils.formatdate(localtime=False)
-    diagnostic = STATUS_TEXT.get(status, f"550 {status} failed").format(rcpt=recipient)
+    diagnostic = diagnostic or STATUS_TEXT.get(status, f"550 {status} failed").format(rcpt=recipient)
     action = "delayed" if delayed else "failed"
     subject = "Delayed Mail (still being retried)" if delayed else "Undelivered Mail Returned to Sender"
     campaign_line = f"X-Newsletter-Campaign: {campaign}\r\n" if campaign else ""

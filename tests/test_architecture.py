@@ -57,7 +57,8 @@ def test_the_import_reader_sees_absolute_relative_and_nested_imports() -> None:
 def test_the_store_knows_no_domain_logic() -> None:
     package = {"." + p.removesuffix(".py").replace("/", ".") for p in modules("*.py", "*/*.py")}
     # The clock is no domain: the time every timestamp comes from (the demo's history shifts it).
-    assert offenders(["store.py"], package - {".errors", ".clock"}) == []
+    # The reasons are a vocabulary without dependencies: the migration that backfills them reads it.
+    assert offenders(["store.py"], package - {".errors", ".clock", ".reasons"}) == []
 
 
 def test_rendering_does_no_io() -> None:

@@ -53,7 +53,9 @@ def unsubscribes(store: Store) -> int:
 def test_tables_and_what_if_are_exposed(store: Store) -> None:
     configure(store, threshold=3)
     panel = BounceReviewPanel(store)
-    assert set(panel.tables) == {"by address", "by domain", "by campaign", "by status", "suppressions", "unmatched"}
+    assert set(panel.tables) == {"by address", "by domain", "by campaign", "by status", "by reason",
+                                 "about the sender", "suppressions", "unmatched"}
+    assert panel.policy_mode.value == "single"  # the saved settings use the single threshold
     assert panel.tables["by address"]["email"].tolist()[:1] == ["anna@a.example"]
     assert panel.tables["suppressions"]["email"].tolist() == ["dario@c.example"]
     assert "anna@a.example" in panel.tabs.children[0].value  # the tab shows the table
@@ -144,6 +146,8 @@ def test_saving_keeps_the_counting_options(store: Store) -> None:
 
 def test_apply_without_bounce_settings(store: Store) -> None:
     panel = BounceReviewPanel(store)
+    assert panel.policy_mode.value == "per_kind"  # the default policy: hard 1, soft 3 within 30 days
+    panel.policy_mode.value = "single"
     assert panel.threshold_slider.value == 3  # the default
     panel.threshold_slider.value = 1
     panel.save_threshold.value = True
@@ -199,3 +203,45 @@ def test_panel_displays_its_widget(store: Store) -> None:
     bundle = panel._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == panel.widget.model_id
+
+
+def test_the_per_kind_what_if_has_a_control_per_kind_and_saves_them(store: Store) -> None:
+    with store.transaction():
+        add_bounce(store, 20, "elio@e.example", "complaint", None, "2026-03-04T10:00:00+00:00", "spring")
+    panel = BounceReviewPanel(store)  # no settings: the default policy, per kind
+    assert (panel.hard_slider.value, panel.soft_slider.value, panel.soft_window_days.value) == (1, 3, 30)
+    assert panel.threshold_slider.disabled and not panel.hard_slider.disabled
+    # One hard bounce suppresses anna; the complaint elio; the March soft bounces are out of the window.
+    assert panel.would_suppress == ["anna@a.example", "elio@e.example"]
+    assert "hard 1, soft 3 within 30 days, complaint at once" in panel.what_if_label.value
+    panel.suppress_on_complaint.value = False
+    assert panel.would_suppress == ["anna@a.example"]
+    panel.hard_slider.value = 3
+    assert panel.would_suppress == []
+    panel.soft_window_days.value = 3650
+    panel.soft_slider.value = 1  # every soft bounce now counts: bruno's policy block does not
+    assert panel.would_suppress == ["anna@a.example", "bruno@b.example", "carla@a.example"]
+    counts = panel.policy_counts.set_index("email")
+    assert (counts.loc["bruno@b.example", "soft"], counts.loc["anna@a.example", "hard"]) == (1, 2)
+
+    configure(store, threshold=5)
+    panel.save_threshold.value = True
+    panel.apply_button.click()
+    assert panel.last_applied == ["anna@a.example", "bruno@b.example", "carla@a.example"]
+    saved = load_bounce_settings(store)
+    assert (saved.hard_threshold, saved.soft_threshold, saved.soft_window_days, saved.suppress_on_complaint) == (
+        3, 1, 3650, False)
+    assert saved.policy.per_kind and "saved as the bounce threshold" in panel.message.value
+    assert BounceReviewPanel(store).policy_mode.value == "per_kind"
+
+
+def test_the_sender_side_tab_lists_failures_about_us_with_their_remedy(store: Store) -> None:
+    with store.transaction():
+        add_bounce(store, 30, "anna@a.example", "hard", "5.1.1", "2026-03-04T10:00:00+00:00", "spring")
+        store.conn.execute("UPDATE bounces SET reason = 'blocked', diagnostic = ? WHERE id = 30",
+                           ("550 5.1.1 <b>blocked</b> using zen.spamhaus.org",))
+    panel = BounceReviewPanel(store)
+    sender = panel.tables["about the sender"]
+    assert sender["reason"].tolist() == ["blocked"] and "blocklist" in sender.loc[0, "remedy"]
+    assert "blocked" in panel.tabs.children[list(panel.tables).index("about the sender")].value
+    assert "blocked" in panel.tables["by reason"]["reason"].tolist()

@@ -113,6 +113,33 @@ def test_the_send_rate_note_and_exclusion_explanations_are_shown(nk_db: Path) ->
             "Username", "SSL/TLS", "Bounce address", "Folder to monitor", "Bounce threshold"} <= labels
 
 
+def test_settings_panel_edits_the_per_kind_bounce_policy(nk_db: Path) -> None:
+    store = nk.open_store(nk_db)
+    panel = SettingsPanel(store)
+    panel.bounce_host.value, panel.bounce_port.value = "imap.example.org", "993"
+    panel.bounce_user.value, panel.bounce_tls.value = "bounces@example.org", "ssl"
+    panel.bounce_password_env.value = "NK_UNUSED"
+    assert panel.bounce_threshold.value == 0 and panel.bounce_suppress_on_complaint.value  # the defaults
+    panel.save_button.click()
+    saved = settings_mod.load_bounce_settings(store)
+    assert saved is not None and saved.policy.describe() == "hard 1, soft 3 within 30 days, complaint at once"
+    panel.bounce_hard_threshold.value, panel.bounce_soft_threshold.value = 2, 4
+    panel.bounce_soft_window_days.value, panel.bounce_suppress_on_complaint.value = 14, False
+    panel.save_button.click()
+    saved = settings_mod.load_bounce_settings(store)
+    assert (saved.hard_threshold, saved.soft_threshold, saved.soft_window_days, saved.suppress_on_complaint) == (
+        2, 4, 14, False)
+    again = SettingsPanel(store)
+    assert (again.bounce_hard_threshold.value, again.bounce_soft_window_days.value) == (2, 14)
+    # Back to the single threshold: per-kind fields at 0 are cleared.
+    again.bounce_hard_threshold.value = again.bounce_soft_threshold.value = 0
+    again.bounce_threshold.value = 3
+    again.save_button.click()
+    saved = settings_mod.load_bounce_settings(store)
+    assert (saved.threshold, saved.hard_threshold, saved.soft_threshold) == (3, None, None)
+    assert saved.policy.describe() == "threshold 3 (hard and soft together), complaints not counted"
+
+
 # -- settings: passwords ----------------------------------------------------------------------
 
 

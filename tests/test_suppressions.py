@@ -65,13 +65,22 @@ def test_the_campaign_comes_from_the_ledger_by_message_id(store: Store, tmp_path
 # --- the threshold ---------------------------------------------------------------------------
 
 
+#: A refusal by the recipient's own filter: unclear whom it is about, of a policy kind (5.7.1).
+FILTERED = "550 5.7.1 <{rcpt}>: Message refused by recipient's filter rules"
+
+
 def test_policy_bounces_count_only_with_count_policy(store: Store, tmp_path: Path) -> None:
     settings = _configure(store, threshold=2)
-    _sent(store, "p@example.org")
-    raws = [postfix_dsn("p@example.org", status="5.7.1") for _ in range(2)]
+    _sent(store, "p@example.org", "spam@example.org")
+    raws = [postfix_dsn("p@example.org", status="5.7.1", diagnostic=FILTERED.format(rcpt="p@example.org"))
+            for _ in range(2)]
+    # Judged spam: about our message, never the recipient's fault, --count-policy or not.
+    raws += [postfix_dsn("spam@example.org", status="5.7.1") for _ in range(2)]
     assert _fetch_raws(store, settings, tmp_path, raws).suppressed == []
     settings, _ = update_bounce_settings(store, count_policy=True)
     assert nk.apply_threshold(store) == ["p@example.org"]
+    reasons = dict(store.conn.execute("SELECT email, reason FROM bounces"))
+    assert reasons == {"p@example.org": "filtered", "spam@example.org": "spam_detected"}
 
 
 def test_stale_bounces_are_ignored(store: Store, tmp_path: Path) -> None:
@@ -166,10 +175,13 @@ def test_counting_query_is_usable_from_pandas(store: Store, tmp_path: Path) -> N
     pd = pytest.importorskip("pandas")
     settings = _configure(store, threshold=9)
     _sent(store, "a@example.org", "b@example.org")
-    _fetch_raws(store, settings, tmp_path, [postfix_dsn("a@example.org"), postfix_dsn("b@example.org", status="5.7.1")])
+    _fetch_raws(store, settings, tmp_path, [
+        postfix_dsn("a@example.org"),
+        postfix_dsn("b@example.org", status="5.7.1", diagnostic=FILTERED.format(rcpt="b@example.org"))])
     sql, params = nk.counting_query(count_policy=True)
     frame = pd.read_sql(sql, store.conn, params=params)
     assert sorted(frame["email"]) == ["a@example.org", "b@example.org"]
+    assert frame.set_index("email")["counted_as"].to_dict() == {"a@example.org": "hard", "b@example.org": "soft"}
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -219,7 +231,8 @@ def test_one_threshold_policy_for_settings_counting_review_and_panel(store: Stor
     assert nk.counting_query(policy, now="2026-11-30T00:00:00+00:00") == nk.counting_query(
         count_policy=True, stale_after_days=30, reset_on_success=True, now="2026-11-30T00:00:00+00:00")
     _sent(store, "p@example.org")
-    _fetch_raws(store, settings, tmp_path, [postfix_dsn("p@example.org", status="5.7.1")] * 2)
+    _fetch_raws(store, settings, tmp_path,
+                [postfix_dsn("p@example.org", status="5.7.1", diagnostic=FILTERED.format(rcpt="p@example.org"))] * 2)
     # A policy alone (no mailbox settings needed) decides like the settings that hold it.
     other = open_store(tmp_path / "other.db")
     assert nk.apply_threshold(store, nk.ThresholdPolicy(1)) == []  # policy blocks don't count here

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
+from .. import reasons
 from ..settings import BounceSettings, load_bounce_settings
 from ..store import Store, now_iso
 from ..suppressions import apply_threshold
@@ -28,8 +29,8 @@ from .classify import classify_failure
 from .message import clean
 from .report import COMPLAINT, DELAYED, HARD, POLICY, SOFT, BounceRecipient, BounceReport
 
-__all__ = ["RECORDED_KINDS", "find_delivery", "list_bounces", "list_unmatched", "match_delivery", "record_report",
-           "record_smtp_rejection"]
+__all__ = ["RECORDED_KINDS", "find_delivery", "list_bounces", "list_unmatched", "match_delivery",
+           "recipient_reason", "record_report", "record_smtp_rejection"]
 
 #: Recipients of these kinds get a bounces row; a success notice ("relayed") does not.
 RECORDED_KINDS = frozenset({HARD, SOFT, POLICY, DELAYED, COMPLAINT})
@@ -109,6 +110,20 @@ def match_delivery(store: Store, report: BounceReport, address: str) -> tuple[in
     return _Matcher(store, report).match(address)
 
 
+def recipient_reason(rcpt: BounceRecipient) -> str:
+    """The reason recorded for ``rcpt``: the parser's, else what its status, reply code and
+    diagnostic say (older callers and ESP events may give none); a complaint is ``feedback``.
+
+    >>> recipient_reason(BounceRecipient("a@example.org", HARD, "5.1.1", diagnostic="blocked using zen.spamhaus.org"))
+    'blocked'
+    """
+    if rcpt.reason:
+        return rcpt.reason
+    if rcpt.kind == COMPLAINT:
+        return "feedback"
+    return reasons.classify(rcpt.status, rcpt.reply_code, rcpt.diagnostic)
+
+
 def _insert_bounce(
     store: Store,
     rcpt: BounceRecipient,
@@ -128,11 +143,11 @@ def _insert_bounce(
     cursor = store.conn.execute(
         "INSERT OR IGNORE INTO bounces (email, kind, status, action, diagnostic, remote_mta, campaign,"
         " delivery_id, original_message_id, mailbox_message_id, report_key, source, bounced_at, recorded_at,"
-        " matched_by, unmatched)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " matched_by, unmatched, reason)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (rcpt.address, str(rcpt.kind.value), rcpt.status, rcpt.action, rcpt.diagnostic, rcpt.remote_mta,
          campaign, delivery_id, original_message_id, mailbox_message_id, report_key, source,
-         bounced_at, recorded_at, matched_by, int(matched_by is None)),
+         bounced_at, recorded_at, matched_by, int(matched_by is None), recipient_reason(rcpt)),
     )
     return bool(cursor.rowcount)
 
@@ -204,7 +219,7 @@ def record_smtp_rejection(
     stated = status
     kind = classify_failure(stated if stated and stated.startswith("5") else None, reply or "")
     key = f"smtp:{delivery_id}" if delivery_id is not None else f"smtp:{campaign or ''}:{address}"
-    rcpt = BounceRecipient(address, kind, stated, "failed", clean(reply or "", 1000) or None)
+    rcpt = BounceRecipient(address, kind, stated, "failed", clean(reply or "", 1000) or None, reply_code=code)
     at = now_iso()
     with store.transaction():
         # A refusal seen while sending is ours by construction: it always matches.
@@ -217,17 +232,17 @@ def record_smtp_rejection(
 
 
 #: The keys of :func:`list_bounces` rows, in order.
-_LIST_KEYS = ("id", "address", "kind", "status", "diagnostic", "campaign", "original_message_id", "source",
-              "bounced_at", "recorded_at", "matched_by", "matched")
-_LIST_COLUMNS = ("id", "email", "kind", "status", "diagnostic", "campaign", "original_message_id", "source",
-                 "bounced_at", "recorded_at", "matched_by", "unmatched")
+_LIST_KEYS = ("id", "address", "kind", "reason", "status", "diagnostic", "campaign", "original_message_id",
+              "source", "bounced_at", "recorded_at", "matched_by", "matched")
+_LIST_COLUMNS = ("id", "email", "kind", "reason", "status", "diagnostic", "campaign", "original_message_id",
+                 "source", "bounced_at", "recorded_at", "matched_by", "unmatched")
 
 
 def list_bounces(store: Store, *, unmatched: bool = False, limit: int | None = None) -> list[dict[str, object]]:
     """Recorded bounces, newest first, as ``bounces list --json`` prints them; with ``unmatched``
     only those that match no delivery we made.
 
-    Keys: id, address, kind, status, diagnostic, campaign, original_message_id, source,
+    Keys: id, address, kind, reason, status, diagnostic, campaign, original_message_id, source,
     bounced_at, recorded_at, matched_by (verp | message_id | smtp, None when unmatched; rows
     recorded before issue 16 may say campaign), matched (bool).
 

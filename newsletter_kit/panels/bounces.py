@@ -6,7 +6,8 @@
 - **Tabs** show the review tables (:mod:`newsletter_kit.review`): by address, by domain, by
   campaign, by status, suppressions, and the unmatched reports (they match no delivery we made,
   so they do not count unless the bounce settings say so). The DataFrames are in ``panel.tables``.
-- **Threshold** slider and the **counting options** (count policy blocks, stale after days,
+- **Thresholds** per kind (hard, soft within a window, a complaint at once: the default) or a
+  single threshold for hard and soft together, and the **counting options** (count filter refusals, stale after days,
   reset on success; they start at the bounce settings' values): how many addresses that
   threshold would suppress under those options and which of them are not suppressed yet (the
   what-if, recomputed live on every change; the whole table is ``panel.what_if``).
@@ -48,9 +49,13 @@ TABLES = {
     "by domain": review.bounces_by_domain,
     "by campaign": review.campaign_summary,
     "by status": review.bounces_by_status,
+    "by reason": review.bounces_by_reason,
+    "about the sender": review.sender_problems,  # failures about us, with the remedy: never counted
     "suppressions": review.suppression_table,
     "unmatched": review.unmatched_bounces,  # reports of no delivery of ours: not counted
 }
+#: The what-if's two ways to set thresholds (``panel.policy_mode.value``).
+PER_KIND, SINGLE = "per_kind", "single"
 #: Rows shown per tab (the DataFrame in ``panel.tables`` has them all).
 SHOWN_ROWS = 200
 #: Addresses listed under the slider before "... and N more".
@@ -60,7 +65,10 @@ SHOWN_ADDRESSES = 50
 class BounceReviewPanel(Panel):
     """Review bounces and suppress addresses by threshold, with a live what-if.
 
-    Attributes for code and tests: ``fetch_button``, ``threshold_slider``, ``count_policy``,
+    Attributes for code and tests: ``fetch_button``, ``policy_mode`` (``"per_kind"``: the
+    ``hard_slider``, ``soft_slider``, ``soft_window_days`` and ``suppress_on_complaint`` decide,
+    ``policy_counts`` is :func:`newsletter_kit.review.policy_counts`; ``"single"``: the
+    ``threshold_slider``), ``count_policy``,
     ``reset_on_success`` (checkboxes), ``stale_after_days`` (0: never), ``save_threshold``
     (checkbox), ``apply_button``, ``message``, ``tables`` (dict of DataFrames), ``what_if``
     (threshold, would_suppress, new), ``would_suppress`` (addresses the slider's threshold would
@@ -85,6 +93,7 @@ class BounceReviewPanel(Panel):
         self.last_applied: list[str] = []
         self.last_fetch: Any = None
         self._counts: pd.DataFrame | None = None
+        self.policy_counts: pd.DataFrame | None = None
 
         where = f"the folder {source_path}" if source_path else "the bounce mailbox"
         self.fetch_button = button("Fetch bounces", self.fetch, "primary", f"Read new messages from {where}",
@@ -98,14 +107,27 @@ class BounceReviewPanel(Panel):
             self.tabs.set_title(i, name)
 
         saved = load_bounce_settings(self.store)
-        start = saved.threshold if saved else DEFAULT_THRESHOLD
+        start = (saved.threshold if saved else None) or DEFAULT_THRESHOLD
         self.threshold_slider = widgets.IntSlider(
             value=min(max(start, 1), max_threshold), min=1, max=max_threshold, description="Threshold",
             continuous_update=False, style={"description_width": "90px"})
         policy = saved.policy if saved else ThresholdPolicy()
+        self.policy_mode = widgets.ToggleButtons(
+            options=[("Per kind", PER_KIND), ("Single threshold", SINGLE)],
+            value=PER_KIND if policy.per_kind else SINGLE, description="Thresholds",
+            tooltip="Hard, soft and complaints each with their own threshold, or one count for hard and soft")
+        slider = {"continuous_update": False, "style": {"description_width": "90px"}, "min": 1, "max": max_threshold}
+        self.hard_slider = widgets.IntSlider(value=min(policy.hard, max_threshold), description="Hard", **slider)
+        self.soft_slider = widgets.IntSlider(value=min(policy.soft, max_threshold), description="Soft", **slider)
+        self.soft_window_days = widgets.BoundedIntText(
+            value=policy.window, min=1, max=max(36500, policy.window), description="Soft window (days)",
+            tooltip="Soft bounces count only within this many days", style={"description_width": "120px"},
+            layout=widgets.Layout(width="200px"))
+        self.suppress_on_complaint = widgets.Checkbox(
+            value=policy.suppress_on_complaint, description="A complaint suppresses at once", indent=False)
         self.count_policy = widgets.Checkbox(
-            value=policy.count_policy, description="Count policy blocks (5.7.x)", indent=False,
-            tooltip="Policy blocks and spam rejections count towards the threshold too")
+            value=policy.count_policy, description="Count filter refusals", indent=False,
+            tooltip="Refusals by the recipient's own filter count as soft bounces; failures about us never count")
         self.stale_after_days = widgets.BoundedIntText(
             value=policy.stale_after_days or 0, min=0, max=max(36500, policy.stale_after_days or 0),
             description="Stale after (days)",
@@ -114,7 +136,8 @@ class BounceReviewPanel(Panel):
         self.reset_on_success = widgets.Checkbox(
             value=policy.reset_on_success, description="Reset on success", indent=False,
             tooltip="A bounce followed by a delivery that did not bounce no longer counts")
-        for option in (self.count_policy, self.stale_after_days, self.reset_on_success):
+        for option in (self.count_policy, self.stale_after_days, self.reset_on_success, self.policy_mode,
+                       self.hard_slider, self.soft_slider, self.soft_window_days, self.suppress_on_complaint):
             option.observe(self._on_options, names="value")
         self.what_if_label = widgets.HTML()
         self.what_if_addresses = widgets.HTML()
@@ -133,6 +156,8 @@ class BounceReviewPanel(Panel):
             heading("Threshold what-if"),
             widgets.HTML(_POLICY_NOTE),
             widgets.HBox([self.count_policy, self.stale_after_days, self.reset_on_success]),
+            self.policy_mode,
+            widgets.HBox([self.hard_slider, self.soft_slider, self.soft_window_days, self.suppress_on_complaint]),
             self.threshold_slider,
             self.what_if_label,
             self.what_if_addresses,
@@ -169,10 +194,25 @@ class BounceReviewPanel(Panel):
                 "stale_after_days": int(self.stale_after_days.value or 0),
                 "reset_on_success": bool(self.reset_on_success.value)}
 
+    def policy(self) -> ThresholdPolicy:
+        """The policy the what-if shows: the saved one with the options, mode and thresholds shown."""
+        options = self.options()
+        base = ThresholdPolicy.from_store(self.store, **options).replace(
+            suppress_on_complaint=bool(self.suppress_on_complaint.value))
+        if self.policy_mode.value == SINGLE:
+            return base.single(int(self.threshold_slider.value))
+        return base.replace(hard_threshold=int(self.hard_slider.value), soft_threshold=int(self.soft_slider.value),
+                            soft_window_days=int(self.soft_window_days.value or 1))
+
     def _recount(self) -> None:
         self._counts = review.threshold_counts(self.store, **self.options())
         self.what_if = review.threshold_what_if(self.store, self.threshold_slider.max, counts=self._counts)
         self.what_if_table.value = _table_html(self.what_if, self.store, caption="Every threshold at a glance")
+        per_kind = self.policy_mode.value == PER_KIND
+        self.policy_counts = review.policy_counts(self.store, self.policy()) if per_kind else None
+        self.threshold_slider.disabled = per_kind
+        for widget in (self.hard_slider, self.soft_slider, self.soft_window_days):
+            widget.disabled = not per_kind
         self._show_what_if()
 
     @catch_errors
@@ -186,19 +226,24 @@ class BounceReviewPanel(Panel):
 
         threshold = self.threshold_slider.value
         options = self.options()
+        policy = self.policy()
+        words = policy.describe() if policy.per_kind else f"threshold {threshold}"
         if not self.would_suppress:
             self.last_applied = []
-            self.show(f"Nobody to suppress at threshold {threshold}.")
+            self.show(f"Nobody to suppress at {words}.")
             return
         if self.save_threshold.value:
+            thresholds: dict[str, Any] = (
+                {"hard_threshold": policy.hard, "soft_threshold": policy.soft, "soft_window_days": policy.window}
+                if policy.per_kind else {"threshold": threshold, "hard_threshold": "", "soft_threshold": ""})
             settings, _ = update_bounce_settings(
-                self.store, threshold=threshold, count_policy=options["count_policy"],
-                stale_after_days=options["stale_after_days"] or "", reset_on_success=options["reset_on_success"])
+                self.store, count_policy=options["count_policy"],
+                stale_after_days=options["stale_after_days"] or "", reset_on_success=options["reset_on_success"],
+                suppress_on_complaint=policy.suppress_on_complaint, **thresholds)
             policy = settings.policy
-            how = f"threshold {threshold} saved as the bounce threshold, with the counting options shown"
+            how = f"{words} saved as the bounce threshold, with the counting options shown"
         else:
-            policy = ThresholdPolicy.from_store(self.store, threshold=threshold, **options)
-            how = f"threshold {threshold}, this time only (the bounce settings are unchanged)"
+            how = f"{words}, this time only (the bounce settings are unchanged)"
         self.last_applied = apply_threshold(self.store, policy, self.would_suppress)
         self.refresh()
         self.show_ok(f"Suppressed {len(self.last_applied)} address(es): {how}.")
@@ -213,6 +258,9 @@ class BounceReviewPanel(Panel):
         self._recount()
 
     def _show_what_if(self) -> None:
+        if self.policy_mode.value == PER_KIND and self.policy_counts is not None:
+            self._show_per_kind(self.policy_counts)
+            return
         threshold = self.threshold_slider.value
         counts = self._counts if self._counts is not None else review.threshold_counts(self.store)
         self.would_suppress = review.newly_suppressed(self.store, threshold, counts=counts)
@@ -225,12 +273,26 @@ class BounceReviewPanel(Panel):
         self.apply_button.description = f"Suppress {len(self.would_suppress)}"
         self.apply_button.disabled = not self.would_suppress
 
+    def _show_per_kind(self, counts: pd.DataFrame) -> None:
+        self.would_suppress = review.policy_would_suppress(self.store, counts=counts)
+        total = int(counts["would_suppress"].sum())
+        already = total - len(self.would_suppress)
+        self.what_if_label.value = (
+            f"<b>{total}</b> address(es) reach {html.escape(self.policy().describe())}: "
+            f"<b>{len(self.would_suppress)}</b> would be newly suppressed, {already} already are.")
+        self.what_if_addresses.value = _address_list(self.would_suppress)
+        self.apply_button.description = f"Suppress {len(self.would_suppress)}"
+        self.apply_button.disabled = not self.would_suppress
+
 
 _POLICY_NOTE = (
     "<span style='color:var(--jp-ui-font-color2,#666)'>Counts as the threshold does: one per "
-    "bounce report; hard and soft bounces, policy blocks only when ticked below; the options "
-    "start at the bounce settings' values and change only this what-if (and a Suppress) unless "
-    "saved. Suppressed is not unsubscribed: a suppression can be reviewed and lifted.</span>"
+    "bounce report, by whom the failure is about: hard (unknown address or domain) and soft "
+    "(mailbox full, disabled) bounces count, failures about us (blocked IP, SPF/DKIM, spam, "
+    "content: the \"about the sender\" tab, with remedies) never do, refusals by the recipient's "
+    "filter only when ticked below; a complaint suppresses at once. The options start at the "
+    "bounce settings' values and change only this what-if (and a Suppress) unless saved. "
+    "Suppressed is not unsubscribed: a suppression can be reviewed and lifted.</span>"
 )
 
 

@@ -177,10 +177,22 @@ class SettingsPanel(Panel):
         self.folders_button = button("Fetch folders", self.fetch_folders, icon="folder-open",
                                      tooltip="Log in and list the server's folders")
         self.bounce_threshold = widgets.BoundedIntText(
-            value=3, min=0, max=1000, description="Bounce threshold", style=field_style(),
+            value=0, min=0, max=1000, description="Bounce threshold", style=field_style(),
             layout=field_layout("300px"))
+        self.bounce_hard_threshold = widgets.BoundedIntText(
+            value=0, min=0, max=1000, description="Hard bounces", style=field_style(),
+            layout=field_layout("300px"))
+        self.bounce_soft_threshold = widgets.BoundedIntText(
+            value=0, min=0, max=1000, description="Soft bounces", style=field_style(),
+            layout=field_layout("300px"))
+        self.bounce_soft_window_days = widgets.BoundedIntText(
+            value=0, min=0, max=36500, description="Soft window (days)", style=field_style(),
+            layout=field_layout("300px"))
+        self.bounce_suppress_on_complaint = widgets.Checkbox(
+            value=True, description="A complaint suppresses at once", style=field_style(),
+            layout=field_layout())
         self.bounce_count_policy = widgets.Checkbox(
-            value=False, description="Count policy blocks (5.7.x) too", style=field_style(),
+            value=False, description="Count filter refusals too", style=field_style(),
             layout=field_layout())
         self.bounce_box = widgets.VBox([
             heading("Bounce settings (IMAP)"),
@@ -191,19 +203,26 @@ class SettingsPanel(Panel):
             widgets.HBox([self.bounce_folder, self.folders_button]),
             hint("Fetch folders logs in with the values above (and the password typed) and "
                  "lists the server's folders here."),
+            self.bounce_hard_threshold, self.bounce_soft_threshold, self.bounce_soft_window_days,
+            hint("Hard bounces (unknown address or domain) and soft ones (mailbox full, account "
+                 "disabled) within the window after which an address is suppressed: 0 keeps the "
+                 "default (1 hard; 3 soft within 30 days). A suppression can be reviewed and lifted."),
+            self.bounce_suppress_on_complaint,
             self.bounce_threshold,
-            hint("Bounces (hard and soft) after which an address is suppressed; it can be "
-                 "reviewed and lifted later."),
+            hint("One threshold for hard and soft bounces together (the old way): used only when "
+                 "both per-kind fields above are 0; 0 here switches it off."),
             self.bounce_count_policy,
-            hint("Policy blocks are rejections as spam or by the receiver's rules, not a "
-                 "problem of the address."),
+            hint("Failures about us (IP or domain blocked, SPF/DKIM/DMARC, spam, content, rate) never "
+                 "count against an address; ticked, refusals by the recipient's own filter count as soft."),
         ])
         self.field_widgets.update({
             "bounce.host": self.bounce_host, "bounce.port": self.bounce_port,
             "bounce.user": self.bounce_user, "bounce.password": self.bounce_password,
             "bounce.tls": self.bounce_tls, "bounce.ca_file": self.bounce_ca_file,
             "bounce.bounce_address": self.bounce_address, "bounce.folder": self.bounce_folder,
-            "bounce.threshold": self.bounce_threshold,
+            "bounce.threshold": self.bounce_threshold, "bounce.hard_threshold": self.bounce_hard_threshold,
+            "bounce.soft_threshold": self.bounce_soft_threshold,
+            "bounce.soft_window_days": self.bounce_soft_window_days,
         })
 
     def show_library_error(self, exc: Exception) -> None:  # type: ignore[override]
@@ -243,7 +262,11 @@ class SettingsPanel(Panel):
             # Shown empty when it is just the Username: the field then follows the Username.
             self.bounce_address.value = "" if bounce.bounce_address == bounce.user else (bounce.bounce_address or "")
             self._set_folders([bounce.folder], bounce.folder)
-            self.bounce_threshold.value = int(bounce.threshold)
+            self.bounce_threshold.value = int(bounce.threshold or 0)
+            self.bounce_hard_threshold.value = int(bounce.hard_threshold or 0)
+            self.bounce_soft_threshold.value = int(bounce.soft_threshold or 0)
+            self.bounce_soft_window_days.value = int(bounce.soft_window_days or 0)
+            self.bounce_suppress_on_complaint.value = bool(bounce.suppress_on_complaint)
             self.bounce_count_policy.value = bool(bounce.count_policy)
             self.bounce_password_env.value = _env_name(bounce.password_ref)
         self.bounce_password_note.value = _password_note(bounce.password_ref if bounce else None)
@@ -302,7 +325,12 @@ class SettingsPanel(Panel):
             "ca_file": self.bounce_ca_file.value.strip() or None,
             "bounce_address": self.bounce_address.value.strip() or None,
             "folder": self.bounce_folder.value or "INBOX",
-            "threshold": self.bounce_threshold.value,
+            # 0: not set (the per-kind defaults; the single threshold off)
+            "threshold": self.bounce_threshold.value or None,
+            "hard_threshold": self.bounce_hard_threshold.value or None,
+            "soft_threshold": self.bounce_soft_threshold.value or None,
+            "soft_window_days": self.bounce_soft_window_days.value or None,
+            "suppress_on_complaint": self.bounce_suppress_on_complaint.value,
             "count_policy": self.bounce_count_policy.value,
         }
 
@@ -372,7 +400,8 @@ class SettingsPanel(Panel):
 
     def _update(self, section: str, fields: dict[str, Any], ref: str | None) -> tuple[Any, list[str]]:
         # What the panel shows is what is saved: an empty optional field clears the setting.
-        clearable = {"user", "ca_file", "unsubscribe_url", "bounce_address"}
+        clearable = {"user", "ca_file", "unsubscribe_url", "bounce_address", "threshold", "hard_threshold",
+                     "soft_threshold", "soft_window_days"}
         changes = {k: ("" if v is None and k in clearable else v) for k, v in fields.items()}
         if ref is not None:
             changes["password_ref"] = ref
