@@ -509,6 +509,9 @@ def _record(store: Store, source: str, kind_source: str, uidvalidity: int | None
     """Record one new message; returns the addresses it newly counts a bounce against."""
     row_id = _insert_message(store, source, uidvalidity, item)
     if item.unsubscribe:
+        # A token names its campaign by a short hash: the report says the name, as the row does.
+        email, campaign = item.unsubscribe
+        item.unsubscribe = (email, _unsubscribes.campaign_named(store, campaign))
         _unsubscribes.record_unsubscribe(store, *item.unsubscribe)
         return []
     added = _bounces.record_report(store, item.report, report_key=item.message_id or f"sha256:{item.digest}",

@@ -42,7 +42,7 @@ def unsubscribe_request(raw: bytes, key: bytes,
     """
     verify = _token_verifier()
     headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536], headersonly=True)
-    subject = str(headers.get("Subject", ""))
+    subject = _decoded(headers.get("Subject", ""))
     if not _UNSUB_WORD_RE.search(subject):
         return False, None
     for token in _token_candidates(headers, raw):
@@ -93,7 +93,9 @@ def campaign_named(store: Store, campaign: str | None) -> str | None:
 
 def _token_candidates(headers: Message, raw: bytes) -> list[str]:
     """Token-like words of the Subject, the To address and the body's start, in that order."""
-    texts = [str(headers.get("Subject", "")), str(headers.get("To", ""))]
+    # Decoded: a mail client (and Python's own folding of a long word) may send the subject as
+    # RFC 2047 encoded words, which hide the token from a plain scan.
+    texts = [_decoded(headers.get("Subject", "")), _decoded(headers.get("To", ""))]
     body = raw.split(b"\r\n\r\n", 1)[-1] if b"\r\n\r\n" in raw else raw.split(b"\n\n", 1)[-1]
     texts.append(body[:4096].decode("utf-8", "replace"))
     seen: dict[str, None] = {}
@@ -102,6 +104,21 @@ def _token_candidates(headers: Message, raw: bytes) -> list[str]:
             seen.setdefault(word, None)
             seen.setdefault(word.strip(".:=+/-~"), None)
     return [w for w in seen if len(w) >= 16]
+
+
+def _decoded(value: object) -> str:
+    """A header's text with RFC 2047 encoded words decoded and folding undone (as is on failure).
+
+    >>> _decoded("=?utf-8?q?unsubscribe_abc?=\\r\\n =?utf-8?q?def?=")
+    'unsubscribe abcdef'
+    """
+    from email.header import decode_header, make_header
+
+    text = str(value or "")
+    try:
+        return str(make_header(decode_header(text))).replace("\r\n", "").replace("\n", "")
+    except (ValueError, LookupError, UnicodeError):
+        return text
 
 
 def _token_verifier() -> Callable[[bytes, str], tuple[str, str] | None]:

@@ -23,7 +23,7 @@ from newsletter_kit.settings import BounceSettings, load_bounce_settings, update
 from newsletter_kit.store import Store, open_store
 from tests import mailservers
 from tests.bouncing import fetch_raws, write_eml
-from tests.dsn import postfix_dsn, sent_to
+from tests.dsn import our_message_id, postfix_dsn, sent_to
 
 
 @pytest.fixture
@@ -53,6 +53,8 @@ def complaint(address: str, campaign: str = "nov") -> bytes:
     return (sample.replace("Sara.Blu@mailbox-example.com", address)
             .replace("autumn-2026", campaign)
             .replace("<fbl.8812.20261125@fbl.mailbox-example.com>", f"<{uuid.uuid4().hex}@fbl.example.com>")
+            # our Message-ID of that very delivery: what makes it a report about it (issue 16)
+            .replace("<20261125075759.c42.r70@news.example.org>", our_message_id(address, campaign))
             .replace("\n", "\r\n").encode())
 
 

@@ -79,6 +79,26 @@ def test_mailto_unsubscribe_with_the_real_token(store: Store, tmp_path: Path) ->
     assert rows == [("reader@example.net", "nov", "mailto")]
 
 
+@pytest.mark.parametrize("encode", ["q-folded", "b", "q-reply"])
+def test_a_subject_sent_as_encoded_words_still_unsubscribes(store: Store, tmp_path: Path, encode: str) -> None:
+    """Python's own folding of a long word, and mail clients, send the subject as RFC 2047
+    encoded words: the token inside them still counts, and the report names the campaign."""
+    import base64
+
+    from newsletter_kit import tokens
+    settings = _configure(store)
+    _campaign(store, "nov")
+    token = tokens.unsubscribe_token(store.signing_key(), "nov", "reader@example.net")
+    half = len(token) // 2
+    subject = {
+        "q-folded": f"unsubscribe =?utf-8?q?{token[:half]}?=\r\n =?utf-8?q?{token[half:].replace('.', '=2E')}?=",
+        "b": "=?UTF-8?B?" + base64.b64encode(f"unsubscribe {token}".encode()).decode() + "?=",
+        "q-reply": f"=?iso-8859-1?q?R=E9p=2E:_unsubscribe_{token.replace('.', '=2E')}?=",
+    }[encode]
+    report = _fetch_raws(store, settings, tmp_path, [_request(subject)])
+    assert report.bounces == {"unsubscribe": 1} and report.unsubscribed == [("reader@example.net", "nov")]
+
+
 LONG_NAMES = [("春の大セール・限定コレクションのお知らせ" * 12)[:200], ("تخفيضات الربيع الكبرى على جميع المنتجات " * 8)[:199],
               ("Весенняя распродажа 🌸 " * 15)[:199], ("विशेष बिक्री की सूचना " * 14)[:199]]
 
