@@ -83,7 +83,7 @@ def _forbidden(raw: bytes) -> set[str]:
     text = raw.decode("latin-1").lower()
     found = {m.group(1) for m in _MSGID_RE.finditer(text) if re.search(r"(?:message-id|in-reply-to|references):[^\n]*" + re.escape(m.group(0)), text)}
     msg = email.message_from_bytes(raw, policy=compat32)
-    sources = [(msg, ("To", "Delivered-To", "X-Original-To"))]
+    sources = [(msg, ("To", "Delivered-To"))]
     for part in msg.walk():
         if part.get_content_type() in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
             inner = part.get_payload()

@@ -80,7 +80,13 @@ def _valid_sorted(values: Iterable[bytes | str]) -> list[str]:
 def _mentioned(ctx: Context, addresses: list[str]) -> list[str]:
     # flufl.bounce's heuristics read raw lines: an address it found only after a line break
     # spelled as text ("a@x\\r\\nb@y") is not one the report names.
-    return [a for a in addresses if not ctx.forged_only(a)]
+    # Nor is the sender of our original, quoted after the notice, unless the notice's own words
+    # name it too (a message sent to oneself).
+    sender = ctx.original_sender()
+    if sender:
+        own_words = notice_part(ctx.text).lower()
+        sender = {a for a in sender if a not in own_words}
+    return [a for a in addresses if not ctx.forged_only(a) and a not in sender]
 
 
 def _failed_recipients_header(msg: Message) -> list[str]:

@@ -10,6 +10,7 @@ Parsing never raises: a message that cannot be understood comes back as kind ``o
 from __future__ import annotations
 
 import email
+import re
 from collections.abc import Callable
 from email.policy import compat32
 from os import PathLike
@@ -20,7 +21,7 @@ from .dsn import detect_dsn
 from .message import Context, clean, first_message_id, header_text, iso_date
 from .notices import detect_failure_notice
 from .original import attach_original
-from .report import OTHER, BounceReport
+from .report import BOUNCE_KINDS, OTHER, SEVERITY, BounceReport, worst
 from .wording import detect_wording
 
 
@@ -75,6 +76,28 @@ def _trim_long_lines(raw: bytes) -> bytes:
     return b"\n".join(line[:_MAX_LINE] for line in lines)
 
 
+def _without_message_ids(ctx: Context, report: BounceReport) -> BounceReport:
+    """Drop "recipients" that are Message-IDs (``<id@host>`` looks like an address to a heuristic)."""
+    low = ctx.raw[:_ID_SCAN_LIMIT].decode("latin-1").lower()
+    kept = [r for r in report.recipients if not _is_message_id(low, r.address)]
+    if len(kept) == len(report.recipients):
+        return report
+    report.recipients = kept
+    failures = [r.kind for r in kept if r.kind in SEVERITY]
+    report.kind = worst(failures) if failures else OTHER
+    report.is_bounce = report.kind in BOUNCE_KINDS
+    return report
+
+
+_ID_SCAN_LIMIT = 512 * 1024
+
+
+def _is_message_id(low: str, address: str) -> bool:
+    if f"<{address}>" not in low:
+        return False
+    return re.search(r"(?:message-id|in-reply-to|references|content-id):[^\n]{0,500}<" + re.escape(address) + ">", low) is not None
+
+
 def _parse(raw: bytes) -> BounceReport:
     # compat32 on purpose: policy.default is about 5x slower and this is the ingestion hot path.
     raw = _trim_long_lines(raw)
@@ -87,6 +110,8 @@ def _parse(raw: bytes) -> BounceReport:
             break
     if report is None:
         report = BounceReport(False, OTHER, reason="not a recognised bounce, reply or mail")
+    if report.recipients:
+        report = _without_message_ids(ctx, report)
     report.report_message_id = first_message_id(header_text(msg, "Message-ID"))
     report.date = iso_date(header_text(msg, "Date"))
     return attach_original(ctx, report)
