@@ -29,7 +29,7 @@ def detect_dsn(ctx: Context) -> BounceReport | None:
     recipients = merge_recipients([r for r in map(_dsn_recipient, blocks) if r is not None])
     if any(r.reason in _VAGUE for r in recipients):
         # The block says too little ("5.0.0", no diagnostic): the notice's own words about the
-        # recipient may say more.
+        # recipient may say more (or that an "unknown user" came after DATA: a filter).
         notice = notice_part(ctx.text)
         for rcpt in recipients:
             if rcpt.reason in _VAGUE:
@@ -42,7 +42,7 @@ def detect_dsn(ctx: Context) -> BounceReport | None:
     return BounceReport(kind in BOUNCE_KINDS, kind, recipients, reason=reason, reporting_mta=reporting)
 
 
-_VAGUE = {"undefined", "system_error", "network_error", "syntax_error"}
+_VAGUE = {"undefined", "system_error", "network_error", "syntax_error", "user_unknown"}
 
 
 def _status_blocks(part: Message) -> list[Message]:

@@ -34,6 +34,9 @@ def reply_code(text: str | None) -> int | None:
     return None
 
 
+_AFTER_DATA_RE = re.compile(r"in reply to end of data command|after end of data", re.IGNORECASE)
+
+
 def kind_of(reason: str, reply: int | None = None, status: str | None = None) -> BounceKind:
     """The kind a failure's reason gives: hard only for a permanent failure of the address,
     policy for anything about the sender (and the recipient's own filter), soft otherwise.
@@ -61,6 +64,10 @@ def judge(rcpt: BounceRecipient, text: str | None = None) -> BounceRecipient:
     # The diagnostic's words first, then the notice's words about this recipient, then the codes.
     worded = reasons.from_text(rcpt.diagnostic or "") or (reasons.from_text(text) if text else None)
     rcpt.reason = worded or reasons.classify(rcpt.status, rcpt.reply_code, "")
+    if rcpt.reason == "user_unknown" and _AFTER_DATA_RE.search(" ".join(t for t in (rcpt.diagnostic, text) if t)):
+        # Refused after the message itself was sent, though the address was accepted: the
+        # recipient's filter said no to this message, the address exists.
+        rcpt.reason = "filtered"
     if rcpt.kind is DELAYED:
         return rcpt
     rcpt.kind = kind_of(rcpt.reason, rcpt.reply_code, rcpt.status)

@@ -21,6 +21,7 @@ from .dsn import detect_dsn
 from .message import Context, clean, first_message_id, header_text, iso_date
 from .notices import detect_failure_notice
 from .original import attach_original
+from .ses import detect_ses_json
 from .report import BOUNCE_KINDS, OTHER, SEVERITY, BounceReport, worst
 from .wording import detect_wording
 
@@ -54,6 +55,7 @@ Detector = Callable[[Context], "BounceReport | None"]
 DETECTORS: list[Detector] = [
     detect_arf,                # ARF feedback report: a complaint
     detect_dsn,                # RFC 3464 delivery status notification
+    detect_ses_json,           # Amazon SES notification (JSON body) sent by mail
     detect_autoreply_headers,  # RFC 3834 Auto-Submitted and vendor auto-reply headers
     detect_failure_notice,     # flufl.bounce's detectors, X-Failed-Recipients
     detect_wording,            # a failure notice's own English/Italian wording
