@@ -160,7 +160,7 @@ _TABLE: tuple[Reason, ...] = (
     Reason("not_rfc_compliant", SENDER, "our message does not follow the mail RFCs",
            "report it: a header of the message is malformed",
            statuses=("6.0",),
-           phrases=r"rfc ?(?:2822|5322|822)|not (?:rfc )?compliant|malformed (?:header|message)|"
+           phrases=r"(?:not|non)[ -](?:rfc ?\d* ?)?compliant|(?:violat\w*|conform\w* to|comply with) rfc|malformed (?:header|message)|"
                    r"bare (?:lf|cr)|invalid header|duplicate header|missing (?:the )?(?:date|from|message-id)|"
                    r"multiple (?:addresses in from|\w+ headers|from)|rfc ?\d{3,4} compliant"),
     # --- about the recipient ---
