@@ -72,7 +72,7 @@ _TABLE: tuple[Reason, ...] = (
            "(`newsletter-kit check`)",
            statuses=("7.20", "7.21", "7.22", "7.23", "7.24", "7.26", "7.27"),
            phrases=r"\bspf\b|\bdkim\b|\bdmarc\b|sender policy framework|domainkeys|"
-                   r"authentication (?:check|results?) fail|not authenticated by|unauthenticated (?:mail|email)"),
+                   r"authentication (?:checks?|results?) (?:have |has )?fail|not authenticated by|unauthenticated (?:mail|email)"),
     Reason("blocked", SENDER, "our IP or server is on a blocklist or refused by the receiver",
            "check the sending IP on the blocklists named (spamhaus, spamcop, barracuda...), ask for "
            "delisting, and find why it was listed",
@@ -83,7 +83,7 @@ _TABLE: tuple[Reason, ...] = (
                    r"connection (?:refused|rejected|dropped) (?:from|by|due)|(?:your|sending) (?:ip|server|host|network) "
                    r"(?:\S+ )?(?:is |has been |was )?(?:blocked|banned|not allowed|rejected|denied|blacklisted)|"
                    r"use the smtp server of your isp|dynamic ip|dial-?up|residential ip|blocked ip|"
-                   r"^\d{3}[ -]access denied|\baccess denied\.{2,}|service refused|refused to talk to me"),
+                   r"^\d{3}[ -]access denied|invalid ip for sending|ip (?:address )?(?:is )?not (?:authori[sz]ed|allowed|permitted) to send|\baccess denied\.{2,}|service refused|refused to talk to me"),
     Reason("bad_reputation", SENDER, "the receiver refuses us for poor reputation",
            "slow down, send only to engaged subscribers, and check the provider's postmaster tools",
            phrases=r"reputation|poor (?:sending )?history|low (?:sender )?score|unexpected volume|user complaints"),
@@ -111,7 +111,9 @@ _TABLE: tuple[Reason, ...] = (
     Reason("tls_required", SENDER, "the receiver requires TLS and we did not use it",
            "send with TLS (starttls or ssl)",
            statuses=("7.10", "7.11"),
-           phrases=r"starttls|(?:tls|encryption) (?:is )?required|must issue a starttls|requires? (?:a )?(?:secure|encrypted)"),
+           phrases=r"starttls|(?:tls|encryption) (?:is )?required|must issue a starttls|requires? (?:a )?(?:secure|encrypted)|"
+                   r"(?:does not|doesn't) support (?:tls|ssl|encryption)|tls (?:is )?(?:not (?:available|supported|offered))|"
+                   r"tls (?:handshake|negotiation) failed"),
     Reason("too_many_connections", SENDER, "we opened too many connections at once",
            "lower the number of parallel connections",
            statuses=("4.5", "7.0"),
@@ -211,7 +213,8 @@ _TABLE: tuple[Reason, ...] = (
                    r"not (?:a )?(?:known|valid) (?:user|recipient)|no such (?:local )?user|unknown or invalid|"
                    r"user (?:doesn't|does not) exist|account (?:does not|doesn't) exist|no account by that name|"
                    r"recipient unknown|invalid user|unknown address|address (?:is )?(?:wrong|invalid|not valid)|"
-                   r"wrong or no longer valid|not listed in|was not found|could not be found|unknown in"),
+                   r"wrong or no longer valid|address (?:not found|(?:couldn't|could not|can't|cannot) be found)|"
+                   r"check (?:if|that|whether) (?:the )?(?:e-?mail )?address is correct|not listed in|was not found|could not be found|unknown in"),
     Reason("expired", RECIPIENT, "delivery was retried until it expired",
            statuses=("4.7",),
            phrases=r"delivery time expired|retry time(?:out)? (?:exceeded|expired)|message expired|"

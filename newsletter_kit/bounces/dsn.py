@@ -33,7 +33,10 @@ def detect_dsn(ctx: Context) -> BounceReport | None:
         notice = notice_part(ctx.text)
         for rcpt in recipients:
             if rcpt.reason in _VAGUE:
-                judge(rcpt, around(notice, rcpt.address))
+                words = around(notice, rcpt.address)
+                if rcpt.status is None or rcpt.status.endswith(".0.0"):
+                    rcpt.status = most_specific_status(rcpt.status, words)
+                judge(rcpt, words)
     if not recipients:
         return None  # no usable address: let the other detectors try the wording
     failures = [r.kind for r in recipients if r.kind in SEVERITY]

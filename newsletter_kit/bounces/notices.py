@@ -19,7 +19,7 @@ from flufl.bounce import all_failures
 from ..addresses import cut_at_line_break, lenient_address
 from .message import Context
 from .report import BOUNCE_KINDS, BounceRecipient, BounceReport, merge_recipients, worst
-from .wording import notice_part, notice_recipient
+from .wording import explain_alone, notice_part, notice_recipient
 
 try:  # the ordered detector list behind all_failures(), to run each one on its own
     from flufl.bounce._scan import _DETECTORS as _FLUFL_DETECTORS
@@ -49,7 +49,7 @@ def detect_failure_notice(ctx: Context) -> BounceReport | None:
     notice = notice_part(ctx.text)
     recipients = [notice_recipient(a, notice, transient=True) for a in temporary]
     recipients += [notice_recipient(a, notice) for a in permanent + failed]
-    recipients = merge_recipients(recipients)
+    recipients = explain_alone(merge_recipients(recipients), ctx.text)
     kind = worst([r.kind for r in recipients])
     return BounceReport(kind in BOUNCE_KINDS, kind, recipients)
 

@@ -7,7 +7,7 @@ import re
 
 from ..addresses import lenient_address, scan_addresses, untrusted_lines
 from .classify import DELAY_RE, FULL_RE, HARD_RE, POLICY_RE, SMTP_CODE_RE, STATUS_RE, TEMP_RE, classify_failure, status_codes
-from .meaning import judge
+from .meaning import judge, kind_of
 from .message import DAEMON_RE, Context, clean
 from .message import looks_like_failure
 from .report import BOUNCE_KINDS, DELAYED, HARD, OTHER, SOFT, BounceRecipient, BounceReport, merge_recipients, worst
@@ -103,6 +103,25 @@ def notice_recipient(address: str, notice: str, transient: bool = False, worded:
 _OTHER_ADDRESS_RE = re.compile(r"^[ \t>*-]*<?[^\s@<>]+@[^\s@<>]+")
 
 
+#: Reasons that say little: the notice's other words may say more.
+VAGUE = frozenset({"undefined", "system_error", "network_error", "syntax_error"})
+_GROUP_DOMAINS = ("googlegroups.com",)
+
+
+def explain_alone(recipients: list[BounceRecipient], text: str) -> list[BounceRecipient]:
+    """When a notice names one recipient and its own lines say little, the whole notice speaks
+    about it (the wording may be above the address: "Invalid user address ... RCPT TO: a@b").
+    A mailing-list service refusing our post (Google Groups answers in the poster's language)
+    is about our permission to post, not about the group's address."""
+    if len(recipients) == 1 and recipients[0].reason in VAGUE and recipients[0].kind is not DELAYED:
+        judge(recipients[0], notice_part(text)[:8192])
+    for rcpt in recipients:
+        if rcpt.reason in VAGUE | {"user_unknown"} and rcpt.address.endswith(_GROUP_DOMAINS):
+            rcpt.reason = "sender_rejected"
+            rcpt.kind = kind_of(rcpt.reason)
+    return recipients
+
+
 def around(notice: str, address: str) -> str:
     """The lines around the first mention of ``address``; else the notice's first 8 KB (its
     wording is at the top, and scanning megabytes of an unhelpful notice costs too much)."""
@@ -150,7 +169,7 @@ def detect_wording(ctx: Context) -> BounceReport | None:
     if not looks_like_failure(ctx):
         return None
     found = text_failures(ctx, ctx.own_addresses())
-    recipients = merge_recipients([notice_recipient(a, near, worded=True) for a, near in found])
+    recipients = explain_alone(merge_recipients([notice_recipient(a, near, worded=True) for a, near in found]), ctx.text)
     if not recipients:
         reason = "failure notice names no valid recipient address"
         if ctx.notes:  # e.g. flufl.bounce detectors that failed on this message
