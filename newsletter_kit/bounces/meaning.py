@@ -34,7 +34,25 @@ def reply_code(text: str | None) -> int | None:
     return None
 
 
-_AFTER_DATA_RE = re.compile(r"in reply to end of data command|after end of data", re.IGNORECASE)
+# The refusal answered the message itself (DATA), not the address (RCPT): Postfix's "(in reply to
+# end of DATA command)".  (Not a Sendmail transcript's ">>> DATA": with pipelining the RCPT
+# refusals arrive after it, and some servers refuse unknown users only there.)
+_AFTER_DATA_RE = re.compile(
+    r"in reply to end of data\s+command|after end of data",
+    re.IGNORECASE,
+)
+
+
+def _refine(reason: str, status: str | None, words: str) -> str:
+    """Where the codes or the moment of the refusal change what the words mean."""
+    if reason == "user_unknown":
+        # After DATA the address had been accepted: the recipient's side filtered this
+        # message, which is no proof that the address is gone.
+        if _AFTER_DATA_RE.search(words):
+            return "filtered"
+    elif reason == "host_unknown" and (status or "").startswith("4"):
+        return "network_error"  # a temporary lookup failure proves nothing about the domain
+    return reason
 
 
 def kind_of(reason: str, reply: int | None = None, status: str | None = None) -> BounceKind:
@@ -64,10 +82,7 @@ def judge(rcpt: BounceRecipient, text: str | None = None) -> BounceRecipient:
     # The diagnostic's words first, then the notice's words about this recipient, then the codes.
     worded = reasons.from_text(rcpt.diagnostic or "") or (reasons.from_text(text) if text else None)
     rcpt.reason = worded or reasons.classify(rcpt.status, rcpt.reply_code, "")
-    if rcpt.reason == "user_unknown" and _AFTER_DATA_RE.search(" ".join(t for t in (rcpt.diagnostic, text) if t)):
-        # Refused after the message itself was sent, though the address was accepted: the
-        # recipient's filter said no to this message, the address exists.
-        rcpt.reason = "filtered"
+    rcpt.reason = _refine(rcpt.reason, rcpt.status, " ".join(t for t in (rcpt.diagnostic, text) if t))
     if rcpt.kind is DELAYED:
         return rcpt
     rcpt.kind = kind_of(rcpt.reason, rcpt.reply_code, rcpt.status)
