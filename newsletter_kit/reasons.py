@@ -101,7 +101,7 @@ _TABLE: tuple[Reason, ...] = (
            statuses=("7.1",),
            phrases=r"relay(?:ing)? (?:access )?(?:denied|not (?:permitted|allowed)|prohibited|refused)|"
                    r"not (?:permitted|allowed) to relay|unable to relay|we do not relay|no relaying|"
-                   r"relay not permitted|not our domain|address is not verified|identities failed the check"),
+                   r"relay not permitted|not our domain|insecure mail relay|open relay|address is not verified|identities failed the check"),
     Reason("security_error", SENDER, "the server requires authentication we did not give",
            "turn on authentication and check the user name and password",
            statuses=("7.0", "7.8", "7.9", "5.4"),

@@ -10,7 +10,7 @@ from email.policy import compat32
 
 from ..addresses import cut_at_line_break, lenient_address
 from .classify import classify_failure, kind_from_wording, most_specific_status
-from .meaning import judge
+from .meaning import VAGUE, judge
 from .wording import around, notice_part
 from .message import Context, clean, decode_part, part_payload
 from .report import BOUNCE_KINDS, DELAYED, OTHER, SEVERITY, BounceKind, BounceRecipient, BounceReport, merge_recipients, worst
@@ -45,7 +45,7 @@ def detect_dsn(ctx: Context) -> BounceReport | None:
     return BounceReport(kind in BOUNCE_KINDS, kind, recipients, reason=reason, reporting_mta=reporting)
 
 
-_VAGUE = {"undefined", "system_error", "network_error", "syntax_error", "user_unknown"}
+_VAGUE = VAGUE | {"user_unknown"}
 
 
 def _status_blocks(part: Message) -> list[Message]:

@@ -43,8 +43,17 @@ _AFTER_DATA_RE = re.compile(
 )
 
 
+_AT_MAIL_FROM_RE = re.compile(
+    r"after mail from:|in reply to mail from\s+command|>>> mail from:[^\n]*\s+<<< [45]\d\d", re.IGNORECASE
+)
+#: Reasons that say little: other words about the same recipient may say more.
+VAGUE = frozenset({"undefined", "system_error", "network_error", "syntax_error"})
+
+
 def _refine(reason: str, status: str | None, words: str) -> str:
     """Where the codes or the moment of the refusal change what the words mean."""
+    if reasons.side(reason) != reasons.SENDER and _AT_MAIL_FROM_RE.search(words):
+        return "sender_rejected"  # refused before any recipient was named: about our sender
     if reason == "user_unknown":
         # After DATA the address had been accepted: the recipient's side filtered this
         # message, which is no proof that the address is gone.
@@ -80,7 +89,8 @@ def judge(rcpt: BounceRecipient, text: str | None = None) -> BounceRecipient:
         rcpt.reason = "delivered" if (rcpt.action or "") in ("delivered", "relayed", "expanded") else None
         return rcpt
     # The diagnostic's words first, then the notice's words about this recipient, then the codes.
-    worded = reasons.from_text(rcpt.diagnostic or "") or (reasons.from_text(text) if text else None)
+    found = [reasons.from_text(rcpt.diagnostic or ""), reasons.from_text(text) if text else None]
+    worded = next((r for r in found if r and r not in VAGUE), None) or next((r for r in found if r), None)
     rcpt.reason = worded or reasons.classify(rcpt.status, rcpt.reply_code, "")
     rcpt.reason = _refine(rcpt.reason, rcpt.status, " ".join(t for t in (rcpt.diagnostic, text) if t))
     if rcpt.kind is DELAYED:

@@ -7,7 +7,7 @@ import re
 
 from ..addresses import lenient_address, scan_addresses, untrusted_lines
 from .classify import DELAY_RE, FULL_RE, HARD_RE, POLICY_RE, SMTP_CODE_RE, STATUS_RE, TEMP_RE, classify_failure, status_codes
-from .meaning import judge, kind_of
+from .meaning import VAGUE, judge, kind_of
 from .message import DAEMON_RE, Context, clean
 from .message import looks_like_failure
 from .report import BOUNCE_KINDS, DELAYED, HARD, OTHER, SOFT, BounceRecipient, BounceReport, merge_recipients, worst
@@ -103,8 +103,6 @@ def notice_recipient(address: str, notice: str, transient: bool = False, worded:
 _OTHER_ADDRESS_RE = re.compile(r"^[ \t>*-]*<?[^\s@<>]+@[^\s@<>]+")
 
 
-#: Reasons that say little: the notice's other words may say more.
-VAGUE = frozenset({"undefined", "system_error", "network_error", "syntax_error"})
 _GROUP_DOMAINS = ("googlegroups.com",)
 
 
