@@ -192,7 +192,7 @@ _TABLE: tuple[Reason, ...] = (
            statuses=("1.2", "4.4"),
            phrases=r"host (?:or domain name )?not found|unknown (?:host|domain)|domain (?:not found|does not exist|"
                    r"name not found)|no (?:such )?(?:mx|domain)|nxdomain|unrouteable (?:mail )?domain|"
-                   r"name or service not known|host unknown|mx (?:record )?not found|unroute?able (?:address|mail domain)|domain (?:is )?not (?:exist|valid)"),
+                   r"name or service not known|host unknown|mx (?:record )?not found|unroute?able (?:address|mail domain)|(?<![@\w.-])(?:[a-z0-9-]+\.)+[a-z]{2,} does not exist|host \S+ not found|domain (?:is )?not (?:exist|valid)"),
     Reason("not_accept", RECIPIENT, "the recipient's domain accepts no mail (null MX)", hard=True,
            statuses=("1.10",),
            phrases=r"null mx|does not accept (?:any )?mail|accepts no mail"),

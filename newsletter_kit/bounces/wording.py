@@ -45,7 +45,11 @@ def text_failures(ctx: Context, own: set[str]) -> list[tuple[str, str]]:
         states_failure = _states_failure(line, context)
         for match in scan_addresses(line):
             address = lenient_address(match.group(0))
-            if address is None or address in own or DAEMON_RE.match(address) or ctx.forged_only(address):
+            if address is None or address in own or ctx.forged_only(address):
+                continue
+            # A daemon's address (postmaster@, mailer-daemon@) is the notice's sender unless the
+            # line says delivery *to* it failed.
+            if DAEMON_RE.match(address) and not _FAILED_TO_RE.search(line.lower()):
                 continue
             if states_failure or _names_alone_or_labelled(line, match):
                 found.append((address, context))
