@@ -50,6 +50,13 @@ _AT_MAIL_FROM_RE = re.compile(
 VAGUE = frozenset({"undefined", "system_error", "network_error", "syntax_error"})
 
 
+def _specific(first: str | None, second: str | None) -> str | None:
+    """The more telling of two reasons: a specific one over a vague one, else the first found."""
+    if second is not None and (first is None or second not in VAGUE):
+        return second
+    return first
+
+
 def _refine(reason: str, status: str | None, words: str) -> str:
     """Where the codes or the moment of the refusal change what the words mean."""
     if reasons.side(reason) != reasons.SENDER and _AT_MAIL_FROM_RE.search(words):
@@ -89,8 +96,9 @@ def judge(rcpt: BounceRecipient, text: str | None = None) -> BounceRecipient:
         rcpt.reason = "delivered" if (rcpt.action or "") in ("delivered", "relayed", "expanded") else None
         return rcpt
     # The diagnostic's words first, then the notice's words about this recipient, then the codes.
-    found = [reasons.from_text(rcpt.diagnostic or ""), reasons.from_text(text) if text else None]
-    worded = next((r for r in found if r and r not in VAGUE), None) or next((r for r in found if r), None)
+    worded = reasons.from_text(rcpt.diagnostic or "")
+    if text and (worded is None or worded in VAGUE) and text != rcpt.diagnostic:
+        worded = _specific(worded, reasons.from_text(text))
     rcpt.reason = worded or reasons.classify(rcpt.status, rcpt.reply_code, "")
     rcpt.reason = _refine(rcpt.reason, rcpt.status, " ".join(t for t in (rcpt.diagnostic, text) if t))
     if rcpt.kind is DELAYED:

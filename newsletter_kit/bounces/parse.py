@@ -94,10 +94,19 @@ def _without_message_ids(ctx: Context, report: BounceReport) -> BounceReport:
 _ID_SCAN_LIMIT = 512 * 1024
 
 
+_ID_FIELD_RE = re.compile(r"(?:message-id|in-reply-to|references|content-id):")
+
+
 def _is_message_id(low: str, address: str) -> bool:
-    if f"<{address}>" not in low:
-        return False
-    return re.search(r"(?:message-id|in-reply-to|references|content-id):[^\n]{0,500}<" + re.escape(address) + ">", low) is not None
+    """Is ``<address>`` written on a Message-ID (or In-Reply-To, References) line?"""
+    needle = f"<{address}>"
+    pos = low.find(needle)
+    while pos >= 0:
+        line_start = low.rfind("\n", 0, pos) + 1
+        if _ID_FIELD_RE.search(low, line_start, pos):
+            return True
+        pos = low.find(needle, pos + 1)
+    return False
 
 
 def _parse(raw: bytes) -> BounceReport:
