@@ -252,7 +252,8 @@ _PHRASED = [r for r in _TABLE if r.phrases]
 # alternation, and the reason that wins is the first in the table among those found.
 # The search costs time in proportion to the text (Python's re tries every alternative at every
 # word start): a failure's words come first, so only the start of a long text is read.
-_ANY_PHRASE = re.compile(r"\b(?:" + "|".join(f"(?P<r{i}>{r.phrases})" for i, r in enumerate(_PHRASED)) + ")")
+# Every phrase starts a word: "\b(?=\w)" tries the alternation at word starts only.
+_ANY_PHRASE = re.compile(r"\b(?=\w)(?:" + "|".join(f"(?P<r{i}>{r.phrases})" for i, r in enumerate(_PHRASED)) + ")")
 _MAX_TEXT = 2000
 _SPACES_RE = re.compile(r"\s+")
 _STATUS_RE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")

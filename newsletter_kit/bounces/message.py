@@ -74,6 +74,7 @@ class Context:
         #: failed), for the reason of a later verdict.
         self.notes: list[str] = []
         self._haystacks: tuple[str, str] | None = None
+        self._original_sender: set[str] | None = None
 
     @property
     def typed(self) -> list[tuple[str, Message]]:
@@ -135,6 +136,11 @@ class Context:
     def original_sender(self) -> set[str]:
         """Who sent our original (its From, Sender, Return-Path, as quoted, attached or inline),
         less anyone it was also sent to: never a failed recipient."""
+        if self._original_sender is None:
+            self._original_sender = self._find_original_sender()
+        return self._original_sender
+
+    def _find_original_sender(self) -> set[str]:
         original = self.original
         senders: set[str] = set()
         receivers: set[str] = set()
