@@ -16,6 +16,56 @@ Sides:
 - ``unclear``: the notice does not say (a system error, a network error). Counts as soft.
 - ``none``: not a failure (a complaint, an auto-reply, a success notice).
 
+The kind a bounce recipient gets follows from its reason (``bounces/meaning.py``): a hard
+recipient reason is ``hard``, the other recipient reasons ``soft``, a sender reason ``policy``
+(never ``hard`` or ``soft``: it says nothing about the address), ``filtered`` ``policy``, the other
+unclear reasons ``soft``; a delay warning stays ``delayed`` whatever its reason.
+
+================== ========= ============ =====================================================
+reason             side      kind         remedy (sender side)
+================== ========= ============ =====================================================
+user_unknown       recipient hard
+host_unknown       recipient hard
+has_moved          recipient hard
+not_accept         recipient hard (5xx)   null MX; soft on a 4xx
+mailbox_full       recipient soft
+suspended          recipient soft
+expired            recipient soft         retries ran out (a warning stays ``delayed``)
+no_ptr             sender    policy       PTR record for the sending IP, resolving back to it
+auth_failure       sender    policy       SPF, DKIM, DMARC alignment (``newsletter-kit check``)
+blocked            sender    policy       delisting from the blocklist named, and why
+bad_reputation     sender    policy       slow down, engaged subscribers, postmaster tools
+sender_rejected    sender    policy       a real, resolvable bounce and From domain
+relaying_denied    sender    policy       a server that accepts mail from us (SMTP settings)
+security_error     sender    policy       turn on SMTP authentication, check the login
+tls_required       sender    policy       send with TLS (starttls or ssl)
+too_many_connections sender  policy       fewer parallel connections
+rate_limited       sender    policy       a lower daily limit or send rate
+virus_detected     sender    policy       check attachments and links
+spam_detected      sender    policy       content, links, history; easy unsubscribing
+content_rejected   sender    policy       content: links, attachments, header format
+exceed_limit       sender    policy       a smaller message, fewer recipients at once
+message_too_big    sender    policy       a smaller message (images linked, not attached)
+policy_violation   sender    policy       the receiver's policy named in the diagnostic
+syntax_error       sender    policy       report it: the toolkit sent something malformed
+not_rfc_compliant  sender    policy       report it: a header of the message is malformed
+filtered           unclear   policy       (the recipient's own filter)
+system_full        unclear   soft
+network_error      unclear   soft
+system_error       unclear   soft
+mailer_error       unclear   soft
+on_hold            unclear   soft
+undefined          unclear   soft
+feedback           none      complaint    (ARF report, SES complaint, mail-client unsubscribe)
+vacation           none      autoreply
+delivered          none      (no bounce)
+================== ========= ============ =====================================================
+
+Precedence beyond the table's order: the diagnostic's words before the notice's, a specific
+reason before a vague one (undefined, system/network/syntax error); a refusal of MAIL FROM is
+``sender_rejected`` whatever its words; an unknown user refused at end of DATA is ``filtered``
+(the address had been accepted); ``host_unknown`` on a 4.x.x status is ``network_error``.
+
 >>> classify("5.1.1", 550, "5.1.1 <a@example.com>: Recipient address rejected: User unknown")
 'user_unknown'
 >>> classify("5.1.1", 550, "5.1.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org")
@@ -139,6 +189,10 @@ _TABLE: tuple[Reason, ...] = (
                    r"(?:attachment|file) (?:type )?(?:is )?(?:not allowed|blocked|rejected|forbidden|prohibited)|banned (?:file|content)|"
                    r"forbidden (?:content|words|attachment)|improper use of 8-?bit|8-?bit data|"
                    r"message (?:was )?(?:rejected|refused) (?:by|due to) (?:the )?(?:content|policy)"),
+    Reason("exceed_limit", SENDER, "our message exceeds a limit the recipient's side set for it",
+           "make the message smaller, or send it to fewer recipients at once",
+           phrases=r"exceeds? (?:the )?(?:size )?limit set by (?:the )?recipient|exceeds? (?:the )?recipient'?s? (?:size )?limit|"
+                   r"limit set by (?:the )?recipient"),
     Reason("message_too_big", SENDER, "our message is larger than the receiver accepts",
            "make the message smaller (images linked, not attached)",
            statuses=("3.4", "2.3"),

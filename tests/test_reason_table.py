@@ -1,0 +1,40 @@
+"""The reason table's documentation lists every reason with its side (the README and the module
+docstring are what analysts read), and the kinds follow from the reasons as issue 15 says."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from newsletter_kit import reasons
+from newsletter_kit.bounces import HARD, POLICY, SOFT
+from newsletter_kit.bounces.meaning import kind_of
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+@pytest.mark.parametrize("name", list(reasons.REASONS))
+def test_every_reason_is_documented_with_its_side(name: str) -> None:
+    side = reasons.REASONS[name].side
+    assert re.search(rf"^{name}\s+{side}\b", reasons.__doc__ or "", re.MULTILINE), name
+    assert re.search(rf"^\| `{name}` \| {side} \|", README.read_text(), re.MULTILINE), name
+
+
+@pytest.mark.parametrize("name", list(reasons.REASONS))
+def test_sender_side_reasons_have_a_remedy_and_are_never_hard_or_soft(name: str) -> None:
+    reason = reasons.REASONS[name]
+    if reason.side == reasons.SENDER:
+        assert reason.remedy and kind_of(name) is POLICY
+    elif reason.side == reasons.RECIPIENT:
+        assert kind_of(name, 550) is (HARD if reason.hard else SOFT)
+
+
+def test_words_decide_over_codes() -> None:
+    assert reasons.classify("5.1.1", 550, "550 5.1.1 blocked using zen.spamhaus.org") == "blocked"
+    assert reasons.classify("5.1.8", 553, "553 5.1.8 <news@example.org>: Sender address rejected: Domain not found") == "sender_rejected"
+    assert reasons.classify("5.2.2", 552, "") == "mailbox_full"
+    assert reasons.classify("4.7.1", 450, "450 4.7.1 Client host rejected: cannot find your hostname") == "no_ptr"
+    assert reasons.classify(None, 550, "550 5.7.26 Multiple authentication checks failed") == "auth_failure"
+    assert reasons.classify(None, None, "") == "undefined"
