@@ -42,7 +42,7 @@ def _feedback_fields(part: Message) -> Message | None:
 def _unsubscribe_request(ctx: Context) -> BounceReport | None:
     """A mail client's one-click unsubscribe sent as mail (Apple Mail's ``X-Apple-Unsubscribe``):
     an opt-out from its sender, read as feedback like an ARF ``opt-out`` report."""
-    if header_text(ctx.msg, "X-Apple-Unsubscribe") != "true":
+    if ctx.msg.get("X-Apple-Unsubscribe") is None or header_text(ctx.msg, "X-Apple-Unsubscribe") != "true":
         return None
     senders = dict.fromkeys(a for a in (lenient_address(addr) for _, addr in getaddresses([str(v) for v in ctx.msg.get_all("From", [])])) if a)
     return BounceReport(False, COMPLAINT, [BounceRecipient(a, COMPLAINT) for a in senders], reason="feedback report: opt-out")

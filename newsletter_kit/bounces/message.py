@@ -11,7 +11,7 @@ from email.parser import HeaderParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
 
-from ..addresses import lenient_address, untrusted_lines
+from ..addresses import lenient_address, scan_addresses, untrusted_lines
 
 # Header values.  compat32 hands back surrogate-escaped 8-bit bytes and folded lines; nothing of
 # that kind (nor any control character) may leak into a report.
@@ -150,8 +150,9 @@ class Context:
             pairs = [(m.group(1), m.group(2)) for m in _INLINE_HEADER_RE.finditer(self.text)]
         for name, value in pairs:
             target = receivers if name.lower() in ("to", "cc") else senders
-            for _, addr in getaddresses([value]):
-                norm = lenient_address(addr)
+            # scan_addresses, not getaddresses(): several times faster, and exact enough here
+            for match in scan_addresses(value):
+                norm = lenient_address(match.group(0))
                 if norm:
                     target.add(norm)
         return senders - receivers
