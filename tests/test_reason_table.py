@@ -38,3 +38,16 @@ def test_words_decide_over_codes() -> None:
     assert reasons.classify("4.7.1", 450, "450 4.7.1 Client host rejected: cannot find your hostname") == "no_ptr"
     assert reasons.classify(None, 550, "550 5.7.26 Multiple authentication checks failed") == "auth_failure"
     assert reasons.classify(None, None, "") == "undefined"
+
+
+def test_a_person_writing_failure_words_is_not_a_bounce() -> None:
+    from newsletter_kit.bounces import parse_bounce
+
+    raw = (b"From: Anna <anna@example.org>\nTo: news@example.com\nSubject: my order\n\n"
+           b"Hello, the parcel could not be delivered to:\n\nmario@example.net\n\nCan you check? Anna\n")
+    report = parse_bounce(raw)
+    assert not report.is_bounce and report.recipients == []
+    # The same words from a machine (null envelope sender) are a notice.
+    notice = parse_bounce(b"Return-Path: <>\nFrom: no-reply@mail.example.net\nSubject: Mail\n\n"
+                          b"Could not be delivered to: <mario@example.net>\nAs their mailbox is full.\n")
+    assert [(r.address, r.reason, r.kind.value) for r in notice.recipients] == [("mario@example.net", "mailbox_full", "soft")]

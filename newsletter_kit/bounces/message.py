@@ -294,9 +294,12 @@ def from_daemon(msg: Message) -> bool:
 _FAILURE_OPENING_RE = re.compile(
     r"could not be delivered to|(?:was|were) not delivered to|error delivering your (?:mail|message)|"
     r"(?:message|mail) (?:could not|did not|cannot) (?:be delivered|reach)|delivery to the following recipients? failed|"
-    r"undeliverable|unable to deliver|permanent(?:ly)? (?:fatal )?error|following addresses had",
+    r"unable to deliver (?:the |your )?(?:message|mail) to|following addresses had (?:permanent )?(?:fatal |delivery )?errors",
     re.IGNORECASE,
 )
+
+
+_NO_REPLY_RE = re.compile(r"no-?reply|do-?not-?reply|daemon|post_?master|mailer", re.IGNORECASE)
 
 
 def looks_like_failure(ctx: Context) -> bool:
@@ -305,5 +308,8 @@ def looks_like_failure(ctx: Context) -> bool:
         return True
     if clean(ctx.msg.get("Auto-Submitted", "no"), 50).lower().startswith("auto-replied"):
         return False
-    return bool(_FAILURE_OPENING_RE.search(ctx.text[:1500]))
+    # Only from a machine (null envelope sender or a no-reply address): a person may well write
+    # "could not be delivered to" in an ordinary mail.
+    machine = clean(ctx.msg.get("Return-Path", ""), 10) == "<>" or bool(_NO_REPLY_RE.search(str(ctx.msg.get("From", ""))))
+    return machine and bool(_FAILURE_OPENING_RE.search(ctx.text[:1500]))
 

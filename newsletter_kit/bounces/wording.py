@@ -41,7 +41,7 @@ def text_failures(ctx: Context, own: set[str]) -> list[tuple[str, str]]:
     for i, line in enumerate(lines):
         if "@" not in line:
             continue
-        context = " ".join(lines[i : i + 4])
+        context = " ".join(_own_lines(lines, i))
         states_failure = _states_failure(line, context)
         for match in scan_addresses(line):
             address = lenient_address(match.group(0))
@@ -56,6 +56,17 @@ def text_failures(ctx: Context, own: set[str]) -> list[tuple[str, str]]:
                 if len(found) >= _MAX_TEXT_RECIPIENTS:
                     return found
     return found
+
+
+def _own_lines(lines: list[str], i: int) -> list[str]:
+    """Line ``i`` and the next three, up to a line that opens with another address (a notice
+    listing several recipients gives each its own reply)."""
+    own = [lines[i]]
+    for line in lines[i + 1 : i + 4]:
+        if "@" in line and _OTHER_ADDRESS_RE.match(line.lower()):
+            break
+        own.append(line)
+    return own
 
 
 def _states_failure(line: str, context: str) -> bool:
@@ -163,6 +174,26 @@ def diagnostic_line(text: str) -> str | None:
 
 
 
+_WARNING_RE = re.compile(
+    r"\bdelayed\b|\bdelay\)|warning message only|only a (?:temporary failure report|warning)|will (?:be )?retr(?:y|ied) for|"
+    r"will (?:continue|keep) (?:to )?(?:try|retry)|not yet been delivered|you do not need to re-?send"
+)
+
+
+def named_as_failed(notice: str, address: str) -> bool:
+    """Does a line of the notice lead with ``address`` (``<a@b>:``, ``a@b [reason]``, ``a@b ...
+    550 5.1.1``) or give it alone: the notice names it as a failed recipient, not in passing
+    (``MAIL FROM:<a@b>``)?"""
+    for line in notice.lower().splitlines():
+        start = line.find(address)
+        while start >= 0:
+            before, after = line[:start], line[start + len(address):]
+            if _LEADS_RE.match(before) and (_FOLLOWS_RE.match(after) or STATUS_RE.search(after) or SMTP_CODE_RE.search(after)):
+                return True
+            start = line.find(address, start + 1)
+    return False
+
+
 def detect_wording(ctx: Context) -> BounceReport | None:
     """A failure notice (by its subject or sender) whose own text names the failed addresses.
 
@@ -171,7 +202,10 @@ def detect_wording(ctx: Context) -> BounceReport | None:
     if not looks_like_failure(ctx):
         return None
     found = text_failures(ctx, ctx.own_addresses())
-    recipients = explain_alone(merge_recipients([notice_recipient(a, near, worded=True) for a, near in found]), ctx.text)
+    # A warning says so once, in its subject or opening, not next to each address.
+    warning = bool(_WARNING_RE.search(ctx.subject().lower()) or _WARNING_RE.search(notice_part(ctx.text)[:1500].lower()))
+    recipients = [notice_recipient(a, near, transient=warning, worded=True) for a, near in found]
+    recipients = explain_alone(merge_recipients(recipients), ctx.text)
     if not recipients:
         reason = "failure notice names no valid recipient address"
         if ctx.notes:  # e.g. flufl.bounce detectors that failed on this message
