@@ -75,6 +75,7 @@ class Context:
         self.notes: list[str] = []
         self._haystacks: tuple[str, str] | None = None
         self._original_sender: set[str] | None = None
+        self._own: set[str] | None = None
 
     @property
     def typed(self) -> list[tuple[str, Message]]:
@@ -122,12 +123,17 @@ class Context:
 
     def own_addresses(self) -> set[str]:
         """Addresses of the report's own sender and receiver: never a bounced recipient."""
+        if self._own is None:
+            self._own = self._find_own()
+        return self._own
+
+    def _find_own(self) -> set[str]:
         found: set[str] = set()
         # Not X-Original-To: some agents (DragonFly) put the failed recipient there.
         for name in ("From", "To", "Cc", "Sender", "Reply-To", "Delivered-To", "Return-Path", "Errors-To"):
             for value in self.msg.get_all(name, []):
-                for _, addr in getaddresses([str(value)]):
-                    norm = lenient_address(addr)
+                for match in scan_addresses(str(value)):  # not getaddresses(): several times faster
+                    norm = lenient_address(match.group(0))
                     if norm:
                         found.add(norm)
         return found

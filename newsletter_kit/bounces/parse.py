@@ -80,7 +80,7 @@ def _trim_long_lines(raw: bytes) -> bytes:
 
 def _without_message_ids(ctx: Context, report: BounceReport) -> BounceReport:
     """Drop "recipients" that are Message-IDs (``<id@host>`` looks like an address to a heuristic)."""
-    low = ctx.raw[:_ID_SCAN_LIMIT].decode("latin-1").lower()
+    low = ctx.raw[:_ID_SCAN_LIMIT].lower()  # bytes: no decoding of a whole message for this
     kept = [r for r in report.recipients if not _is_message_id(low, r.address)]
     if len(kept) == len(report.recipients):
         return report
@@ -94,15 +94,15 @@ def _without_message_ids(ctx: Context, report: BounceReport) -> BounceReport:
 _ID_SCAN_LIMIT = 512 * 1024
 
 
-_ID_FIELD_RE = re.compile(r"(?:message-id|in-reply-to|references|content-id):")
+_ID_FIELD_RE = re.compile(rb"(?:message-id|in-reply-to|references|content-id):")
 
 
-def _is_message_id(low: str, address: str) -> bool:
+def _is_message_id(low: bytes, address: str) -> bool:
     """Is ``<address>`` written on a Message-ID (or In-Reply-To, References) line?"""
-    needle = f"<{address}>"
+    needle = f"<{address}>".encode("utf-8", "replace")
     pos = low.find(needle)
     while pos >= 0:
-        line_start = low.rfind("\n", 0, pos) + 1
+        line_start = low.rfind(b"\n", 0, pos) + 1
         if _ID_FIELD_RE.search(low, line_start, pos):
             return True
         pos = low.find(needle, pos + 1)
