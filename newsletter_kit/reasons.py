@@ -171,7 +171,7 @@ _TABLE: tuple[Reason, ...] = (
            phrases=r"rate (?:limit|exceeded|control)|too (?:many|much) (?:messages|mail|email|recipients|data) "
                    r"(?:from|in|per|for|sent)|sending (?:too fast|rate)|throttl|slow down|"
                    r"exceeded (?:the )?(?:sending |message )?(?:rate|limit)|try (?:again )?later.{0,40}(?:volume|rate)|"
-                   r"too many recipients this hour|receiving mail at a rate|(?:sent|sending) too many|too many messages"),
+                   r"too many recipients this hour|receiving mail (?:at a rate|too quickly)|sending (?:is )?paused|(?:sent|sending) too many|too many messages"),
     Reason("virus_detected", SENDER, "our message was flagged as carrying a virus",
            "check the attachments and links of the campaign",
            statuses=("7.0",),
@@ -233,16 +233,16 @@ _TABLE: tuple[Reason, ...] = (
                    r"account (?:disattivato|disabilitato|sospeso)|disabled (?:recipient|account|mailbox|user)|"
                    r"temporar\w* locked|(?:account|mailbox|user) (?:is )?(?:temporarily )?locked|"
                    r"account (?:has been )?(?:disabled|discontinued|closed|blocked)|discontinued|"
-                   r"(?:account|mailbox) (?:is )?(?:not active|inactive|deactivated)"),
+                   r"(?:account|mailbox) (?:is )?(?:not active|inactive|deactivated)|(?:account|mailbox|address) (?:that )?(?:\w+ ){0,4}(?:is|has been) disabled"),
     Reason("has_moved", RECIPIENT, "the recipient has moved to another address", hard=True,
            statuses=("1.6",),
            phrases=r"has moved|moved to|no longer (?:with|at) (?:this|the)|changed (?:his|her|their) (?:e-?mail )?address|"
-                   r"address (?:has )?changed|user has moved|new address"),
+                   r"address (?:has )?changed|user has moved|new address|user not local"),
     Reason("host_unknown", RECIPIENT, "the recipient's domain does not exist or has no mail server", hard=True,
            statuses=("1.2", "4.4"),
            phrases=r"host (?:or domain name )?not found|unknown (?:host|domain)|domain (?:not found|does not exist|"
                    r"name not found)|no (?:such )?(?:mx|domain)|nxdomain|unrouteable (?:mail )?domain|"
-                   r"name or service not known|host unknown|mx (?:record )?not found|unroute?able (?:address|mail domain)|(?<![@\w.-])(?:[a-z0-9-]+\.)+[a-z]{2,} does not exist|host \S+ not found|domain (?:is )?not (?:exist|valid)"),
+                   r"name or service not known|host unknown|mx (?:record )?not found|unroute?able (?:address|mail domain)|non-?existent domain|(?<![@\w.-])(?:[a-z0-9-]+\.)+[a-z]{2,} does not exist|host \S+ not found|domain (?:is )?not (?:exist|valid)"),
     Reason("not_accept", RECIPIENT, "the recipient's domain accepts no mail (null MX)", hard=True,
            statuses=("1.10",),
            phrases=r"null mx|does not accept (?:any )?mail|accepts no mail"),
@@ -263,7 +263,7 @@ _TABLE: tuple[Reason, ...] = (
                    r"not (?:a )?(?:known|valid) (?:user|recipient)|no such (?:local )?user|unknown or invalid|"
                    r"user (?:doesn't|does not) exist|account (?:does not|doesn't) exist|no account by that name|"
                    r"recipient unknown|invalid user|unknown address|address (?:is )?(?:wrong|invalid|not valid)|"
-                   r"wrong or no longer valid|address (?:not found|(?:couldn't|could not|can't|cannot) be found)|"
+                   r"wrong or no longer valid|(?:wasn't|was not) found at|address (?:not found|(?:couldn't|could not|can't|cannot) be found)|"
                    r"check (?:if|that|whether) (?:the )?(?:e-?mail )?address is correct|not listed in|was not found|could not be found|unknown in"),
     Reason("expired", RECIPIENT, "delivery was retried until it expired",
            statuses=("4.7",),
