@@ -103,5 +103,7 @@ def judge(rcpt: BounceRecipient, text: str | None = None) -> BounceRecipient:
     rcpt.reason = _refine(rcpt.reason, rcpt.status, " ".join(t for t in (rcpt.diagnostic, text) if t))
     if rcpt.kind is DELAYED:
         return rcpt
+    if rcpt.reason in VAGUE and (rcpt.status or "").startswith("4") and (rcpt.action or "").startswith("failed"):
+        rcpt.reason = "expired"  # a final failure with a temporary code: the retries ran out
     rcpt.kind = kind_of(rcpt.reason, rcpt.reply_code, rcpt.status)
     return rcpt
