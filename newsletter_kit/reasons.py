@@ -118,12 +118,13 @@ _TABLE: tuple[Reason, ...] = (
            "(`newsletter-kit check`)",
            statuses=("7.20", "7.21", "7.22", "7.23", "7.24", "7.26", "7.27"),
            phrases=r"\bspf\b|\bdkim\b|\bdmarc\b|sender policy framework|domainkeys|"
-                   r"authentication (?:checks?|results?) (?:have |has )?fail|not authenticated by|unauthenticated (?:mail|email)"),
+                   r"authentication (?:checks?|results?) (?:have |has )?fail|does not have authentication information|"
+                   r"fails? to pass authentication|not authenticated by|unauthenticated (?:mail|email)"),
     Reason("blocked", SENDER, "our IP or server is on a blocklist or refused by the receiver",
            "check the sending IP on the blocklists named (spamhaus, spamcop, barracuda...), ask for "
            "delisting, and find why it was listed",
            statuses=("7.1",),
-           phrases=r"block ?list|black ?list|blocked (?:using|by|because|for|due)|\bdnsbl|\brbl\b|spamhaus|spamcop|"
+           phrases=r"block ?list|black ?list|blocked (?:using|by)|\bdnsbl|\brbl\b|spamhaus|spamcop|"
                    r"barracuda|sorbs|listed (?:at|on|in|by)|client host (?:\[[^\]]*\] )?(?:rejected|blocked)|"
                    r"access denied\b.*\bip|ip (?:address )?(?:\S+ )?(?:is |has been )?(?:blocked|banned|rejected|denied)|"
                    r"connection (?:refused|rejected|dropped) (?:from|by|due)|(?:your|sending) (?:ip|server|host|network) "
@@ -172,6 +173,12 @@ _TABLE: tuple[Reason, ...] = (
                    r"(?:from|in|per|for|sent)|sending (?:too fast|rate)|throttl|slow down|"
                    r"exceeded (?:the )?(?:sending |message )?(?:rate|limit)|try (?:again )?later.{0,40}(?:volume|rate)|"
                    r"too many recipients this hour|receiving mail (?:at a rate|too quickly)|sending (?:is )?paused|(?:sent|sending) too many|too many messages"),
+    Reason("not_rfc_compliant", SENDER, "our message does not follow the mail RFCs",
+           "report it: a header of the message is malformed",
+           statuses=("6.0",),
+           phrases=r"(?:not|non)[ -](?:rfc ?\d* ?)?compliant|(?:violat\w*|conform\w* to|comply with) rfc|malformed (?:header|message)|"
+                   r"bare (?:lf|cr)|invalid header|duplicate header|missing (?:the )?(?:date|from|message-id)|"
+                   r"multiple (?:addresses in from|\w+ headers|from)|rfc ?\d{3,4} compliant"),
     Reason("virus_detected", SENDER, "our message was flagged as carrying a virus",
            "check the attachments and links of the campaign",
            statuses=("7.0",),
@@ -209,12 +216,6 @@ _TABLE: tuple[Reason, ...] = (
            statuses=("5.2", "5.1", "5.0"),
            phrases=r"syntax error|command unrecognized|bad sequence|unrecognized command|line too long|"
                    r"command parameter|parameter not implemented|not implemented"),
-    Reason("not_rfc_compliant", SENDER, "our message does not follow the mail RFCs",
-           "report it: a header of the message is malformed",
-           statuses=("6.0",),
-           phrases=r"(?:not|non)[ -](?:rfc ?\d* ?)?compliant|(?:violat\w*|conform\w* to|comply with) rfc|malformed (?:header|message)|"
-                   r"bare (?:lf|cr)|invalid header|duplicate header|missing (?:the )?(?:date|from|message-id)|"
-                   r"multiple (?:addresses in from|\w+ headers|from)|rfc ?\d{3,4} compliant"),
     # --- about the recipient ---
     Reason("mailbox_full", RECIPIENT, "the recipient's mailbox is full",
            statuses=("2.2", "2.4"),
@@ -310,6 +311,9 @@ _PHRASED = [r for r in _TABLE if r.phrases]
 _ANY_PHRASE = re.compile(r"\b(?=\w)(?:" + "|".join(f"(?P<r{i}>{r.phrases})" for i, r in enumerate(_PHRASED)) + ")")
 _MAX_TEXT = 2000
 _SPACES_RE = re.compile(r"\s+")
+# A multi-line reply quoted on one line repeats its code mid-sentence ("multiple 550-5.7.1 addresses"):
+# dropped so that the words meet again.
+_CONTINUED_RE = re.compile(r"(?<=[a-z,;:]) [245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3} )?")
 _STATUS_RE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -337,7 +341,7 @@ def from_text(text: str) -> str | None:
     """The first reason (in precedence order) whose phrases the text uses; None when none does."""
     if not text:
         return None
-    low = _SPACES_RE.sub(" ", text[:_MAX_TEXT].lower())
+    low = _CONTINUED_RE.sub(" ", _SPACES_RE.sub(" ", text[:_MAX_TEXT].lower()))
     best = len(_PHRASED)
     for match in _ANY_PHRASE.finditer(low):
         index = int(match.lastgroup[1:])  # type: ignore[index]

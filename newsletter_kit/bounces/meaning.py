@@ -100,10 +100,11 @@ def judge(rcpt: BounceRecipient, text: str | None = None) -> BounceRecipient:
     if text and (worded is None or worded in VAGUE) and text != rcpt.diagnostic:
         worded = _specific(worded, reasons.from_text(text))
     rcpt.reason = worded or reasons.classify(rcpt.status, rcpt.reply_code, "")
+    final = rcpt.kind is not DELAYED and (rcpt.action or "").startswith("failed")
+    if final and rcpt.reason in VAGUE and (rcpt.status or "").startswith("4"):
+        rcpt.reason = "expired"  # a final failure with a temporary code: the retries ran out
     rcpt.reason = _refine(rcpt.reason, rcpt.status, " ".join(t for t in (rcpt.diagnostic, text) if t))
     if rcpt.kind is DELAYED:
         return rcpt
-    if rcpt.reason in VAGUE and (rcpt.status or "").startswith("4") and (rcpt.action or "").startswith("failed"):
-        rcpt.reason = "expired"  # a final failure with a temporary code: the retries ran out
     rcpt.kind = kind_of(rcpt.reason, rcpt.reply_code, rcpt.status)
     return rcpt
