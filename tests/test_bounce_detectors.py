@@ -60,7 +60,7 @@ def test_one_by_one_gives_all_failures_verdict_and_survives_a_crashing_detector(
 
 def test_detectors_are_tried_in_order_of_authority() -> None:
     assert [d.__name__ for d in parse.DETECTORS] == [
-        "detect_arf", "detect_dsn", "detect_autoreply_headers", "detect_failure_notice",
+        "detect_arf", "detect_dsn", "detect_ses_json", "detect_autoreply_headers", "detect_failure_notice",
         "detect_wording", "detect_autoreply_subject", "detect_human",
     ]
     # A DSN that also carries auto-reply headers is a DSN: the first detector decides.

@@ -30,6 +30,7 @@ from newsletter_kit.bounces import (
 )
 from newsletter_kit.bounces.original import verp_token as _verp_token
 from newsletter_kit.cli import cli
+from newsletter_kit.reasons import REASONS
 
 SAMPLES = Path(__file__).parent / "bounce_samples"
 CAMP, CAMP_IT = "autumn-2026", "autunno-2026"
@@ -180,7 +181,9 @@ def test_message_id_from_in_reply_to_when_the_original_is_not_quoted() -> None:
 def test_to_dict_has_exactly_the_documented_shape() -> None:
     data = parse_bounce_file(SAMPLES / "spam_block_571.eml").to_dict()
     assert list(data) == ["is_bounce", "kind", "recipients", "campaign", "message_id"]
-    assert list(data["recipients"][0]) == ["address", "kind", "status", "action", "diagnostic"]  # type: ignore[index]
+    # issue 15: each recipient says why it failed, a name of newsletter_kit.reasons.REASONS
+    assert list(data["recipients"][0]) == ["address", "kind", "status", "action", "diagnostic", "reason"]  # type: ignore[index]
+    assert data["recipients"][0]["reason"] in REASONS  # type: ignore[index]
     assert data["kind"] == "policy" and data["is_bounce"] is True
     json.dumps(data)
 

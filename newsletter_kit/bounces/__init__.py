@@ -1,8 +1,10 @@
 """Bounce messages: parse one message into a :class:`BounceReport`, and record it.
 
 Modules: ``report`` (the kinds and the report), ``parse`` (:func:`parse_bounce`, the ordered
-detector list), one module per detector family (``arf``, ``dsn``, ``autoreply``, ``notices``:
-failure notices + flufl.bounce, ``wording``), ``classify`` (status code and wording -> kind),
+detector list), one module per detector family (``arf``, ``dsn``, ``ses``: Amazon SES JSON,
+``autoreply``, ``notices``: failure notices + flufl.bounce, ``wording``), ``meaning`` (a
+recipient's facts -> its reason from :mod:`newsletter_kit.reasons` and the kind that follows),
+``classify`` (status codes, and the wording that tells a warning from a failure),
 ``message`` and ``original`` (what detectors share: the report's text, our quoted original), and
 ``record`` (matching a report to a delivery, the ``bounces`` rows).  The threshold and the
 suppressions are :mod:`newsletter_kit.suppressions`.

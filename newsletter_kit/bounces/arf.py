@@ -17,7 +17,7 @@ def detect_arf(ctx: Context) -> BounceReport | None:
     is_arf = ctx.typed[0][0] == "multipart/report" and "feedback-report" in str(msg.get("Content-Type", "")).lower()
     feedback = next((p for t, p in ctx.typed if t == "message/feedback-report"), None)
     if not is_arf and feedback is None:
-        return None
+        return _unsubscribe_request(ctx)
     candidates: list[str] = []
     fields = _feedback_fields(feedback) if feedback is not None else None
     if fields is not None:
@@ -37,3 +37,12 @@ def _feedback_fields(part: Message) -> Message | None:
         return payload[0] if payload and isinstance(payload[0], Message) else None
     return HeaderParser(policy=compat32).parsestr(decode_part(part).lstrip(), headersonly=True)
 
+
+
+def _unsubscribe_request(ctx: Context) -> BounceReport | None:
+    """A mail client's one-click unsubscribe sent as mail (Apple Mail's ``X-Apple-Unsubscribe``):
+    an opt-out from its sender, read as feedback like an ARF ``opt-out`` report."""
+    if ctx.msg.get("X-Apple-Unsubscribe") is None or header_text(ctx.msg, "X-Apple-Unsubscribe") != "true":
+        return None
+    senders = dict.fromkeys(a for a in (lenient_address(addr) for _, addr in getaddresses([str(v) for v in ctx.msg.get_all("From", [])])) if a)
+    return BounceReport(False, COMPLAINT, [BounceRecipient(a, COMPLAINT) for a in senders], reason="feedback report: opt-out")

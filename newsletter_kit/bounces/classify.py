@@ -25,9 +25,10 @@ def most_specific_status(status_field: str | None, diagnostic: str | None) -> st
     """The Status code, unless it is a generic X.0.0 and the diagnostic names a specific one."""
     stated = status_codes(status_field)
     status = stated[0] if stated else None
-    if status is None or status.endswith(".0.0"):
+    # X.0.0 says only the class, and X.4.7 only that retries ran out: the diagnostic says why.
+    if status is None or status.endswith(".0.0") or status[1:] == ".4.7":
         for code in status_codes(diagnostic):
-            if not code.endswith(".0.0"):
+            if not code.endswith(".0.0") and code[0] == (status or code)[0]:
                 return code
         if status is None:
             found = status_codes(diagnostic)

@@ -10,6 +10,8 @@ from email.policy import compat32
 
 from ..addresses import cut_at_line_break, lenient_address
 from .classify import classify_failure, kind_from_wording, most_specific_status
+from .meaning import VAGUE, judge
+from .wording import around, notice_part
 from .message import Context, clean, decode_part, part_payload
 from .report import BOUNCE_KINDS, DELAYED, OTHER, SEVERITY, BounceKind, BounceRecipient, BounceReport, merge_recipients, worst
 
@@ -25,12 +27,25 @@ def detect_dsn(ctx: Context) -> BounceReport | None:
         return None
     reporting = next((_mta(b.get("Reporting-MTA")) for b in blocks if b.get("Reporting-MTA")), None)
     recipients = merge_recipients([r for r in map(_dsn_recipient, blocks) if r is not None])
+    if any(r.reason in _VAGUE for r in recipients):
+        # The block says too little ("5.0.0", no diagnostic): the notice's own words about the
+        # recipient may say more (or that an "unknown user" came after DATA: a filter).
+        notice = notice_part(ctx.text)
+        for rcpt in recipients:
+            if rcpt.reason in _VAGUE:
+                words = around(notice, rcpt.address)
+                if rcpt.status is None or rcpt.status.endswith(".0.0"):
+                    rcpt.status = most_specific_status(rcpt.status, words)
+                judge(rcpt, words)
     if not recipients:
         return None  # no usable address: let the other detectors try the wording
     failures = [r.kind for r in recipients if r.kind in SEVERITY]
     kind = worst(failures)
     reason = None if failures else "delivery status notification reports no failure"
     return BounceReport(kind in BOUNCE_KINDS, kind, recipients, reason=reason, reporting_mta=reporting)
+
+
+_VAGUE = VAGUE | {"user_unknown"}
 
 
 def _status_blocks(part: Message) -> list[Message]:
@@ -101,7 +116,7 @@ def _dsn_recipient(block: Message) -> BounceRecipient | None:
     diagnostic = _diagnostic(block.get("Diagnostic-Code"))
     status = most_specific_status(status_text, diagnostic)
     kind = _dsn_kind(action, status, f"{status_text} {diagnostic or ''}")
-    return BounceRecipient(address, kind, status, action, diagnostic, _mta(block.get("Remote-MTA")))
+    return judge(BounceRecipient(address, kind, status, action, diagnostic, _mta(block.get("Remote-MTA"))))
 
 
 def _diagnostic(value: object) -> str | None:

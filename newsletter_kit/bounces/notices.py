@@ -17,9 +17,9 @@ from typing import Any
 from flufl.bounce import all_failures
 
 from ..addresses import cut_at_line_break, lenient_address
-from .message import Context
+from .message import Context, looks_like_failure
 from .report import BOUNCE_KINDS, BounceRecipient, BounceReport, merge_recipients, worst
-from .wording import notice_part, notice_recipient
+from .wording import explain_alone, named_as_failed, notice_part, notice_recipient, text_failures
 
 try:  # the ordered detector list behind all_failures(), to run each one on its own
     from flufl.bounce._scan import _DETECTORS as _FLUFL_DETECTORS
@@ -49,7 +49,13 @@ def detect_failure_notice(ctx: Context) -> BounceReport | None:
     notice = notice_part(ctx.text)
     recipients = [notice_recipient(a, notice, transient=True) for a in temporary]
     recipients += [notice_recipient(a, notice) for a in permanent + failed]
-    recipients = merge_recipients(recipients)
+    if looks_like_failure(ctx):
+        # flufl.bounce's heuristics may stop at the first pattern they know (or read a quoted To:
+        # line): the notice's own lines may name more failed recipients, each opening its line.
+        named = set(temporary) | set(permanent) | set(failed)
+        extra = [(a, near) for a, near in text_failures(ctx, ctx.own_addresses()) if a not in named]
+        recipients += [notice_recipient(a, near, worded=True) for a, near in extra if named_as_failed(notice, a)]
+    recipients = explain_alone(merge_recipients(recipients), ctx.text)
     kind = worst([r.kind for r in recipients])
     return BounceReport(kind in BOUNCE_KINDS, kind, recipients)
 
@@ -80,7 +86,11 @@ def _valid_sorted(values: Iterable[bytes | str]) -> list[str]:
 def _mentioned(ctx: Context, addresses: list[str]) -> list[str]:
     # flufl.bounce's heuristics read raw lines: an address it found only after a line break
     # spelled as text ("a@x\\r\\nb@y") is not one the report names.
-    return [a for a in addresses if not ctx.forged_only(a)]
+    # Nor is our own address (the notice's To, our original's sender), unless the notice names it
+    # as a failed recipient (a message sent to oneself).
+    ours = ctx.original_sender() | ctx.own_addresses()
+    notice = notice_part(ctx.text) if ours & set(addresses) else ""
+    return [a for a in addresses if not ctx.forged_only(a) and (a not in ours or named_as_failed(notice, a))]
 
 
 def _failed_recipients_header(msg: Message) -> list[str]:

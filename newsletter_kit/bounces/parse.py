@@ -10,6 +10,7 @@ Parsing never raises: a message that cannot be understood comes back as kind ``o
 from __future__ import annotations
 
 import email
+import re
 from collections.abc import Callable
 from email.policy import compat32
 from os import PathLike
@@ -20,7 +21,8 @@ from .dsn import detect_dsn
 from .message import Context, clean, first_message_id, header_text, iso_date
 from .notices import detect_failure_notice
 from .original import attach_original
-from .report import OTHER, BounceReport
+from .ses import detect_ses_json
+from .report import BOUNCE_KINDS, OTHER, SEVERITY, BounceReport, worst
 from .wording import detect_wording
 
 
@@ -53,6 +55,7 @@ Detector = Callable[[Context], "BounceReport | None"]
 DETECTORS: list[Detector] = [
     detect_arf,                # ARF feedback report: a complaint
     detect_dsn,                # RFC 3464 delivery status notification
+    detect_ses_json,           # Amazon SES notification (JSON body) sent by mail
     detect_autoreply_headers,  # RFC 3834 Auto-Submitted and vendor auto-reply headers
     detect_failure_notice,     # flufl.bounce's detectors, X-Failed-Recipients
     detect_wording,            # a failure notice's own English/Italian wording
@@ -75,6 +78,37 @@ def _trim_long_lines(raw: bytes) -> bytes:
     return b"\n".join(line[:_MAX_LINE] for line in lines)
 
 
+def _without_message_ids(ctx: Context, report: BounceReport) -> BounceReport:
+    """Drop "recipients" that are Message-IDs (``<id@host>`` looks like an address to a heuristic)."""
+    low = ctx.raw[:_ID_SCAN_LIMIT].lower()  # bytes: no decoding of a whole message for this
+    kept = [r for r in report.recipients if not _is_message_id(low, r.address)]
+    if len(kept) == len(report.recipients):
+        return report
+    report.recipients = kept
+    failures = [r.kind for r in kept if r.kind in SEVERITY]
+    report.kind = worst(failures) if failures else OTHER
+    report.is_bounce = report.kind in BOUNCE_KINDS
+    return report
+
+
+_ID_SCAN_LIMIT = 512 * 1024
+
+
+_ID_FIELD_RE = re.compile(rb"(?:message-id|in-reply-to|references|content-id):")
+
+
+def _is_message_id(low: bytes, address: str) -> bool:
+    """Is ``<address>`` written on a Message-ID (or In-Reply-To, References) line?"""
+    needle = f"<{address}>".encode("utf-8", "replace")
+    pos = low.find(needle)
+    while pos >= 0:
+        line_start = low.rfind(b"\n", 0, pos) + 1
+        if _ID_FIELD_RE.search(low, line_start, pos):
+            return True
+        pos = low.find(needle, pos + 1)
+    return False
+
+
 def _parse(raw: bytes) -> BounceReport:
     # compat32 on purpose: policy.default is about 5x slower and this is the ingestion hot path.
     raw = _trim_long_lines(raw)
@@ -87,6 +121,8 @@ def _parse(raw: bytes) -> BounceReport:
             break
     if report is None:
         report = BounceReport(False, OTHER, reason="not a recognised bounce, reply or mail")
+    if report.recipients:
+        report = _without_message_ids(ctx, report)
     report.report_message_id = first_message_id(header_text(msg, "Message-ID"))
     report.date = iso_date(header_text(msg, "Date"))
     return attach_original(ctx, report)
