@@ -144,3 +144,10 @@ from .panels.bounces import (
 )
 
 def load_ipython_extension(ipython: object) -> None: ...
+from .esp import (
+    EspSettings as EspSettings,
+    ImportReport as ImportReport,
+    import_events as import_events,
+    load_esp_settings as load_esp_settings,
+    update_esp_settings as update_esp_settings,
+)

@@ -208,6 +208,43 @@ def settings_bounce(store: Store, password_env: str | None, **changes: Any) -> N
         f"{bounce.folder!r}, threshold {bounce.threshold}")
 
 
+@settings.command("esp")
+@click.option("--provider", type=click.Choice(("ses", "sendgrid", "mailgun", "postmark")),
+              help="The ESP whose bounce and complaint events to read (a second bounce source).")
+@click.option("--credential-env", metavar="VAR",
+              help="Environment variable holding the API key (SendGrid, Mailgun), server token (Postmark) "
+                   "or AWS secret key (SES).")
+@click.option("--credential-keyring", metavar="NAME", help="Or: the keyring entry holding it.")
+@click.option("--key-id", metavar="ID", help="SES: the AWS access key id (else boto3's own credentials).")
+@click.option("--region", help="SES: the AWS region (e.g. eu-west-1).")
+@click.option("--queue-url", metavar="URL", help="SES: the SQS queue subscribed to the SNS topic.")
+@click.option("--configuration-set", metavar="NAME",
+              help="SES: the configuration set whose event destination carries our message tags.")
+@click.option("--domain", help="Mailgun: the sending domain.")
+@click.option("--api-url", metavar="URL", help="The provider's API base (e.g. Mailgun's EU region).")
+@click.option("--public-key", metavar="KEY", help="SendGrid: the Event Webhook verification key.")
+@click.option("--signing-key-env", metavar="VAR", help="Mailgun: environment variable holding the webhook signing key.")
+@click.option("--sns-cert", metavar="PEM", help="SES: an SNS signing certificate file (instead of fetching it).")
+@click.option("--window-days", type=click.IntRange(min=0), help="Address-only events match a delivery this recent (7).")
+@click.option("--margin-minutes", type=click.IntRange(min=0),
+              help="Mailgun: each sync reads again from this far back (late-indexed events, 30).")
+@pass_store
+def settings_esp(store: Store, credential_env: str | None, credential_keyring: str | None,
+                 signing_key_env: str | None, **changes: Any) -> None:
+    """Set the ESP whose API bounces `bounces sync` reads; later calls change only the flags given."""
+    from .esp import update_esp_settings
+
+    ref = None
+    if credential_env is not None:
+        ref = f"env:{credential_env}" if credential_env else ""
+    elif credential_keyring is not None:
+        ref = f"keyring:{credential_keyring}" if credential_keyring else ""
+    signing = (f"env:{signing_key_env}" if signing_key_env else "") if signing_key_env is not None else None
+    esp = update_esp_settings(store, credential_ref=ref, signing_key_ref=signing, **changes)
+    warn_all(esp.validate())
+    say(f"ESP settings saved: {esp.provider}")
+
+
 @settings.command("show")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_existing_store
@@ -621,6 +658,38 @@ def bounces_fetch(store: Store, source: Path | None, as_json: bool) -> None:
         say(f"unsubscribed: {email}" + (f" from {campaign}" if campaign else ""))
     for email in report.suppressed:
         say(f"suppressed: {email}")
+
+
+def _report_events(report: Any, as_json: bool) -> None:
+    for refusal in report.refusals:
+        say(f"refused: {refusal['provider']} {refusal['event_id']}: {refusal['why']}")
+    for error in report.errors:
+        say(f"error: {error}")
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        say(report.summary())
+    for email in report.suppressed:
+        say(f"suppressed: {email}")
+
+
+@bounces.command("import-events")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"read", "recorded", "matched", "unmatched", "refused", ...} as JSON.')
+@pass_store
+def bounces_import_events(store: Store, paths: tuple[Path, ...], as_json: bool) -> None:
+    """Record ESP events saved as JSON (SES/SNS, SendGrid, Mailgun, Postmark; files, NDJSON, folders).
+
+    Signed events are checked; importing the same files again records nothing new. Exit 1 when
+    a file could not be read or an event was refused.
+    """
+    from .esp import import_events
+
+    report = import_events(store, paths)
+    _report_events(report, as_json)
+    if report.errors or report.refused:
+        sys.exit(1)
 
 
 @bounces.command("list")
