@@ -149,5 +149,6 @@ from .esp import (
     ImportReport as ImportReport,
     import_events as import_events,
     load_esp_settings as load_esp_settings,
+    sync_events as sync_events,
     update_esp_settings as update_esp_settings,
 )

@@ -645,12 +645,21 @@ def bounces_fetch(store: Store, source: Path | None, as_json: bool) -> None:
     Only messages not seen before are read (\\Seen flags are left alone); running it again
     changes nothing.
     """
+    from .esp import load_esp_settings
     from .ingest import fetch_bounces
 
-    report = fetch_bounces(store, source_path=source)
-    if as_json:
-        emit_json(report.to_dict())
+    esp = load_esp_settings(store) if source is None else None
+    if esp is not None and settings_mod.load_bounce_settings(store) is None:
+        events = _sync(store)  # an ESP and no mailbox: the ESP is the bounce source
+        _report_events(events, as_json)
         return
+    report = fetch_bounces(store, source_path=source)
+    events = _sync(store) if esp is not None else None
+    if as_json:
+        emit_json({**report.to_dict(), **({"esp": events.to_dict()} if events is not None else {})})
+        return
+    if events is not None:
+        _report_events(events, False)
     kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(report.bounces.items()))
     say(f"fetched {report.fetched} new message(s)" + (f": {kinds}" if kinds else "")
         + (f" ({report.duplicates} already seen)" if report.duplicates else ""))
@@ -689,6 +698,28 @@ def bounces_import_events(store: Store, paths: tuple[Path, ...], as_json: bool) 
     report = import_events(store, paths)
     _report_events(report, as_json)
     if report.errors or report.refused:
+        sys.exit(1)
+
+
+def _sync(store: Store) -> Any:
+    from .esp import sync_events
+
+    return sync_events(store)
+
+
+@bounces.command("sync")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"read", "recorded", "matched", "unmatched", "refused", ...} as JSON.')
+@pass_existing_store
+def bounces_sync(store: Store, as_json: bool) -> None:
+    """Pull new bounce and complaint events from the ESP of `settings esp` (for cron; no listener).
+
+    Only what is new since the last sync is read; running it again records nothing twice.
+    Exit 75 when the provider's API is down or throttling: run it again later.
+    """
+    report = _sync(store)
+    _report_events(report, as_json)
+    if report.errors:
         sys.exit(1)
 
 
