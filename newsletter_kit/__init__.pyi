@@ -146,7 +146,7 @@ from .panels.bounces import (
 def load_ipython_extension(ipython: object) -> None: ...
 from .esp import (
     EspSettings as EspSettings,
-    ImportReport as ImportReport,
+    EventsReport as EventsReport,
     import_events as import_events,
     load_esp_settings as load_esp_settings,
     sync_events as sync_events,

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from .config import EspSettings, load_esp_settings, require_esp_settings, update_esp_settings
 from .events import PROVIDERS, EspEvent
-from .matching import ImportReport, match_event, record_events
+from .matching import EventsReport, match_event, record_events
 from .saved import import_events
 from .sync import sync_events
 
-__all__ = ["PROVIDERS", "EspEvent", "EspSettings", "ImportReport", "import_events", "load_esp_settings",
+__all__ = ["PROVIDERS", "EspEvent", "EspSettings", "EventsReport", "import_events", "load_esp_settings",
            "match_event", "record_events", "require_esp_settings", "sync_events", "update_esp_settings"]

@@ -25,14 +25,14 @@ from ..store import Store, now_iso
 from ..tokens import verify_verp_token, verp_token
 from .events import EspEvent
 
-__all__ = ["DEFAULT_WINDOW_DAYS", "ImportReport", "match_event", "record_events"]
+__all__ = ["DEFAULT_WINDOW_DAYS", "EventsReport", "match_event", "record_events"]
 
 #: How long after a delivery an address-only event (a suppression row) is taken to be about it.
 DEFAULT_WINDOW_DAYS = 7
 
 
 @dataclass
-class ImportReport:
+class EventsReport:
     """What one import or sync did: ``read`` events, of which ``recorded`` became bounces rows
     (``matched`` to a delivery, ``unmatched`` to none), ``duplicates`` were seen before,
     ``ignored`` were no failure, ``refused`` failed their signature (listed in ``refusals``)."""
@@ -53,7 +53,7 @@ class ImportReport:
     def to_dict(self) -> dict[str, Any]:
         """As ``bounces import-events --json`` and ``bounces sync --json`` print it.
 
-        >>> sorted(ImportReport().to_dict())[:4]
+        >>> sorted(EventsReport().to_dict())[:4]
         ['bounces', 'duplicates', 'errors', 'ignored']
         """
         return {"read": self.read, "recorded": self.recorded, "matched": self.matched,
@@ -68,7 +68,7 @@ class ImportReport:
                 f"{self.unmatched} unmatched), {self.duplicates} already seen, {self.ignored} not failures, "
                 f"{self.refused} refused")
 
-    def merge(self, other: ImportReport) -> None:
+    def merge(self, other: EventsReport) -> None:
         """Add ``other``'s counts to this report."""
         for name in ("read", "recorded", "matched", "unmatched", "duplicates", "ignored", "refused"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -166,7 +166,7 @@ def _record_one(store: Store, event: EspEvent, key: bytes, window_days: int) -> 
 
 
 def record_events(store: Store, events: list[EspEvent], *, origin: str = "", window_days: int = DEFAULT_WINDOW_DAYS,
-                  apply: bool = True) -> ImportReport:
+                  apply: bool = True) -> EventsReport:
     """Record ``events`` in one transaction: each new one (by provider and event id) once,
     matched or unmatched; refused and non-failure events are listed, not recorded.  Applies the
     bounce threshold to the addresses touched when bounce settings exist.
@@ -176,7 +176,7 @@ def record_events(store: Store, events: list[EspEvent], *, origin: str = "", win
     >>> record_events(open_store(":memory:"), [complaint("ses", "f1", "a@example.org")]).unmatched
     1
     """
-    report = ImportReport(read=len(events))
+    report = EventsReport(read=len(events))
     key = store.signing_key()
     seen_at = now_iso()
     touched: set[str] = set()

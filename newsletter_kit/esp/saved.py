@@ -16,7 +16,7 @@ from pathlib import Path
 from ..store import Store
 from .config import EspSettings, load_esp_settings
 from .formats import EventFormatError, events_from_document, read_documents
-from .matching import ImportReport, record_events
+from .matching import EventsReport, record_events
 
 __all__ = ["import_events"]
 
@@ -35,7 +35,7 @@ def _files(path: Path) -> Iterator[Path]:
         yield path
 
 
-def import_events(store: Store, paths: Iterable[str | os.PathLike[str]], *, esp: EspSettings | None = None) -> ImportReport:
+def import_events(store: Store, paths: Iterable[str | os.PathLike[str]], *, esp: EspSettings | None = None) -> EventsReport:
     """Read every file (folders: every file under them), record their events, apply the
     threshold; a file that cannot be read or is no ESP format is listed in ``errors`` and the
     others are still read.  Importing the same files again records nothing new.
@@ -46,7 +46,7 @@ def import_events(store: Store, paths: Iterable[str | os.PathLike[str]], *, esp:
     """
     esp = esp if esp is not None else load_esp_settings(store)
     window = esp.window_days if esp else 7
-    report = ImportReport()
+    report = EventsReport()
     for given in paths:
         path = Path(given)
         if not path.exists():

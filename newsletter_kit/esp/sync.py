@@ -31,7 +31,7 @@ from . import mailgun, postmark, sendgrid
 from .config import EspSettings, require_esp_settings
 from .formats import EventFormatError, events_from_document
 from .http import ApiClient
-from .matching import ImportReport, record_events
+from .matching import EventsReport, record_events
 
 __all__ = ["sync_events"]
 
@@ -59,8 +59,8 @@ def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
 
 
-def _sendgrid(store: Store, esp: EspSettings, client: ApiClient) -> ImportReport:
-    report = ImportReport()
+def _sendgrid(store: Store, esp: EspSettings, client: ApiClient) -> EventsReport:
+    report = EventsReport()
     cursor = _cursor(store, "sendgrid")
     end = int(_now().timestamp())
     first = end - FIRST_DAYS * 86400
@@ -80,10 +80,10 @@ def _sendgrid(store: Store, esp: EspSettings, client: ApiClient) -> ImportReport
     return report
 
 
-def _mailgun(store: Store, esp: EspSettings, client: ApiClient) -> ImportReport:
+def _mailgun(store: Store, esp: EspSettings, client: ApiClient) -> EventsReport:
     if not esp.domain:
         raise EspError("Mailgun needs the sending domain: `settings esp --domain mg.example.org`")
-    report = ImportReport()
+    report = EventsReport()
     cursor = _cursor(store, "mailgun")
     begin = float(cursor.get("begin", _now().timestamp() - FIRST_DAYS * 86400)) - esp.margin_minutes * 60
     latest = float(cursor.get("begin", begin))
@@ -108,8 +108,8 @@ def _mailgun(store: Store, esp: EspSettings, client: ApiClient) -> ImportReport:
     return report
 
 
-def _postmark(store: Store, esp: EspSettings, client: ApiClient) -> ImportReport:
-    report = ImportReport()
+def _postmark(store: Store, esp: EspSettings, client: ApiClient) -> EventsReport:
+    report = EventsReport()
     cursor = _cursor(store, "postmark")
     first = (_now() - _dt.timedelta(days=FIRST_DAYS)).strftime("%Y-%m-%dT%H:%M:%S")
     latest = cursor.get("fromdate") or first
@@ -147,13 +147,13 @@ def _sqs_client(esp: EspSettings) -> Any:
     return boto3.client("sqs", **kwargs)
 
 
-def _ses(store: Store, esp: EspSettings, wait_seconds: int, sqs: Any = None) -> ImportReport:
+def _ses(store: Store, esp: EspSettings, wait_seconds: int, sqs: Any = None) -> EventsReport:
     if not esp.queue_url:
         raise EspError("SES events are pulled from SQS: `settings esp --queue-url URL` first")
     from botocore.exceptions import BotoCoreError, ClientError
 
     sqs = sqs if sqs is not None else _sqs_client(esp)
-    report = ImportReport()
+    report = EventsReport()
     try:
         for _ in range(PAGES_MAX):
             answer = sqs.receive_message(QueueUrl=esp.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds)
@@ -185,7 +185,7 @@ def _ses(store: Store, esp: EspSettings, wait_seconds: int, sqs: Any = None) -> 
 
 
 def sync_events(store: Store, esp: EspSettings | None = None, *, wait_seconds: int = 5,
-                sleep: Callable[[float], None] = time.sleep, sqs: Any = None) -> ImportReport:
+                sleep: Callable[[float], None] = time.sleep, sqs: Any = None) -> EventsReport:
     """Pull the new events of the configured ESP, record them, advance the cursor; running it
     again records nothing twice.  ``wait_seconds``: SQS long polling; ``sleep``: the wait
     between retries (tests); ``sqs``: a boto3 SQS client to use instead of one made here.
