@@ -38,7 +38,7 @@ from .ledger import DEFERRAL_BACKOFF, HELD, RETRYABLE, Claim, Ledger, Row  # noq
 from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, load_smtp_settings,
                        require_smtp_settings)
 from .store import Store, now_iso
-from .tokens import envelope_sender
+from .tokens import envelope_sender, verp_token
 from .transport import MESSAGE_DEADLINE, SendJob, SenderPool, SendOutcome, SmtpFactory
 
 #: A run stops after this many failed or deferred messages in a row (rather than burn the list).
@@ -226,10 +226,13 @@ def _envelope_sender(smtp: SmtpSettings, bounce: BounceSettings | None) -> str:
 def _renderer(store: Store, campaign: Campaign, smtp: SmtpSettings, envelope_from: str) -> Any:
     from .messages import CampaignRenderer
 
+    from .esp.config import load_esp_settings
+
     identity = {**_identity(smtp, None, campaign.from_addr, campaign.list_name), "bounce_address": envelope_from}
+    esp = load_esp_settings(store)
     return CampaignRenderer(
         campaign=campaign.name, subject=campaign.subject, html=campaign.html, text=campaign.text,
-        signing_key=store.signing_key(), **identity)
+        signing_key=store.signing_key(), echo=(esp.provider, esp.configuration_set) if esp else None, **identity)
 
 
 def preview_message(store: Store, name: str, email: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -587,13 +590,17 @@ class _Run:
     def jobs(self, rows: list[Row]) -> list[SendJob]:
         """One job per row; its message is built by the thread that sends it."""
         renderer, envelope_from, dkim = self.renderer, self.envelope_from, self.dkim
+        echo_key = self.store.signing_key() if getattr(renderer, "echo", None) is not None else None
 
         def build(row: Row) -> Callable[[], bytes]:
             recipient = self.recipients.get(row.email)
             fields = recipient.fields if recipient is not None else self._fields_of(row)
+            # The ESP's events echo the delivery's signed id back (settings esp).
+            token = verp_token(echo_key, row.id) if echo_key is not None else None
             if dkim is not None:  # signs the bytes just rendered: one build per message
-                return lambda: dkim.sign(renderer.render(row.email, fields, message_id=row.message_id))
-            return lambda: renderer.render(row.email, fields, message_id=row.message_id)
+                return lambda: dkim.sign(renderer.render(row.email, fields, message_id=row.message_id,
+                                                         delivery_token=token))
+            return lambda: renderer.render(row.email, fields, message_id=row.message_id, delivery_token=token)
 
         return [(envelope_sender(envelope_from, self.verp_key, row.id), row.email, build(row)) for row in rows]
 
@@ -698,8 +705,10 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
         if blocked:
             report.paused, report.detail = "guard", blocked
         else:
+            capture = getattr(run.renderer, "echo", None) is not None and run.renderer.echo[0] in ("ses", "sendgrid")
             _send_batches(run, limit, progress, lambda: SenderPool(
-                smtp, connections, password=password, factory=smtp_factory, deadline=message_deadline))
+                smtp, connections, password=password, factory=smtp_factory, deadline=message_deadline,
+                capture_ids=capture))
     finally:
         quota.end_run(run.owner)
         run.ledger.close_log(run.owner)
