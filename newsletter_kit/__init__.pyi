@@ -152,3 +152,8 @@ from .esp import (
     sync_events as sync_events,
     update_esp_settings as update_esp_settings,
 )
+from .listcheck import (
+    ListCheckReport as ListCheckReport,
+    check_contacts as check_contacts,
+    risky_addresses as risky_addresses,
+)

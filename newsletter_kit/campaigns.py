@@ -224,9 +224,8 @@ def _envelope_sender(smtp: SmtpSettings, bounce: BounceSettings | None) -> str:
 
 
 def _renderer(store: Store, campaign: Campaign, smtp: SmtpSettings, envelope_from: str) -> Any:
-    from .messages import CampaignRenderer
-
     from .esp.config import load_esp_settings
+    from .messages import CampaignRenderer
 
     identity = {**_identity(smtp, None, campaign.from_addr, campaign.list_name), "bounce_address": envelope_from}
     esp = load_esp_settings(store)
@@ -385,6 +384,8 @@ class SendReport:
     paused: str | None = None
     resume_at: str | None = None
     detail: str | None = None
+    #: addresses the list check flagged, left out by ``--skip-risky`` (this run's audience)
+    skipped_risky: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The ``campaign send --json`` document."""
@@ -399,6 +400,8 @@ class SendReport:
         else:
             lines = [f"{self.campaign}: {self.sent} sent, {self.deferred} deferred, {self.failed} "
                      f"failed, {self.excluded} newly excluded; {self.pending} still pending"]
+        if self.skipped_risky:
+            lines.append(f"{self.skipped_risky} address(es) flagged by the list check left out (--skip-risky)")
         if self.unknown:
             lines.append(f"{len(self.unknown)} recipient(s) were in flight when an earlier run "
                          f"died and are marked unknown (not resent): {', '.join(self.unknown[:10])}"
@@ -532,6 +535,7 @@ class _Run:
         self.dkim = signing.signer_for(smtp, campaign.from_addr)  # reads the key: before any send
         self.owner = quota.new_owner()
         self.recipients: dict[str, audience.Recipient] = {}
+        self.skip_risky = False
         # The store's connection: the ledger thread's batch transactions and the main thread's
         # (an interrupted batch) never overlap. The sending threads write to the send log only.
         self._write_lock = threading.Lock()
@@ -548,8 +552,17 @@ class _Run:
         campaign = self.campaign
         recipients = audience.eligible_recipients(self.store, campaign.name, campaign.list_name,
                                                   self.smtp.exclusion)
-        self.recipients = {r.email: r for r in recipients}
         members = _excluded_members(self.store, campaign, self.smtp.exclusion)
+        if self.skip_risky:  # the list check's flagged addresses are left out of this run
+            from .listcheck import risky_addresses
+
+            risky = risky_addresses(self.store)
+            flagged = [r for r in recipients if r.email in risky]
+            members.update({r.email: (r.contact_id, f"left out by the list check: {risky[r.email]}"[:500])
+                            for r in flagged})
+            recipients = [r for r in recipients if r.email not in risky]
+            self.report.skipped_risky = len(flagged)
+        self.recipients = {r.email: r for r in recipients}
         rows = self.ledger.states()
         to_add = [(r.contact_id, r.email) for r in recipients if r.email not in rows]
         back = [e for e, s in rows.items() if s == "excluded" and e in self.recipients]
@@ -662,7 +675,7 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
                   stop_event: threading.Event | None = None, *,
                   max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
                   guards: SendGuards | None = None, ignore_guards: bool = False,
-                  message_deadline: float = MESSAGE_DEADLINE) -> SendReport:
+                  message_deadline: float = MESSAGE_DEADLINE, skip_risky: bool = False) -> SendReport:
     """Send the campaign to whoever is still pending, as far as today's quota allows.
 
     Run it again to resume: after a quota pause (``report.paused == "quota"``), a dropped
@@ -674,6 +687,7 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     server refuses too many recipients, and keep a campaign with too many spam complaints
     from being sent; ``ignore_guards`` turns both off. ``message_deadline`` bounds one
     message's whole SMTP conversation (seconds); past it the connection counts as dropped.
+    ``skip_risky`` leaves out the addresses the last list check flagged (``contacts check``).
 
     Example::
 
@@ -693,6 +707,7 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     guards = None if ignore_guards else (guards or SendGuards())
     policy = StopPolicy(max_consecutive_failures, stop_event, guards)
     run = _Run(store, campaign, smtp, bounce, renderer, report, policy)
+    run.skip_risky = skip_risky
     blocked = complaint_block(store, campaign.name, guards) if guards is not None else None
     try:
         if dry_run:

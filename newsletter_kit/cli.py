@@ -365,6 +365,32 @@ def contacts_list(store: Store, list_name: str, as_json: bool) -> None:
     say(f"{len(frame)} contacts in {list_name!r}")
 
 
+@contacts.command("check")
+@click.option("--list", "list_name", metavar="NAME", help="Only this list's contacts (default: every contact).")
+@click.option("--nameserver", metavar="HOST[:PORT]",
+              help="Ask this DNS server (an IP address) instead of the system resolver.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"checked", "flagged", "risks", "addresses"} as JSON.')
+@pass_existing_store
+def contacts_check(store: Store, list_name: str | None, nameserver: str | None, as_json: bool) -> None:
+    """Check addresses before a send: syntax, the domain's MX, role, disposable, typo of a big provider.
+
+    The findings are kept: `campaign send --skip-risky` leaves the flagged addresses out.
+    """
+    from .listcheck import check_contacts
+    from .settings import printable
+
+    report = check_contacts(store, list_name, nameserver=nameserver)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    for check in report.flagged:
+        click.echo(f"{printable(check.address)}\t{','.join(check.risks)}\t{printable('; '.join(check.details))}")
+    counts = ", ".join(f"{risk} {n}" for risk, n in sorted(report.counts.items()))
+    say(f"checked {report.checked} address(es): {len(report.flagged)} flagged" + (f" ({counts})" if counts else ""))
+    if report.unknown_domains:
+        say(f"DNS could not tell for {len(report.unknown_domains)} domain(s): {', '.join(report.unknown_domains[:10])}")
+
+
 @cli.group()
 def unsubscribes() -> None:
     """Import opt-outs (per campaign, or from everything)."""
@@ -441,9 +467,11 @@ def campaign_create(store: Store, name: str, list_name: str, subject: str, html_
 @click.option("--ignore-guards", is_flag=True,
               help="Send even when the deliverability guards would pause the run (refusals at "
                    "RCPT over 5% of the last 200 recipients, spam complaints over 0.3%).")
+@click.option("--skip-risky", is_flag=True,
+              help="Leave out the addresses the last `contacts check` flagged, and say how many.")
 @pass_existing_store
 def campaign_send(store: Store, name: str, limit: int | None, dry_run: bool, as_json: bool,
-                  connections: int, max_failures: int, ignore_guards: bool) -> None:
+                  connections: int, max_failures: int, ignore_guards: bool, skip_risky: bool) -> None:
     """Send what today's quota allows; run it again (e.g. from cron) to continue.
 
     Exit status 0 when the run finished or paused on the quota (it says when it resumes);
@@ -472,7 +500,7 @@ def campaign_send(store: Store, name: str, limit: int | None, dry_run: bool, as_
         with _stop_on_signals(stop) as signalled:
             report = send_campaign(store, name, limit=limit, dry_run=dry_run, progress=progress,
                                    connections=connections, max_consecutive_failures=max_failures,
-                                   stop_event=stop, ignore_guards=ignore_guards)
+                                   stop_event=stop, ignore_guards=ignore_guards, skip_risky=skip_risky)
     except KeyboardInterrupt:
         say("interrupted: what was answered is recorded, the message on the wire is marked "
             "unknown; run `campaign send` again to continue")

@@ -376,7 +376,8 @@ def _v4_esp_events(conn: sqlite3.Connection) -> None:
     (``deliveries.provider_message_id``, SES and SendGrid), one row per provider event seen
     (``esp_events``: deduplication by the provider's event id, and the refused ones listed),
     a cursor per provider (``esp_state``) and the webhook tokens already used (``esp_tokens``,
-    Mailgun replay).  Adds only new tables and a nullable column: nothing existing changes."""
+    Mailgun replay); and the list check's findings per address (``contact_checks``).  Adds only
+    new tables and a nullable column: nothing existing changes."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
     if "provider_message_id" not in columns:
         conn.execute("ALTER TABLE deliveries ADD COLUMN provider_message_id TEXT")
@@ -409,6 +410,14 @@ def _v4_esp_events(conn: sqlite3.Connection) -> None:
             token TEXT NOT NULL,
             seen_at TEXT NOT NULL,
             PRIMARY KEY (provider, token)
+        );
+        -- The list check before a send (contacts check): the risks found per address, the latest
+        -- check only; `campaign send --skip-risky` leaves out the addresses with any.
+        CREATE TABLE IF NOT EXISTS contact_checks (
+            email TEXT PRIMARY KEY,
+            risks TEXT NOT NULL,                -- JSON list: syntax | no_mail_domain | role | disposable | typo
+            detail TEXT,
+            checked_at TEXT NOT NULL
         )
         """,
     )
