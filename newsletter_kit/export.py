@@ -49,6 +49,7 @@ REVIEW_TABLES: dict[str, dict[str, Any]] = {
     "bounces_by_address": {},
     "bounces_by_domain": {"with_sent": True},
     "bounces_by_status": {},
+    "bounces_by_source": {},
     "bounces_by_day": {},
     "campaign_summary": {},
     "campaign_forecast": {},

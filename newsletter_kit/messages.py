@@ -466,6 +466,7 @@ class CampaignRenderer:
                 header_text(echo[1], "configuration set")
         #: (provider, SES configuration set): the ESP that echoes our delivery id back; None: none
         self.echo = echo
+        self._echo_template: tuple[bytes, ...] | None = None
         if not isinstance(campaign, str) or not campaign.strip():
             raise ValidationError(f"the campaign name {campaign!r} must be one line of text", "campaign")
         self.campaign = header_text(campaign, "campaign name", max_chars=MAX_NAME_CHARS)
@@ -639,6 +640,19 @@ class CampaignRenderer:
             return []
         return echo_headers(self.echo[0], delivery_token, self.echo[1])
 
+    def _echo_bytes(self, delivery_token: str | None) -> bytes:
+        """The echo header lines on the wire: the campaign's template around the token."""
+        if delivery_token is None:
+            return b""
+        if not _ECHO_TOKEN.fullmatch(delivery_token):
+            raise ValidationError(f"{delivery_token!r} is not a delivery token", "token")
+        template = self._echo_template
+        if template is None:
+            marker = "0.MARKER"
+            text = "".join(f"{name}: {value}\r\n" for name, value in self._echo(marker))
+            template = self._echo_template = tuple(part.encode("ascii") for part in text.split(marker))
+        return delivery_token.encode("ascii").join(template)
+
     def render(self, email: str, fields: Mapping[str, Any], *, message_id: str,
                date: dt.datetime | None = None, delivery_token: str | None = None) -> bytes:
         """The message as bytes for the wire (CRLF), equal to ``reference(...).as_bytes()``."""
@@ -658,8 +672,7 @@ class CampaignRenderer:
             self._subject_line(self._subject(context, email)),
             self._header_line("Date", format_datetime(date)),
             self._header_line("Message-ID", message_id),
-            b"".join(f"{name}: {value}\r\n".encode("ascii") for name, value in self._echo(delivery_token))
-            if self.echo is not None else b"",
+            self._echo_bytes(delivery_token) if self.echo is not None else b"",
             self._head_campaign, header_value.encode("ascii"), CRLF,
             self._head_post, boundary, b'"\r\n\r\n--', boundary, CRLF,
             _PART_HEAD[("plain", text_cte)], text_body, b"\r\n--", boundary, CRLF,

@@ -95,3 +95,23 @@ def test_the_echo_header_carries_a_signed_delivery_id(provider: str, smtp_server
     (tmp_path / "e.json").write_text(json.dumps(event))
     assert import_events(store, [tmp_path / "e.json"]).matched == 1
     assert store.conn.execute("SELECT matched_by FROM bounces WHERE email = ?", (to,)).fetchone()[0] == "esp_id"
+
+
+@pytest.mark.parametrize("provider", ["ses", "sendgrid", "mailgun", "postmark"])
+def test_the_fast_render_with_the_echo_header_equals_the_stdlib_build(provider: str) -> None:
+    import datetime as dt
+
+    from newsletter_kit.messages import CampaignRenderer
+
+    renderer = CampaignRenderer(campaign="spring", subject="Hi {{ name }}", html="<p>{{ name }}</p>",
+                                from_addr="news@example.org", bounce_address="b@example.org", signing_key=b"k" * 32,
+                                echo=(provider, "news" if provider == "ses" else None))
+    date = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+    for token in ("1.0123456789abcdef", "123456789012345.fedcba9876543210"):
+        mid = renderer.new_message_id()
+        fast = renderer.render("ann@example.org", {"name": "Ann"}, message_id=mid, date=date, delivery_token=token)
+        assert fast == renderer.reference("ann@example.org", {"name": "Ann"}, message_id=mid, date=date,
+                                          delivery_token=token).as_bytes()
+        assert token.encode() in fast
+    with pytest.raises(Exception, match="not a delivery token"):
+        renderer.render("ann@example.org", {}, message_id=renderer.new_message_id(), delivery_token="x\r\nBcc: y")
