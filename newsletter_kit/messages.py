@@ -614,7 +614,9 @@ class CampaignRenderer:
         msg["Date"] = date or _utc_now()
         msg["Message-ID"] = message_id
         for name, value in self._echo(delivery_token):
-            msg[name] = value
+            # Set raw, on one line (far below 998 octets): a folded X-SMTPAPI or tag list is
+            # one more thing for the provider's parser to get wrong.
+            msg.set_raw(name, value)
         if self.list_id:  # set raw: the stdlib would encode a long <list-id>, which must stay as is
             msg.set_raw("List-Id", self.list_id.replace("\r\n", "\n"))
         # Folded to one line when it fits: bounce processing reads it back from quoted originals.
