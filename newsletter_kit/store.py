@@ -376,7 +376,7 @@ def _v4_esp_events(conn: sqlite3.Connection) -> None:
     (``deliveries.provider_message_id``, SES and SendGrid), one row per provider event seen
     (``esp_events``: deduplication by the provider's event id, and the refused ones listed),
     a cursor per provider (``esp_state``) and the webhook tokens already used (``esp_tokens``,
-    Mailgun replay); and the list check's findings per address (``contact_checks``).  Adds only
+    Mailgun replay), the saved files imported whole (``esp_files``); and the list check's findings per address (``contact_checks``).  Adds only
     new tables and a nullable column: nothing existing changes."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
     if "provider_message_id" not in columns:
@@ -410,6 +410,13 @@ def _v4_esp_events(conn: sqlite3.Connection) -> None:
             token TEXT NOT NULL,
             seen_at TEXT NOT NULL,
             PRIMARY KEY (provider, token)
+        );
+        -- Saved event files imported whole (no refusal, no error): a re-import skips them by digest.
+        CREATE TABLE IF NOT EXISTS esp_files (
+            sha256 TEXT PRIMARY KEY,
+            name TEXT,
+            events INTEGER NOT NULL,
+            imported_at TEXT NOT NULL
         );
         -- The list check before a send (contacts check): the risks found per address, the latest
         -- check only; `campaign send --skip-risky` leaves out the addresses with any.

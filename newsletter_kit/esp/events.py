@@ -14,6 +14,7 @@ means what the same bounce read from the mailbox means.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,12 @@ def _text(value: Any) -> str | None:
     return clean(str(value), _TEXT_MAX) or None
 
 
+@functools.lru_cache(maxsize=4096)
+def _classify(status: str | None, reply_code: int | None, diagnostic: str | None) -> str:
+    # Providers repeat the same few diagnostics thousands of times: classify each text once.
+    return _reasons.classify(status, reply_code, diagnostic)
+
+
 def _kind(reason: str, permanent: bool | None) -> BounceKind:
     """A failure's kind from its reason: about us -> policy; the address's own permanent
     failure -> hard; else soft.  A permanent failure the text does not explain is hard (the
@@ -132,7 +139,7 @@ def failure(provider: str, event_id: str, address: Any, *, permanent: bool | Non
         reply_code = int(code) if code not in (None, "") else None
     except (TypeError, ValueError):
         reply_code = None
-    found = reason or _reasons.classify(status, reply_code, diagnostic)
+    found = reason or _classify(status, reply_code, diagnostic)
     return EspEvent(provider, str(event_id), _address(address), _kind(found, permanent), found, status,
                     diagnostic, reply_code, **ids)
 
@@ -142,7 +149,7 @@ def delay(provider: str, event_id: str, address: Any, *, status: str | None = No
     """A delivery the provider is still retrying (a warning, not a failure)."""
     diagnostic = _text(text)
     status = most_specific_status(status, diagnostic)
-    found = _reasons.classify(status, None, diagnostic)
+    found = _classify(status, None, diagnostic)
     return EspEvent(provider, str(event_id), _address(address), DELAYED, found, status, diagnostic, **ids)
 
 

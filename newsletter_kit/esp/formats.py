@@ -23,7 +23,7 @@ from .config import EspSettings
 from .events import EspEvent, ignored
 from .signatures import check_mailgun, check_sendgrid, check_sns
 
-__all__ = ["EventFormatError", "events_from_document", "read_documents"]
+__all__ = ["EventFormatError", "events_from_document", "read_documents", "read_file"]
 
 #: A saved file larger than this is refused (a bounded read, whatever the file claims).
 FILE_MAX = 512 * 1024 * 1024
@@ -43,14 +43,19 @@ def _refused(provider: str, document: Any, why: str) -> EspEvent:
     return event
 
 
-def read_documents(path: Path) -> Iterator[Any]:
-    """The JSON documents of one file: the whole file, else one per non-empty line."""
+def read_file(path: Path) -> bytes:
+    """A saved file's bytes (bounded)."""
     try:
         if path.stat().st_size > FILE_MAX:
             raise EventFormatError(f"{path.name}: larger than {FILE_MAX // 2**20} MB")
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise EventFormatError(f"{path.name}: {exc.strerror or exc}") from None
+
+
+def read_documents(path: Path, data: bytes | None = None) -> Iterator[Any]:
+    """The JSON documents of one file: the whole file, else one per non-empty line."""
+    data = read_file(path) if data is None else data
     try:
         yield json.loads(data)
         return

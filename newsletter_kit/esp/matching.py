@@ -180,6 +180,7 @@ def record_events(store: Store, events: list[EspEvent], *, origin: str = "", win
     key = store.signing_key()
     seen_at = now_iso()
     touched: set[str] = set()
+    rows: list[tuple[Any, ...]] = []
     with store.transaction():
         seen = _seen(store, events)
         for event in events:
@@ -207,11 +208,11 @@ def record_events(store: Store, events: list[EspEvent], *, origin: str = "", win
                         touched.add(event.address or "")
                 else:
                     report.unmatched += 1
-            store.conn.execute(
-                "INSERT OR IGNORE INTO esp_events (provider, event_id, kind, email, outcome, matched_by, detail,"
-                " origin, at, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (event.provider, event.event_id, str(event.kind.value), event.address, outcome, matched_by,
-                 event.refused or event.note, origin, event.at, seen_at))
+            rows.append((event.provider, event.event_id, str(event.kind.value), event.address, outcome, matched_by,
+                         event.note, origin, event.at, seen_at))
+        store.conn.executemany(
+            "INSERT OR IGNORE INTO esp_events (provider, event_id, kind, email, outcome, matched_by, detail,"
+            " origin, at, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         if apply and touched:
             from ..settings import load_bounce_settings
             from ..suppressions import apply_threshold

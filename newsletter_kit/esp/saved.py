@@ -9,13 +9,15 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..store import Store
+from ..store import Store, now_iso
 from .config import EspSettings, load_esp_settings
-from .formats import EventFormatError, events_from_document, read_documents
+from .events import EspEvent
+from .formats import EventFormatError, events_from_document, read_documents, read_file
 from .matching import EventsReport, record_events
 
 __all__ = ["import_events"]
@@ -53,16 +55,36 @@ def import_events(store: Store, paths: Iterable[str | os.PathLike[str]], *, esp:
             report.errors.append(f"{path}: no such file or folder")
             continue
         for file in _files(path):
-            pending = []
-            try:
-                for document in read_documents(file):
-                    pending += events_from_document(store, document, esp, file.name)
-                    if len(pending) >= BATCH:
-                        report.merge(record_events(store, pending, origin=str(file), window_days=window))
-                        pending = []
-            except EventFormatError as exc:
-                report.errors.append(str(exc) if str(file) in str(exc) else f"{file}: {exc}".replace(
-                    f"{file}: {file.name}: ", f"{file}: "))
-            if pending:
+            report.merge(_import_file(store, file, esp, window))
+    return report
+
+
+def _import_file(store: Store, file: Path, esp: EspSettings | None, window: int) -> EventsReport:
+    """One file: skipped when the same bytes were imported whole before (by digest)."""
+    report = EventsReport()
+    try:
+        data = read_file(file)
+    except EventFormatError as exc:
+        report.errors.append(f"{file}: {str(exc).removeprefix(file.name + ': ')}")
+        return report
+    digest = hashlib.sha256(data).hexdigest()
+    known = store.conn.execute("SELECT events FROM esp_files WHERE sha256 = ?", (digest,)).fetchone()
+    if known is not None:
+        report.read = report.duplicates = int(known[0])
+        return report
+    pending: list[EspEvent] = []
+    try:
+        for document in read_documents(file, data):
+            pending += events_from_document(store, document, esp, file.name)
+            if len(pending) >= BATCH:
                 report.merge(record_events(store, pending, origin=str(file), window_days=window))
+                pending = []
+    except EventFormatError as exc:
+        report.errors.append(f"{file}: {str(exc).removeprefix(file.name + ': ')}")
+    if pending:
+        report.merge(record_events(store, pending, origin=str(file), window_days=window))
+    if not report.errors and not report.refused:
+        with store.transaction():
+            store.conn.execute("INSERT OR IGNORE INTO esp_files (sha256, name, events, imported_at) VALUES (?, ?, ?, ?)",
+                               (digest, file.name[:200], report.read, now_iso()))
     return report
