@@ -6,8 +6,8 @@ disposable domains (the maintained ``disposable-email-domains`` list); and likel
 providers (``gmial.com`` for ``gmail.com``).  The findings are kept per address
 (``contact_checks``), and ``campaign send --skip-risky`` leaves the flagged ones out.
 
->>> local_risks("info@gmial.com")
-[('role', 'a role address (info@), read by a team or nobody'), ('typo', 'looks like a typo of gmail.com')]
+>>> local_risks("info@yahooo.com")
+[('role', 'a role address (info@), read by a team or nobody'), ('typo', 'looks like a typo of yahoo.com')]
 """
 
 from __future__ import annotations
