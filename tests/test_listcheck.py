@@ -84,3 +84,29 @@ def test_send_with_skip_risky_leaves_the_flagged_out_and_says_how_many(smtp_serv
     # Without the flag, the next run sends them (nothing is lost).
     result = runner.invoke(cli, ["--db", str(db), "campaign", "send", "spring"])
     assert result.exit_code == 0 and sum(sending.received(srv).values()) == 4
+
+
+def test_the_campaign_panel_checks_the_list_and_shows_the_flagged(tmp_path: Path, monkeypatch: Any) -> None:
+    import dns.resolver
+
+    from newsletter_kit.panels.campaign import CampaignPanel
+
+    store = open_store(tmp_path / "nk.db")
+    add_contacts(store, [{"email": e} for e in ["ann@shop.example", "x@mailinator.com", "sales@shop.example"]],
+                 list_name="news")
+    real_resolver = dns.resolver.Resolver
+    with DnsServer(ZONE) as server:
+        host, port = server.nameserver.split(":")
+
+        def loopback(*_args: Any, **_kwargs: Any) -> Any:  # the panel asks the system resolver
+            resolver = real_resolver(configure=False)
+            resolver.nameservers, resolver.port = [host], int(port)
+            return resolver
+
+        monkeypatch.setattr(dns.resolver, "Resolver", loopback)
+        panel = CampaignPanel(store)
+        panel.list_name.value = "news"
+        panel.check_button.click()
+    report = panel.list_check
+    assert {c.address for c in report.flagged} == {"x@mailinator.com", "sales@shop.example"}
+    assert "2 flagged" in panel.check_summary.value and "mailinator.com" in panel.check_table.value

@@ -53,7 +53,8 @@ def unsubscribes(store: Store) -> int:
 def test_tables_and_what_if_are_exposed(store: Store) -> None:
     configure(store, threshold=3)
     panel = BounceReviewPanel(store)
-    assert set(panel.tables) == {"by address", "by domain", "by campaign", "by status", "suppressions", "unmatched"}
+    assert set(panel.tables) == {"by address", "by domain", "by campaign", "by status", "by source", "suppressions",
+                                "unmatched"}
     assert panel.tables["by address"]["email"].tolist()[:1] == ["anna@a.example"]
     assert panel.tables["suppressions"]["email"].tolist() == ["dario@c.example"]
     assert "anna@a.example" in panel.tabs.children[0].value  # the tab shows the table
