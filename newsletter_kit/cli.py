@@ -698,10 +698,11 @@ def bounces_fetch(store: Store, source: Path | None, as_json: bool) -> None:
 
 
 def _report_events(report: Any, as_json: bool) -> None:
+    shown = settings_mod.printable  # ids and file names come from outside: escaped
     for refusal in report.refusals:
-        say(f"refused: {refusal['provider']} {refusal['event_id']}: {refusal['why']}")
+        say(f"refused: {refusal['provider']} {shown(refusal['event_id'])}: {refusal['why']}")
     for error in report.errors:
-        say(f"error: {error}")
+        say(f"error: {shown(error)}")
     if as_json:
         emit_json(report.to_dict())
     else:

@@ -247,3 +247,15 @@ def test_settings_esp_keeps_references_only(tmp_path: Path) -> None:
     assert shown["esp"]["provider"] == "sendgrid" and "SENDGRID_API_KEY" not in json.dumps(shown["esp"]["credential"])
     bad = runner.invoke(cli, ["--db", str(db), "settings", "esp", "--api-url", "http://api.example.org"])
     assert bad.exit_code == 1 and "https" in bad.stderr
+
+
+def test_an_email_json_subscription_message_saved_as_eml_is_read(store: Store, tmp_path: Path) -> None:
+    sent = ledger(store, "nov", ["reader@example.org"])
+    signer = S.SnsSigner(tmp_path)
+    update_esp_settings(store, provider="ses", sns_cert=str(signer.cert_file))
+    envelope = signer.envelope(S.ses_bounce("reader@example.org", tag=tag(store, sent["reader@example.org"][0])))
+    eml = ("From: no-reply@sns.amazonaws.com\r\nTo: bounces@example.org\r\nSubject: AWS Notification Message\r\n"
+           "Content-Type: text/plain; charset=UTF-8\r\n\r\n" + json.dumps(envelope) + "\r\n")
+    (tmp_path / "sns.eml").write_text(eml)
+    report = import_events(store, [tmp_path / "sns.eml"])
+    assert (report.matched, report.refused, report.errors) == (1, 0, [])

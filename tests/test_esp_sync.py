@@ -192,3 +192,23 @@ def test_ses_sync_pulls_sns_envelopes_from_sqs_and_deletes_them(store: Store, tm
         assert [b["kind"] for b in bounces(store, "b@example.org")] == ["complaint"]
         again = sync_events(store, wait_seconds=0)
         assert again.recorded == 0
+
+
+def test_bounces_fetch_syncs_the_esp_when_one_is_set(tmp_path: Path, httpserver: HTTPServer,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NK_ESP_KEY", "api-key-123")
+    db = tmp_path / "nk.db"
+    store = open_store(db)
+    sent = ledger(store, "nov", ["a@example.org"])
+    data = [S.postmark_bounce("a@example.org", tag=tag(store, sent["a@example.org"][0]))]
+    httpserver.expect_request("/bounces").respond_with_json({"TotalCount": 1, "Bounces": data})
+    store.close()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--db", str(db), "settings", "esp", "--provider", "postmark", "--credential-env",
+                                 "NK_ESP_KEY", "--api-url", httpserver.url_for("")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["--db", str(db), "bounces", "fetch", "--json"])  # no mailbox set: the ESP only
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["matched"] == 1
+    result = runner.invoke(cli, ["--db", str(db), "bounces", "sync", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["recorded"] == 0

@@ -1,7 +1,8 @@
 """Saved ESP data -> events: what each JSON document is, and its signature checked where the
 format carries one.
 
-Read: an SNS envelope (its signature checked) or bare SES JSON; a SendGrid webhook array, bare
+Read: an SNS envelope (its signature checked) or bare SES JSON, also as the mail message an
+Email-JSON subscription sends (its text is the envelope); a SendGrid webhook array, bare
 or saved with its raw body and the two signature headers (``{"headers": {...}, "body": "..."}``)
 or a suppression list page (the list named by the file: ``blocks.json``...); a Mailgun webhook
 body (HMAC checked, each token taken once) or Events page; a Postmark object or API page.  A
@@ -61,6 +62,10 @@ def read_documents(path: Path, data: bytes | None = None) -> Iterator[Any]:
         return
     except ValueError:
         pass
+    body = _mailed_json(data)
+    if body is not None:  # an SNS Email-JSON subscription's message, saved as .eml
+        yield body
+        return
     for number, line in enumerate(data.splitlines(), 1):
         if not line.strip():
             continue
@@ -68,6 +73,25 @@ def read_documents(path: Path, data: bytes | None = None) -> Iterator[Any]:
             yield json.loads(line)
         except ValueError:
             raise EventFormatError(f"{path.name}: line {number} is not JSON") from None
+
+
+def _mailed_json(data: bytes) -> Any:
+    """The JSON document a mail message carries as its text (SNS's Email-JSON subscription), or
+    None when ``data`` is no such message."""
+    head = data[:4096]
+    if b"\n\n" not in head.replace(b"\r\n", b"\n") or b":" not in head.split(b"\n", 1)[0]:
+        return None
+    import email
+    import email.policy
+
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    part = message.get_body(preferencelist=("plain",))
+    if part is None:
+        return None
+    try:
+        return json.loads(part.get_content())  # type: ignore[attr-defined]
+    except (ValueError, LookupError):
+        return None
 
 
 def _suppression_list(name: str) -> str:
