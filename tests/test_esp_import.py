@@ -259,3 +259,42 @@ def test_an_email_json_subscription_message_saved_as_eml_is_read(store: Store, t
     (tmp_path / "sns.eml").write_text(eml)
     report = import_events(store, [tmp_path / "sns.eml"])
     assert (report.matched, report.refused, report.errors) == (1, 0, [])
+
+
+def test_garbled_provider_json_is_refused_or_read_never_a_crash(store: Store) -> None:
+    """Fields of the wrong type, missing or absurd (mutations of every sample): each document is
+    either read or refused with EventFormatError; nothing else escapes."""
+    import random
+
+    from newsletter_kit.esp.formats import EventFormatError
+    from newsletter_kit.esp.matching import record_events
+
+    seeds: list[Any] = [S.ses_bounce("a@example.org"), S.ses_complaint("a@example.org"),
+                        [S.sendgrid_event("a@example.org")], S.mailgun_event("a@example.org"),
+                        S.postmark_bounce("a@example.org"), {"items": [S.mailgun_event("b@example.org")], "paging": {}},
+                        {"TotalCount": 1, "Bounces": [S.postmark_bounce("c@example.org")]},
+                        S.mailgun_webhook(S.mailgun_event("a@example.org"), "k"), [{"email": "a@b.org", "created": 1}]]
+    junk: list[Any] = [None, 1, "x", [], {}, [1], {"a": 1}, 1.5, True, "a@b\r\nBcc: c@d", 10**30, -1, "2024-99-99"]
+    rng = random.Random(18)
+
+    def mutate(value: Any) -> Any:
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                roll = rng.random()
+                if roll < 0.05:
+                    continue
+                out[key] = rng.choice(junk) if roll < 0.2 else mutate(item)
+            return out
+        if isinstance(value, list):
+            return [mutate(i) for i in value] + ([rng.choice(junk)] if rng.random() < 0.1 else [])
+        return rng.choice(junk) if rng.random() < 0.1 else value
+
+    for _ in range(2000):
+        document = mutate(rng.choice(seeds))
+        try:
+            events = events_from_document(store, document, None, "f.json")
+        except EventFormatError:
+            continue
+        record_events(store, events)
+    assert all("\n" not in (row[0] or "") for row in store.conn.execute("SELECT diagnostic FROM bounces"))

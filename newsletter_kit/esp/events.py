@@ -23,7 +23,7 @@ from ..bounces.classify import most_specific_status
 from ..bounces.message import clean
 from ..bounces.report import COMPLAINT, DELAYED, HARD, OTHER, POLICY, SOFT, BounceKind
 
-__all__ = ["EspEvent", "PROVIDERS", "as_dict", "complaint", "delay", "failure", "ignored", "iso_time"]
+__all__ = ["EspEvent", "PROVIDERS", "as_dict", "as_list", "as_str", "complaint", "delay", "failure", "ignored", "iso_time"]
 
 PROVIDERS = ("ses", "sendgrid", "mailgun", "postmark")
 #: The key our delivery id travels under in what the provider echoes (tags, unique args,
@@ -74,6 +74,31 @@ def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def as_list(value: Any) -> list[Any]:
+    """``value`` when it is a JSON array, else an empty one.
+
+    >>> as_list(3), as_list([1])
+    ([], [1])
+    """
+    return value if isinstance(value, list) else []
+
+
+def as_str(value: Any, limit: int = 500) -> str | None:
+    """A JSON string or number as text (at most ``limit`` characters); None for anything else.
+
+    >>> as_str("a"), as_str(5), as_str(True), as_str({})
+    ('a', '5', None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    return str(value)[:limit]
+
+
+def _ids(ids: dict[str, Any]) -> dict[str, Any]:
+    """The identifying fields of an event, each text or None (provider JSON is untrusted)."""
+    return {k: (as_str(v) if k != "at" else v) for k, v in ids.items()}
+
+
 def iso_time(value: Any) -> str | None:
     """A provider's time (unix seconds, or ISO 8601 with Z or an offset) as the store's UTC ISO.
 
@@ -88,7 +113,7 @@ def iso_time(value: Any) -> str | None:
         else:
             text = str(value).strip().replace("Z", "+00:00")
             when = _dt.datetime.fromisoformat(text)
-    except (ValueError, OverflowError, OSError):
+    except (ValueError, OverflowError, OSError, TypeError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=_dt.timezone.utc)
@@ -134,30 +159,43 @@ def failure(provider: str, event_id: str, address: Any, *, permanent: bool | Non
     """A failed delivery: ``reason`` when the provider's vocabulary says it, else the reason
     the status, code and text give (:func:`newsletter_kit.reasons.classify`)."""
     diagnostic = _text(text)
-    status = most_specific_status(status, diagnostic)
+    status = most_specific_status(as_str(status, 40), diagnostic)
     try:
-        reply_code = int(code) if code not in (None, "") else None
+        reply_code = int(code) if isinstance(code, (int, str)) and code != "" and int(code) < 1000 else None
     except (TypeError, ValueError):
         reply_code = None
     found = reason or _classify(status, reply_code, diagnostic)
-    return EspEvent(provider, str(event_id), _address(address), _kind(found, permanent), found, status,
-                    diagnostic, reply_code, **ids)
+    return EspEvent(provider, _event_id(event_id), _address(address), _kind(found, permanent), found, status,
+                    diagnostic, reply_code, **_ids(ids))
 
 
 def delay(provider: str, event_id: str, address: Any, *, status: str | None = None, text: Any = None,
           **ids: Any) -> EspEvent:
     """A delivery the provider is still retrying (a warning, not a failure)."""
     diagnostic = _text(text)
-    status = most_specific_status(status, diagnostic)
+    status = most_specific_status(as_str(status, 40), diagnostic)
     found = _classify(status, None, diagnostic)
-    return EspEvent(provider, str(event_id), _address(address), DELAYED, found, status, diagnostic, **ids)
+    return EspEvent(provider, _event_id(event_id), _address(address), DELAYED, found, status, diagnostic,
+                    **_ids(ids))
 
 
 def complaint(provider: str, event_id: str, address: Any, *, text: Any = None, **ids: Any) -> EspEvent:
     """A spam complaint from the recipient."""
-    return EspEvent(provider, str(event_id), _address(address), COMPLAINT, "feedback", None, _text(text), **ids)
+    return EspEvent(provider, _event_id(event_id), _address(address), COMPLAINT, "feedback", None, _text(text),
+                    **_ids(ids))
 
 
 def ignored(provider: str, event_id: str, address: Any, note: str, **ids: Any) -> EspEvent:
     """An event that is no failure (delivered, opened, unsubscribed...): read, not recorded."""
-    return EspEvent(provider, str(event_id), _address(address), OTHER, "delivered", note=note, **ids)
+    return EspEvent(provider, _event_id(event_id), _address(address), OTHER, "delivered", note=note, **_ids(ids))
+
+
+def _event_id(value: Any) -> str:
+    """The provider's event id as text; an id that is no string or number becomes its digest."""
+    text = as_str(value, 300)
+    if text is None:
+        import hashlib
+        import json
+
+        text = hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return text

@@ -21,7 +21,7 @@ import hashlib
 import json
 from typing import Any
 
-from .events import ECHO_KEY, EspEvent, as_dict, complaint, delay, failure, ignored, iso_time
+from .events import ECHO_KEY, EspEvent, as_dict, as_list, as_str, complaint, delay, failure, ignored, iso_time
 
 __all__ = ["is_ses", "parse_ses"]
 
@@ -50,7 +50,7 @@ def _tags(mail: dict[str, Any]) -> dict[str, str]:
         for name, values in tags.items():
             if isinstance(values, list) and values:
                 found[str(name)] = str(values[0])
-    for header in mail.get("headers") or []:
+    for header in as_list(mail.get("headers")):
         if isinstance(header, dict) and str(header.get("name", "")).lower() == "x-ses-message-tags":
             for part in str(header.get("value", "")).split(","):
                 name, _, value = part.partition("=")
@@ -59,7 +59,7 @@ def _tags(mail: dict[str, Any]) -> dict[str, str]:
 
 
 def _header(mail: dict[str, Any], wanted: str) -> str | None:
-    for header in mail.get("headers") or []:
+    for header in as_list(mail.get("headers")):
         if isinstance(header, dict) and str(header.get("name", "")).lower() == wanted:
             return str(header.get("value", ""))
     common = mail.get("commonHeaders")
@@ -74,21 +74,21 @@ def _ids(mail: dict[str, Any]) -> dict[str, Any]:
 
 
 def _key(section: dict[str, Any], data: dict[str, Any], address: Any) -> str:
-    base = section.get("feedbackId") or hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
+    base = as_str(section.get("feedbackId"), 200) or hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
     return f"{base}:{str(address).lower()}"
 
 
 def parse_ses(data: dict[str, Any]) -> list[EspEvent]:
     """The events of one SES notification (one per recipient named)."""
-    kind = str(data.get("notificationType") or data.get("eventType") or "")
+    kind = as_str(data.get("notificationType")) or as_str(data.get("eventType")) or ""
     mail = as_dict(data.get("mail"))
     ids = _ids(mail)
     if kind == "Bounce":
         bounce = as_dict(data.get("bounce"))
-        btype, sub = str(bounce.get("bounceType", "")), str(bounce.get("bounceSubType", ""))
+        btype, sub = as_str(bounce.get("bounceType")) or "", as_str(bounce.get("bounceSubType")) or ""
         at = iso_time(bounce.get("timestamp") or mail.get("timestamp"))
         out = []
-        for rcpt in bounce.get("bouncedRecipients") or []:
+        for rcpt in as_list(bounce.get("bouncedRecipients")):
             if not isinstance(rcpt, dict):
                 continue
             address = rcpt.get("emailAddress")
@@ -102,16 +102,16 @@ def parse_ses(data: dict[str, Any]) -> list[EspEvent]:
         if section.get("complaintSubType") == "OnAccountSuppressionList":
             return [ignored("ses", _key(section, data, r.get("emailAddress")), r.get("emailAddress"),
                             "on the account's suppression list", at=at, **ids)
-                    for r in section.get("complainedRecipients") or [] if isinstance(r, dict)]
+                    for r in as_list(section.get("complainedRecipients")) if isinstance(r, dict)]
         return [complaint("ses", _key(section, data, r.get("emailAddress")), r.get("emailAddress"),
                           text=section.get("complaintFeedbackType"), at=at, **ids)
-                for r in section.get("complainedRecipients") or [] if isinstance(r, dict)]
+                for r in as_list(section.get("complainedRecipients")) if isinstance(r, dict)]
     if kind == "DeliveryDelay":
         section = as_dict(data.get("deliveryDelay"))
         at = iso_time(section.get("timestamp") or mail.get("timestamp"))
         key = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
         return [delay("ses", f"{key}:{str(r.get('emailAddress')).lower()}", r.get("emailAddress"),
                       status=r.get("status"), text=r.get("diagnosticCode") or section.get("delayType"), at=at, **ids)
-                for r in section.get("delayedRecipients") or [] if isinstance(r, dict)]
+                for r in as_list(section.get("delayedRecipients")) if isinstance(r, dict)]
     key = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
-    return [ignored("ses", key, (mail.get("destination") or [None])[0], f"SES {kind or 'notification'}", **ids)]
+    return [ignored("ses", key, (as_list(mail.get("destination")) or [None])[0], f"SES {kind or 'notification'}", **ids)]
