@@ -107,7 +107,8 @@ def _by_address(store: Store, address: str, at: str | None, window_days: int) ->
     return (int(row[0]), row[1]) if row else None
 
 
-def match_event(store: Store, event: EspEvent, *, window_days: int = DEFAULT_WINDOW_DAYS) -> tuple[int, str] | None:
+def match_event(store: Store, event: EspEvent, *, window_days: int = DEFAULT_WINDOW_DAYS,
+                key: bytes | None = None) -> tuple[int, str] | None:
     """(delivery id, how: esp_id | provider_id | message_id | address) of the delivery the event
     is about, or None.  Only a delivery to the address the event names matches.
 
@@ -120,7 +121,7 @@ def match_event(store: Store, event: EspEvent, *, window_days: int = DEFAULT_WIN
         return None
     tries: list[tuple[str, Any]] = []
     if event.echo:
-        delivery_id = verify_verp_token(store.signing_key(), event.echo)
+        delivery_id = verify_verp_token(key if key is not None else store.signing_key(), event.echo)
         if delivery_id is not None:
             tries.append(("esp_id", lambda: _by_id(store, delivery_id)))
     if event.provider_message_id:
@@ -150,7 +151,7 @@ def _seen(store: Store, events: list[EspEvent]) -> set[tuple[str, str]]:
 
 def _record_one(store: Store, event: EspEvent, key: bytes, window_days: int) -> tuple[str, str | None]:
     """Record one new event; returns (outcome, matched_by)."""
-    found = match_event(store, event, window_days=window_days)
+    found = match_event(store, event, window_days=window_days, key=key)
     rcpt = BounceRecipient(event.address or "", event.kind, event.status, "failed", event.diagnostic,
                            reason=event.reason, reply_code=event.reply_code)
     # A matched event goes through the shared helper as a report naming that very delivery
