@@ -276,7 +276,7 @@ def settings_folders(store: Store) -> None:
 @settings.command("test")
 @pass_existing_store
 def settings_test(store: Store) -> None:
-    """Connect to both servers and say what works."""
+    """Connect to both servers (and the ESP's API, when set) and say what works."""
     from .imap import check_imap
     from .transport import check_smtp
 
@@ -285,6 +285,13 @@ def settings_test(store: Store) -> None:
     results: list[tuple[bool, str]] = []
     results += check_smtp(smtp) if smtp else [(False, "SMTP: not configured")]
     results += check_imap(bounce) if bounce else [(False, "bounce mailbox: not configured")]
+    from .esp import load_esp_settings
+
+    esp = load_esp_settings(store)
+    if esp is not None:  # the second bounce source, when set
+        from .esp.sync import check_esp
+
+        results += check_esp(esp)
     for ok, line in results:
         click.echo(f"{'ok  ' if ok else 'FAIL'} {line}")
     if not all(ok for ok, _ in results):

@@ -212,3 +212,16 @@ def test_bounces_fetch_syncs_the_esp_when_one_is_set(tmp_path: Path, httpserver:
     assert json.loads(result.stdout)["matched"] == 1
     result = runner.invoke(cli, ["--db", str(db), "bounces", "sync", "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["recorded"] == 0
+
+
+def test_settings_test_says_whether_the_esp_answers(store: Store, httpserver: HTTPServer) -> None:
+    from newsletter_kit.esp.sync import check_esp
+
+    httpserver.expect_request("/bounces").respond_with_json({"TotalCount": 0, "Bounces": []})
+    esp = update_esp_settings(store, provider="postmark", credential_ref="env:NK_ESP_KEY", api_url=httpserver.url_for(""))
+    [(ok, line)] = check_esp(esp)
+    assert ok and "postmark" in line
+    httpserver.clear()
+    httpserver.expect_request("/bounces").respond_with_data("no", status=401)
+    [(ok, line)] = check_esp(esp)
+    assert not ok and "refused the credentials" in line and "api-key-123" not in line

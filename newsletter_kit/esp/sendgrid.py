@@ -56,8 +56,9 @@ def _one(item: dict[str, Any]) -> EspEvent:
     key = str(item.get("sg_event_id") or f"{item.get('sg_message_id')}:{event}:{item.get('timestamp')}")
     address, ids = item.get("email"), _ids(item)
     if event == "bounce":
+        # SendGrid's own classification says when a bounce is about us, not the address.
         blocked = str(item.get("type", "")) == "blocked" or str(item.get("bounce_classification", "")) in (
-            "Reputation", "Technical", "Content")
+            "Reputation", "Technical", "Content", "Frequency or Volume Too High")
         return failure("sendgrid", key, address, permanent=not blocked,
                        reason=_blocked(item.get("reason")) if blocked else None,
                        status=item.get("status"), text=item.get("reason"), **ids)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import EspError
+from ..errors import EspError, NewsletterKitError
 from ..store import Store, now_iso
 from . import mailgun, postmark, sendgrid
 from .config import EspSettings, require_esp_settings
@@ -33,7 +33,7 @@ from .formats import EventFormatError, events_from_document
 from .http import ApiClient
 from .matching import EventsReport, record_events
 
-__all__ = ["sync_events"]
+__all__ = ["check_esp", "sync_events"]
 
 PAGE = 500
 #: At most this many pages per list and sync: a runaway paging loop stops.
@@ -206,3 +206,34 @@ def sync_events(store: Store, esp: EspSettings | None = None, *, wait_seconds: i
     client = ApiClient(esp.base_url(), headers={"X-Postmark-Server-Token": esp.credential()}, sleep=sleep,
                        name="Postmark's API")
     return _postmark(store, esp, client)
+
+
+def check_esp(esp: EspSettings, *, sleep: Callable[[float], None] = time.sleep) -> list[tuple[bool, str]]:
+    """``settings test``'s lines for the ESP: one cheap authenticated read of its API (or SQS
+    queue), as (ok, line).
+
+    >>> check_esp(load_esp_settings(store))   # doctest: +SKIP
+    [(True, 'ESP postmark: the API answered (https://api.postmarkapp.com)')]
+    """
+    where = esp.queue_url if esp.provider == "ses" else esp.base_url()
+    try:
+        if esp.provider == "ses":
+            if not esp.queue_url:
+                raise EspError("no --queue-url set")
+            _sqs_client(esp).get_queue_attributes(QueueUrl=esp.queue_url, AttributeNames=["QueueArn"])
+        elif esp.provider == "sendgrid":
+            ApiClient(esp.base_url(), headers={"Authorization": f"Bearer {esp.credential()}"}, sleep=sleep, retries=1,
+                      name="SendGrid's API").get("/v3/suppression/bounces", {"limit": 1})
+        elif esp.provider == "mailgun":
+            if not esp.domain:
+                raise EspError("no --domain set")
+            ApiClient(esp.base_url(), basic=("api", esp.credential()), sleep=sleep, retries=1,
+                      name="Mailgun's API").get(f"/v3/{esp.domain}/events", {"limit": 1})
+        else:
+            ApiClient(esp.base_url(), headers={"X-Postmark-Server-Token": esp.credential()}, sleep=sleep, retries=1,
+                      name="Postmark's API").get("/bounces", {"count": 1, "offset": 0})
+    except NewsletterKitError as exc:
+        return [(False, f"ESP {esp.provider}: {exc}")]
+    except Exception as exc:  # boto3's own errors: said in one line, never a traceback
+        return [(False, f"ESP {esp.provider}: {type(exc).__name__}: {str(exc)[:160]}")]
+    return [(True, f"ESP {esp.provider}: the API answered ({where})")]
