@@ -720,7 +720,8 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
         if blocked:
             report.paused, report.detail = "guard", blocked
         else:
-            capture = getattr(run.renderer, "echo", None) is not None and run.renderer.echo[0] in ("ses", "sendgrid")
+            # An ESP's relay may name its id of the message in the final 250 (SES, SendGrid do).
+            capture = getattr(run.renderer, "echo", None) is not None
             _send_batches(run, limit, progress, lambda: SenderPool(
                 smtp, connections, password=password, factory=smtp_factory, deadline=message_deadline,
                 capture_ids=capture))

@@ -263,8 +263,10 @@ class SendOutcome:
         return self.kind == "failed" and self.concerns in ("message", "sender")
 
 
-_RELAY_ID = re.compile(rb"^(?:2\.\d{1,3}\.\d{1,3} )?ok(?::? queued as|:?) <?([A-Za-z0-9._@-]{6,200})>?\s*$",
-                       re.IGNORECASE)
+_RELAY_ID = re.compile(
+    # SendGrid (and Postfix-like relays): "Ok: queued as <id>"; SES: "Ok <hex id-with-hyphens>".
+    rb"^(?:[245]\.\d{1,3}\.\d{1,3} )?ok(?::? queued as <?([A-Za-z0-9._@-]{6,200})>?| <?([0-9a-f]{16}-[0-9a-f-]{20,120})>?)\s*$",
+    re.IGNORECASE)
 
 
 def relay_message_id(reply: bytes | str) -> str | None:
@@ -273,12 +275,14 @@ def relay_message_id(reply: bytes | str) -> str | None:
 
     >>> relay_message_id(b"Ok 0100018c5c7e3d9a-4b6f2c1e-8a7d-4c3b-9e1f-2a3b4c5d6e7f-000000")
     '0100018c5c7e3d9a-4b6f2c1e-8a7d-4c3b-9e1f-2a3b4c5d6e7f-000000'
-    >>> relay_message_id("Ok: queued as AbCdEfGhIjKlMnOp"), relay_message_id("2.0.0 Ok"), relay_message_id("")
+    >>> relay_message_id("Ok: queued as AbCdEfGhIjKlMnOp"), relay_message_id("2.0.0 OK queued"), relay_message_id("")
     ('AbCdEfGhIjKlMnOp', None, None)
     """
     raw = reply.encode("ascii", "replace") if isinstance(reply, str) else reply
     match = _RELAY_ID.match(raw.strip()[:300])
-    return match.group(1).decode("ascii") if match else None
+    if match is None:
+        return None
+    return (match.group(1) or match.group(2)).decode("ascii")
 
 
 def classify_reply(code: int | None, reply: Any = "", stage: str = "DATA") -> SendOutcome:

@@ -298,3 +298,15 @@ def test_garbled_provider_json_is_refused_or_read_never_a_crash(store: Store) ->
             continue
         record_events(store, events)
     assert all("\n" not in (row[0] or "") for row in store.conn.execute("SELECT diagnostic FROM bounces"))
+
+
+def test_postmark_api_records_without_metadata_match_by_address_within_the_window(store: Store, tmp_path: Path) -> None:
+    ledger(store, "nov", ["reader@example.org", "old@example.org"])
+    with store.transaction():  # sent an hour ago; "old" was sent long before the window
+        store.conn.execute("UPDATE deliveries SET sent_at = datetime('now', '-1 hour')")
+        store.conn.execute("UPDATE deliveries SET sent_at = datetime('now', '-30 days') WHERE email = 'old@example.org'")
+    page = {"TotalCount": 2, "Bounces": [S.postmark_bounce("reader@example.org"), S.postmark_bounce("old@example.org")]}
+    report = import_events(store, [write(tmp_path, "page.json", page)])
+    assert (report.matched, report.unmatched) == (1, 1)
+    assert [(b["kind"], b["matched_by"]) for b in bounces(store, "reader@example.org")] == [("hard", "address")]
+    assert [b["unmatched"] for b in bounces(store, "old@example.org")] == [1]

@@ -3,7 +3,8 @@ bounce or spam-complaint webhooks (``RecordType``).
 
 Postmark's ``Type`` says what happened; ``Blocked``, ``SpamNotification``, ``DMARCPolicy`` are
 about us.  Our delivery id comes back in ``Metadata`` (the ``X-PM-Metadata-nk_delivery`` header,
-webhooks only).  Postmark signs nothing: a file or page is the user's own data.
+webhooks only); an API record without it is matched, last, by its address and a delivery to it
+within the window.  Postmark signs nothing: a file or page is the user's own data.
 
 >>> parse_postmark({"ID": 1, "Type": "Blocked", "Email": "a@example.org",
 ...                 "Details": "blocked by policy", "BouncedAt": "2024-01-01T00:00:00Z"}).kind.value
@@ -51,12 +52,20 @@ def parse_postmark(item: dict[str, Any]) -> EspEvent:
     key = f"{record}:{item.get('ID')}"
     address = item.get("Email")
     if record == "SpamComplaint" or kind == "SpamComplaint":
-        return complaint("postmark", key, address, text="SpamComplaint", **ids)
+        return _fallback(complaint("postmark", key, address, text="SpamComplaint", **ids))
     if kind == "Transient":
-        return delay("postmark", key, address, text=item.get("Details") or item.get("Description"), **ids)
+        return _fallback(delay("postmark", key, address, text=item.get("Details") or item.get("Description"), **ids))
     meaning = _TYPES.get(kind, (None, False))
     if meaning is None:
         return ignored("postmark", key, address, f"Postmark {kind[:40]}", **ids)
     reason, permanent = meaning
-    return failure("postmark", key, address, permanent=permanent, reason=reason,
-                   text=item.get("Details") or item.get("Description"), **ids)
+    event = failure("postmark", key, address, permanent=permanent, reason=reason,
+                    text=item.get("Details") or item.get("Description"), **ids)
+    return _fallback(event)
+
+
+def _fallback(event: EspEvent) -> EspEvent:
+    """An API record carries no Metadata (only webhooks echo it): without our id it is matched,
+    last, by its address and a delivery to it within the window."""
+    event.address_only = event.echo is None
+    return event
