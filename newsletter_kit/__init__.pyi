@@ -172,3 +172,16 @@ from .panels.bounces import (
 )
 
 def load_ipython_extension(ipython: object) -> None: ...
+from .esp import (
+    EspSettings as EspSettings,
+    EventsReport as EventsReport,
+    import_events as import_events,
+    load_esp_settings as load_esp_settings,
+    sync_events as sync_events,
+    update_esp_settings as update_esp_settings,
+)
+from .listcheck import (
+    ListCheckReport as ListCheckReport,
+    check_contacts as check_contacts,
+    risky_addresses as risky_addresses,
+)

@@ -38,7 +38,7 @@ from .ledger import DEFERRAL_BACKOFF, HELD, RETRYABLE, Claim, Ledger, Row, settl
 from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, load_smtp_settings,
                        require_smtp_settings)
 from .store import Store, now_iso
-from .tokens import envelope_sender
+from .tokens import envelope_sender, verp_token
 from .transport import MESSAGE_DEADLINE, SendJob, SenderPool, SendOutcome, SmtpFactory
 
 #: A run stops after this many failed or deferred messages in a row (rather than burn the list).
@@ -224,12 +224,14 @@ def _envelope_sender(smtp: SmtpSettings, bounce: BounceSettings | None) -> str:
 
 
 def _renderer(store: Store, campaign: Campaign, smtp: SmtpSettings, envelope_from: str) -> Any:
+    from .esp.config import load_esp_settings
     from .messages import CampaignRenderer
 
     identity = {**_identity(smtp, None, campaign.from_addr, campaign.list_name), "bounce_address": envelope_from}
+    esp = load_esp_settings(store)
     return CampaignRenderer(
         campaign=campaign.name, subject=campaign.subject, html=campaign.html, text=campaign.text,
-        signing_key=store.signing_key(), **identity)
+        signing_key=store.signing_key(), echo=(esp.provider, esp.configuration_set) if esp else None, **identity)
 
 
 def preview_message(store: Store, name: str, email: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -393,6 +395,8 @@ class SendReport:
     #: fails) or ``"sender"`` (our sender address, relay, login, IP or session, at any SMTP
     #: stage: the recipient stays pending and nobody is charged).
     refused: str | None = None
+    #: addresses the list check flagged, left out by ``--skip-risky`` (this run's audience)
+    skipped_risky: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The ``campaign send --json`` document."""
@@ -407,6 +411,8 @@ class SendReport:
         else:
             lines = [f"{self.campaign}: {self.sent} sent, {self.deferred} deferred, {self.failed} "
                      f"failed, {self.excluded} newly excluded; {self.pending} still pending"]
+        if self.skipped_risky:
+            lines.append(f"{self.skipped_risky} address(es) flagged by the list check left out (--skip-risky)")
         if self.unknown:
             lines.append(f"{len(self.unknown)} recipient(s) were in flight when an earlier run "
                          f"died and are marked unknown (not resent): {', '.join(self.unknown[:10])}"
@@ -562,6 +568,7 @@ class _Run:
         self.dkim = signing.signer_for(smtp, campaign.from_addr)  # reads the key: before any send
         self.owner = quota.new_owner()
         self.recipients: dict[str, audience.Recipient] = {}
+        self.skip_risky = False
         # The store's connection: the ledger thread's batch transactions and the main thread's
         # (an interrupted batch) never overlap. The sending threads write to the send log only.
         self._write_lock = threading.Lock()
@@ -578,8 +585,17 @@ class _Run:
         campaign = self.campaign
         recipients = audience.eligible_recipients(self.store, campaign.name, campaign.list_name,
                                                   self.smtp.exclusion)
-        self.recipients = {r.email: r for r in recipients}
         members = _excluded_members(self.store, campaign, self.smtp.exclusion)
+        if self.skip_risky:  # the list check's flagged addresses are left out of this run
+            from .listcheck import risky_addresses
+
+            risky = risky_addresses(self.store)
+            flagged = [r for r in recipients if r.email in risky]
+            members.update({r.email: (r.contact_id, f"left out by the list check: {risky[r.email]}"[:500])
+                            for r in flagged})
+            recipients = [r for r in recipients if r.email not in risky]
+            self.report.skipped_risky = len(flagged)
+        self.recipients = {r.email: r for r in recipients}
         rows = self.ledger.states()
         to_add = [(r.contact_id, r.email) for r in recipients if r.email not in rows]
         back = [e for e, s in rows.items() if s == "excluded" and e in self.recipients]
@@ -623,13 +639,17 @@ class _Run:
     def jobs(self, rows: list[Row]) -> list[SendJob]:
         """One job per row; its message is built by the thread that sends it."""
         renderer, envelope_from, dkim = self.renderer, self.envelope_from, self.dkim
+        echo_key = self.store.signing_key() if getattr(renderer, "echo", None) is not None else None
 
         def build(row: Row) -> Callable[[], bytes]:
             recipient = self.recipients.get(row.email)
             fields = recipient.fields if recipient is not None else self._fields_of(row)
+            # The ESP's events echo the delivery's signed id back (settings esp).
+            token = verp_token(echo_key, row.id) if echo_key is not None else None
             if dkim is not None:  # signs the bytes just rendered: one build per message
-                return lambda: dkim.sign(renderer.render(row.email, fields, message_id=row.message_id))
-            return lambda: renderer.render(row.email, fields, message_id=row.message_id)
+                return lambda: dkim.sign(renderer.render(row.email, fields, message_id=row.message_id,
+                                                         delivery_token=token))
+            return lambda: renderer.render(row.email, fields, message_id=row.message_id, delivery_token=token)
 
         return [(envelope_sender(envelope_from, self.verp_key, row.id), row.email, build(row)) for row in rows]
 
@@ -692,7 +712,8 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
                   max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
                   guards: SendGuards | None = None, ignore_guards: bool = False,
                   message_deadline: float = MESSAGE_DEADLINE,
-                  until: dt.datetime | None = None, relay: str | None = None) -> SendReport:
+                  until: dt.datetime | None = None, relay: str | None = None,
+                  skip_risky: bool = False) -> SendReport:
     """Send the campaign to whoever is still pending, as far as today's quota allows.
 
     Run it again to resume: after a quota pause (``report.paused == "quota"``), a dropped
@@ -712,6 +733,7 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     cannot be reached, refuses the login or throttles is set aside for a cool-down and the
     others take its share (:mod:`newsletter_kit.relaying`). ``relay`` sends through that
     relay only.
+    ``skip_risky`` leaves out the addresses the last list check flagged (``contacts check``).
 
     Example::
 
@@ -734,7 +756,8 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
                 store, name, relays, limit=limit, progress=progress, connections=connections,
                 smtp_factory=smtp_factory, password=password, stop_event=stop_event,
                 max_consecutive_failures=max_consecutive_failures, guards=guards,
-                ignore_guards=ignore_guards, message_deadline=message_deadline, until=until)
+                ignore_guards=ignore_guards, message_deadline=message_deadline, until=until,
+                skip_risky=skip_risky)
     relay_conf = None
     if relay is not None:
         from .relaying import relay_smtp
@@ -746,6 +769,7 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     guards = None if ignore_guards else (guards or SendGuards())
     policy = StopPolicy(max_consecutive_failures, stop_event, guards, until)
     run = _Run(store, campaign, smtp, bounce, renderer, report, policy, relay)
+    run.skip_risky = skip_risky
     if relay_conf is not None:
         from .relaying import Pacer
 
@@ -765,8 +789,11 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
         if blocked:
             report.paused, report.detail = "guard", blocked
         else:
+            # An ESP's relay may name its id of the message in the final 250 (SES, SendGrid do).
+            capture = getattr(run.renderer, "echo", None) is not None
             _send_batches(run, limit, progress, lambda: SenderPool(
-                smtp, connections, password=password, factory=smtp_factory, deadline=message_deadline))
+                smtp, connections, password=password, factory=smtp_factory, deadline=message_deadline,
+                capture_ids=capture))
     finally:
         quota.end_run(run.owner)
         run.ledger.close_log(run.owner)

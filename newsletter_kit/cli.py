@@ -370,6 +370,43 @@ def settings_relay_remove(store: Store, name: str) -> None:
     say(f"relay {name} removed")
 
 
+@settings.command("esp")
+@click.option("--provider", type=click.Choice(("ses", "sendgrid", "mailgun", "postmark")),
+              help="The ESP whose bounce and complaint events to read (a second bounce source).")
+@click.option("--credential-env", metavar="VAR",
+              help="Environment variable holding the API key (SendGrid, Mailgun), server token (Postmark) "
+                   "or AWS secret key (SES).")
+@click.option("--credential-keyring", metavar="NAME", help="Or: the keyring entry holding it.")
+@click.option("--key-id", metavar="ID", help="SES: the AWS access key id (else boto3's own credentials).")
+@click.option("--region", help="SES: the AWS region (e.g. eu-west-1).")
+@click.option("--queue-url", metavar="URL", help="SES: the SQS queue subscribed to the SNS topic.")
+@click.option("--configuration-set", metavar="NAME",
+              help="SES: the configuration set whose event destination carries our message tags.")
+@click.option("--domain", help="Mailgun: the sending domain.")
+@click.option("--api-url", metavar="URL", help="The provider's API base (e.g. Mailgun's EU region).")
+@click.option("--public-key", metavar="KEY", help="SendGrid: the Event Webhook verification key.")
+@click.option("--signing-key-env", metavar="VAR", help="Mailgun: environment variable holding the webhook signing key.")
+@click.option("--sns-cert", metavar="PEM", help="SES: an SNS signing certificate file (instead of fetching it).")
+@click.option("--window-days", type=click.IntRange(min=0), help="Address-only events match a delivery this recent (7).")
+@click.option("--margin-minutes", type=click.IntRange(min=0),
+              help="Mailgun: each sync reads again from this far back (late-indexed events, 30).")
+@pass_store
+def settings_esp(store: Store, credential_env: str | None, credential_keyring: str | None,
+                 signing_key_env: str | None, **changes: Any) -> None:
+    """Set the ESP whose API bounces `bounces sync` reads; later calls change only the flags given."""
+    from .esp import update_esp_settings
+
+    ref = None
+    if credential_env is not None:
+        ref = f"env:{credential_env}" if credential_env else ""
+    elif credential_keyring is not None:
+        ref = f"keyring:{credential_keyring}" if credential_keyring else ""
+    signing = (f"env:{signing_key_env}" if signing_key_env else "") if signing_key_env is not None else None
+    esp = update_esp_settings(store, credential_ref=ref, signing_key_ref=signing, **changes)
+    warn_all(esp.validate())
+    say(f"ESP settings saved: {esp.provider}")
+
+
 @settings.command("show")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_existing_store
@@ -401,7 +438,7 @@ def settings_folders(store: Store) -> None:
 @settings.command("test")
 @pass_existing_store
 def settings_test(store: Store) -> None:
-    """Connect to both servers and say what works."""
+    """Connect to both servers (and the ESP's API, when set) and say what works."""
     from .imap import check_imap
     from .transport import check_smtp
 
@@ -410,6 +447,13 @@ def settings_test(store: Store) -> None:
     results: list[tuple[bool, str]] = []
     results += check_smtp(smtp) if smtp else [(False, "SMTP: not configured")]
     results += check_imap(bounce) if bounce else [(False, "bounce mailbox: not configured")]
+    from .esp import load_esp_settings
+
+    esp = load_esp_settings(store)
+    if esp is not None:  # the second bounce source, when set
+        from .esp.sync import check_esp
+
+        results += check_esp(esp)
     for ok, line in results:
         click.echo(f"{'ok  ' if ok else 'FAIL'} {settings_mod.printable(line)}")  # quotes server replies
     if not all(ok for ok, _ in results):
@@ -490,6 +534,32 @@ def contacts_list(store: Store, list_name: str, as_json: bool) -> None:
     say(f"{len(frame)} contacts in {list_name!r}")
 
 
+@contacts.command("check")
+@click.option("--list", "list_name", metavar="NAME", help="Only this list's contacts (default: every contact).")
+@click.option("--nameserver", metavar="HOST[:PORT]",
+              help="Ask this DNS server (an IP address) instead of the system resolver.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"checked", "flagged", "risks", "addresses"} as JSON.')
+@pass_existing_store
+def contacts_check(store: Store, list_name: str | None, nameserver: str | None, as_json: bool) -> None:
+    """Check addresses before a send: syntax, the domain's MX, role, disposable, typo of a big provider.
+
+    The findings are kept: `campaign send --skip-risky` leaves the flagged addresses out.
+    """
+    from .listcheck import check_contacts
+    from .settings import printable
+
+    report = check_contacts(store, list_name, nameserver=nameserver)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    for check in report.flagged:
+        click.echo(f"{printable(check.address)}\t{','.join(check.risks)}\t{printable('; '.join(check.details))}")
+    counts = ", ".join(f"{risk} {n}" for risk, n in sorted(report.counts.items()))
+    say(f"checked {report.checked} address(es): {len(report.flagged)} flagged" + (f" ({counts})" if counts else ""))
+    if report.unknown_domains:
+        say(f"DNS could not tell for {len(report.unknown_domains)} domain(s): {', '.join(report.unknown_domains[:10])}")
+
+
 @cli.group()
 def unsubscribes() -> None:
     """Import opt-outs (per campaign, or from everything)."""
@@ -566,9 +636,11 @@ def campaign_create(store: Store, name: str, list_name: str, subject: str, html_
 @click.option("--ignore-guards", is_flag=True,
               help="Send even when the deliverability guards would pause the run (refusals at "
                    "RCPT over 5% of the last 200 recipients, spam complaints over 0.3%).")
+@click.option("--skip-risky", is_flag=True,
+              help="Leave out the addresses the last `contacts check` flagged, and say how many.")
 @pass_existing_store
 def campaign_send(store: Store, name: str, limit: int | None, dry_run: bool, as_json: bool,
-                  connections: int, max_failures: int, ignore_guards: bool) -> None:
+                  connections: int, max_failures: int, ignore_guards: bool, skip_risky: bool) -> None:
     """Send what today's quota allows; run it again (e.g. from cron) to continue.
 
     Exit status 0 when the run finished or paused on the quota (it says when it resumes);
@@ -597,7 +669,7 @@ def campaign_send(store: Store, name: str, limit: int | None, dry_run: bool, as_
         with _stop_on_signals(stop) as signalled:
             report = send_campaign(store, name, limit=limit, dry_run=dry_run, progress=progress,
                                    connections=connections, max_consecutive_failures=max_failures,
-                                   stop_event=stop, ignore_guards=ignore_guards)
+                                   stop_event=stop, ignore_guards=ignore_guards, skip_risky=skip_risky)
     except KeyboardInterrupt:
         say("interrupted: what was answered is recorded, the message on the wire is marked "
             "unknown; run `campaign send` again to continue")
@@ -840,16 +912,25 @@ def bounces_fetch(store: Store, source: Path | None, as_json: bool, deadline: fl
     Only messages not seen before are read (\\Seen flags are left alone); running it again
     changes nothing.
     """
+    from .esp import load_esp_settings
     from .ingest import fetch_bounces
 
+    esp = load_esp_settings(store) if source is None else None
+    if esp is not None and settings_mod.load_bounce_settings(store) is None:
+        events = _sync(store)  # an ESP and no mailbox: the ESP is the bounce source
+        _report_events(events, as_json)
+        return
     report = fetch_bounces(store, source_path=source, deadline=deadline,
                            max_message_bytes=int(max_mb * 1024 * 1024))
     for skipped in report.skipped:
         say(f"skipped UID {skipped.uid}" + (f" ({skipped.size} bytes)" if skipped.size is not None else "")
             + f": {skipped.why}; left in the folder")
+    events = _sync(store) if esp is not None else None
     if as_json:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), **({"esp": events.to_dict()} if events is not None else {})})
         return
+    if events is not None:
+        _report_events(events, False)
     kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(report.bounces.items()))
     say(f"fetched {report.fetched} new message(s)" + (f": {kinds}" if kinds else "")
         + (f" ({report.duplicates} already seen)" if report.duplicates else ""))
@@ -857,6 +938,61 @@ def bounces_fetch(store: Store, source: Path | None, as_json: bool, deadline: fl
         say(f"unsubscribed: {email}" + (f" from {campaign}" if campaign else ""))
     for email in report.suppressed:
         say(f"suppressed: {email}")
+
+
+def _report_events(report: Any, as_json: bool) -> None:
+    shown = settings_mod.printable  # ids and file names come from outside: escaped
+    for refusal in report.refusals:
+        say(f"refused: {refusal['provider']} {shown(refusal['event_id'])}: {refusal['why']}")
+    for error in report.errors:
+        say(f"error: {shown(error)}")
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        say(report.summary())
+    for email in report.suppressed:
+        say(f"suppressed: {email}")
+
+
+@bounces.command("import-events")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"read", "recorded", "matched", "unmatched", "refused", ...} as JSON.')
+@pass_store
+def bounces_import_events(store: Store, paths: tuple[Path, ...], as_json: bool) -> None:
+    """Record ESP events saved as JSON (SES/SNS, SendGrid, Mailgun, Postmark; files, NDJSON, folders).
+
+    Signed events are checked; importing the same files again records nothing new. Exit 1 when
+    a file could not be read or an event was refused.
+    """
+    from .esp import import_events
+
+    report = import_events(store, paths)
+    _report_events(report, as_json)
+    if report.errors or report.refused:
+        sys.exit(1)
+
+
+def _sync(store: Store) -> Any:
+    from .esp import sync_events
+
+    return sync_events(store)
+
+
+@bounces.command("sync")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"read", "recorded", "matched", "unmatched", "refused", ...} as JSON.')
+@pass_existing_store
+def bounces_sync(store: Store, as_json: bool) -> None:
+    """Pull new bounce and complaint events from the ESP of `settings esp` (for cron; no listener).
+
+    Only what is new since the last sync is read; running it again records nothing twice.
+    Exit 75 when the provider's API is down or throttling: run it again later.
+    """
+    report = _sync(store)
+    _report_events(report, as_json)
+    if report.errors:
+        sys.exit(1)
 
 
 @bounces.command("list")

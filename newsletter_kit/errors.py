@@ -83,3 +83,13 @@ class MailboxError(NewsletterKitError):
 
 class ExportError(NewsletterKitError):
     """The review tables cannot be exported (folder not writable, unknown format, bad value)."""
+
+
+class EspError(NewsletterKitError):
+    """An ESP's API refused us or could not be read (credentials, a bad answer, too many retries)."""
+
+
+class EspUnavailable(EspError):
+    """The ESP's API is down or throttling us past our retries: nothing to fix, sync again later."""
+
+    exit_code = 75

@@ -55,6 +55,7 @@ REVIEW_TABLES: dict[str, dict[str, Any]] = {
     "bounce_list": {"limit": None},
     "sender_problems": {},
     "policy_counts": {},
+    "bounces_by_source": {},
     "bounces_by_day": {},
     "campaign_summary": {},
     "campaign_forecast": {},

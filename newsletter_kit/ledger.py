@@ -553,6 +553,9 @@ class Ledger:
                     "smtp_status = ?, smtp_reply = ?, reason = ?, next_attempt_at = ?, updated_at = ?, "
                     "sent_at = coalesce(?, sent_at) WHERE id = ?",
                     updates[state])
+        relay_ids = [(o.provider_id, r.id) for r, o in zip(rows, outcomes) if o is not None and o.provider_id]
+        if relay_ids:  # only when the sender was asked to capture them (an ESP that echoes them)
+            conn.executemany("UPDATE deliveries SET provider_message_id = ? WHERE id = ?", relay_ids)
         if updates["untouched"]:
             conn.executemany(
                 "UPDATE deliveries SET state = 'pending', owner = NULL, updated_at = ? WHERE id = ?",

@@ -412,6 +412,36 @@ def _utc_now() -> dt.datetime:
     return clock.now().replace(microsecond=0)
 
 
+#: The providers whose events echo back a header we set, and the key our delivery id travels under.
+ECHO_PROVIDERS = ("ses", "sendgrid", "mailgun", "postmark")
+ECHO_KEY = "nk_delivery"
+_ECHO_TOKEN = re.compile(r"[0-9A-Za-z._-]{1,64}")
+
+
+def echo_headers(provider: str, token: str, configuration_set: str | None = None) -> list[tuple[str, str]]:
+    """The header(s) an ESP echoes back into its events, carrying our delivery ``token``:
+    SES message tags (with a configuration set), SendGrid unique args, Mailgun variables,
+    Postmark metadata.
+
+    >>> echo_headers("sendgrid", "42.ab")
+    [('X-SMTPAPI', '{"unique_args": {"nk_delivery": "42.ab"}}')]
+    >>> echo_headers("ses", "42.ab", "news")
+    [('X-SES-CONFIGURATION-SET', 'news'), ('X-SES-MESSAGE-TAGS', 'nk_delivery=42.ab')]
+    """
+    if not _ECHO_TOKEN.fullmatch(token):
+        raise ValidationError(f"{token!r} is not a delivery token", "token")
+    if provider == "ses":
+        tags = [("X-SES-MESSAGE-TAGS", f"{ECHO_KEY}={token}")]
+        return ([("X-SES-CONFIGURATION-SET", configuration_set)] if configuration_set else []) + tags
+    if provider == "sendgrid":
+        return [("X-SMTPAPI", '{"unique_args": {"%s": "%s"}}' % (ECHO_KEY, token))]
+    if provider == "mailgun":
+        return [("X-Mailgun-Variables", '{"%s": "%s"}' % (ECHO_KEY, token))]
+    if provider == "postmark":
+        return [(f"X-PM-Metadata-{ECHO_KEY}", token)]
+    raise ValidationError(f"unknown provider {provider!r}", "provider")
+
+
 # --- the renderer -------------------------------------------------------------------------
 
 
@@ -425,7 +455,16 @@ class CampaignRenderer:
     def __init__(self, *, campaign: str, subject: str, html: str, text: str | None = None,
                  from_addr: str, bounce_address: str, signing_key: bytes,
                  unsubscribe_url: str | None = None, message_id_domain: str | None = None,
-                 reply_to: str | None = None, list_id: tuple[str, str] | None = None):
+                 reply_to: str | None = None, list_id: tuple[str, str] | None = None,
+                 echo: tuple[str, str | None] | None = None):
+        if echo is not None:
+            if echo[0] not in ECHO_PROVIDERS:
+                raise ValidationError(f"unknown provider {echo[0]!r}", "provider")
+            if echo[1] is not None:
+                header_text(echo[1], "configuration set")
+        #: (provider, SES configuration set): the ESP that echoes our delivery id back; None: none
+        self.echo = echo
+        self._echo_template: tuple[bytes, ...] | None = None
         if not isinstance(campaign, str) or not campaign.strip():
             raise ValidationError(f"the campaign name {campaign!r} must be one line of text", "campaign")
         self.campaign = header_text(campaign, "campaign name", max_chars=MAX_NAME_CHARS)
@@ -556,7 +595,7 @@ class CampaignRenderer:
                 "text": self._text(context, email, html)}
 
     def reference(self, email: str, fields: Mapping[str, Any], *, message_id: str,
-                  date: dt.datetime | None = None) -> EmailMessage:
+                  date: dt.datetime | None = None, delivery_token: str | None = None) -> EmailMessage:
         """The message built with the stdlib (:data:`REFERENCE_POLICY`): what a correct one is."""
         _check_recipient(email)
         _check_message_id(message_id)
@@ -572,6 +611,10 @@ class CampaignRenderer:
         msg["Subject"] = self._subject(context, email)
         msg["Date"] = date or _utc_now()
         msg["Message-ID"] = message_id
+        for name, value in self._echo(delivery_token):
+            # Set raw, on one line (far below 998 octets): a folded X-SMTPAPI or tag list is
+            # one more thing for the provider's parser to get wrong.
+            msg.set_raw(name, value)
         if self.list_id:  # set raw: the stdlib would encode a long <list-id>, which must stay as is
             msg.set_raw("List-Id", self.list_id.replace("\r\n", "\n"))
         # Folded to one line when it fits: bounce processing reads it back from quoted originals.
@@ -592,8 +635,26 @@ class CampaignRenderer:
         check_message_headers(msg.items())
         return msg
 
+    def _echo(self, delivery_token: str | None) -> list[tuple[str, str]]:
+        if self.echo is None or delivery_token is None:
+            return []
+        return echo_headers(self.echo[0], delivery_token, self.echo[1])
+
+    def _echo_bytes(self, delivery_token: str | None) -> bytes:
+        """The echo header lines on the wire: the campaign's template around the token."""
+        if delivery_token is None:
+            return b""
+        if not _ECHO_TOKEN.fullmatch(delivery_token):
+            raise ValidationError(f"{delivery_token!r} is not a delivery token", "token")
+        template = self._echo_template
+        if template is None:
+            marker = "0.MARKER"
+            text = "".join(f"{name}: {value}\r\n" for name, value in self._echo(marker))
+            template = self._echo_template = tuple(part.encode("ascii") for part in text.split(marker))
+        return delivery_token.encode("ascii").join(template)
+
     def render(self, email: str, fields: Mapping[str, Any], *, message_id: str,
-               date: dt.datetime | None = None) -> bytes:
+               date: dt.datetime | None = None, delivery_token: str | None = None) -> bytes:
         """The message as bytes for the wire (CRLF), equal to ``reference(...).as_bytes()``."""
         _check_recipient(email)
         _check_message_id(message_id)
@@ -611,6 +672,7 @@ class CampaignRenderer:
             self._subject_line(self._subject(context, email)),
             self._header_line("Date", format_datetime(date)),
             self._header_line("Message-ID", message_id),
+            self._echo_bytes(delivery_token) if self.echo is not None else b"",
             self._head_campaign, header_value.encode("ascii"), CRLF,
             self._head_post, boundary, b'"\r\n\r\n--', boundary, CRLF,
             _PART_HEAD[("plain", text_cte)], text_body, b"\r\n--", boundary, CRLF,

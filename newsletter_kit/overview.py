@@ -63,6 +63,8 @@ def _store_counts(store: Store) -> dict[str, Any]:
             "SELECT max(t) FROM (SELECT max(updated_at) AS t FROM mailbox_state"
             " UNION ALL SELECT max(processed_at) FROM mailbox_messages)").fetchone()[0],
         "suppressed": store.conn.execute("SELECT count(*) FROM suppressions").fetchone()[0],
+        # An ESP as a second bounce source (bounces sync): when its events were last pulled.
+        "last_esp_sync": store.conn.execute("SELECT max(updated_at) FROM esp_state").fetchone()[0],
     }
 
 
@@ -114,7 +116,7 @@ def overview_of_path(path: str | os.PathLike[str] | None = None, *, root: str | 
         target = Path(root) / target
     answer: dict[str, Any] = {
         "store": str(target.resolve()), "exists": target.exists(), "error": None,
-        "quota": None, "campaigns": [], "last_bounce_fetch": None, "suppressed": 0,
+        "quota": None, "campaigns": [], "last_bounce_fetch": None, "suppressed": 0, "last_esp_sync": None,
         "generated_at": (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0).isoformat(),
     }
     if not answer["exists"]:

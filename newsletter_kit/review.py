@@ -38,9 +38,11 @@ __all__ = [
     "RFC3463_CODES",
     "ThresholdPolicy",
     "bounces_by_address",
+    "bounce_source",
     "bounces_by_day",
     "bounces_by_domain",
     "bounces_by_reason",
+    "bounces_by_source",
     "bounces_by_status",
     "bounce_list",
     "campaign_forecast",
@@ -393,6 +395,41 @@ def bounces_by_status(store: Store, *, reason: str | list[str] | None = None,
     df.insert(1, "class", df["status"].map(_status_class))
     df.insert(2, "meaning", df["status"].map(status_meaning))
     return df.sort_values(["total", "status"], ascending=[False, True], ignore_index=True, na_position="last")
+
+
+#: Where a bounce came from, as the review names it: the mailbox (IMAP or saved files), a 5xx
+#: seen while sending, or an ESP's events.
+SOURCE_NAMES = {"imap": "mailbox", "file": "mailbox", "smtp": "smtp"}
+
+
+def bounce_source(source: str | None) -> str:
+    """The review's name of a bounce's source: mailbox, smtp, ses, sendgrid, mailgun, postmark.
+
+    >>> bounce_source("imap"), bounce_source("ses")
+    ('mailbox', 'ses')
+    """
+    return SOURCE_NAMES.get(source or "", source or "unknown")
+
+
+def bounces_by_source(store: Store) -> pd.DataFrame:
+    """One row per source of bounces (mailbox, smtp, ses, sendgrid, mailgun, postmark).
+
+    Columns: source, addresses, unmatched, hard, soft, policy, delayed, complaint, other, total.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> bounces_by_source(open_store(":memory:")).empty
+        True
+    """
+    named = " ".join(f"WHEN '{raw}' THEN '{name}'" for raw, name in SOURCE_NAMES.items())
+    df = _query(store, f"""
+        SELECT CASE source {named} ELSE source END AS source, COUNT(DISTINCT email) AS addresses,
+               SUM(unmatched) AS unmatched, {_kind_sums()}
+        FROM bounces GROUP BY 1
+    """)
+    df = _ints(df, ["addresses", "unmatched", *KIND_COLUMNS, "other", "total"])
+    return df.sort_values(["total", "source"], ascending=[False, True], ignore_index=True)
 
 
 def bounces_by_day(store: Store, *, tz: str | None = None) -> pd.DataFrame:

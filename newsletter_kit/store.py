@@ -467,6 +467,66 @@ def _v4_bounce_reasons(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS bounces_email_reason ON bounces(email, reason, bounced_at)")
 
 
+@_migration
+def _v4_esp_events(conn: sqlite3.Connection) -> None:
+    """ESP event sources (issue 18): the id the relay's final 250 reply gives a delivery
+    (``deliveries.provider_message_id``, SES and SendGrid), one row per provider event seen
+    (``esp_events``: deduplication by the provider's event id, and the refused ones listed),
+    a cursor per provider (``esp_state``) and the webhook tokens already used (``esp_tokens``,
+    Mailgun replay), the saved files imported whole (``esp_files``); and the list check's findings per address (``contact_checks``).  Adds only
+    new tables and a nullable column: nothing existing changes."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
+    if "provider_message_id" not in columns:
+        conn.execute("ALTER TABLE deliveries ADD COLUMN provider_message_id TEXT")
+    _execute_script(
+        conn,
+        """
+        CREATE INDEX IF NOT EXISTS deliveries_provider_message_id ON deliveries(provider_message_id)
+            WHERE provider_message_id IS NOT NULL;
+        CREATE TABLE IF NOT EXISTS esp_events (
+            id INTEGER PRIMARY KEY,
+            provider TEXT NOT NULL,             -- ses | sendgrid | mailgun | postmark
+            event_id TEXT NOT NULL,             -- the provider's id (or a digest of the event)
+            kind TEXT,                          -- hard | soft | policy | delayed | complaint | other
+            email TEXT,
+            outcome TEXT NOT NULL,              -- recorded | unmatched | ignored | refused
+            matched_by TEXT,                    -- esp_id | provider_id | message_id | address
+            detail TEXT,                        -- why refused or ignored
+            origin TEXT,                        -- the file or API it came from
+            at TEXT,
+            seen_at TEXT NOT NULL,
+            UNIQUE (provider, event_id)
+        );
+        CREATE TABLE IF NOT EXISTS esp_state (
+            provider TEXT PRIMARY KEY,
+            cursor TEXT NOT NULL,               -- provider-specific: a time, an offset, a page
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS esp_tokens (
+            provider TEXT NOT NULL,
+            token TEXT NOT NULL,
+            seen_at TEXT NOT NULL,
+            PRIMARY KEY (provider, token)
+        );
+        -- Saved event files imported whole (no refusal, no error): a re-import skips them by digest.
+        CREATE TABLE IF NOT EXISTS esp_files (
+            sha256 TEXT PRIMARY KEY,
+            name TEXT,
+            events INTEGER NOT NULL,
+            imported_at TEXT NOT NULL
+        );
+        -- The list check before a send (contacts check): the risks found per address, the latest
+        -- check only; `campaign send --skip-risky` leaves out the addresses with any.
+        CREATE TABLE IF NOT EXISTS contact_checks (
+            email TEXT PRIMARY KEY,
+            risks TEXT NOT NULL,                -- JSON list: syntax | no_mail_domain | role | disposable | typo
+            detail TEXT,
+            checked_at TEXT NOT NULL
+        )
+        """,
+    )
+
+
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 

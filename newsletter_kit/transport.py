@@ -301,6 +301,8 @@ class SendOutcome:
     reply: str = ""
     stage: str | None = None
     concerns: str | None = None
+    #: the relay's id of the message from its final 250 reply (SES, SendGrid), when asked for
+    provider_id: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def refuses_message(self) -> bool:
@@ -331,6 +333,28 @@ class SendOutcome:
         if self.kind != "failed" or self.code is None:
             return None
         return SmtpReply(self.code, self.status, self.reply).reason
+
+
+_RELAY_ID = re.compile(
+    # SendGrid (and Postfix-like relays): "Ok: queued as <id>"; SES: "Ok <hex id-with-hyphens>".
+    rb"^(?:[245]\.\d{1,3}\.\d{1,3} )?ok(?::? queued as <?([A-Za-z0-9._@-]{6,200})>?| <?([0-9a-f]{16}-[0-9a-f-]{20,120})>?)\s*$",
+    re.IGNORECASE)
+
+
+def relay_message_id(reply: bytes | str) -> str | None:
+    """The relay's id of an accepted message from its final reply text: SES answers
+    ``Ok <id>``, SendGrid ``Ok: queued as <id>``; None when the reply names none.
+
+    >>> relay_message_id(b"Ok 0100018c5c7e3d9a-4b6f2c1e-8a7d-4c3b-9e1f-2a3b4c5d6e7f-000000")
+    '0100018c5c7e3d9a-4b6f2c1e-8a7d-4c3b-9e1f-2a3b4c5d6e7f-000000'
+    >>> relay_message_id("Ok: queued as AbCdEfGhIjKlMnOp"), relay_message_id("2.0.0 OK queued"), relay_message_id("")
+    ('AbCdEfGhIjKlMnOp', None, None)
+    """
+    raw = reply.encode("ascii", "replace") if isinstance(reply, str) else reply
+    match = _RELAY_ID.match(raw.strip()[:300])
+    if match is None:
+        return None
+    return (match.group(1) or match.group(2)).decode("ascii")
 
 
 def classify_reply(code: int | None, reply: Any = "", stage: str = "DATA") -> SendOutcome:
@@ -465,8 +489,12 @@ class SmtpSender:
 
     def __init__(self, settings: SmtpSettings, *, password: str | None = None,
                  factory: SmtpFactory | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 context: ssl.SSLContext | None = None, deadline: float = MESSAGE_DEADLINE):
+                 context: ssl.SSLContext | None = None, deadline: float = MESSAGE_DEADLINE,
+                 capture_ids: bool = False):
         self.settings = settings
+        #: keep the relay's message id from the final 250 reply (an ESP's events carry it)
+        self.capture_ids = capture_ids
+        self._data_reply = b""
         self._password = password
         self._factory = factory
         self._timeout = timeout
@@ -521,6 +549,9 @@ class SmtpSender:
                 work, self._while_waiting = self._while_waiting, None
                 if work is not None:
                     work()
+                code, text = read_reply()
+                self._data_reply = text
+                return code, text
             return read_reply()
 
         smtp.send = send  # type: ignore[method-assign, assignment]
@@ -611,6 +642,8 @@ class SmtpSender:
         if rcpt in refused:
             code, reply = refused[rcpt]
             return self._after_reply(classify_reply(code, reply, "RCPT"))
+        if self.capture_ids:
+            return SendOutcome("sent", 250, None, "", provider_id=relay_message_id(self._data_reply))
         return SendOutcome("sent", 250, None, "")
 
     def _after_reply(self, outcome: SendOutcome) -> SendOutcome:
@@ -643,14 +676,15 @@ class SenderPool:
 
     def __init__(self, settings: SmtpSettings, connections: int, *, password: str | None = None,
                  factory: SmtpFactory | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 deadline: float = MESSAGE_DEADLINE):
+                 deadline: float = MESSAGE_DEADLINE, capture_ids: bool = False):
         if connections < 1:
             raise ValidationError("the number of connections must be at least 1", "connections")
         if password is None and settings.auth:
             password = resolve_password(settings.password_ref)
         context = tls_context(settings.ca_file) if settings.tls != "none" else None
         self.senders = [SmtpSender(settings, password=password, factory=factory, timeout=timeout,
-                                   context=context, deadline=deadline) for _ in range(connections)]
+                                   context=context, deadline=deadline, capture_ids=capture_ids)
+                        for _ in range(connections)]
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     def open(self) -> SenderPool:

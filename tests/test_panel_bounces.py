@@ -54,7 +54,7 @@ def test_tables_and_what_if_are_exposed(store: Store) -> None:
     configure(store, threshold=3)
     panel = BounceReviewPanel(store)
     assert set(panel.tables) == {"by address", "by domain", "by campaign", "by status", "by reason",
-                                 "about the sender", "suppressions", "unmatched"}
+                                 "about the sender", "by source", "suppressions", "unmatched"}
     assert panel.policy_mode.value == "single"  # the saved settings use the single threshold
     assert panel.tables["by address"]["email"].tolist()[:1] == ["anna@a.example"]
     assert panel.tables["suppressions"]["email"].tolist() == ["dario@c.example"]

@@ -51,6 +51,7 @@ TABLES = {
     "by status": review.bounces_by_status,
     "by reason": review.bounces_by_reason,
     "about the sender": review.sender_problems,  # failures about us, with the remedy: never counted
+    "by source": review.bounces_by_source,  # mailbox, smtp, or an ESP's events (ses, sendgrid...)
     "suppressions": review.suppression_table,
     "unmatched": review.unmatched_bounces,  # reports of no delivery of ours: not counted
 }
@@ -92,6 +93,7 @@ class BounceReviewPanel(Panel):
         self.would_suppress: list[str] = []
         self.last_applied: list[str] = []
         self.last_fetch: Any = None
+        self.last_sync: Any = None
         self._counts: pd.DataFrame | None = None
         self.policy_counts: pd.DataFrame | None = None
 
@@ -171,13 +173,21 @@ class BounceReviewPanel(Panel):
     @catch_errors
     def fetch(self, _button: Any = None) -> None:
         """Fetch new bounces (mailbox, or ``source_path``), then refresh the tables."""
+        from ..esp import load_esp_settings, sync_events
         from ..ingest import fetch_bounces  # late: the panel also works on a store alone
 
         self.show("Fetching…")
-        report = fetch_bounces(self.store, source_path=self.source_path)
+        esp = load_esp_settings(self.store) if self.source_path is None else None
+        mailbox = self.source_path is not None or esp is None or load_bounce_settings(self.store) is not None
+        report = fetch_bounces(self.store, source_path=self.source_path) if mailbox else None
+        # An ESP set (settings esp) is the second bounce source: its new events too.
+        events = sync_events(self.store) if esp is not None else None
         self.last_fetch = report
+        self.last_sync = events
         self.refresh()
-        self.show_ok(_fetch_summary(report.to_dict()))
+        parts = ([_fetch_summary(report.to_dict())] if report is not None else []) + (
+            [f"{esp.provider if esp else 'ESP'}: {events.summary()}"] if events is not None else [])
+        self.show_ok("; ".join(parts))
 
     @catch_errors
     def refresh(self, _button: Any = None) -> None:

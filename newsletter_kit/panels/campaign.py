@@ -128,6 +128,14 @@ class CampaignPanel(Panel):
                                                                      overflow="auto"))
         self.show_all = widgets.Checkbox(value=False, description="Show everyone (not only the excluded)",
                                          indent=False)
+        # The list check before a send: risky addresses, and whether the send leaves them out.
+        self.check_button = button("Check the list", self.check_list, icon="stethoscope",
+                                   tooltip="Syntax, the domain's MX, role addresses, disposable domains, typos")
+        self.check_summary = widgets.HTML("")
+        self.check_table = widgets.HTML("", layout=widgets.Layout(max_height="320px", overflow="auto"))
+        self.skip_risky = widgets.Checkbox(value=False, indent=False,
+                                           description="Leave out the addresses the list check flagged")
+        self.list_check: Any = None
         self.limit = widgets.BoundedIntText(value=0, min=0, max=10_000_000, description="At most",
                                             style=field_style(), layout=field_layout("300px"))
         self.dry_run_button = button("Dry run", self.dry_run, icon="flask",
@@ -173,6 +181,8 @@ class CampaignPanel(Panel):
             self.create_box,
             heading("Preview"), widgets.HBox([self.preview_contact, self.preview_button]), self.preview,
             heading("Audience"), self.audience_summary, self.show_all, self.audience_table,
+            heading("List check"), widgets.HBox([self.check_button, self.skip_risky]), self.check_summary,
+            self.check_table,
             self.send_box, self._build_schedule(), self.message,
         ], layout=widgets.Layout(max_width="900px"))
         self.widget.add_class("nk-campaign-panel")
@@ -407,6 +417,27 @@ class CampaignPanel(Panel):
         return report
 
     @catch_errors
+    def check_list(self, _button: Any = None) -> Any:
+        """Check the chosen list's addresses (``contacts check``); the flagged ones in a table."""
+        from ..listcheck import check_contacts
+
+        self.clear_message()
+        list_name = self.list_name.value or None
+        self.show("Checking the list (one DNS lookup per domain)…", "info")
+        report = check_contacts(self.store, list_name)
+        self.list_check = report
+        frame = pd.DataFrame([c.to_dict() for c in report.flagged], columns=["address", "risks", "detail"])
+        if not frame.empty:
+            frame["risks"] = frame["risks"].map(", ".join)
+        counts = ", ".join(f"{risk} {n}" for risk, n in sorted(report.counts.items()))
+        self.check_summary.value = html.escape(
+            f"{report.checked} checked, {len(report.flagged)} flagged" + (f" ({counts})" if counts else "")
+            + (f"; DNS could not tell for {len(report.unknown_domains)} domain(s)" if report.unknown_domains else ""))
+        self.check_table.value = _table_html(frame) if not frame.empty else "<i>nobody flagged</i>"
+        self.clear_message()
+        return report
+
+    @catch_errors
     def send(self, _button: Any = None, background: bool = True) -> None:
         """Send what today's quota allows, in a background thread (Stop works meanwhile)."""
         self.clear_message()
@@ -430,7 +461,8 @@ class CampaignPanel(Panel):
         store = self.store if self.store.path == ":memory:" else open_store(self.store.path)
         try:
             report = campaigns.send_campaign(store, name, limit=self._limit(),
-                                             progress=self._on_progress, stop_event=self._stop)
+                                             progress=self._on_progress, stop_event=self._stop,
+                                             skip_risky=bool(self.skip_risky.value))
             self.last_report = report
             tone = "ok" if not report.paused and not report.failed else "warning"
             self.show(report.summary(), tone)
