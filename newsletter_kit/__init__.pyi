@@ -23,6 +23,13 @@ from .store import (
     Store as Store,
     open_store as open_store,
 )
+from .maintenance import (
+    BackupReport as BackupReport,
+    PruneReport as PruneReport,
+    backup_store as backup_store,
+    prune_store as prune_store,
+    store_info as store_info,
+)
 from .settings import (
     SmtpSettings as SmtpSettings,
     BounceSettings as BounceSettings,

@@ -34,6 +34,7 @@ from . import audience, quota, signing
 from .errors import CampaignError
 from .addresses import check_from
 from .guards import RefusalWindow, SendGuards, complaint_block, html_size_warning
+from .maintenance import ARCHIVED, archived_counts
 from .ledger import DEFERRAL_BACKOFF, HELD, RETRYABLE, Claim, Ledger, Row  # noqa: F401 (DEFERRAL_BACKOFF: kept importable here)
 from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, load_smtp_settings,
                        require_smtp_settings)
@@ -277,6 +278,9 @@ def campaign_status(store: Store, name: str) -> dict[str, int]:
         {'total': 1, 'sent': 0, 'failed': 0, 'excluded': 0, 'pending': 1, 'unknown': 0}
     """
     campaign = get_campaign(store, name)
+    if campaign.status == ARCHIVED:  # pruned: its numbers are in aggregate, its audience is history
+        counts = archived_counts(store, campaign.id)
+        return {"total": sum(counts.values()), **counts}
     eligible = {r.email for r in audience.eligible_recipients(store, campaign.name, campaign.list_name)}
     excluded = _excluded_members(store, campaign, None)
     counts = {"sent": 0, "failed": 0, "excluded": 0, "pending": 0, "unknown": 0}
@@ -679,6 +683,9 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     if connections < 1:
         raise CampaignError("--connections must be at least 1")
     campaign = get_campaign(store, name)
+    if campaign.status == ARCHIVED:
+        raise CampaignError(f"campaign {name!r} was pruned (`store prune`): its ledger no longer says who "
+                            "had it, so it cannot be sent again; create a new campaign")
     smtp = require_smtp_settings(store)
     bounce = load_bounce_settings(store)
     renderer = _renderer(store, campaign, smtp, _envelope_sender(smtp, bounce))

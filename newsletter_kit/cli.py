@@ -704,6 +704,89 @@ def review_export(store: Store, folder: Path, fmt: str, as_json: bool) -> None:
     say(f"{len(report.tables)} tables written to {report.folder} ({fmt})")
 
 
+# --- store: backup, info, prune -------------------------------------------------------------
+
+
+@cli.group("store")
+def store_group() -> None:
+    """Back up the store, see what it holds, prune old campaigns' per-delivery detail."""
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+@store_group.command("backup")
+@click.argument("dest", metavar="DEST", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace DEST when it exists.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"path", "bytes", "at", "integrity"} as JSON.')
+@pass_existing_store
+def store_backup(store: Store, dest: Path, force: bool, as_json: bool) -> None:
+    """Copy the store to DEST (a file, or a folder for a dated file), consistently, even while a
+    send runs. Restore by copying the file back while nothing uses the store."""
+    from .maintenance import backup_store
+
+    report = backup_store(store, dest, force=force)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    say(f"backup written: {report.path} ({_size(report.bytes)}, integrity {report.integrity})")
+
+
+@store_group.command("info")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"path", "bytes", "wal_bytes", "free_bytes", "schema_version", "tables", '
+                   '"last_backup", "last_prune"} as JSON.')
+@pass_existing_store
+def store_info_cmd(store: Store, as_json: bool) -> None:
+    """File size, rows per table, schema version, last backup and prune."""
+    from .maintenance import store_info
+
+    info = store_info(store)
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"store\t{info['path']}")
+    click.echo(f"size\t{_size(info['bytes'])} (+ {_size(info['wal_bytes'])} wal, {_size(info['free_bytes'])} free inside)")
+    click.echo(f"schema\tversion {info['schema_version']}")
+    backup = info["last_backup"]
+    click.echo(f"last backup\t{backup['at'] + ' to ' + backup['path'] if backup else 'never'}")
+    prune = info["last_prune"]
+    click.echo(f"last prune\t{prune['at'] + ' (before ' + prune['before'] + ')' if prune else 'never'}")
+    for name, rows in info["tables"].items():
+        click.echo(f"{name}\t{rows} rows")
+
+
+@store_group.command("prune")
+@click.option("--before", required=True, metavar="DATE",
+              help="Prune campaigns finished before this date (YYYY-MM-DD, UTC midnight).")
+@click.option("--yes", is_flag=True, help="Do it; without --yes, only say what would go.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"before", "campaigns", "deleted", "kept", "bytes_before", "bytes_after", "dry_run"}.')
+@pass_existing_store
+def store_prune(store: Store, before: str, yes: bool, as_json: bool) -> None:
+    """Delete the per-delivery detail of campaigns finished before DATE (their counts, bounces,
+    suppressions and opt-outs stay) and give the space back. Back up first."""
+    from .maintenance import prune_store
+
+    report = prune_store(store, before, dry_run=not yes)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    names = ", ".join(report.campaigns[:10]) + (f" and {len(report.campaigns) - 10} more" if len(report.campaigns) > 10 else "")
+    if not yes:
+        say(f"would prune {len(report.campaigns)} campaign(s) finished before {report.before}"
+            f"{': ' + names if names else ''}: {report.deleted} delivery rows deleted (kept in aggregate), "
+            f"{report.kept} kept (addresses that bounced, unknown outcomes); run again with --yes")
+        return
+    say(f"pruned {len(report.campaigns)} campaign(s){': ' + names if names else ''}: {report.deleted} delivery "
+        f"rows deleted, {report.kept} kept; {_size(report.bytes_before)} -> {_size(report.bytes_after)}")
+
+
 # --- demo ---------------------------------------------------------------------------------
 
 

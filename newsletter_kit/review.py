@@ -409,7 +409,10 @@ def campaign_summary(store: Store) -> pd.DataFrame:
     """
     failures = ", ".join(f"'{k}'" for k in FAILURE_KINDS)
     # GROUP BY (campaign_id, state) follows the ledger's index: no sort of a million rows.
-    ledger = _query(store, "SELECT campaign_id, state, COUNT(*) AS n FROM deliveries GROUP BY campaign_id, state")
+    # Rows `store prune` deleted are counted in pruned_deliveries.
+    ledger = _query(store, "SELECT campaign_id, state, COUNT(*) AS n FROM deliveries GROUP BY campaign_id, state"
+                           " UNION ALL SELECT campaign_id, state, SUM(count) FROM pruned_deliveries"
+                           " GROUP BY campaign_id, state")
     ledger["state"] = ledger["state"].replace({"inflight": "pending", "claimed": "pending", "deferred": "pending"})
     ledger = ledger.pivot_table(index="campaign_id", columns="state", values="n", aggfunc="sum", fill_value=0)
     ledger = ledger.reindex(columns=["sent", "failed", "excluded", "pending", "unknown"], fill_value=0)
@@ -485,7 +488,7 @@ def campaign_forecast(store: Store, *, now: dt.datetime | None = None) -> pd.Dat
     from . import campaigns, quota  # late: the send path is heavier than the review needs otherwise
 
     df = _query(store, "SELECT name AS campaign, status FROM campaigns ORDER BY id")
-    open_ = df["status"] != "done"
+    open_ = ~df["status"].isin(["done", "archived"])
     pending = {name: campaigns.campaign_status(store, name)["pending"] for name in df.loc[open_, "campaign"]}
     df["pending"] = pd.Series([pending.get(name, 0) for name in df["campaign"]], index=df.index, dtype="int64")
     # Without SMTP settings there is no limit to forecast with: finish stays None.

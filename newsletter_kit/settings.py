@@ -626,7 +626,7 @@ def _check_campaign_headers(store: Store, smtp: SmtpSettings | None, bounce: Bou
     from .messages import check_list_unsubscribe
 
     envelope = bounce.bounce_address if bounce and bounce.bounce_address else smtp.from_addr
-    for (name,) in store.conn.execute("SELECT name FROM campaigns WHERE status != 'done'"):
+    for (name,) in store.conn.execute("SELECT name FROM campaigns WHERE status NOT IN ('done', 'archived')"):
         try:
             check_list_unsubscribe(name, envelope, smtp.unsubscribe_url)
         except ValidationError as exc:

@@ -369,6 +369,39 @@ def _v3_bounces_matched(conn: sqlite3.Connection) -> None:
     )
 
 
+@_migration
+def _v4_store_maintenance(conn: sqlite3.Connection) -> None:
+    """Backup and retention (issue 21): ``store_meta`` remembers the last backup and prune;
+    ``pruned_deliveries`` and ``pruned_domains`` keep, per campaign and state, by hour of sending
+    and by domain, how many ledger rows ``store prune`` deleted, so the statistics still add up once the detail is gone. Only new
+    tables (IF NOT EXISTS): safe to run on any store of version 3."""
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE IF NOT EXISTS store_meta (
+            key TEXT PRIMARY KEY,               -- last_backup | last_prune
+            value TEXT NOT NULL,                -- JSON
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS pruned_deliveries (
+            campaign_id INTEGER NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+            state TEXT NOT NULL,
+            hour TEXT NOT NULL,                 -- 'YYYY-MM-DDTHH' (UTC) of sent_at, else updated_at
+            count INTEGER NOT NULL,
+            PRIMARY KEY (campaign_id, state, hour)
+        ) WITHOUT ROWID;
+        -- The same rows by the recipient's domain (bounce rates per domain keep their base).
+        CREATE TABLE IF NOT EXISTS pruned_domains (
+            campaign_id INTEGER NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+            state TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (campaign_id, state, domain)
+        ) WITHOUT ROWID
+        """,
+    )
+
+
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
