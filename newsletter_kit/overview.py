@@ -126,6 +126,7 @@ def _count_campaigns(store: Store, rows: list[tuple[Any, ...]]) -> list[dict[str
 
     policy = _check_policy(None, store) if rows else "campaign"
     sizes: dict[str, int] = {}
+    shared: dict[str, int] = {}
     items = []
     for cid, name, list_name, status, created_at in rows:
         counts = {"sent": 0, "failed": 0, "excluded": 0, "pending": 0, "unknown": 0}
@@ -137,7 +138,7 @@ def _count_campaigns(store: Store, rows: list[tuple[Any, ...]]) -> list[dict[str
         if status not in ("done", "archived"):
             if list_name not in sizes:
                 sizes[list_name] = _list_size(store, list_name)
-            _count_open(store, cid, name, list_name, sizes[list_name], policy, counts)
+            _count_open(store, cid, name, list_name, sizes[list_name], policy, counts, shared)
         items.append({"name": name, "list": list_name, "status": status, "created_at": created_at,
                       "total": sum(counts.values()), **counts})
     return items
@@ -157,27 +158,43 @@ def _list_size(store: Store, list_name: str) -> int:
 
 
 def _count_open(store: Store, cid: int, name: str, list_name: str, size: int, policy: str,
-                counts: dict[str, int]) -> None:
+                counts: dict[str, int], shared: dict[str, int]) -> None:
     """Add an open campaign's audience to its ledger counts: ledger rows still to send whose
     address is no longer eligible move to excluded; members with no ledger row yet are pending,
     or excluded when opted out or suppressed. Reads the ledger and the small tables, never the
-    whole list."""
+    whole list; a campaign with no ledger yet (a draft) reads only what is its own (its opt-outs),
+    the rest being counted once per list (``shared``)."""
     params = {"cid": cid, "campaign": name, "list": list_name}
+    list_id = "(SELECT id FROM lists WHERE name = :list)"
     member = ("EXISTS (SELECT 1 FROM contacts c JOIN list_members m ON m.contact_id = c.id"
-              " AND m.list_id = (SELECT id FROM lists WHERE name = :list) WHERE c.email = d.email)")
-    waiting, ineligible, in_list = store.conn.execute(
-        "SELECT count(*),"
-        f" sum(d.state IN ('pending', 'deferred') AND (d.email IN ({_excluded_sql(policy)}) OR NOT {member})),"
-        f" sum({member})"
-        " FROM deliveries d WHERE d.campaign_id = :cid", params).fetchone()
-    ineligible, in_list = ineligible or 0, in_list or 0
-    counts["pending"] -= ineligible
-    counts["excluded"] += ineligible
-    unseen_excluded = store.conn.execute(
-        f"SELECT count(*) FROM ({_excluded_sql(policy)}) x JOIN contacts c ON c.email = x.email"
-        " JOIN list_members m ON m.contact_id = c.id AND m.list_id = (SELECT id FROM lists WHERE name = :list)"
-        " WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.campaign_id = :cid AND d.email = c.email)",
-        params).fetchone()[0]
+              f" AND m.list_id = {list_id} WHERE c.email = d.email)")
+    if sum(counts.values()):
+        ineligible, in_list = store.conn.execute(
+            f"SELECT sum(d.state IN ('pending', 'deferred') AND (d.email IN ({_excluded_sql(policy)}) OR NOT {member})),"
+            f" sum({member}) FROM deliveries d WHERE d.campaign_id = :cid", params).fetchone()
+        ineligible, in_list = ineligible or 0, in_list or 0
+        counts["pending"] -= ineligible
+        counts["excluded"] += ineligible
+        unseen_excluded = store.conn.execute(
+            f"SELECT count(*) FROM ({_excluded_sql(policy)}) x JOIN contacts c ON c.email = x.email"
+            f" JOIN list_members m ON m.contact_id = c.id AND m.list_id = {list_id}"
+            " WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.campaign_id = :cid AND d.email = c.email)",
+            params).fetchone()[0]
+    else:
+        in_list = 0
+        always = ("SELECT email FROM unsubscribes" if policy == "global" else
+                  "SELECT email FROM unsubscribes WHERE campaign IS NULL") + " UNION SELECT email FROM suppressions"
+        members_of = (f"JOIN contacts c ON c.email = x.email JOIN list_members m ON m.contact_id = c.id"
+                      f" AND m.list_id = {list_id}")
+        if list_name not in shared:
+            shared[list_name] = store.conn.execute(
+                f"SELECT count(*) FROM ({always}) x {members_of}", params).fetchone()[0]
+        own = 0 if policy == "global" else store.conn.execute(
+            "SELECT count(*) FROM (SELECT u.email FROM unsubscribes u WHERE u.campaign = :campaign"
+            " AND NOT EXISTS (SELECT 1 FROM unsubscribes g WHERE g.email = u.email AND g.campaign IS NULL)"
+            " AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email = u.email))"
+            f" x {members_of}", params).fetchone()[0]
+        unseen_excluded = shared[list_name] + own
     unseen = size - in_list
     counts["pending"] += unseen - unseen_excluded
     counts["excluded"] += unseen_excluded
