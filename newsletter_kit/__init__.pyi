@@ -23,6 +23,10 @@ from .store import (
     Store as Store,
     open_store as open_store,
 )
+from .overview import (
+    campaign_counts as campaign_counts,
+    campaign_page as campaign_page,
+)
 from .maintenance import (
     BackupReport as BackupReport,
     PruneReport as PruneReport,
@@ -61,6 +65,7 @@ from .audience import (
     add_contacts as add_contacts,
     add_unsubscribe as add_unsubscribe,
     audience_frame as audience_frame,
+    audience_counts as audience_counts,
     eligible_recipients as eligible_recipients,
     exclusion_reasons as exclusion_reasons,
     import_contacts as import_contacts,
@@ -84,6 +89,7 @@ from .campaigns import (
     create_campaign as create_campaign,
     send_campaign as send_campaign,
     campaign_status as campaign_status,
+    count_campaigns as count_campaigns,
     get_campaign as get_campaign,
     list_campaigns as list_campaigns,
     forecast_finish as forecast_finish,

@@ -576,12 +576,66 @@ def _member_columns(store: Store, list_name: str) -> tuple[list[int], list[str],
     return list(ids), list(emails), list(fields)
 
 
+def _excluded_member_rows(store: Store, list_name: str, reasons: dict[str, str]) -> list[tuple[int, str, str]]:
+    """(contact id, address, fields JSON) of the list's members in ``reasons``, in contact id
+    order: read from the small side (opt-outs and suppressions), never the whole list."""
+    if not reasons:
+        return []
+    rows = store.conn.execute(
+        "SELECT c.id, c.email, c.fields FROM (SELECT value AS email FROM json_each(:emails)) x"
+        " JOIN contacts c ON c.email = x.email JOIN list_members m ON m.contact_id = c.id"
+        " AND m.list_id = (SELECT id FROM lists WHERE name = :list) ORDER BY c.id",
+        {"emails": json.dumps(sorted(reasons)), "list": list_name}).fetchall()
+    return [(int(cid), email, fields) for cid, email, fields in rows]
+
+
+def list_size(store: Store, list_name: str = ALL_LIST) -> int:
+    """How many contacts ``list_name`` holds (0 for a list that does not exist).
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> list_size(store), list_size(store, "nope")
+        (1, 0)
+    """
+    return int(store.conn.execute("SELECT count(*) FROM list_members WHERE list_id = "
+                                  "(SELECT id FROM lists WHERE name = ?)", (list_name,)).fetchone()[0])
+
+
+def audience_counts(store: Store, campaign: str, list_name: str = ALL_LIST,
+                    policy: str | None = None) -> dict[str, Any]:
+    """``{"contacts", "eligible", "excluded", "reasons": {reason: count}}`` for ``campaign`` on
+    ``list_name``, counted in SQL: the cost follows the opt-outs and suppressions, not the list
+    (a million contacts take a count of an index, not a frame).
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}, {"email": "bob@example.org"}])
+        >>> _ = add_unsubscribe(store, "ann@example.org")
+        >>> audience_counts(store, "spring")
+        {'contacts': 2, 'eligible': 1, 'excluded': 1, 'reasons': {'unsubscribed from all campaigns': 1}}
+    """
+    reasons = exclusion_reasons(store, campaign, policy)
+    size = list_size(store, list_name)
+    by_reason: dict[str, int] = {}
+    for _cid, email, _fields in _excluded_member_rows(store, list_name, reasons):
+        by_reason[reasons[email]] = by_reason.get(reasons[email], 0) + 1
+    excluded = sum(by_reason.values())
+    return {"contacts": size, "eligible": size - excluded, "excluded": excluded,
+            "reasons": dict(sorted(by_reason.items(), key=lambda item: -item[1]))}
+
+
 def audience_frame(store: Store, campaign: str, list_name: str = ALL_LIST,
-                   policy: str | None = None) -> pd.DataFrame:
+                   policy: str | None = None, *, excluded_only: bool = False) -> pd.DataFrame:
     """Every contact of the list, whether the campaign excludes it and why, and its fields.
 
     Columns: ``contact_id``, ``email``, ``excluded`` (bool), ``reason`` (None or words such
-    as ``unsubscribed from this campaign``), then the template fields.
+    as ``unsubscribed from this campaign``), then the template fields. ``excluded_only``: only
+    the excluded members, read from the small side (cheap on a big list).
 
     Example::
 
@@ -597,7 +651,11 @@ def audience_frame(store: Store, campaign: str, list_name: str = ALL_LIST,
 
     reasons = exclusion_reasons(store, campaign, policy)
     with _bulk():
-        ids, emails, fields = _member_columns(store, list_name)
+        if excluded_only:
+            rows = _excluded_member_rows(store, list_name, reasons)
+            ids, emails, fields = (list(column) for column in zip(*rows)) if rows else ([], [], [])
+        else:
+            ids, emails, fields = _member_columns(store, list_name)
         reason = [reasons.get(email) for email in emails]
         frame = pd.DataFrame({"contact_id": pd.Series(ids, dtype="int64"),
                               "email": pd.Series(emails, dtype=object),

@@ -126,21 +126,58 @@ def create_campaign(store: Store, name: str, list_name: str, subject: str, html:
     return get_campaign(store, name)
 
 
-def list_campaigns(store: Store) -> list[dict[str, Any]]:
-    """Every campaign, newest first: name, list, subject, status, created_at, sent.
+def list_campaigns(store: Store, *, search: str | None = None, status: str | None = None,
+                   since: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """Campaigns, newest first: name, list, subject, status, created_at, sent.
+
+    ``search`` keeps names containing it (any case), ``status`` one status, ``since`` those
+    created on or after that ISO date; ``limit`` and ``offset`` page through them (the sent
+    count is read for the rows returned only).
 
     Example::
 
         >>> from newsletter_kit.store import open_store
-        >>> list_campaigns(open_store(":memory:"))
+        >>> list_campaigns(open_store(":memory:"), search="spring", limit=10)
         []
     """
+    where, params = _campaign_filter(search, status, since)
+    page = " LIMIT ? OFFSET ?" if limit is not None else ""
     rows = store.conn.execute(
         "SELECT c.name, c.list_name, c.subject, c.status, c.created_at, "
         "(SELECT count(*) FROM deliveries d WHERE d.campaign_id = c.id AND d.state = 'sent') "
-        "FROM campaigns c ORDER BY c.created_at DESC, c.id DESC").fetchall()
+        f"FROM campaigns c {where} ORDER BY c.created_at DESC, c.id DESC{page}",
+        [*params, *([limit, max(0, offset)] if limit is not None else [])]).fetchall()
     keys = ("name", "list", "subject", "status", "created_at", "sent")
     return [dict(zip(keys, row)) for row in rows]
+
+
+def count_campaigns(store: Store, *, search: str | None = None, status: str | None = None,
+                    since: str | None = None) -> int:
+    """How many campaigns :func:`list_campaigns` would list with the same filters, unpaged.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> count_campaigns(open_store(":memory:"), status="draft")
+        0
+    """
+    where, params = _campaign_filter(search, status, since)
+    return int(store.conn.execute(f"SELECT count(*) FROM campaigns c {where}", params).fetchone()[0])
+
+
+def _campaign_filter(search: str | None, status: str | None, since: str | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if search:
+        clauses.append("instr(lower(c.name), lower(?)) > 0")
+        params.append(search.strip())
+    if status:
+        clauses.append("c.status = ?")
+        params.append(status)
+    if since:
+        clauses.append("c.created_at >= ?")
+        params.append(since)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
 def _compile(store: Store, name: str, list_name: str, subject: str, html: str, text: str | None,

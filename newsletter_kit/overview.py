@@ -26,7 +26,7 @@ from .errors import NewsletterKitError
 from .settings import load_smtp_settings
 from .store import SCHEMA_VERSION, Store, default_path, open_store
 
-__all__ = ["campaign_page", "overview_of_path", "store_overview"]
+__all__ = ["campaign_counts", "campaign_page", "overview_of_path", "store_overview"]
 
 
 #: Campaigns the poll always shows (besides the most recent few): those a run is moving.
@@ -78,6 +78,32 @@ def campaign_page(store: Store, *, status: str | None = None, limit: int = 50, o
         " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
     counted = _with_quota(store, {"campaigns": _count_campaigns(store, rows)}, now)["campaigns"]
     return {"total": total, "offset": offset, "limit": limit, "campaigns": counted}
+
+
+def campaign_counts(store: Store, name: str) -> dict[str, int]:
+    """``{"total", "sent", "failed", "excluded", "pending", "unknown"}`` for one campaign, as
+    :func:`~newsletter_kit.campaigns.campaign_status` counts them, in SQL: the cost follows its
+    ledger and the opt-outs, not its list (what a panel on a million contacts shows).
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> from newsletter_kit.audience import add_contacts
+        >>> from newsletter_kit.campaigns import create_campaign
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> _ = create_campaign(store, "spring", "all", "Hi", "<p>Hello</p>")
+        >>> campaign_counts(store, "spring")
+        {'total': 1, 'sent': 0, 'failed': 0, 'excluded': 0, 'pending': 1, 'unknown': 0}
+    """
+    rows = store.conn.execute(
+        "SELECT id, name, list_name, status, created_at FROM campaigns WHERE name = ?", (name,)).fetchall()
+    if not rows:
+        from .errors import CampaignError
+
+        raise CampaignError(f"no campaign named {name!r}")
+    item = _count_campaigns(store, rows)[0]
+    return {k: item[k] for k in ("total", "sent", "failed", "excluded", "pending", "unknown")}
 
 
 def _store_counts(store: Store, recent: int = RECENT) -> dict[str, Any]:
