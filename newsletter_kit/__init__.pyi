@@ -71,6 +71,9 @@ from .audience import (
     import_contacts as import_contacts,
     import_unsubscribes as import_unsubscribes,
     list_contacts as list_contacts,
+    iter_contacts as iter_contacts,
+    count_contacts as count_contacts,
+    list_size as list_size,
     list_names as list_names,
 )
 from .addresses import (
@@ -119,6 +122,8 @@ from .suppressions import (
     bounce_counts as bounce_counts,
     counting_query as counting_query,
     list_suppressions as list_suppressions,
+    iter_suppressions as iter_suppressions,
+    count_suppressions as count_suppressions,
     remove_suppression as remove_suppression,
     suppress as suppress,
     suppression_history as suppression_history,
