@@ -280,8 +280,12 @@ def _domain_sql(column: str) -> str:
 # --- per address, domain, status, day ---------------------------------------------------------
 
 
-def bounces_by_address(store: Store) -> pd.DataFrame:
+def bounces_by_address(store: Store, *, top: int | None = None) -> pd.DataFrame:
     """One row per bouncing address: bounces per kind, first/last bounce, the last one's status.
+
+    ``top=N``: only the N addresses with the most bounces, read from an index (the cost of N
+    rows, whatever the history), with ``df.attrs["rows"]`` the number of bouncing addresses;
+    without it, the whole frame.
 
     Columns: email, hard, soft, policy, delayed, complaint, other, total, first_bounce,
     last_bounce (UTC timestamps), last_kind, last_status, last_diagnostic, suppressed (bool).
@@ -295,17 +299,24 @@ def bounces_by_address(store: Store) -> pd.DataFrame:
     """
     # bounce_addresses is this table pre-aggregated (store triggers keep it equal to a GROUP BY
     # over bounces), stored in email order: a stable sort on the total gives (total desc, email).
-    df = _query(store, f"""
-        SELECT email, {", ".join(KIND_COLUMNS)}, other, total, first_bounce, last_bounce, last_kind,
-               last_status, last_diagnostic, email IN (SELECT email FROM suppressions) AS suppressed
-        FROM bounce_addresses ORDER BY email
-    """)
+    columns = (f"email, {', '.join(KIND_COLUMNS)}, other, total, first_bounce, last_bounce, last_kind,"
+               " last_status, last_diagnostic, email IN (SELECT email FROM suppressions) AS suppressed")
+    if top is not None:
+        df = _query(store, f"SELECT {columns} FROM bounce_addresses ORDER BY total DESC, email LIMIT ?",
+                    (max(0, int(top)),))
+    else:
+        df = _query(store, f"SELECT {columns} FROM bounce_addresses ORDER BY email")
     df = _ints(df, [*KIND_COLUMNS, "other", "total"])
     df["first_bounce"] = _utc(df["first_bounce"])
     df["last_bounce"] = _utc(df["last_bounce"])
     df["suppressed"] = df["suppressed"].astype(bool)
-    order = (-df["total"].to_numpy()).argsort(kind="stable")
-    return df.take(order).reset_index(drop=True)
+    if top is None:
+        order = (-df["total"].to_numpy()).argsort(kind="stable")
+        df = df.take(order).reset_index(drop=True)
+        df.attrs["rows"] = len(df)
+    else:
+        df.attrs["rows"] = store.conn.execute("SELECT count(*) FROM bounce_addresses").fetchone()[0]
+    return df
 
 
 def bounces_by_domain(store: Store, *, with_sent: bool = False) -> pd.DataFrame:

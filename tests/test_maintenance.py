@@ -153,3 +153,20 @@ def test_prune_and_info_errors_are_one_line(nk_db):
     info = invoke(["store", "info", "--json"])
     assert info.returncode == 0 and json.loads(info.stdout)["tables"]["campaigns"] == 0
     assert invoke(["--db", str(nk_db.parent / "none.db"), "store", "info"]).returncode == 1
+
+
+def test_review_top_addresses_equal_the_head_of_the_whole_frame(nk_db):
+    store = open_store(nk_db)
+    with store.transaction():
+        store.conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)"
+            " INSERT INTO bounces (email, kind, status, report_key, source, bounced_at, recorded_at)"
+            " SELECT printf('a%d@example.org', i % 97), CASE WHEN i % 3 THEN 'hard' ELSE 'soft' END, '5.1.1',"
+            " printf('k%d', i), 'file', printf('2026-01-01T00:%02d:00+00:00', i % 60), '2026-01-01T00:00:00+00:00' FROM n")
+    whole = nk.bounces_by_address(store)
+    top = nk.bounces_by_address(store, top=10)
+    assert top.attrs["rows"] == whole.attrs["rows"] == 97
+    assert top.equals(whole.head(10))
+    plan = " ".join(str(r) for r in store.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT email FROM bounce_addresses ORDER BY total DESC, email LIMIT 10"))
+    assert "bounce_addresses_total" in plan and "TEMP B-TREE" not in plan
