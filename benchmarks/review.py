@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'read_sql(SELECT * FROM bounces)':34} {load:8.3f} {load_cpu:8.3f}")
     tables: dict[str, Callable[[], Any]] = {
         "bounces_by_address": lambda: review.bounces_by_address(store),
+        "bounces_by_address (top 100)": lambda: review.bounces_by_address(store, top=100),
         "bounces_by_domain": lambda: review.bounces_by_domain(store),
         "bounces_by_domain (with_sent)": lambda: review.bounces_by_domain(store, with_sent=True),
         "bounces_by_status": lambda: review.bounces_by_status(store),
