@@ -256,6 +256,13 @@ def _sent_per_day(store: Store, days: list[dt.date], bounds: list[str]) -> pd.Da
     """
     sql = "SELECT COUNT(*) FROM deliveries WHERE sent_at >= ? AND sent_at < ? AND state = 'sent'"
     counts = [store.conn.execute(sql, (lo, hi)).fetchone()[0] for lo, hi in zip(bounds[:-1], bounds[1:])]
+    # Rows `store prune` deleted are counted per UTC hour sent (a zone off by half an hour
+    # shifts them by that much).
+    if store.conn.execute("SELECT 1 FROM pruned_deliveries WHERE state = 'sent' LIMIT 1").fetchone():
+        pruned = ("SELECT coalesce(SUM(count), 0) FROM pruned_deliveries WHERE state = 'sent'"
+                  " AND hour >= substr(?, 1, 13) AND hour < substr(?, 1, 13)")
+        counts = [n + store.conn.execute(pruned, (lo, hi)).fetchone()[0]
+                  for n, lo, hi in zip(counts, bounds[:-1], bounds[1:])]
     return pd.DataFrame({"day": pd.Series(days, dtype="object"), "sent": pd.Series(counts, dtype="int64")})
 
 
@@ -391,8 +398,10 @@ def bounces_by_day(store: Store, *, tz: str | None = None) -> pd.DataFrame:
     """
     zone = _zone(store, tz)
     kinds = [*KIND_COLUMNS, "other", "total"]
+    pruned = store.conn.execute("SELECT MIN(hour) || ':00:00+00:00', MAX(hour) || ':00:00+00:00'"
+                                " FROM pruned_deliveries WHERE state = 'sent'").fetchone()
     days, bounds = _local_day_bounds(zone, _first_last(store, "bounces", "bounced_at"),
-                                     _first_last(store, "deliveries", "sent_at"))
+                                     _first_last(store, "deliveries", "sent_at"), tuple(pruned))
     df = _bounces_per_day(store, days, bounds).merge(_sent_per_day(store, days, bounds), on="day")
     df = _ints(df, [*kinds, "sent"])
     df.insert(len(kinds) + 1, "failures", df[list(FAILURE_KINDS)].sum(axis=1).astype("int64"))

@@ -108,6 +108,7 @@ def test_prune_keeps_counts_evidence_and_opt_outs_and_gives_space_back(smtp_serv
         store.conn.execute("UPDATE deliveries SET smtp_reply = printf('%.2000c', 'x')")
     before_status = {n: campaigns.campaign_status(store, n) for n in ("old", "older-too")}
     summary_before = nk.campaign_summary(store).set_index("campaign")[["total", "sent"]]
+    sent_by_day = nk.bounces_by_day(store)[["day", "sent"]]
     evidence = store.conn.execute("SELECT email, delivery_id FROM bounces").fetchall()
 
     dry = invoke(["store", "prune", "--before", "2021-01-01", "--json"])
@@ -127,6 +128,7 @@ def test_prune_keeps_counts_evidence_and_opt_outs_and_gives_space_back(smtp_serv
         assert campaigns.campaign_status(store, name) == status
     summary_after = nk.campaign_summary(store).set_index("campaign")[["total", "sent"]]
     assert summary_after.loc[["old", "older-too"]].equals(summary_before.loc[["old", "older-too"]])
+    assert nk.bounces_by_day(store)[["day", "sent"]].equals(sent_by_day)
     # The evidence still points at its delivery; the opt-out and the bounce are there.
     assert store.conn.execute("SELECT email, delivery_id FROM bounces").fetchall() == evidence
     assert store.conn.execute("SELECT count(*) FROM unsubscribes").fetchone()[0] == 1
