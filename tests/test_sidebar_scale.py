@@ -124,3 +124,4 @@ def test_the_sidebar_shows_3000_campaigns_a_page_at_a_time(jupyterlab: Lab, page
     page.locator(".nk-lab-sidebar .nk-lab-error").wait_for()
     assert "cannot be read" in sidebar.locator(".nk-lab-error").inner_text()
     assert sidebar.locator(".nk-lab-campaign").count() == 0
+    assert page.locator(".nk-lab-statusbar").text_content() == "Newsletter: error"
