@@ -768,11 +768,11 @@ def _size(n: int) -> str:
 
 
 @store_group.command("backup")
-@click.argument("dest", metavar="DEST", type=click.Path(path_type=Path))
+@click.argument("dest", metavar="DEST", type=click.Path())  # a str: "DIR/" must keep its slash
 @click.option("--force", is_flag=True, help="Replace DEST when it exists.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"path", "bytes", "at", "integrity"} as JSON.')
 @pass_existing_store
-def store_backup(store: Store, dest: Path, force: bool, as_json: bool) -> None:
+def store_backup(store: Store, dest: str, force: bool, as_json: bool) -> None:
     """Copy the store to DEST (a file, or a folder for a dated file), consistently, even while a
     send runs. Restore by copying the file back while nothing uses the store."""
     from .maintenance import backup_store

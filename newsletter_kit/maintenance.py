@@ -107,11 +107,14 @@ def _set_meta(store: Store, key: str, value: Any) -> None:
 def _destination(store: Store, dest: str | os.PathLike[str]) -> Path:
     """The backup's file: ``dest``, or a dated file inside ``dest`` when it is a folder."""
     target = Path(dest).expanduser()
+    if str(dest).endswith(("/", os.sep)) and not target.is_dir():
+        raise StoreError(f"cannot write the backup into {dest}: there is no such folder")
     if target.is_dir():
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         target = target / f"{Path(store.path).stem}-{stamp}.db"
     if not target.parent.is_dir():
-        raise StoreError(f"cannot write the backup {target}: the folder {target.parent} does not exist")
+        raise StoreError(f"cannot write the backup {target}: the folder {target.parent} does not exist "
+                         "(or is not a folder)")
     if store.path != ":memory:" and target.resolve() == Path(store.path).resolve():
         raise StoreError(f"the backup {target} would overwrite the store itself: name another file")
     return target

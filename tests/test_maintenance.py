@@ -66,6 +66,8 @@ def test_backup_refuses_an_existing_destination_without_force(nk_db, tmp_path):
     assert dest.read_bytes() == b"precious"
     with pytest.raises(StoreError, match="the store itself"):
         nk.backup_store(store, nk_db)
+    with pytest.raises(StoreError, match="no such folder"):
+        nk.backup_store(store, f"{tmp_path}/missing/")
     with pytest.raises(StoreError, match="does not exist"):
         nk.backup_store(store, tmp_path / "nowhere" / "copy.db")
     assert nk.backup_store(store, dest, force=True).integrity == "ok"
