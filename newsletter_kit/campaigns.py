@@ -144,7 +144,8 @@ def list_campaigns(store: Store, *, search: str | None = None, status: str | Non
     page = " LIMIT ? OFFSET ?" if limit is not None else ""
     rows = store.conn.execute(
         "SELECT c.name, c.list_name, c.subject, c.status, c.created_at, "
-        "(SELECT count(*) FROM deliveries d WHERE d.campaign_id = c.id AND d.state = 'sent') "
+        "(SELECT count(*) FROM deliveries d WHERE d.campaign_id = c.id AND d.state = 'sent') + "
+        "(SELECT coalesce(sum(count), 0) FROM pruned_deliveries p WHERE p.campaign_id = c.id AND p.state = 'sent') "
         f"FROM campaigns c {where} ORDER BY c.created_at DESC, c.id DESC{page}",
         [*params, *([limit, max(0, offset)] if limit is not None else [])]).fetchall()
     keys = ("name", "list", "subject", "status", "created_at", "sent")

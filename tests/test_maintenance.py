@@ -141,6 +141,8 @@ def test_prune_keeps_counts_evidence_and_opt_outs_and_gives_space_back(smtp_serv
     # The open campaign was not touched; store info says what happened.
     open_status = campaigns.campaign_status(store, "open")
     assert (open_status["pending"], open_status["excluded"]) == (39, 1)  # the opt-out still excludes
+    listed = {c["name"]: c for c in nk.list_campaigns(store)}
+    assert (listed["old"]["status"], listed["old"]["sent"]) == ("archived", 40)
     info = nk.store_info(store)
     assert info["tables"]["deliveries"] == 2 and info["last_prune"]["deleted"] == 78
     # Pruning again changes nothing.
