@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "SELECT DISTINCT email FROM bounces ORDER BY id DESC LIMIT 100")]
     tables: dict[str, Callable[[], Any]] = {
         "bounces_by_address": lambda: review.bounces_by_address(store),
+        "bounces_by_address (top 100)": lambda: review.bounces_by_address(store, top=100),
         "bounces_by_domain": lambda: review.bounces_by_domain(store),
         "bounces_by_domain (with_sent)": lambda: review.bounces_by_domain(store, with_sent=True),
         "bounces_by_status": lambda: review.bounces_by_status(store),

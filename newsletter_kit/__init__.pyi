@@ -23,6 +23,17 @@ from .store import (
     Store as Store,
     open_store as open_store,
 )
+from .overview import (
+    campaign_counts as campaign_counts,
+    campaign_page as campaign_page,
+)
+from .maintenance import (
+    BackupReport as BackupReport,
+    PruneReport as PruneReport,
+    backup_store as backup_store,
+    prune_store as prune_store,
+    store_info as store_info,
+)
 from .settings import (
     SmtpSettings as SmtpSettings,
     BounceSettings as BounceSettings,
@@ -54,11 +65,15 @@ from .audience import (
     add_contacts as add_contacts,
     add_unsubscribe as add_unsubscribe,
     audience_frame as audience_frame,
+    audience_counts as audience_counts,
     eligible_recipients as eligible_recipients,
     exclusion_reasons as exclusion_reasons,
     import_contacts as import_contacts,
     import_unsubscribes as import_unsubscribes,
     list_contacts as list_contacts,
+    iter_contacts as iter_contacts,
+    count_contacts as count_contacts,
+    list_size as list_size,
     list_names as list_names,
 )
 from .addresses import (
@@ -77,6 +92,7 @@ from .campaigns import (
     create_campaign as create_campaign,
     send_campaign as send_campaign,
     campaign_status as campaign_status,
+    count_campaigns as count_campaigns,
     get_campaign as get_campaign,
     list_campaigns as list_campaigns,
     forecast_finish as forecast_finish,
@@ -129,6 +145,8 @@ from .suppressions import (
     bounce_counts as bounce_counts,
     counting_query as counting_query,
     list_suppressions as list_suppressions,
+    iter_suppressions as iter_suppressions,
+    count_suppressions as count_suppressions,
     remove_suppression as remove_suppression,
     suppress as suppress,
     suppression_history as suppression_history,

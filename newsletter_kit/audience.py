@@ -576,12 +576,66 @@ def _member_columns(store: Store, list_name: str) -> tuple[list[int], list[str],
     return list(ids), list(emails), list(fields)
 
 
+def _excluded_member_rows(store: Store, list_name: str, reasons: dict[str, str]) -> list[tuple[int, str, str]]:
+    """(contact id, address, fields JSON) of the list's members in ``reasons``, in contact id
+    order: read from the small side (opt-outs and suppressions), never the whole list."""
+    if not reasons:
+        return []
+    rows = store.conn.execute(
+        "SELECT c.id, c.email, c.fields FROM (SELECT value AS email FROM json_each(:emails)) x"
+        " JOIN contacts c ON c.email = x.email JOIN list_members m ON m.contact_id = c.id"
+        " AND m.list_id = (SELECT id FROM lists WHERE name = :list) ORDER BY c.id",
+        {"emails": json.dumps(sorted(reasons)), "list": list_name}).fetchall()
+    return [(int(cid), email, fields) for cid, email, fields in rows]
+
+
+def list_size(store: Store, list_name: str = ALL_LIST) -> int:
+    """How many contacts ``list_name`` holds (0 for a list that does not exist).
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> list_size(store), list_size(store, "nope")
+        (1, 0)
+    """
+    return int(store.conn.execute("SELECT count(*) FROM list_members WHERE list_id = "
+                                  "(SELECT id FROM lists WHERE name = ?)", (list_name,)).fetchone()[0])
+
+
+def audience_counts(store: Store, campaign: str, list_name: str = ALL_LIST,
+                    policy: str | None = None) -> dict[str, Any]:
+    """``{"contacts", "eligible", "excluded", "reasons": {reason: count}}`` for ``campaign`` on
+    ``list_name``, counted in SQL: the cost follows the opt-outs and suppressions, not the list
+    (a million contacts take a count of an index, not a frame).
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}, {"email": "bob@example.org"}])
+        >>> _ = add_unsubscribe(store, "ann@example.org")
+        >>> audience_counts(store, "spring")
+        {'contacts': 2, 'eligible': 1, 'excluded': 1, 'reasons': {'unsubscribed from all campaigns': 1}}
+    """
+    reasons = exclusion_reasons(store, campaign, policy)
+    size = list_size(store, list_name)
+    by_reason: dict[str, int] = {}
+    for _cid, email, _fields in _excluded_member_rows(store, list_name, reasons):
+        by_reason[reasons[email]] = by_reason.get(reasons[email], 0) + 1
+    excluded = sum(by_reason.values())
+    return {"contacts": size, "eligible": size - excluded, "excluded": excluded,
+            "reasons": dict(sorted(by_reason.items(), key=lambda item: -item[1]))}
+
+
 def audience_frame(store: Store, campaign: str, list_name: str = ALL_LIST,
-                   policy: str | None = None) -> pd.DataFrame:
+                   policy: str | None = None, *, excluded_only: bool = False) -> pd.DataFrame:
     """Every contact of the list, whether the campaign excludes it and why, and its fields.
 
     Columns: ``contact_id``, ``email``, ``excluded`` (bool), ``reason`` (None or words such
-    as ``unsubscribed from this campaign``), then the template fields.
+    as ``unsubscribed from this campaign``), then the template fields. ``excluded_only``: only
+    the excluded members, read from the small side (cheap on a big list).
 
     Example::
 
@@ -597,7 +651,11 @@ def audience_frame(store: Store, campaign: str, list_name: str = ALL_LIST,
 
     reasons = exclusion_reasons(store, campaign, policy)
     with _bulk():
-        ids, emails, fields = _member_columns(store, list_name)
+        if excluded_only:
+            rows = _excluded_member_rows(store, list_name, reasons)
+            ids, emails, fields = (list(column) for column in zip(*rows)) if rows else ([], [], [])
+        else:
+            ids, emails, fields = _member_columns(store, list_name)
         reason = [reasons.get(email) for email in emails]
         frame = pd.DataFrame({"contact_id": pd.Series(ids, dtype="int64"),
                               "email": pd.Series(emails, dtype=object),
@@ -621,6 +679,68 @@ def list_names(store: Store) -> list[str]:
         ['all', 'vip']
     """
     return [r[0] for r in store.conn.execute("SELECT name FROM lists ORDER BY name")]
+
+
+#: ``contacts list --status``: who a list's member is, across every campaign.
+CONTACT_STATUSES = ("active", "unsubscribed", "suppressed")
+
+
+def _contact_filter(list_name: str, status: str | None, since: str | None) -> tuple[str, dict[str, Any]]:
+    if status is not None and status not in CONTACT_STATUSES:
+        raise ValidationError(f"a contact's status is one of {', '.join(CONTACT_STATUSES)}, not {status!r}", "status")
+    clauses = ["m.list_id = (SELECT id FROM lists WHERE name = :list)"]
+    unsubscribed = "c.email IN (SELECT email FROM unsubscribes WHERE campaign IS NULL)"
+    suppressed = "c.email IN (SELECT email FROM suppressions)"
+    if status == "unsubscribed":
+        clauses.append(unsubscribed)
+    elif status == "suppressed":
+        clauses.append(suppressed)
+    elif status == "active":
+        clauses.append(f"NOT {unsubscribed} AND NOT {suppressed}")
+    if since:
+        clauses.append("c.created_at >= :since")
+    return " AND ".join(clauses), {"list": list_name, "since": since}
+
+
+def iter_contacts(store: Store, list_name: str = ALL_LIST, *, status: str | None = None,
+                  since: str | None = None, limit: int | None = None, offset: int = 0) -> Iterator[dict[str, Any]]:
+    """The contacts of a list one at a time, in contact id order: ``{"contact_id", "email",
+    fields...}``. ``status``: ``active`` (neither opted out of everything nor suppressed),
+    ``unsubscribed`` or ``suppressed``; ``since``: added on or after that ISO date;
+    ``limit`` and ``offset`` page. Nothing is held in memory but the row at hand.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org", "city": "Rome"}])
+        >>> list(iter_contacts(store, status="active", limit=5))
+        [{'contact_id': 1, 'email': 'ann@example.org', 'city': 'Rome'}]
+    """
+    where, params = _contact_filter(list_name, status, since)
+    page = " LIMIT :limit OFFSET :offset" if limit is not None else ""
+    rows = store.conn.execute(
+        f"SELECT c.id, c.email, c.fields FROM list_members m JOIN contacts c ON c.id = m.contact_id WHERE {where}"
+        f" ORDER BY m.contact_id{page}", {**params, "limit": limit, "offset": max(0, offset)})
+    for cid, email, fields in rows:
+        extra = json.loads(fields or "{}")
+        yield {"contact_id": cid, "email": email,
+               **{k: v for k, v in (extra if isinstance(extra, dict) else {}).items() if k not in ("contact_id", "email")}}
+
+
+def count_contacts(store: Store, list_name: str = ALL_LIST, *, status: str | None = None,
+                   since: str | None = None) -> int:
+    """How many contacts :func:`iter_contacts` gives with the same filters, unpaged.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> count_contacts(open_store(":memory:"), status="suppressed")
+        0
+    """
+    where, params = _contact_filter(list_name, status, since)
+    return int(store.conn.execute(
+        f"SELECT count(*) FROM list_members m JOIN contacts c ON c.id = m.contact_id WHERE {where}", params).fetchone()[0])
 
 
 def list_contacts(store: Store, list_name: str = ALL_LIST) -> pd.DataFrame:

@@ -34,6 +34,7 @@ from . import audience, clock, quota, reasons, signing
 from .errors import CampaignError
 from .addresses import check_from
 from .guards import RefusalWindow, SendGuards, complaint_block, html_size_warning
+from .maintenance import ARCHIVED, archived_counts
 from .ledger import DEFERRAL_BACKOFF, HELD, RETRYABLE, Claim, Ledger, Row, settle_dead_runs  # noqa: F401 (DEFERRAL_BACKOFF: kept importable here)
 from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, load_smtp_settings,
                        require_smtp_settings)
@@ -125,21 +126,59 @@ def create_campaign(store: Store, name: str, list_name: str, subject: str, html:
     return get_campaign(store, name)
 
 
-def list_campaigns(store: Store) -> list[dict[str, Any]]:
-    """Every campaign, newest first: name, list, subject, status, created_at, sent.
+def list_campaigns(store: Store, *, search: str | None = None, status: str | None = None,
+                   since: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """Campaigns, newest first: name, list, subject, status, created_at, sent.
+
+    ``search`` keeps names containing it (any case), ``status`` one status, ``since`` those
+    created on or after that ISO date; ``limit`` and ``offset`` page through them (the sent
+    count is read for the rows returned only).
 
     Example::
 
         >>> from newsletter_kit.store import open_store
-        >>> list_campaigns(open_store(":memory:"))
+        >>> list_campaigns(open_store(":memory:"), search="spring", limit=10)
         []
     """
+    where, params = _campaign_filter(search, status, since)
+    page = " LIMIT ? OFFSET ?" if limit is not None else ""
     rows = store.conn.execute(
         "SELECT c.name, c.list_name, c.subject, c.status, c.created_at, "
-        "(SELECT count(*) FROM deliveries d WHERE d.campaign_id = c.id AND d.state = 'sent') "
-        "FROM campaigns c ORDER BY c.created_at DESC, c.id DESC").fetchall()
+        "(SELECT count(*) FROM deliveries d WHERE d.campaign_id = c.id AND d.state = 'sent') + "
+        "(SELECT coalesce(sum(count), 0) FROM pruned_deliveries p WHERE p.campaign_id = c.id AND p.state = 'sent') "
+        f"FROM campaigns c {where} ORDER BY c.created_at DESC, c.id DESC{page}",
+        [*params, *([limit, max(0, offset)] if limit is not None else [])]).fetchall()
     keys = ("name", "list", "subject", "status", "created_at", "sent")
     return [dict(zip(keys, row)) for row in rows]
+
+
+def count_campaigns(store: Store, *, search: str | None = None, status: str | None = None,
+                    since: str | None = None) -> int:
+    """How many campaigns :func:`list_campaigns` would list with the same filters, unpaged.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> count_campaigns(open_store(":memory:"), status="draft")
+        0
+    """
+    where, params = _campaign_filter(search, status, since)
+    return int(store.conn.execute(f"SELECT count(*) FROM campaigns c {where}", params).fetchone()[0])
+
+
+def _campaign_filter(search: str | None, status: str | None, since: str | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if search:
+        clauses.append("instr(lower(c.name), lower(?)) > 0")
+        params.append(search.strip())
+    if status:
+        clauses.append("c.status = ?")
+        params.append(status)
+    if since:
+        clauses.append("c.created_at >= ?")
+        params.append(since)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
 def _compile(store: Store, name: str, list_name: str, subject: str, html: str, text: str | None,
@@ -279,6 +318,9 @@ def campaign_status(store: Store, name: str) -> dict[str, int]:
         {'total': 1, 'sent': 0, 'failed': 0, 'excluded': 0, 'pending': 1, 'unknown': 0}
     """
     campaign = get_campaign(store, name)
+    if campaign.status == ARCHIVED:  # pruned: its numbers are in aggregate, its audience is history
+        counts = archived_counts(store, campaign.id)
+        return {"total": sum(counts.values()), **counts}
     eligible = {r.email for r in audience.eligible_recipients(store, campaign.name, campaign.list_name)}
     excluded = _excluded_members(store, campaign, None)
     counts = {"sent": 0, "failed": 0, "excluded": 0, "pending": 0, "unknown": 0}
@@ -746,6 +788,9 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     if connections < 1:
         raise CampaignError("--connections must be at least 1")
     campaign = get_campaign(store, name)
+    if campaign.status == ARCHIVED:
+        raise CampaignError(f"campaign {name!r} was pruned (`store prune`): its ledger no longer says who "
+                            "had it, so it cannot be sent again; create a new campaign")
     smtp = require_smtp_settings(store)
     if relay is None and not dry_run:
         from .relaying import send_over_relays, several_relays

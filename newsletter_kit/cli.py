@@ -105,6 +105,45 @@ def say(message: str) -> None:
     click.echo(message, err=True)
 
 
+#: What a list command prints without --limit (a screenful); --json prints everything.
+SCREENFUL = 25
+
+
+def _page_options(fn: F) -> F:
+    """--limit, --since, --json of the list commands."""
+    fn = click.option("--json", "as_json", is_flag=True,
+                      help="Stream every row (or --limit of them) as one JSON list on stdout.")(fn)
+    fn = click.option("--since", metavar="DATE", help="Only rows from this date on (YYYY-MM-DD).")(fn)
+    return click.option("--limit", type=click.IntRange(min=0), metavar="N",
+                        help=f"Show at most N rows (default {SCREENFUL}, all with --json; 0: all).")(fn)
+
+
+def _limit(limit: int | None, as_json: bool) -> int | None:
+    """The rows to show: --limit (0: all), else a screenful, else all for --json."""
+    if limit is None:
+        return None if as_json else SCREENFUL
+    return limit or None
+
+
+def stream_rows(rows: Iterator[dict[str, Any]], total: int, shown: int | None, as_json: bool,
+                line: Callable[[dict[str, Any]], str], what: str) -> None:
+    """Print ``rows`` as lines, or as one JSON list written a row at a time (never all in
+    memory); then, on stderr, how many there are and how many more --limit would show."""
+    count = 0
+    if as_json:
+        click.echo("[", nl=False)
+        for row in rows:
+            click.echo(("," if count else "") + "\n" + json.dumps(row, default=str, ensure_ascii=False), nl=False)
+            count += 1
+        click.echo("\n]" if count else "]")
+    else:
+        for row in rows:
+            click.echo(line(row))
+            count += 1
+    more = total - count
+    say(f"{total} {what}" + (f"; {more} more not shown (--limit N, or --limit 0 for all)" if more > 0 else ""))
+
+
 def warn_all(warnings: list[str]) -> None:
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -516,22 +555,22 @@ def contacts_import(store: Store, file: Path, list_name: str, as_json: bool) -> 
 @contacts.command("list")
 @click.option("--list", "list_name", default="all", show_default=True, metavar="NAME",
               help="The list to show.")
-@click.option("--json", "as_json", is_flag=True, help="A JSON list of {contact_id, email, fields...}.")
+@click.option("--status", type=click.Choice(["active", "unsubscribed", "suppressed"]),
+              help="Only active contacts, or those opted out of everything, or suppressed.")
+@_page_options
 @pass_existing_store
-def contacts_list(store: Store, list_name: str, as_json: bool) -> None:
-    """The contacts of a list, one per line (or JSON)."""
-    from .audience import list_contacts, list_names
+def contacts_list(store: Store, list_name: str, status: str | None, limit: int | None, since: str | None,
+                  as_json: bool) -> None:
+    """The contacts of a list, one per line, oldest first (JSON: {contact_id, email, fields...})."""
+    from .audience import count_contacts, iter_contacts, list_names
 
     if list_name not in list_names(store):
         raise click.ClickException(f"no contact list named {list_name!r} "
                                    f"(lists: {', '.join(list_names(store)) or 'none'})")
-    frame = list_contacts(store, list_name)
-    if as_json:
-        click.echo(frame.to_json(orient="records", force_ascii=False))
-        return
-    for row in frame.itertuples(index=False):
-        click.echo(row.email)
-    say(f"{len(frame)} contacts in {list_name!r}")
+    total = count_contacts(store, list_name, status=status, since=since)
+    rows = iter_contacts(store, list_name, status=status, since=since, limit=_limit(limit, as_json))
+    stream_rows(rows, total, _limit(limit, as_json), as_json, lambda row: str(row["email"]),
+                f"contacts in {list_name!r}")
 
 
 @contacts.command("check")
@@ -815,13 +854,20 @@ def campaign_status_cmd(store: Store, name: str, as_json: bool) -> None:
 
 
 @campaign.command("list")
+@click.option("--status", help="Only campaigns with this status (draft, sending, paused, done, archived...).")
+@click.option("--search", metavar="TEXT", help="Only campaigns whose name contains TEXT.")
+@_page_options
 @pass_existing_store
-def campaign_list(store: Store) -> None:
-    """Every campaign, newest first: name, list, status, sent."""
-    from .campaigns import list_campaigns
+def campaign_list(store: Store, status: str | None, search: str | None, limit: int | None, since: str | None,
+                  as_json: bool) -> None:
+    """Campaigns, newest first: name, list, status, sent, subject."""
+    from .campaigns import count_campaigns, list_campaigns
 
-    for item in list_campaigns(store):
-        click.echo(f"{item['name']}\t{item['list']}\t{item['status']}\t{item['sent']} sent\t{item['subject']}")
+    total = count_campaigns(store, search=search, status=status, since=since)
+    rows = iter(list_campaigns(store, search=search, status=status, since=since, limit=_limit(limit, as_json)))
+    stream_rows(rows, total, _limit(limit, as_json), as_json,
+                lambda item: f"{item['name']}\t{item['list']}\t{item['status']}\t{item['sent']} sent\t{item['subject']}",
+                "campaign(s)")
 
 
 @cli.command("quota")
@@ -1022,19 +1068,20 @@ def suppressions() -> None:
 
 
 @suppressions.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print the list with the evidence as JSON.")
+@click.option("--status", type=click.Choice(["threshold", "manual", "smtp"]),
+              help="Only those suppressed after bounces (threshold), by hand, or on an SMTP refusal.")
+@_page_options
 @pass_existing_store
-def suppressions_list(store: Store, as_json: bool) -> None:
-    """List suppressed addresses, since when, and how many bounces put them there."""
-    from .suppressions import list_suppressions
+def suppressions_list(store: Store, status: str | None, limit: int | None, since: str | None, as_json: bool) -> None:
+    """List suppressed addresses, oldest first, since when, and how many bounces put them there
+    (JSON: with the evidence)."""
+    from .suppressions import count_suppressions, iter_suppressions
 
-    rows = list_suppressions(store)
-    if as_json:
-        emit_json(rows)
-        return
-    for row in rows:
-        click.echo(f"{row['address']}\t{row['since']}\t{row['bounces']} bounce(s)\t{row['reason']}")
-    say(f"{len(rows)} suppressed address(es)")
+    total = count_suppressions(store, reason=status, since=since)
+    rows = iter_suppressions(store, reason=status, since=since, limit=_limit(limit, as_json))
+    stream_rows(rows, total, _limit(limit, as_json), as_json,
+                lambda row: f"{row['address']}\t{row['since']}\t{row['bounces']} bounce(s)\t{row['reason']}",
+                "suppressed address(es)")
 
 
 @suppressions.command("remove")
@@ -1074,6 +1121,89 @@ def review_export(store: Store, folder: Path, fmt: str, as_json: bool) -> None:
     for name, rows in report.tables.items():
         click.echo(f"{report.path(name)}\t{rows} rows")
     say(f"{len(report.tables)} tables written to {report.folder} ({fmt})")
+
+
+# --- store: backup, info, prune -------------------------------------------------------------
+
+
+@cli.group("store")
+def store_group() -> None:
+    """Back up the store, see what it holds, prune old campaigns' per-delivery detail."""
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+@store_group.command("backup")
+@click.argument("dest", metavar="DEST", type=click.Path())  # a str: "DIR/" must keep its slash
+@click.option("--force", is_flag=True, help="Replace DEST when it exists.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"path", "bytes", "at", "integrity"} as JSON.')
+@pass_existing_store
+def store_backup(store: Store, dest: str, force: bool, as_json: bool) -> None:
+    """Copy the store to DEST (a file, or a folder for a dated file), consistently, even while a
+    send runs. Restore by copying the file back while nothing uses the store."""
+    from .maintenance import backup_store
+
+    report = backup_store(store, dest, force=force)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    say(f"backup written: {report.path} ({_size(report.bytes)}, integrity {report.integrity})")
+
+
+@store_group.command("info")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"path", "bytes", "wal_bytes", "free_bytes", "schema_version", "tables", '
+                   '"last_backup", "last_prune"} as JSON.')
+@pass_existing_store
+def store_info_cmd(store: Store, as_json: bool) -> None:
+    """File size, rows per table, schema version, last backup and prune."""
+    from .maintenance import store_info
+
+    info = store_info(store)
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"store\t{info['path']}")
+    click.echo(f"size\t{_size(info['bytes'])} (+ {_size(info['wal_bytes'])} wal, {_size(info['free_bytes'])} free inside)")
+    click.echo(f"schema\tversion {info['schema_version']}")
+    backup = info["last_backup"]
+    click.echo(f"last backup\t{backup['at'] + ' to ' + backup['path'] if backup else 'never'}")
+    prune = info["last_prune"]
+    click.echo(f"last prune\t{prune['at'] + ' (before ' + prune['before'] + ')' if prune else 'never'}")
+    for name, rows in info["tables"].items():
+        click.echo(f"{name}\t{rows} rows")
+
+
+@store_group.command("prune")
+@click.option("--before", required=True, metavar="DATE",
+              help="Prune campaigns finished before this date (YYYY-MM-DD, UTC midnight).")
+@click.option("--yes", is_flag=True, help="Do it; without --yes, only say what would go.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"before", "campaigns", "deleted", "kept", "bytes_before", "bytes_after", "dry_run"}.')
+@pass_existing_store
+def store_prune(store: Store, before: str, yes: bool, as_json: bool) -> None:
+    """Delete the per-delivery detail of campaigns finished before DATE (their counts, bounces,
+    suppressions and opt-outs stay) and give the space back. Back up first."""
+    from .maintenance import prune_store
+
+    report = prune_store(store, before, dry_run=not yes)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    names = ", ".join(report.campaigns[:10]) + (f" and {len(report.campaigns) - 10} more" if len(report.campaigns) > 10 else "")
+    if not yes:
+        say(f"would prune {len(report.campaigns)} campaign(s) finished before {report.before}"
+            f"{': ' + names if names else ''}: {report.deleted} delivery rows deleted (kept in aggregate), "
+            f"{report.kept} kept (addresses that bounced, unknown outcomes); run again with --yes")
+        return
+    say(f"pruned {len(report.campaigns)} campaign(s){': ' + names if names else ''}: {report.deleted} delivery "
+        f"rows deleted, {report.kept} kept; {_size(report.bytes_before)} -> {_size(report.bytes_after)}")
 
 
 # --- demo ---------------------------------------------------------------------------------

@@ -128,7 +128,8 @@ def complaint_counts(store: Store, campaign: str | None = None) -> dict[str, tup
         "SELECT c.name, "
         "(SELECT count(DISTINCT b.email) FROM bounces b JOIN deliveries d ON d.id = b.delivery_id"
         " WHERE b.campaign = c.name AND b.kind = 'complaint' AND b.unmatched = 0 AND d.campaign_id = c.id), "
-        "(SELECT count(*) FROM deliveries d WHERE d.campaign_id = c.id AND d.state = 'sent') "
+        "(SELECT count(*) FROM deliveries d WHERE d.campaign_id = c.id AND d.state = 'sent') + "
+        "(SELECT coalesce(sum(count), 0) FROM pruned_deliveries p WHERE p.campaign_id = c.id AND p.state = 'sent') "
         f"FROM campaigns c {where}", params).fetchall()
     return {name: (int(complaints), int(sent)) for name, complaints, sent in rows}
 

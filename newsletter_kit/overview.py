@@ -26,18 +26,29 @@ from .errors import NewsletterKitError
 from .settings import load_smtp_settings
 from .store import SCHEMA_VERSION, Store, default_path, open_store
 
-__all__ = ["overview_of_path", "store_overview"]
+__all__ = ["campaign_counts", "campaign_page", "overview_of_path", "store_overview"]
 
 
-def store_overview(store: Store, *, now: dt.datetime | None = None) -> dict[str, Any]:
-    """``{"quota", "campaigns", "last_bounce_fetch", "suppressed"}`` for an open store.
+#: Campaigns the poll always shows (besides the most recent few): those a run is moving.
+ACTIVE = ("sending", "paused", "scheduled")
+#: How many of the most recent campaigns the poll shows (the rest: :func:`campaign_page`).
+RECENT = 10
+#: The most a page of :func:`campaign_page` holds.
+MAX_PAGE = 200
+
+
+def store_overview(store: Store, *, now: dt.datetime | None = None, recent: int = RECENT) -> dict[str, Any]:
+    """``{"quota", "campaigns", "campaign_counts", "last_bounce_fetch", "suppressed"}`` for an open store.
 
     ``quota`` is None without SMTP settings, else ``{"limit", "used", "reserved",
-    "remaining", "day", "resets_at"}``. ``campaigns`` lists each campaign, newest first:
-    ``{"name", "list", "status", "total", "sent", "pending", "unknown", "failed", "excluded",
+    "remaining", "day", "resets_at"}``. ``campaigns`` lists the campaigns a run is moving
+    (sending, paused, scheduled) and the ``recent`` newest, newest first: ``{"name", "list",
+    "status", "created_at", "total", "sent", "pending", "unknown", "failed", "excluded",
     "forecast_finish"}`` (the day the rest is sent at today's limit, None when nothing is left
-    or there is no limit). ``last_bounce_fetch`` is the UTC time the bounce mailbox (or a folder
-    of files) was last read, None when never.
+    or there is no limit). ``campaign_counts`` is ``{"total": n, status: n...}``: the rest is
+    paged with :func:`campaign_page`. ``last_bounce_fetch`` is the UTC time the bounce mailbox
+    (or a folder of files) was last read, None when never. Every count comes from SQL: the
+    cost follows the campaigns shown, not the campaigns stored.
 
     Example::
 
@@ -45,20 +56,68 @@ def store_overview(store: Store, *, now: dt.datetime | None = None) -> dict[str,
         >>> store_overview(open_store(":memory:"))["last_bounce_fetch"] is None
         True
     """
-    return _with_quota(store, _store_counts(store), now)
+    return _with_quota(store, _store_counts(store, recent), now)
 
 
-def _store_counts(store: Store) -> dict[str, Any]:
-    """What depends on the store's data alone (not on the time): what the poll may cache."""
-    from . import campaigns
+def campaign_page(store: Store, *, status: str | None = None, limit: int = 50, offset: int = 0,
+                  now: dt.datetime | None = None) -> dict[str, Any]:
+    """One page of campaigns, newest first (``status`` picks one status): ``{"total", "offset",
+    "limit", "campaigns"}``, each campaign counted as in :func:`store_overview`.
 
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> campaign_page(open_store(":memory:"), status="draft")
+        {'total': 0, 'offset': 0, 'limit': 50, 'campaigns': []}
+    """
+    limit, offset = max(0, min(int(limit), MAX_PAGE)), max(0, int(offset))
+    where, params = ("WHERE status = ?", [status]) if status else ("", [])
+    total = store.conn.execute(f"SELECT count(*) FROM campaigns {where}", params).fetchone()[0]
     rows = store.conn.execute(
-        "SELECT id, name, list_name, status FROM campaigns ORDER BY created_at DESC, id DESC").fetchall()
-    items = [{"name": name, "list": list_name, "status": status,
-              **(_ledger_counts(store, cid) if status == "done" else campaigns.campaign_status(store, name))}
-             for cid, name, list_name, status in rows]
+        f"SELECT id, name, list_name, status, created_at FROM campaigns {where}"
+        " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
+    counted = _with_quota(store, {"campaigns": _count_campaigns(store, rows)}, now)["campaigns"]
+    return {"total": total, "offset": offset, "limit": limit, "campaigns": counted}
+
+
+def campaign_counts(store: Store, name: str) -> dict[str, int]:
+    """``{"total", "sent", "failed", "excluded", "pending", "unknown"}`` for one campaign, as
+    :func:`~newsletter_kit.campaigns.campaign_status` counts them, in SQL: the cost follows its
+    ledger and the opt-outs, not its list (what a panel on a million contacts shows).
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> from newsletter_kit.audience import add_contacts
+        >>> from newsletter_kit.campaigns import create_campaign
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> _ = create_campaign(store, "spring", "all", "Hi", "<p>Hello</p>")
+        >>> campaign_counts(store, "spring")
+        {'total': 1, 'sent': 0, 'failed': 0, 'excluded': 0, 'pending': 1, 'unknown': 0}
+    """
+    rows = store.conn.execute(
+        "SELECT id, name, list_name, status, created_at FROM campaigns WHERE name = ?", (name,)).fetchall()
+    if not rows:
+        from .errors import CampaignError
+
+        raise CampaignError(f"no campaign named {name!r}")
+    item = _count_campaigns(store, rows)[0]
+    return {k: item[k] for k in ("total", "sent", "failed", "excluded", "pending", "unknown")}
+
+
+def _store_counts(store: Store, recent: int = RECENT) -> dict[str, Any]:
+    """What depends on the store's data alone (not on the time): what the poll may cache."""
+    active = ", ".join(f"'{s}'" for s in ACTIVE)
+    rows = store.conn.execute(
+        "SELECT id, name, list_name, status, created_at FROM ("
+        f" SELECT * FROM (SELECT * FROM campaigns ORDER BY created_at DESC, id DESC LIMIT ?)"
+        f" UNION SELECT * FROM campaigns WHERE status IN ({active}))"
+        " ORDER BY created_at DESC, id DESC", (max(0, recent),)).fetchall()
+    by_status = dict(store.conn.execute("SELECT status, count(*) FROM campaigns GROUP BY status").fetchall())
     return {
-        "campaigns": items,
+        "campaigns": _count_campaigns(store, rows),
+        "campaign_counts": {"total": sum(by_status.values()), **by_status},
         "last_bounce_fetch": store.conn.execute(
             "SELECT max(t) FROM (SELECT max(updated_at) AS t FROM mailbox_state"
             " UNION ALL SELECT max(processed_at) FROM mailbox_messages)").fetchone()[0],
@@ -80,31 +139,104 @@ def _with_quota(store: Store, counts: dict[str, Any], now: dt.datetime | None) -
         items.append({**item, "forecast_finish": finish.isoformat() if finish else None})
     return {
         "quota": None if today is None else {**today.to_dict(), "reserved": today.reserved,
-                                            "day": today.day.isoformat()},
+                                             "day": today.day.isoformat()},
         **counts,
         "campaigns": items,
     }
 
 
-def _ledger_counts(store: Store, campaign_id: int) -> dict[str, int]:
-    """A finished campaign's counts straight from the ledger (its audience no longer matters)."""
-    counts = {"sent": 0, "failed": 0, "excluded": 0, "pending": 0, "unknown": 0}
-    for state, n in store.conn.execute(
-            "SELECT state, count(*) FROM deliveries WHERE campaign_id = ? GROUP BY state", (campaign_id,)):
-        key = state if state in counts else "pending"  # inflight, deferred
-        counts[key] += n
-    return {"total": sum(counts.values()), **counts}
+def _count_campaigns(store: Store, rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Each campaign's counts, as :func:`~newsletter_kit.campaigns.campaign_status` gives them,
+    in SQL: a finished campaign from its ledger; one still open also counts the list members
+    not yet in its ledger (pending, or excluded by an opt-out or a suppression) without
+    listing them. A list's size is counted once for all the campaigns shown on it."""
+    from .audience import _check_policy
+
+    policy = _check_policy(None, store) if rows else "campaign"
+    sizes: dict[str, int] = {}
+    shared: dict[str, int] = {}
+    items = []
+    for cid, name, list_name, status, created_at in rows:
+        counts = {"sent": 0, "failed": 0, "excluded": 0, "pending": 0, "unknown": 0}
+        for state, n in store.conn.execute(
+                "SELECT state, count(*) FROM deliveries WHERE campaign_id = ? GROUP BY state"
+                " UNION ALL SELECT state, sum(count) FROM pruned_deliveries WHERE campaign_id = ? GROUP BY state",
+                (cid, cid)):
+            counts[state if state in counts else "pending"] += n
+        if status not in ("done", "archived"):
+            if list_name not in sizes:
+                sizes[list_name] = _list_size(store, list_name)
+            _count_open(store, cid, name, list_name, sizes[list_name], policy, counts, shared)
+        items.append({"name": name, "list": list_name, "status": status, "created_at": created_at,
+                      "total": sum(counts.values()), **counts})
+    return items
+
+
+def _excluded_sql(policy: str) -> str:
+    """The addresses ``policy`` excludes (``:campaign`` is the campaign's name): the small side."""
+    unsubscribed = ("SELECT email FROM unsubscribes" if policy == "global" else
+                    "SELECT email FROM unsubscribes WHERE coalesce(campaign, '') IN ('', :campaign)")
+    return f"{unsubscribed} UNION SELECT email FROM suppressions"
+
+
+def _list_size(store: Store, list_name: str) -> int:
+    return int(store.conn.execute(
+        "SELECT count(*) FROM list_members WHERE list_id = (SELECT id FROM lists WHERE name = ?)",
+        (list_name,)).fetchone()[0])
+
+
+def _count_open(store: Store, cid: int, name: str, list_name: str, size: int, policy: str,
+                counts: dict[str, int], shared: dict[str, int]) -> None:
+    """Add an open campaign's audience to its ledger counts: ledger rows still to send whose
+    address is no longer eligible move to excluded; members with no ledger row yet are pending,
+    or excluded when opted out or suppressed. Reads the ledger and the small tables, never the
+    whole list; a campaign with no ledger yet (a draft) reads only what is its own (its opt-outs),
+    the rest being counted once per list (``shared``)."""
+    params = {"cid": cid, "campaign": name, "list": list_name}
+    list_id = "(SELECT id FROM lists WHERE name = :list)"
+    member = ("EXISTS (SELECT 1 FROM contacts c JOIN list_members m ON m.contact_id = c.id"
+              f" AND m.list_id = {list_id} WHERE c.email = d.email)")
+    if sum(counts.values()):
+        ineligible, in_list = store.conn.execute(
+            f"SELECT sum(d.state IN ('pending', 'deferred') AND (d.email IN ({_excluded_sql(policy)}) OR NOT {member})),"
+            f" sum({member}) FROM deliveries d WHERE d.campaign_id = :cid", params).fetchone()
+        ineligible, in_list = ineligible or 0, in_list or 0
+        counts["pending"] -= ineligible
+        counts["excluded"] += ineligible
+        unseen_excluded = store.conn.execute(
+            f"SELECT count(*) FROM ({_excluded_sql(policy)}) x JOIN contacts c ON c.email = x.email"
+            f" JOIN list_members m ON m.contact_id = c.id AND m.list_id = {list_id}"
+            " WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.campaign_id = :cid AND d.email = c.email)",
+            params).fetchone()[0]
+    else:
+        in_list = 0
+        always = ("SELECT email FROM unsubscribes" if policy == "global" else
+                  "SELECT email FROM unsubscribes WHERE campaign IS NULL") + " UNION SELECT email FROM suppressions"
+        members_of = (f"JOIN contacts c ON c.email = x.email JOIN list_members m ON m.contact_id = c.id"
+                      f" AND m.list_id = {list_id}")
+        if list_name not in shared:
+            shared[list_name] = store.conn.execute(
+                f"SELECT count(*) FROM ({always}) x {members_of}", params).fetchone()[0]
+        own = 0 if policy == "global" else store.conn.execute(
+            "SELECT count(*) FROM (SELECT u.email FROM unsubscribes u WHERE u.campaign = :campaign"
+            " AND NOT EXISTS (SELECT 1 FROM unsubscribes g WHERE g.email = u.email AND g.campaign IS NULL)"
+            " AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email = u.email))"
+            f" x {members_of}", params).fetchone()[0]
+        unseen_excluded = shared[list_name] + own
+    unseen = size - in_list
+    counts["pending"] += unseen - unseen_excluded
+    counts["excluded"] += unseen_excluded
 
 
 def overview_of_path(path: str | os.PathLike[str] | None = None, *, root: str | os.PathLike[str] | None = None,
-                     now: dt.datetime | None = None) -> dict[str, Any]:
+                     now: dt.datetime | None = None, recent: int = RECENT) -> dict[str, Any]:
     """:func:`store_overview` of the store at ``path`` (default: ``$NEWSLETTER_KIT_DB``, else
     ``data/newsletter.db``), plus ``{"store", "exists", "error", "generated_at"}``.
 
     A relative path is taken from ``root`` (the Jupyter server's root folder, where a notebook's
     kernel starts) else the current folder. A store that does not exist is not created: the
     answer says ``"exists": false`` with empty values. A store that cannot be read gives its
-    one-line reason in ``error``.
+    one-line reason in ``error``, and no figures (never the last ones it could read).
 
     Example::
 
@@ -116,7 +248,8 @@ def overview_of_path(path: str | os.PathLike[str] | None = None, *, root: str | 
         target = Path(root) / target
     answer: dict[str, Any] = {
         "store": str(target.resolve()), "exists": target.exists(), "error": None,
-        "quota": None, "campaigns": [], "last_bounce_fetch": None, "suppressed": 0, "last_esp_sync": None,
+        "quota": None, "campaigns": [], "campaign_counts": {"total": 0}, "last_bounce_fetch": None,
+        "suppressed": 0, "last_esp_sync": None,
         "generated_at": (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0).isoformat(),
     }
     if not answer["exists"]:
@@ -136,20 +269,21 @@ def overview_of_path(path: str | os.PathLike[str] | None = None, *, root: str | 
     try:
         store = open_store(target)
     except (NewsletterKitError, sqlite3.Error) as exc:
-        return {**answer, "error": str(exc)}
+        return {**answer, "error": " ".join(str(exc).splitlines())}
     try:
-        cached = _CACHE.get(answer["store"])
-        counts = cached[1] if cached and cached[0] == signature else _store_counts(store)
-        _CACHE[answer["store"]] = (signature, counts)
+        key = f"{answer['store']}|{recent}"
+        cached = _CACHE.get(key)
+        counts = cached[1] if cached and cached[0] == signature else _store_counts(store, recent)
+        _CACHE[key] = (signature, counts)
         answer.update(_with_quota(store, counts, now))
-    except (NewsletterKitError, sqlite3.Error) as exc:  # e.g. locked past the busy timeout
-        answer["error"] = f"cannot read the store {target}: {exc}"
+    except (NewsletterKitError, sqlite3.Error, ValueError, TypeError) as exc:  # locked, a bad setting
+        answer["error"] = f"cannot read the store {target}: {' '.join(str(exc).splitlines())}"
     finally:
         store.close()
     return answer
 
 
-#: store path → (file signature, _store_counts): a poll of an unchanged store reads only the quota.
+#: "store path|recent" → (file signature, _store_counts): a poll of an unchanged store reads only the quota.
 _CACHE: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}
 
 

@@ -264,6 +264,13 @@ def _sent_per_day(store: Store, days: list[dt.date], bounds: list[str]) -> pd.Da
     """
     sql = "SELECT COUNT(*) FROM deliveries WHERE sent_at >= ? AND sent_at < ? AND state = 'sent'"
     counts = [store.conn.execute(sql, (lo, hi)).fetchone()[0] for lo, hi in zip(bounds[:-1], bounds[1:])]
+    # Rows `store prune` deleted are counted per UTC hour sent (a zone off by half an hour
+    # shifts them by that much).
+    if store.conn.execute("SELECT 1 FROM pruned_deliveries WHERE state = 'sent' LIMIT 1").fetchone():
+        pruned = ("SELECT coalesce(SUM(count), 0) FROM pruned_deliveries WHERE state = 'sent'"
+                  " AND hour >= substr(?, 1, 13) AND hour < substr(?, 1, 13)")
+        counts = [n + store.conn.execute(pruned, (lo, hi)).fetchone()[0]
+                  for n, lo, hi in zip(counts, bounds[:-1], bounds[1:])]
     return pd.DataFrame({"day": pd.Series(days, dtype="object"), "sent": pd.Series(counts, dtype="int64")})
 
 
@@ -288,8 +295,12 @@ def _domain_sql(column: str) -> str:
 # --- per address, domain, status, day ---------------------------------------------------------
 
 
-def bounces_by_address(store: Store) -> pd.DataFrame:
+def bounces_by_address(store: Store, *, top: int | None = None) -> pd.DataFrame:
     """One row per bouncing address: bounces per kind, first/last bounce, the last one's status.
+
+    ``top=N``: only the N addresses with the most bounces, read from an index (the cost of N
+    rows, whatever the history), with ``df.attrs["rows"]`` the number of bouncing addresses;
+    without it, the whole frame.
 
     Columns: email, hard, soft, policy, delayed, complaint, other, total, first_bounce,
     last_bounce (UTC timestamps), last_kind, last_status, last_diagnostic, suppressed (bool).
@@ -304,17 +315,24 @@ def bounces_by_address(store: Store) -> pd.DataFrame:
     """
     # bounce_addresses is this table pre-aggregated (store triggers keep it equal to a GROUP BY
     # over bounces), stored in email order: a stable sort on the total gives (total desc, email).
-    df = _query(store, f"""
-        SELECT email, {", ".join(KIND_COLUMNS)}, other, total, first_bounce, last_bounce, last_kind,
-               last_status, last_diagnostic, email IN (SELECT email FROM suppressions) AS suppressed
-        FROM bounce_addresses ORDER BY email
-    """)
+    columns = (f"email, {', '.join(KIND_COLUMNS)}, other, total, first_bounce, last_bounce, last_kind,"
+               " last_status, last_diagnostic, email IN (SELECT email FROM suppressions) AS suppressed")
+    if top is not None:
+        df = _query(store, f"SELECT {columns} FROM bounce_addresses ORDER BY total DESC, email LIMIT ?",
+                    (max(0, int(top)),))
+    else:
+        df = _query(store, f"SELECT {columns} FROM bounce_addresses ORDER BY email")
     df = _ints(df, [*KIND_COLUMNS, "other", "total"])
     df["first_bounce"] = _utc(df["first_bounce"])
     df["last_bounce"] = _utc(df["last_bounce"])
     df["suppressed"] = df["suppressed"].astype(bool)
-    order = (-df["total"].to_numpy()).argsort(kind="stable")
-    return df.take(order).reset_index(drop=True)
+    if top is None:
+        order = (-df["total"].to_numpy()).argsort(kind="stable")
+        df = df.take(order).reset_index(drop=True)
+        df.attrs["rows"] = len(df)
+    else:
+        df.attrs["rows"] = store.conn.execute("SELECT count(*) FROM bounce_addresses").fetchone()[0]
+    return df
 
 
 def bounces_by_domain(store: Store, *, with_sent: bool = False) -> pd.DataFrame:
@@ -447,8 +465,10 @@ def bounces_by_day(store: Store, *, tz: str | None = None) -> pd.DataFrame:
     """
     zone = _zone(store, tz)
     kinds = [*KIND_COLUMNS, "other", "total"]
+    pruned = store.conn.execute("SELECT MIN(hour) || ':00:00+00:00', MAX(hour) || ':00:00+00:00'"
+                                " FROM pruned_deliveries WHERE state = 'sent'").fetchone()
     days, bounds = _local_day_bounds(zone, _first_last(store, "bounces", "bounced_at"),
-                                     _first_last(store, "deliveries", "sent_at"))
+                                     _first_last(store, "deliveries", "sent_at"), tuple(pruned))
     df = _bounces_per_day(store, days, bounds).merge(_sent_per_day(store, days, bounds), on="day")
     df = _ints(df, [*kinds, "sent"])
     df.insert(len(kinds) + 1, "failures", df[list(FAILURE_KINDS)].sum(axis=1).astype("int64"))
@@ -476,7 +496,10 @@ def campaign_summary(store: Store) -> pd.DataFrame:
     """
     failures = ", ".join(f"'{k}'" for k in FAILURE_KINDS)
     # GROUP BY (campaign_id, state) follows the ledger's index: no sort of a million rows.
-    ledger = _query(store, "SELECT campaign_id, state, COUNT(*) AS n FROM deliveries GROUP BY campaign_id, state")
+    # Rows `store prune` deleted are counted in pruned_deliveries.
+    ledger = _query(store, "SELECT campaign_id, state, COUNT(*) AS n FROM deliveries GROUP BY campaign_id, state"
+                           " UNION ALL SELECT campaign_id, state, SUM(count) FROM pruned_deliveries"
+                           " GROUP BY campaign_id, state")
     ledger["state"] = ledger["state"].replace({"inflight": "pending", "claimed": "pending", "deferred": "pending"})
     ledger = ledger.pivot_table(index="campaign_id", columns="state", values="n", aggfunc="sum", fill_value=0)
     ledger = ledger.reindex(columns=["sent", "failed", "excluded", "pending", "unknown"], fill_value=0)
@@ -554,7 +577,7 @@ def campaign_forecast(store: Store, *, now: dt.datetime | None = None) -> pd.Dat
     from . import campaigns, quota  # late: the send path is heavier than the review needs otherwise
 
     df = _query(store, "SELECT name AS campaign, status FROM campaigns ORDER BY id")
-    open_ = df["status"] != "done"
+    open_ = ~df["status"].isin(["done", "archived"])
     pending = {name: campaigns.campaign_status(store, name)["pending"] for name in df.loc[open_, "campaign"]}
     df["pending"] = pd.Series([pending.get(name, 0) for name in df["campaign"]], index=df.index, dtype="int64")
     # Without SMTP settings there is no limit to forecast with: finish stays None.

@@ -4,8 +4,11 @@ Enabled by ``etc/jupyter/jupyter_server_config.d/newsletter_kit.json`` (installe
 package), it adds two routes under the server's base URL, both behind the server's own
 authentication (token or password, like every Jupyter API):
 
-- ``GET /newsletter-kit/status``: :func:`newsletter_kit.overview.overview_of_path` as JSON,
-  so the sidebar needs no kernel;
+- ``GET /newsletter-kit/status[?recent=N]``: :func:`newsletter_kit.overview.overview_of_path`
+  as JSON, so the sidebar needs no kernel; ``GET /newsletter-kit/campaigns?status=&limit=&offset=``:
+  a page of :func:`newsletter_kit.overview.campaign_page`. Both carry an ETag (an unchanged
+  answer is a 304) and answer a store or a setting that cannot be read with a 200 whose
+  ``error`` says why;
 - ``POST /newsletter-kit/notebooks`` with ``{"template": "settings" | "campaign" |
   "bounce_review", "folder": "a/b"}``: puts the package's notebook of that kind into the folder
   (through the server's contents manager) and answers ``{"path", "created"}``. An existing
@@ -26,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 from importlib import metadata, resources
@@ -63,18 +67,82 @@ def template_notebook(template: str) -> dict[str, Any]:
     return notebook
 
 
-class StatusHandler(APIHandler):
-    """``GET /newsletter-kit/status``: the store at a glance, as JSON."""
+def _bounded_int(handler: APIHandler, name: str, default: int, low: int, high: int) -> int:
+    raw = handler.get_query_argument(name, "") or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise tornado.web.HTTPError(400, f"{name} must be a whole number, not {raw[:40]!r}") from None
+    return max(low, min(value, high))
+
+
+class _PollHandler(APIHandler):
+    """Answers JSON with an ETag of its content: an unchanged answer is a 304 with no body."""
+
+    def reply(self, answer: dict[str, Any]) -> None:
+        body = json.dumps(answer, sort_keys=True)
+        # generated_at changes with every answer: the tag is of what the answer says.
+        tagged = json.dumps({k: v for k, v in answer.items() if k != "generated_at"}, sort_keys=True)
+        self._tag = f'"{hashlib.sha256(tagged.encode()).hexdigest()[:32]}"'
+        self.set_header("Cache-Control", "no-cache")  # revalidate each time, with If-None-Match
+        self.finish(body)  # tornado sets the tag below and answers 304 when If-None-Match names it
+
+    def compute_etag(self) -> str | None:
+        """The tag of the answer's content (tornado's default hashes the body, generated_at too)."""
+        return getattr(self, "_tag", None)
+
+
+class StatusHandler(_PollHandler):
+    """``GET /newsletter-kit/status[?recent=N]``: the store at a glance, as JSON."""
 
     @tornado.web.authenticated
     async def get(self) -> None:
-        from .overview import overview_of_path
+        from .overview import RECENT, overview_of_path
 
         root = self.settings.get("server_root_dir") or os.getcwd()
-        # SQLite blocks: read in a thread, the server keeps serving meanwhile.
-        answer = await asyncio.to_thread(overview_of_path, os.environ.get(ENV_DB) or None, root=root)
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(answer))
+        recent = _bounded_int(self, "recent", RECENT, 0, 100)
+        try:
+            # SQLite blocks: read in a thread, the server keeps serving meanwhile.
+            answer = await asyncio.to_thread(overview_of_path, os.environ.get(ENV_DB) or None, root=root,
+                                             recent=recent)
+        except Exception as exc:  # never a 500 the sidebar cannot show: say what went wrong
+            self.log.exception("newsletter_kit: the status failed")
+            answer = {"store": os.environ.get(ENV_DB) or "", "exists": True, "quota": None, "campaigns": [],
+                      "campaign_counts": {"total": 0}, "last_bounce_fetch": None, "suppressed": 0,
+                      "error": f"cannot read the status: {type(exc).__name__}: {' '.join(str(exc).splitlines())}"}
+        self.reply(answer)
+
+
+class CampaignsHandler(_PollHandler):
+    """``GET /newsletter-kit/campaigns?status=&limit=&offset=``: one page of campaigns, newest first."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        from .overview import MAX_PAGE, campaign_page
+        from .store import open_store
+
+        status = self.get_query_argument("status", "") or None
+        limit = _bounded_int(self, "limit", 50, 0, MAX_PAGE)
+        offset = _bounded_int(self, "offset", 0, 0, 10**9)
+        path = Path(os.environ.get(ENV_DB) or DEFAULT_DB)
+        if not path.is_absolute():
+            path = Path(self.settings.get("server_root_dir") or os.getcwd()) / path
+
+        def page() -> dict[str, Any]:
+            if not path.exists():
+                return {"total": 0, "offset": offset, "limit": limit, "campaigns": [], "error": None}
+            store = open_store(path, create=False)
+            try:
+                return {**campaign_page(store, status=status, limit=limit, offset=offset), "error": None}
+            finally:
+                store.close()
+
+        try:
+            answer = await asyncio.to_thread(page)
+        except Exception as exc:  # as the status: a 200 that says what went wrong
+            answer = {"total": 0, "offset": offset, "limit": limit, "campaigns": [],
+                      "error": f"cannot read the campaigns: {' '.join(str(exc).splitlines())}"}
+        self.reply(answer)
 
 
 class NotebookHandler(APIHandler):
@@ -90,6 +158,13 @@ class NotebookHandler(APIHandler):
         manager = self.contents_manager
         if not await ensure_async(manager.dir_exists(folder)):
             raise tornado.web.HTTPError(404, f"no folder {folder!r}")
+        # JupyterLab's own contents API refuses hidden files and folders (unless allow_hidden):
+        # a notebook written there would answer 404 when opened. Refuse the same way it does.
+        if not getattr(manager, "allow_hidden", False) and (
+                any(part.startswith(".") for part in folder.split("/"))
+                or await ensure_async(manager.is_hidden(folder))):
+            raise tornado.web.HTTPError(400, f"the folder {folder!r} is hidden: JupyterLab would not open a "
+                                             "notebook there; choose a visible folder")
         name, fresh = TEMPLATES[template]
         path = _join(folder, name)
         exists = await _taken(manager, path)
@@ -140,6 +215,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     base = url_path_join(web_app.settings["base_url"], "newsletter-kit")
     web_app.add_handlers(".*$", [
         (url_path_join(base, "status"), StatusHandler),
+        (url_path_join(base, "campaigns"), CampaignsHandler),
         (url_path_join(base, "notebooks"), NotebookHandler),
     ])
     serverapp.log.info("newsletter_kit: /newsletter-kit/status serves the store %s", os.environ[ENV_DB])

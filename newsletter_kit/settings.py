@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .addresses import ascii_address, validate_address
-from .errors import SecretError, ValidationError
+from .errors import ConfigError, SecretError, ValidationError
 from .store import Store, now_iso
 
 if TYPE_CHECKING:
@@ -583,9 +583,23 @@ def _flag_name(key: str) -> str:
     return {"from_addr": "from", "password_ref": "password-env"}.get(key, key.replace("_", "-"))
 
 
-def _load_section(store: Store, section: str) -> dict[str, Any] | None:
+def _load_section(store: Store, section: str, *, replacing: bool = False) -> dict[str, Any] | None:
+    """The saved section; one that cannot be read is a ConfigError, or None when ``replacing``
+    (saving it again with every required flag is the way out)."""
     row = store.conn.execute("SELECT data FROM settings WHERE section = ?", (section,)).fetchone()
-    return json.loads(row[0]) if row else None
+    if not row:
+        return None
+    try:
+        data = json.loads(row[0])
+    except ValueError as exc:
+        data = exc
+    if not isinstance(data, dict):  # written by hand or by another tool: say so, lose nothing
+        if replacing:
+            return None
+        why = data if isinstance(data, Exception) else "not a JSON object"
+        raise ConfigError(f"the {section} settings saved in the store cannot be read ({why}): "
+                          f"set them again with `newsletter-kit settings {section}` and every required flag")
+    return data
 
 
 def _save_section(store: Store, section: str, obj: Any) -> None:
@@ -603,7 +617,7 @@ def update_smtp_settings(store: Store, **changes: Any) -> tuple[SmtpSettings, li
     The first call must give host, port, from_addr and daily_limit. ``auth`` defaults to on
     when a user name is given. Returns the saved settings and the warnings to show.
     """
-    current = _load_section(store, "smtp")
+    current = _load_section(store, "smtp", replacing=True)
     if current is None and changes.get("auth") is None and changes.get("user"):
         changes = {**changes, "auth": True}
     if changes.get("dkim_selector") == "":
@@ -627,7 +641,7 @@ def update_bounce_settings(store: Store, **changes: Any) -> tuple[BounceSettings
     ``soft_window_days`` (defaults 1, 3 within 30 days), or the single ``threshold`` when
     neither per-kind one is set; ``""`` clears one.
     """
-    current = _load_section(store, "bounce")
+    current = _load_section(store, "bounce", replacing=True)
     if current and changes.get("user") and current.get("bounce_address") == current.get("user"):
         # The address was defaulted from the old user name: follow the new one.
         if changes.get("bounce_address") is None:
@@ -647,7 +661,7 @@ def _check_campaign_headers(store: Store, smtp: SmtpSettings | None, bounce: Bou
     from .messages import check_list_unsubscribe
 
     envelope = bounce.bounce_address if bounce and bounce.bounce_address else smtp.from_addr
-    for (name,) in store.conn.execute("SELECT name FROM campaigns WHERE status != 'done'"):
+    for (name,) in store.conn.execute("SELECT name FROM campaigns WHERE status NOT IN ('done', 'archived')"):
         try:
             check_list_unsubscribe(name, envelope, smtp.unsubscribe_url)
         except ValidationError as exc:

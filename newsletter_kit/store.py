@@ -523,6 +523,41 @@ def _v4_esp_events(conn: sqlite3.Connection) -> None:
             detail TEXT,
             checked_at TEXT NOT NULL
         )
+
+
+@_migration
+def _v4_store_maintenance(conn: sqlite3.Connection) -> None:
+    """Backup and retention (issue 21): ``store_meta`` remembers the last backup and prune;
+    ``pruned_deliveries`` and ``pruned_domains`` keep, per campaign and state, by hour of
+    sending and by domain, how many ledger rows ``store prune`` deleted, so the statistics still
+    add up once the detail is gone; an index gives the review's top bouncing addresses without
+    a sort. Only new tables and an index (IF NOT EXISTS): safe on any store of version 3."""
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE IF NOT EXISTS store_meta (
+            key TEXT PRIMARY KEY,               -- last_backup | last_prune
+            value TEXT NOT NULL,                -- JSON
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS pruned_deliveries (
+            campaign_id INTEGER NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+            state TEXT NOT NULL,
+            hour TEXT NOT NULL,                 -- 'YYYY-MM-DDTHH' (UTC) of sent_at, else updated_at
+            count INTEGER NOT NULL,
+            PRIMARY KEY (campaign_id, state, hour)
+        ) WITHOUT ROWID;
+        -- The same rows by the recipient's domain (bounce rates per domain keep their base).
+        CREATE TABLE IF NOT EXISTS pruned_domains (
+            campaign_id INTEGER NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+            state TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (campaign_id, state, domain)
+        ) WITHOUT ROWID;
+        -- The review's "by address" table, top rows first (review.bounces_by_address(top=N)):
+        -- read N index entries instead of sorting one row per bouncing address.
+        CREATE INDEX IF NOT EXISTS bounce_addresses_total ON bounce_addresses(total DESC, email)
         """,
     )
 

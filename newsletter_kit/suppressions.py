@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COUNTED_KINDS", "DEFAULT_HARD_THRESHOLD", "DEFAULT_SOFT_THRESHOLD", "DEFAULT_SOFT_WINDOW_DAYS",
-    "DEFAULT_THRESHOLD", "ThresholdPolicy", "apply_threshold", "bounce_counts", "counted_as_sql",
-    "counting_query", "list_suppressions", "remove_suppression", "suppress", "suppression_history",
+    "DEFAULT_THRESHOLD", "ThresholdPolicy", "apply_threshold", "bounce_counts", "count_suppressions",
+    "counted_as_sql", "counting_query", "iter_suppressions", "list_suppressions", "remove_suppression",
+    "suppress", "suppression_history",
 ]
 
 #: Kinds that count towards the threshold; policy (5.7.x) only with ``count_policy``.
@@ -461,14 +462,48 @@ def list_suppressions(store: Store) -> list[dict[str, object]]:
     >>> list_suppressions(open_store(":memory:"))
     []
     """
+    return list(iter_suppressions(store))
+
+
+def _suppression_filter(reason: str | None, since: str | None) -> tuple[str, list[object]]:
+    clauses: list[str] = []
+    params: list[object] = []
+    if reason:
+        clauses.append("reason = ?")
+        params.append(reason)
+    if since:
+        clauses.append("since >= ?")
+        params.append(since)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def iter_suppressions(store: Store, *, reason: str | None = None, since: str | None = None,
+                      limit: int | None = None, offset: int = 0) -> Iterator[dict[str, object]]:
+    """:func:`list_suppressions` one row at a time, filtered (``reason``: threshold, manual or
+    smtp; ``since``: suppressed on or after that ISO date) and paged (``limit``, ``offset``).
+
+    >>> from newsletter_kit.store import open_store
+    >>> list(iter_suppressions(open_store(":memory:"), reason="manual", limit=10))
+    []
+    """
+    where, params = _suppression_filter(reason, since)
+    page = " LIMIT ? OFFSET ?" if limit is not None else ""
     rows = store.conn.execute(
-        "SELECT email, since, bounce_count, evidence, reason FROM suppressions ORDER BY since, email"
-    )
-    return [
-        {"address": email, "since": since, "bounces": count, "evidence": json.loads(evidence),
-         "reason": reason}
-        for email, since, count, evidence, reason in rows
-    ]
+        f"SELECT email, since, bounce_count, evidence, reason FROM suppressions {where} ORDER BY since, email{page}",
+        [*params, *([limit, max(0, offset)] if limit is not None else [])])
+    for email, since_, count, evidence, why in rows:
+        yield {"address": email, "since": since_, "bounces": count, "evidence": json.loads(evidence), "reason": why}
+
+
+def count_suppressions(store: Store, *, reason: str | None = None, since: str | None = None) -> int:
+    """How many rows :func:`iter_suppressions` gives with the same filters, unpaged.
+
+    >>> from newsletter_kit.store import open_store
+    >>> count_suppressions(open_store(":memory:"))
+    0
+    """
+    where, params = _suppression_filter(reason, since)
+    return int(store.conn.execute(f"SELECT count(*) FROM suppressions {where}", params).fetchone()[0])
 
 
 def suppression_history(store: Store, address: str) -> list[dict[str, object]]:

@@ -63,6 +63,14 @@ class StatusItem extends Widget {
 
   update(): void {
     const quota = this.model.status?.quota;
+    const error = this.model.error ?? this.model.status?.error;
+    if (error) {
+      // Not the last figures: they may no longer be true.
+      this.node.textContent = 'Newsletter: error';
+      this.node.title = error;
+      return;
+    }
+    this.node.title = 'Newsletter: today\'s send quota (click for the sidebar)';
     this.node.textContent = quota
       ? `Newsletter ${quota.used}/${quota.limit} today`
       : this.model.status ? 'Newsletter: not set up' : 'Newsletter';

@@ -22,6 +22,7 @@ export interface ICampaign {
   name: string;
   list: string;
   status: string;
+  created_at?: string;
   total: number;
   sent: number;
   pending: number;
@@ -37,7 +38,10 @@ export interface IStatus {
   exists: boolean;
   error: string | null;
   quota: IQuota | null;
+  /** The campaigns a run moves and the most recent few; the rest: fetchCampaigns. */
   campaigns: ICampaign[];
+  /** How many campaigns there are: {"total": n, status: n...}. */
+  campaign_counts: Record<string, number>;
   last_bounce_fetch: string | null;
   suppressed: number;
   generated_at: string;
@@ -78,6 +82,21 @@ export async function makeNotebook(template: Template, folder: string): Promise<
   return answer.path;
 }
 
+/** One page of GET /newsletter-kit/campaigns (newsletter_kit.overview.campaign_page). */
+export interface ICampaignPage {
+  total: number;
+  offset: number;
+  limit: number;
+  campaigns: ICampaign[];
+  error: string | null;
+}
+
+/** A page of campaigns, newest first (`status` picks one status). */
+export async function fetchCampaigns(offset: number, limit = 20, status = ''): Promise<ICampaignPage> {
+  const query = new URLSearchParams({ offset: String(offset), limit: String(limit), status });
+  return requestAPI<ICampaignPage>(`campaigns?${query.toString()}`);
+}
+
 /** Polls the status every `interval` ms while the page is visible; `changed` on each answer. */
 export class StatusModel {
   constructor(interval = 5000) {
@@ -107,12 +126,46 @@ export class StatusModel {
   /** Asks the server now (the poll also calls this). */
   async refresh(): Promise<void> {
     try {
-      this._status = await requestAPI<IStatus>('status');
+      const answer = await this._fetch();
+      if (answer !== null) {
+        this._status = answer;
+      }
       this._error = null;
     } catch (error) {
       this._error = (error as Error).message || String(error);
     }
     this._changed.emit();
+  }
+
+  /** The status, or null when it has not changed since the last answer (a 304 on its ETag). */
+  private async _fetch(): Promise<IStatus | null> {
+    const settings = ServerConnection.makeSettings();
+    const url = URLExt.join(settings.baseUrl, 'newsletter-kit', 'status');
+    const headers: Record<string, string> = {};
+    if (this._etag && this._status) {
+      headers['If-None-Match'] = this._etag;
+    }
+    let response: Response;
+    try {
+      response = await ServerConnection.makeRequest(url, { headers }, settings);
+    } catch (error) {
+      throw new ServerConnection.NetworkError(error as TypeError);
+    }
+    if (response.status === 304) {
+      return null;
+    }
+    const text = await response.text();
+    let data: any = text;
+    try {
+      data = text ? JSON.parse(text) : {};
+    } catch {
+      // not JSON (a proxy's error page): keep the text for the message
+    }
+    if (!response.ok) {
+      throw new ServerConnection.ResponseError(response, data.message || String(data));
+    }
+    this._etag = response.headers.get('Etag');
+    return data as IStatus;
   }
 
   dispose(): void {
@@ -122,5 +175,6 @@ export class StatusModel {
   private _poll: Poll;
   private _status: IStatus | null = null;
   private _error: string | null = null;
+  private _etag: string | null = null;
   private _changed = new Signal<this, void>(this);
 }

@@ -5,7 +5,7 @@
  */
 import { Widget } from '@lumino/widgets';
 
-import { ICampaign, IQuota, IStatus, StatusModel, Template } from './model';
+import { fetchCampaigns, ICampaign, IQuota, IStatus, StatusModel, Template } from './model';
 
 type Child = Node | string | null | undefined | false;
 
@@ -77,16 +77,18 @@ export class NewsletterSidebar extends Widget {
     const refresh = h('button', { class: 'nk-lab-refresh jp-Button', title: 'Refresh now' }, '↻');
     refresh.addEventListener('click', () => void this.model.refresh());
     const content: Child[] = [h('header', {}, h('h2', {}, 'Newsletter'), refresh)];
+    // An error takes the place of the figures: the last good ones would no longer be true.
     if (this.model.error) {
       content.push(h('p', { class: 'nk-lab-error' }, `Cannot read the status: ${this.model.error}`));
-    }
-    if (status?.error) {
+    } else if (status?.error) {
       content.push(h('p', { class: 'nk-lab-error' }, status.error));
-    }
-    if (status === null) {
+    } else if (status === null) {
       content.push(h('p', { class: 'nk-lab-muted' }, 'Loading…'));
     } else {
       content.push(this.quota(status), this.campaigns(status), this.bounces(status));
+      if (this._moreError) {
+        content.push(h('p', { class: 'nk-lab-error' }, `Cannot list more campaigns: ${this._moreError}`));
+      }
     }
     content.push(this.buttons());
     if (status) {
@@ -123,8 +125,49 @@ export class NewsletterSidebar extends Widget {
     for (const c of status.campaigns) {
       section.append(this.campaign(c));
     }
+    // The rest on request, a page at a time (the poll carries only the campaigns above).
+    const shown = new Set(status.campaigns.map(c => c.name));
+    const extra = this._more.filter(c => !shown.has(c.name));
+    for (const c of extra) {
+      section.append(this.campaign(c));
+    }
+    const total = status.campaign_counts?.total ?? status.campaigns.length;
+    const left = Math.max(0, total - shown.size - extra.length);
+    if (left > 0 && this._moreOffset < total) {
+      const more = h('a', { class: 'nk-lab-more', href: '#', 'data-left': String(left) },
+        `${left} more campaign${left === 1 ? '' : 's'}…`);
+      more.addEventListener('click', event => {
+        event.preventDefault();
+        void this.loadMore();
+      });
+      section.append(more);
+    }
     return section;
   }
+
+  /** The next page of campaigns, newest first, under the ones the poll shows. */
+  async loadMore(): Promise<void> {
+    const status = this.model.status;
+    if (this._moreOffset === 0 && status) {
+      // The poll's recent campaigns are the newest ones: start after them.
+      this._moreOffset = status.campaigns.filter(c => !['sending', 'paused', 'scheduled'].includes(c.status)).length;
+    }
+    try {
+      const page = await fetchCampaigns(this._moreOffset, 20);
+      if (page.error) {
+        throw new Error(page.error);
+      }
+      this._more.push(...page.campaigns);
+      this._moreOffset += page.campaigns.length || page.limit;
+    } catch (error) {
+      this._moreError = (error as Error).message || String(error);
+    }
+    this.render();
+  }
+
+  private _more: ICampaign[] = [];
+  private _moreOffset = 0;
+  private _moreError: string | null = null;
 
   private campaign(c: ICampaign): HTMLElement {
     const attempted = c.sent + c.pending + c.unknown + c.failed;

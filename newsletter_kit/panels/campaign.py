@@ -14,13 +14,15 @@ Example (in a notebook cell)::
 from __future__ import annotations
 
 import html
+import json
+import secrets
 import threading
 from typing import Any
 
 import ipywidgets as widgets
 import pandas as pd
 
-from .. import audience, campaigns, quota
+from .. import audience, campaigns, overview, quota
 from ..errors import CampaignError, NewsletterKitError
 from ..settings import load_smtp_settings
 from ..store import Store, open_store
@@ -38,6 +40,8 @@ from .common import (
 )
 
 NEW_CAMPAIGN = "(new campaign…)"
+#: How many campaigns the picker lists (newest first, those matching the search box).
+PICKER_SIZE = 25
 
 
 class QuotaMeter(Panel):
@@ -79,9 +83,12 @@ class QuotaMeter(Panel):
 class CampaignPanel(Panel):
     """Pick (or create) a campaign, preview it for a contact, check its audience, send it.
 
-    Attributes for code and tests: ``list_name``, ``campaign`` (dropdowns), ``new_name``,
-    ``new_subject``, ``new_html``, ``create_button``, ``preview_contact``, ``preview`` (the
-    rendered message, HTML), ``audience`` (a DataFrame: who gets it, who is excluded and why),
+    Attributes for code and tests: ``list_name``, ``campaign`` (dropdowns; ``campaign`` lists
+    the newest campaigns matching ``campaign_search``), ``new_name``, ``new_subject``,
+    ``new_html``, ``create_button``, ``preview_contact`` (an address, typed or drawn with
+    ``random_button``), ``preview`` (the rendered message, HTML), ``counts`` (the audience's
+    counts, from SQL), ``excluded`` (a DataFrame of the excluded members and why),
+    ``audience`` (a DataFrame of the whole list: read from the store on first use only),
     ``dry_run_button``, ``send_button``, ``stop_button``, ``progress``, ``quota``,
     ``last_report`` (the last :class:`~newsletter_kit.campaigns.SendReport`), ``message``.
     Call :meth:`wait` to block until a background send has finished.
@@ -89,17 +96,21 @@ class CampaignPanel(Panel):
 
     def __init__(self, store: Store | None = None, campaign: str | None = None):
         super().__init__(store)
-        self.audience: pd.DataFrame = pd.DataFrame(columns=list(audience.FRAME_COLUMNS))
+        self._audience: pd.DataFrame | None = None
+        self.excluded: pd.DataFrame = pd.DataFrame(columns=list(audience.FRAME_COLUMNS))
+        self.counts: dict[str, Any] = {"contacts": 0, "eligible": 0, "excluded": 0, "reasons": {}}
         self.last_report: campaigns.SendReport | None = None
         self.preview_message: dict[str, Any] | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._refreshing = False
+        self._quiet = False
         self._build()
         self.refresh_choices(select=campaign)
 
     # -- building -------------------------------------------------------------------------
     def _build(self) -> None:
+        self.campaign_search = text("Find campaign", placeholder="part of its name")
         self.campaign = widgets.Dropdown(options=[NEW_CAMPAIGN], description="Campaign",
                                          style=field_style(), layout=field_layout("460px"))
         self.list_name = widgets.Dropdown(options=[], description="Contact list",
@@ -119,15 +130,19 @@ class CampaignPanel(Panel):
                  "contact are available; the unsubscribe headers are added for you."),
             widgets.HBox([self.create_button, self.sample_button]),
         ])
-        self.preview_contact = widgets.Dropdown(options=[], description="Preview for",
-                                                style=field_style(), layout=field_layout("460px"))
+        # An address typed or drawn at random: never a dropdown of the whole list.
+        self.preview_contact = widgets.Text(value="", description="Preview for", continuous_update=False,
+                                            placeholder="an address of the list",
+                                            style=field_style(), layout=field_layout("460px"))
         self.preview_button = button("Preview", self.show_preview, icon="eye")
+        self.random_button = button("Random contact", self.random_contact, icon="random",
+                                    tooltip="Preview for an eligible contact drawn at random")
         self.preview = widgets.HTML("")
         self.audience_summary = widgets.HTML("")
         self.audience_table = widgets.HTML("", layout=widgets.Layout(max_height="320px",
                                                                      overflow="auto"))
-        self.show_all = widgets.Checkbox(value=False, description="Show everyone (not only the excluded)",
-                                         indent=False)
+        self.show_all = widgets.Checkbox(value=False, indent=False,
+                                         description="Show everyone (reads the whole list: panel.audience)")
         # The list check before a send: risky addresses, and whether the send leaves them out.
         self.check_button = button("Check the list", self.check_list, icon="stethoscope",
                                    tooltip="Syntax, the domain's MX, role addresses, disposable domains, typos")
@@ -165,6 +180,7 @@ class CampaignPanel(Panel):
             widgets.HBox([self.resolve_as, self.resolve_confirm, self.resolve_button])])
         self.resolve_box.layout.display = "none"
         self.campaign.observe(self._on_campaign, names="value")
+        self.campaign_search.observe(lambda _change: self.refresh_choices(), names="value")
         self.list_name.observe(self._on_list, names="value")
         self.preview_contact.observe(self._on_preview_contact, names="value")
         self.show_all.observe(lambda _change: self._show_audience(), names="value")
@@ -177,9 +193,11 @@ class CampaignPanel(Panel):
             self.resolve_box,
         ])
         self.widget = widgets.VBox([
-            panel_style(), heading("Campaign"), self.campaign, self.list_name, self.campaign_info,
+            panel_style(), heading("Campaign"), self.campaign_search, self.campaign, self.list_name,
+            self.campaign_info,
             self.create_box,
-            heading("Preview"), widgets.HBox([self.preview_contact, self.preview_button]), self.preview,
+            heading("Preview"), widgets.HBox([self.preview_contact, self.preview_button, self.random_button]),
+            self.preview,
             heading("Audience"), self.audience_summary, self.show_all, self.audience_table,
             heading("List check"), widgets.HBox([self.check_button, self.skip_risky]), self.check_summary,
             self.check_table,
@@ -248,22 +266,34 @@ class CampaignPanel(Panel):
 
     # -- choices --------------------------------------------------------------------------
     def refresh_choices(self, select: str | None = None) -> None:
-        """Reload the lists and campaigns from the store; select ``select`` if given."""
-        names = [c["name"] for c in campaigns.list_campaigns(self.store)]
+        """Reload the lists and campaigns from the store; select ``select`` if given.
+
+        The picker lists the newest :data:`PICKER_SIZE` campaigns whose name contains what
+        ``campaign_search`` holds, and the selected one."""
+        names = [c["name"] for c in campaigns.list_campaigns(
+            self.store, search=self.campaign_search.value.strip() or None, limit=PICKER_SIZE)]
+        for wanted in (select, self.campaign.value):
+            if wanted and wanted not in (NEW_CAMPAIGN, *names) and _exists(self.store, wanted):
+                names.append(wanted)
         lists = audience.list_names(self.store)
         keep_list = self.list_name.value
-        self.list_name.options = lists
-        if lists and keep_list not in lists:
-            # A list of its own is a likelier target than "all", which holds every contact.
-            own = [n for n in lists if n != audience.ALL_LIST]
-            keep_list = own[0] if own else lists[0]
-        self.list_name.value = keep_list if lists else None
-        current = select or (self.campaign.value if self.campaign.value in names else None)
-        self.campaign.options = [*names, NEW_CAMPAIGN]
-        if select and select not in names:
-            self.new_name.value = select
-            current = None
-        self.campaign.value = current or (names[0] if names else NEW_CAMPAIGN)
+        # The observers would refresh at each step (each a count of the list): once, at the end.
+        self._quiet = True
+        try:
+            self.list_name.options = lists
+            if lists and keep_list not in lists:
+                # A list of its own is a likelier target than "all", which holds every contact.
+                own = [n for n in lists if n != audience.ALL_LIST]
+                keep_list = own[0] if own else lists[0]
+            self.list_name.value = keep_list if lists else None
+            current = select or (self.campaign.value if self.campaign.value in names else None)
+            self.campaign.options = [*names, NEW_CAMPAIGN]
+            if select and select not in names:
+                self.new_name.value = select
+                current = None
+            self.campaign.value = current or (names[0] if names else NEW_CAMPAIGN)
+        finally:
+            self._quiet = False
         self._on_campaign()
 
     @property
@@ -273,6 +303,8 @@ class CampaignPanel(Panel):
         return None if value in (None, NEW_CAMPAIGN) else str(value)
 
     def _on_campaign(self, _change: Any = None) -> None:
+        if self._quiet:
+            return
         name = self.campaign_name
         creating = name is None
         self.create_box.layout.display = "" if creating else "none"
@@ -284,52 +316,101 @@ class CampaignPanel(Panel):
         if not creating:
             camp = campaigns.get_campaign(self.store, name)  # type: ignore[arg-type]
             if camp.list_name in self.list_name.options:
-                self.list_name.value = camp.list_name
+                self._quiet = True
+                try:
+                    self.list_name.value = camp.list_name
+                finally:
+                    self._quiet = False
             self.campaign_info.value = _campaign_info(camp)
         else:
             self.campaign_info.value = ""
         self.refresh()
 
     def _on_list(self, _change: Any = None) -> None:
-        if self.campaign_name is None:
+        if self.campaign_name is None and not self._quiet:
             self.refresh()
 
     # -- reading the store ----------------------------------------------------------------
+    @property
+    def audience(self) -> pd.DataFrame:
+        """Every contact of the list, excluded or not and why, with its fields: read from the
+        store on first use after each refresh (on a big list that is seconds and memory)."""
+        if self._audience is None:
+            list_name = self.list_name.value
+            self._audience = (audience.audience_frame(self.store, self._audience_name(), list_name) if list_name
+                              else pd.DataFrame(columns=list(audience.FRAME_COLUMNS)))
+        return self._audience
+
+    def _audience_name(self) -> str:
+        return self.campaign_name or self.new_name.value.strip() or "(new)"
+
     @catch_errors
     def refresh(self) -> None:
-        """Recompute the audience, the status line and the quota meter."""
-        name = self.campaign_name or self.new_name.value.strip() or "(new)"
-        list_name = self.list_name.value
+        """Recount the audience (in SQL), the status line and the quota meter."""
+        name, list_name = self._audience_name(), self.list_name.value
+        self._audience = None
         if list_name:
-            self.audience = audience.audience_frame(self.store, name, list_name)
+            # The excluded members come from the small side; the list itself is only counted.
+            self.excluded = audience.audience_frame(self.store, name, list_name, excluded_only=True)
+            size = audience.list_size(self.store, list_name)
+            reasons = self.excluded["reason"].value_counts()
+            self.counts = {"contacts": size, "eligible": size - len(self.excluded), "excluded": len(self.excluded),
+                           "reasons": {str(k): int(v) for k, v in reasons.items()}}
         else:
-            self.audience = pd.DataFrame(columns=list(audience.FRAME_COLUMNS))
-        eligible = self.audience.loc[~self.audience["excluded"].astype(bool), "email"].tolist()
-        options = eligible or self.audience["email"].tolist()
-        keep = self.preview_contact.value if self.preview_contact.value in options else None
-        self._refreshing = True
-        try:
-            self.preview_contact.options = options
-            self.preview_contact.value = keep or (options[0] if options else None)
-        finally:
-            self._refreshing = False
+            self.counts = {"contacts": 0, "eligible": 0, "excluded": 0, "reasons": {}}
+            self.excluded = pd.DataFrame(columns=list(audience.FRAME_COLUMNS))
+        if list_name and not _is_member(self.store, list_name, self.preview_contact.value.strip().lower()):
+            first = audience.eligible_recipients(self.store, name, list_name, limit=1)
+            self._refreshing = True
+            try:
+                self.preview_contact.value = first[0].email if first else ""
+            finally:
+                self._refreshing = False
         self._show_audience()
         self.quota.refresh()
         self.show_preview()
+
+    @catch_errors
+    def random_contact(self, _button: Any = None) -> str | None:
+        """Draw an eligible contact of the list at random and preview the campaign for it."""
+        list_name = self.list_name.value
+        if not list_name:
+            return None
+        low, high = self.store.conn.execute(
+            "SELECT min(contact_id), max(contact_id) FROM list_members WHERE list_id = "
+            "(SELECT id FROM lists WHERE name = ?)", (list_name,)).fetchone()
+        if low is None:
+            return None
+        start = secrets.randbelow(high - low + 1) + low - 1
+        name = self._audience_name()
+        drawn = (audience.eligible_recipients(self.store, name, list_name, limit=1, after_id=start)
+                 or audience.eligible_recipients(self.store, name, list_name, limit=1))
+        if drawn:
+            self.preview_contact.value = drawn[0].email  # the observer previews it
+            return drawn[0].email
+        self.show("Nobody on this list is eligible for the campaign.", "warning")
+        return None
 
     def _on_preview_contact(self, _change: Any = None) -> None:
         if not self._refreshing:
             self.show_preview()
 
+    def _campaign_counts(self, name: str) -> dict[str, int]:
+        """The status line's counts: a campaign with no ledger yet is its audience, counted above."""
+        started = self.store.conn.execute(
+            "SELECT 1 FROM deliveries WHERE campaign_id = (SELECT id FROM campaigns WHERE name = ?) LIMIT 1",
+            (name,)).fetchone()
+        if started:
+            return overview.campaign_counts(self.store, name)
+        return {"total": self.counts["contacts"], "sent": 0, "failed": 0, "excluded": self.counts["excluded"],
+                "pending": self.counts["eligible"], "unknown": 0}
+
     def _show_audience(self) -> None:
-        frame = self.audience
-        excluded = frame[frame["excluded"].astype(bool)]
-        reasons = excluded["reason"].value_counts()
-        why = "; ".join(f"{reason}: {count}" for reason, count in reasons.items())
+        why = "; ".join(f"{reason}: {count}" for reason, count in self.counts["reasons"].items())
         status = ""
         unknown = 0
         if self.campaign_name:
-            counts = campaigns.campaign_status(self.store, self.campaign_name)
+            counts = self._campaign_counts(self.campaign_name)
             status = ("<br>Campaign status: " + " · ".join(f"{k} {v}" for k, v in counts.items()))
             unknown = counts["unknown"]
         self.resolve_box.layout.display = "" if unknown else "none"
@@ -338,9 +419,10 @@ class CampaignPanel(Panel):
             "died or the connection dropped, so it may have been delivered. Check the server's log, "
             "then settle them." if unknown else "")
         self.audience_summary.value = (
-            f"<b>{len(frame)}</b> contacts in the list: <b>{len(frame) - len(excluded)}</b> "
-            f"eligible, <b>{len(excluded)}</b> excluded" + (f" ({html.escape(why)})" if why else "") + status)
-        shown = frame if self.show_all.value else excluded
+            f"<b>{self.counts['contacts']}</b> contacts in the list: <b>{self.counts['eligible']}</b> "
+            f"eligible, <b>{self.counts['excluded']}</b> excluded" + (f" ({html.escape(why)})" if why else "")
+            + status)
+        shown = self.audience if self.show_all.value else self.excluded
         self.audience_table.value = _table_html(shown)
 
     # -- creating -------------------------------------------------------------------------
@@ -389,12 +471,15 @@ class CampaignPanel(Panel):
     @catch_errors
     def show_preview(self, _button: Any = None) -> dict[str, Any] | None:
         """Render the selected campaign for the contact picked in "Preview for"."""
-        name, email = self.campaign_name, self.preview_contact.value
+        name, email = self.campaign_name, self.preview_contact.value.strip().lower()
         if not name or not email:
             self.preview.value = ""
             return None
-        rows = self.audience[self.audience["email"] == email]
-        fields = _fields_of(rows.iloc[0]) if not rows.empty else {}
+        row = self.store.conn.execute("SELECT fields FROM contacts WHERE email = ?", (email,)).fetchone()
+        if row is None:
+            self.preview.value = ""
+            raise CampaignError(f"{email!r} is not a contact: type an address of the list, or draw one at random")
+        fields = json.loads(row[0] or "{}")
         self.preview_message = campaigns.preview_message(self.store, name, email, fields)
         self.preview.value = _preview_html(self.preview_message)
         return self.preview_message
@@ -521,16 +606,14 @@ class CampaignPanel(Panel):
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _fields_of(row: pd.Series) -> dict[str, Any]:
-    skip = set(audience.FRAME_COLUMNS)
-    return {k: v for k, v in row.items() if k not in skip and not _missing(v)}
+def _is_member(store: Store, list_name: str, email: str) -> bool:
+    return bool(email) and store.conn.execute(
+        "SELECT 1 FROM contacts c JOIN list_members m ON m.contact_id = c.id AND m.list_id = "
+        "(SELECT id FROM lists WHERE name = ?) WHERE c.email = ?", (list_name, email)).fetchone() is not None
 
 
-def _missing(value: Any) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
+def _exists(store: Store, name: str) -> bool:
+    return store.conn.execute("SELECT 1 FROM campaigns WHERE name = ?", (name,)).fetchone() is not None
 
 
 def _table_html(frame: pd.DataFrame, max_rows: int = 200) -> str:
