@@ -523,6 +523,8 @@ def _v4_esp_events(conn: sqlite3.Connection) -> None:
             detail TEXT,
             checked_at TEXT NOT NULL
         )
+        """,
+    )
 
 
 @_migration
