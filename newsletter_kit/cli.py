@@ -889,7 +889,7 @@ def quota_cmd(store: Store, campaign: str | None, as_json: bool) -> None:
         status = combined_status(store)
         data: dict[str, Any] = {**status.to_dict(), "relays": relay_quotas(store)}
     else:
-        status = quota_status(store)
+        status = quota_status(store, reclaim=False)  # reading: a read-only store still answers
         data = status.to_dict()
     if campaign is not None:
         finish = forecast_finish(store, campaign)

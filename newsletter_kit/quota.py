@@ -275,9 +275,12 @@ def count_sends(store: Store, count: int, *, at: dt.datetime | None = None, zone
                            (_epoch(moment - _KEEP_SENDS) // 60,))
 
 
-def _used_since(store: Store, since: dt.datetime) -> int:
-    row = store.conn.execute("SELECT coalesce(sum(count), 0) FROM quota_sends WHERE minute >= ?",
-                             (_epoch(since) // 60,)).fetchone()
+def _used_since(store: Store, since: dt.datetime, until: dt.datetime | None = None) -> int:
+    """Sends counted from ``since`` up to ``until`` (default now): sends stamped after the
+    clock's now (the demo's history runs the clock in the past) are not today's."""
+    row = store.conn.execute(
+        "SELECT coalesce(sum(count), 0) FROM quota_sends WHERE minute >= ? AND minute <= ?",
+        (_epoch(since) // 60, _epoch(_now(until)) // 60)).fetchone()
     return int(row[0])
 
 

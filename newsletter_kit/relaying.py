@@ -284,8 +284,9 @@ def combined_status(store: Store) -> quota.QuotaStatus:
     without relays."""
     smtp = _base_smtp(store)
     if len(list_relays(store)) <= 1:
-        return quota.quota_status(store, smtp)
-    return quota.quota_status(store, dataclasses.replace(smtp, daily_limit=total_limit(store, smtp)))
+        return quota.quota_status(store, smtp, reclaim=False)
+    return quota.quota_status(store, dataclasses.replace(smtp, daily_limit=total_limit(store, smtp)),
+                              reclaim=False)
 
 
 def forecast(store: Store, pending: int) -> dt.date:

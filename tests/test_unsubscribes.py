@@ -93,7 +93,7 @@ def test_a_subject_sent_as_encoded_words_still_unsubscribes(store: Store, tmp_pa
     subject = {
         "q-folded": f"unsubscribe =?utf-8?q?{token[:half]}?=\r\n =?utf-8?q?{token[half:].replace('.', '=2E')}?=",
         "b": "=?UTF-8?B?" + base64.b64encode(f"unsubscribe {token}".encode()).decode() + "?=",
-        "q-reply": f"=?iso-8859-1?q?R=E9p=2E:_unsubscribe_{token.replace('.', '=2E')}?=",
+        "q-reply": f"=?iso-8859-1?q?R=E9p=2E:_unsubscribe_{token.replace('.', '=2E').replace('_', '=5F')}?=",
     }[encode]
     report = _fetch_raws(store, settings, tmp_path, [_request(subject)])
     assert report.bounces == {"unsubscribe": 1} and report.unsubscribed == [("reader@example.net", "nov")]

@@ -44,7 +44,7 @@ class RelayPanel(Panel):
         self.max_per_second = text("Max per second", placeholder="e.g. 14; empty: none", width="320px")
         self.warmup = text("Warm-up", placeholder="START:DAYS, e.g. 50:30", width="320px")
         self.add_button = button("Add relay", self.add, style="primary", icon="plus")
-        self.save_button = button("Save limits", self.save, icon="save",
+        self.save_button = button("Change limits", self.save, icon="sliders",
                                   tooltip="Change the weight and limits of the relay named above")
         self.enable_button = button("Enable", lambda _b: self.set_enabled(True), icon="play")
         self.disable_button = button("Disable", lambda _b: self.set_enabled(False), icon="pause")
