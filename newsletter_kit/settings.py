@@ -29,14 +29,12 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from .addresses import ascii_address, validate_address
 from .errors import SecretError, ValidationError
+from .policy import ThresholdPolicy
 from .store import Store, now_iso
-
-if TYPE_CHECKING:
-    from .suppressions import ThresholdPolicy
 
 TlsMode = Literal["ssl", "starttls", "none"]
 TLS_MODES: tuple[str, ...] = ("ssl", "starttls", "none")
@@ -487,8 +485,6 @@ class BounceSettings:
         >>> BounceSettings("imap.example.org", 993, "b@example.org", 2, count_policy=True).policy.threshold
         2
         """
-        from .suppressions import ThresholdPolicy
-
         return ThresholdPolicy(self.threshold, self.count_policy, self.stale_after_days, self.reset_on_success,
                                self.count_unmatched)
 
