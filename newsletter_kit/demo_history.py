@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import clock
-from .demo import Failure, make_complaint, make_dsn, make_unsubscribe_reply
+from .demo_world import Failure, make_complaint, make_dsn, make_unsubscribe_reply
 from .errors import ConfigError
 from .store import Store
 
@@ -210,21 +210,22 @@ def build_history(store: Store, *, seed: int = 2026, say: Callable[[str], None] 
     is sent, through the real send path, to the demo server only. A second call records nothing
     and reports what is there.
     """
-    from . import audience, campaigns, demo, ingest
+    from . import audience, campaigns, ingest
+    from . import demo_world
     from .settings import update_bounce_settings
 
-    env = demo.ensure_demo_settings(store)
+    env = demo_world.ensure_demo_settings(store)
     if env is None:
         raise ConfigError(f"the store {store.path} has real SMTP settings: the demo history is "
                           "only recorded on a demo store (newsletter-kit --db data/demo.db demo)")
     if history_built(store):
         return _report(store, built_now=False)
     world, rows = make_world_and_contacts(seed)
-    template = demo.sample_template_path().read_text(encoding="utf-8")
+    template = demo_world.sample_template_path().read_text(encoding="utf-8")
     with clock.shifted(world.first_send - dt.timedelta(days=30)):
         for edition in EDITIONS:
             audience.add_contacts(store, [r for r in rows if r["edition"] == edition], list_name=edition)
-        update_bounce_settings(store, threshold=demo.DEMO_THRESHOLD)
+        update_bounce_settings(store, threshold=demo_world.DEMO_THRESHOLD)
     say(f"history: {len(rows)} contacts in {len(EDITIONS)} editions; sending {WEEKS} weekly campaigns...")
     env.server.handler.world = world
     try:
