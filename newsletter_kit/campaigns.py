@@ -35,6 +35,7 @@ from .errors import CampaignError
 from .addresses import check_from
 from .guards import RefusalWindow, SendGuards, complaint_block, html_size_warning
 from .ledger import DEFERRAL_BACKOFF, HELD, RETRYABLE, Claim, Ledger, Row  # noqa: F401 (DEFERRAL_BACKOFF: kept importable here)
+from .progress import Campaign, campaign_status, excluded_members as _excluded_members, get_campaign  # re-exported
 from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, load_smtp_settings,
                        require_smtp_settings)
 from .store import Store, now_iso
@@ -53,35 +54,6 @@ Progress = Callable[[int, int, "SendReport"], None]
 
 
 # --- campaigns ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Campaign:
-    """A campaign as stored: templates (Jinja) for subject, HTML and text."""
-
-    id: int
-    name: str
-    list_name: str
-    subject: str
-    html: str
-    text: str | None
-    from_addr: str | None
-    status: str
-    created_at: str
-
-
-_CAMPAIGN_COLUMNS = "id, name, list_name, subject, html, text, from_addr, status, created_at"
-
-
-def get_campaign(store: Store, name: str) -> Campaign:
-    """The campaign called ``name``, or :class:`CampaignError` naming the ones that exist."""
-    row = store.conn.execute(
-        f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE name = ?", (name,)).fetchone()
-    if row is None:
-        names = [r[0] for r in store.conn.execute("SELECT name FROM campaigns ORDER BY name")]
-        known = f" (campaigns: {', '.join(names)})" if names else " (there is no campaign yet)"
-        raise CampaignError(f"no campaign named {name!r}{known}")
-    return Campaign(*row)
 
 
 def create_campaign(store: Store, name: str, list_name: str, subject: str, html: str,
@@ -206,18 +178,6 @@ def _field_names(store: Store, list_name: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-def _excluded_members(store: Store, campaign: Campaign, policy: str | None) -> dict[str, tuple[int, str]]:
-    """The list's members the campaign excludes: address → (contact id, reason in words)."""
-    reasons = audience.exclusion_reasons(store, campaign.name, policy)
-    if not reasons:
-        return {}
-    rows = store.conn.execute(
-        "SELECT c.id, c.email FROM list_members m JOIN contacts c ON c.id = m.contact_id "
-        "WHERE m.list_id = (SELECT id FROM lists WHERE name = ?) AND c.email IN "
-        "(SELECT email FROM unsubscribes UNION SELECT email FROM suppressions)", (campaign.list_name,))
-    return {email: (cid, reasons[email]) for cid, email in rows if email in reasons}
-
-
 def _envelope_sender(smtp: SmtpSettings, bounce: BounceSettings | None) -> str:
     """MAIL FROM: the bounce address, so bounces reach the mailbox we read."""
     return bounce.bounce_address if bounce and bounce.bounce_address else smtp.from_addr
@@ -258,40 +218,6 @@ def preview_message(store: Store, name: str, email: str, fields: dict[str, Any])
 
 
 # --- status -------------------------------------------------------------------------------
-
-
-def campaign_status(store: Store, name: str) -> dict[str, int]:
-    """``{"total", "sent", "failed", "excluded", "pending", "unknown"}`` for a campaign.
-
-    In flight and deferred count as pending; the audience is evaluated now, so list members
-    not yet sent to count as pending, and those who opted out since as excluded.
-
-    Example::
-
-        >>> from newsletter_kit.store import open_store
-        >>> from newsletter_kit.audience import add_contacts
-        >>> store = open_store(":memory:")
-        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
-        >>> _ = create_campaign(store, "spring", "all", "Hi", "<p>Hello</p>")
-        >>> campaign_status(store, "spring")
-        {'total': 1, 'sent': 0, 'failed': 0, 'excluded': 0, 'pending': 1, 'unknown': 0}
-    """
-    campaign = get_campaign(store, name)
-    eligible = {r.email for r in audience.eligible_recipients(store, campaign.name, campaign.list_name)}
-    excluded = _excluded_members(store, campaign, None)
-    counts = {"sent": 0, "failed": 0, "excluded": 0, "pending": 0, "unknown": 0}
-    seen: set[str] = set()
-    for email, state in Ledger(store, campaign.id).states().items():
-        seen.add(email)
-        if state in RETRYABLE:
-            counts["pending" if email in eligible else "excluded"] += 1
-        elif state in HELD:
-            counts["pending"] += 1
-        else:
-            counts[state] += 1
-    counts["pending"] += len(eligible - seen)
-    counts["excluded"] += len(excluded.keys() - seen)
-    return {"total": sum(counts.values()), **counts}
 
 
 def resolve_unknown(store: Store, name: str, as_state: str,

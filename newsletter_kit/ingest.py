@@ -42,8 +42,8 @@ from . import bounces as _bounces
 from . import imap as _imap
 from . import unsubscribes as _unsubscribes
 from .errors import MailboxError, ValidationError
+from .failures import reason
 from .imap import ImapFactory
-from .net import reason
 from .settings import BounceSettings, require_bounce_settings
 from .store import Store, now_iso
 from .suppressions import apply_threshold

@@ -50,12 +50,12 @@ def store_overview(store: Store, *, now: dt.datetime | None = None) -> dict[str,
 
 def _store_counts(store: Store) -> dict[str, Any]:
     """What depends on the store's data alone (not on the time): what the poll may cache."""
-    from . import campaigns
+    from . import progress
 
     rows = store.conn.execute(
         "SELECT id, name, list_name, status FROM campaigns ORDER BY created_at DESC, id DESC").fetchall()
     items = [{"name": name, "list": list_name, "status": status,
-              **(_ledger_counts(store, cid) if status == "done" else campaigns.campaign_status(store, name))}
+              **(_ledger_counts(store, cid) if status == "done" else progress.campaign_status(store, name))}
              for cid, name, list_name, status in rows]
     return {
         "campaigns": items,

@@ -482,11 +482,11 @@ def campaign_forecast(store: Store, *, now: dt.datetime | None = None) -> pd.Dat
 
         >>> campaign_forecast(store)                   # doctest: +SKIP
     """
-    from . import campaigns, quota  # late: the send path is heavier than the review needs otherwise
+    from . import progress, quota  # late: the review needs them only here
 
     df = _query(store, "SELECT name AS campaign, status FROM campaigns ORDER BY id")
     open_ = df["status"] != "done"
-    pending = {name: campaigns.campaign_status(store, name)["pending"] for name in df.loc[open_, "campaign"]}
+    pending = {name: progress.campaign_status(store, name)["pending"] for name in df.loc[open_, "campaign"]}
     df["pending"] = pd.Series([pending.get(name, 0) for name in df["campaign"]], index=df.index, dtype="int64")
     # Without SMTP settings there is no limit to forecast with: finish stays None.
     has_limit = any(pending.values()) and load_smtp_settings(store) is not None
@@ -852,7 +852,7 @@ def complaint_rates(store: Store) -> pd.DataFrame:
         >>> list(complaint_rates(open_store(":memory:")).columns)
         ['campaign', 'delivered', 'complaints', 'rate', 'level']
     """
-    from .guards import complaint_counts, complaint_level, complaint_rate
+    from .complaints import complaint_counts, complaint_level, complaint_rate
 
     rows = [(name, delivered, complaints, complaint_rate(complaints, delivered))
             for name, (complaints, delivered) in complaint_counts(store).items()]

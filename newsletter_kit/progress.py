@@ -1,0 +1,104 @@
+"""A campaign as stored, and how far it has got: the read side that the sender
+(:mod:`~newsletter_kit.campaigns`), the review and the sidebar share.
+
+Below the send path: the review and the overview read the store through this module and import
+nothing of the sender (transport, ledger, guards).
+
+>>> from newsletter_kit.store import open_store
+>>> campaign_status(open_store(":memory:"), "spring")
+Traceback (most recent call last):
+...
+newsletter_kit.errors.CampaignError: no campaign named 'spring' (there is no campaign yet)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import audience
+from .errors import CampaignError
+from .store import Store
+
+__all__ = ["HELD", "RETRYABLE", "Campaign", "campaign_status", "excluded_members", "get_campaign"]
+
+#: States of rows a run may (re)send: ``pending``, and ``deferred`` once their time has come.
+RETRYABLE = ("pending", "deferred")
+#: States of rows a running send holds (``campaign status`` counts them as pending).
+HELD = ("claimed", "inflight")
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A campaign as stored: templates (Jinja) for subject, HTML and text."""
+
+    id: int
+    name: str
+    list_name: str
+    subject: str
+    html: str
+    text: str | None
+    from_addr: str | None
+    status: str
+    created_at: str
+
+
+_CAMPAIGN_COLUMNS = "id, name, list_name, subject, html, text, from_addr, status, created_at"
+
+
+def get_campaign(store: Store, name: str) -> Campaign:
+    """The campaign called ``name``, or :class:`CampaignError` naming the ones that exist."""
+    row = store.conn.execute(
+        f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        names = [r[0] for r in store.conn.execute("SELECT name FROM campaigns ORDER BY name")]
+        known = f" (campaigns: {', '.join(names)})" if names else " (there is no campaign yet)"
+        raise CampaignError(f"no campaign named {name!r}{known}")
+    return Campaign(*row)
+
+
+def excluded_members(store: Store, campaign: Campaign, policy: str | None) -> dict[str, tuple[int, str]]:
+    """The list's members the campaign excludes: address → (contact id, reason in words)."""
+    reasons = audience.exclusion_reasons(store, campaign.name, policy)
+    if not reasons:
+        return {}
+    rows = store.conn.execute(
+        "SELECT c.id, c.email FROM list_members m JOIN contacts c ON c.id = m.contact_id "
+        "WHERE m.list_id = (SELECT id FROM lists WHERE name = ?) AND c.email IN "
+        "(SELECT email FROM unsubscribes UNION SELECT email FROM suppressions)", (campaign.list_name,))
+    return {email: (cid, reasons[email]) for cid, email in rows if email in reasons}
+
+
+def campaign_status(store: Store, name: str) -> dict[str, int]:
+    """``{"total", "sent", "failed", "excluded", "pending", "unknown"}`` for a campaign.
+
+    In flight and deferred count as pending; the audience is evaluated now, so list members
+    not yet sent to count as pending, and those who opted out since as excluded.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> from newsletter_kit.audience import add_contacts
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> from newsletter_kit.campaigns import create_campaign
+        >>> _ = create_campaign(store, "spring", "all", "Hi", "<p>Hello</p>")
+        >>> campaign_status(store, "spring")
+        {'total': 1, 'sent': 0, 'failed': 0, 'excluded': 0, 'pending': 1, 'unknown': 0}
+    """
+    campaign = get_campaign(store, name)
+    eligible = {r.email for r in audience.eligible_recipients(store, campaign.name, campaign.list_name)}
+    excluded = excluded_members(store, campaign, None)
+    counts = {"sent": 0, "failed": 0, "excluded": 0, "pending": 0, "unknown": 0}
+    seen: set[str] = set()
+    for email, state in store.conn.execute(
+            "SELECT email, state FROM deliveries WHERE campaign_id = ?", (campaign.id,)).fetchall():
+        seen.add(email)
+        if state in RETRYABLE:
+            counts["pending" if email in eligible else "excluded"] += 1
+        elif state in HELD:
+            counts["pending"] += 1
+        else:
+            counts[state] += 1
+    counts["pending"] += len(eligible - seen)
+    counts["excluded"] += len(excluded.keys() - seen)
+    return {"total": sum(counts.values()), **counts}
