@@ -83,6 +83,13 @@ from .campaigns import (
     preview_message as preview_message,
     resolve_unknown as resolve_unknown,
     campaign_warnings as campaign_warnings,
+    edit_campaign as edit_campaign,
+    duplicate_campaign as duplicate_campaign,
+    archive_campaign as archive_campaign,
+    delete_campaign as delete_campaign,
+    sent_count as sent_count,
+    send_test as send_test,
+    ProofReport as ProofReport,
 )
 from .quota import (
     QuotaStatus as QuotaStatus,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -32,7 +33,7 @@ from typing import Any
 
 from . import audience, quota, signing
 from .errors import CampaignError
-from .addresses import check_from
+from .addresses import check_from, normalize_address
 from .guards import RefusalWindow, SendGuards, complaint_block, html_size_warning
 from .ledger import DEFERRAL_BACKOFF, HELD, RETRYABLE, Claim, Ledger, Row  # noqa: F401 (DEFERRAL_BACKOFF: kept importable here)
 from .progress import Campaign, campaign_status, excluded_members as _excluded_members, get_campaign  # re-exported
@@ -97,8 +98,11 @@ def create_campaign(store: Store, name: str, list_name: str, subject: str, html:
     return get_campaign(store, name)
 
 
-def list_campaigns(store: Store) -> list[dict[str, Any]]:
+def list_campaigns(store: Store, *, archived: bool = False) -> list[dict[str, Any]]:
     """Every campaign, newest first: name, list, subject, status, created_at, sent.
+
+    Archived and deleted campaigns are left out; ``archived=True`` lists the archived ones
+    (only) instead.
 
     Example::
 
@@ -109,7 +113,8 @@ def list_campaigns(store: Store) -> list[dict[str, Any]]:
     rows = store.conn.execute(
         "SELECT c.name, c.list_name, c.subject, c.status, c.created_at, "
         "(SELECT count(*) FROM deliveries d WHERE d.campaign_id = c.id AND d.state = 'sent') "
-        "FROM campaigns c ORDER BY c.created_at DESC, c.id DESC").fetchall()
+        "FROM campaigns c WHERE c.deleted_at IS NULL AND (c.archived_at IS NOT NULL) = ? "
+        "ORDER BY c.created_at DESC, c.id DESC", (archived,)).fetchall()
     keys = ("name", "list", "subject", "status", "created_at", "sent")
     return [dict(zip(keys, row)) for row in rows]
 
@@ -215,6 +220,284 @@ def preview_message(store: Store, name: str, email: str, fields: dict[str, Any])
 
         preview["headers"]["List-Id"] = decode_words(renderer.list_id.replace("\r\n", ""))
     return preview
+
+
+# --- lifecycle: edit, duplicate, archive, delete ------------------------------------------------
+
+#: Ledger states of a recipient the campaign has reached, or may have (an edit would change
+#: what they were sent): everything but rows still waiting (pending) or never meant (excluded).
+_TOUCHED_STATES = ("sent", "failed", "unknown", "inflight", "claimed", "deferred")
+
+
+def sent_count(store: Store, name: str) -> int:
+    """How many recipients the campaign has reached or may have reached (0: never sent).
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> from newsletter_kit.audience import add_contacts
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> _ = create_campaign(store, "spring", "all", "Hi", "<p>Hello</p>")
+        >>> sent_count(store, "spring")
+        0
+    """
+    campaign = get_campaign(store, name)
+    marks = ", ".join("?" * len(_TOUCHED_STATES))
+    return int(store.conn.execute(
+        f"SELECT count(*) FROM deliveries WHERE campaign_id = ? AND state IN ({marks})",
+        (campaign.id, *_TOUCHED_STATES)).fetchone()[0])
+
+
+def edit_campaign(store: Store, name: str, *, subject: str | None = None, html: str | None = None,
+                  text: str | None = None, list_name: str | None = None,
+                  from_addr: str | None = None) -> Campaign:
+    """Change a campaign that has not been sent to anyone yet; the given fields replace the
+    stored ones (``text=""`` or ``from_addr=""``: back to the default). Checked as at creation.
+
+    After the first message went out its recipients have that version: :class:`CampaignError`,
+    saying to duplicate the campaign and edit the copy.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> from newsletter_kit.audience import add_contacts
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> _ = create_campaign(store, "spring", "all", "Hi", "<p>Hello</p>")
+        >>> edit_campaign(store, "spring", subject="Spring is here").subject
+        'Spring is here'
+    """
+    campaign = get_campaign(store, name)
+    _refuse_if_deleted(campaign)
+    reached = sent_count(store, name)
+    if reached:
+        raise CampaignError(
+            f"campaign {name!r} has been sent to {reached} recipient(s), who have this version: "
+            f"it cannot change now; duplicate it (`campaign duplicate {name} NEW`) and edit the copy")
+    new = {
+        "list_name": campaign.list_name if list_name is None else list_name,
+        "subject": campaign.subject if subject is None else subject,
+        "html": campaign.html if html is None else html,
+        "text": campaign.text if text is None else (text or None),
+        "from_addr": campaign.from_addr if from_addr is None else (from_addr.strip() or None),
+    }
+    _check_campaign(store, campaign.name, **new)
+    if new["from_addr"]:
+        new["from_addr"] = check_from(new["from_addr"])
+    with store.transaction():
+        store.conn.execute(
+            "UPDATE campaigns SET list_name = ?, subject = ?, html = ?, text = ?, from_addr = ?, "
+            "updated_at = ? WHERE id = ?",
+            (new["list_name"], new["subject"], new["html"], new["text"], new["from_addr"], now_iso(),
+             campaign.id))
+        if new["list_name"] != campaign.list_name:  # waiting rows were the old list's members
+            store.conn.execute("DELETE FROM deliveries WHERE campaign_id = ?", (campaign.id,))
+    return get_campaign(store, name)
+
+
+def _check_campaign(store: Store, name: str, *, list_name: str, subject: str, html: str,
+                    text: str | None, from_addr: str | None) -> None:
+    """What ``create_campaign`` checks before writing: the list, the From, the templates."""
+    lists = audience.list_names(store)
+    if list_name not in lists:
+        known = ", ".join(lists) if lists else "none yet: import contacts first"
+        raise CampaignError(f"no contact list named {list_name!r} (lists: {known})")
+    if from_addr:
+        from_addr = check_from(from_addr)
+    renderer = _compile(store, name, list_name, subject, html, text, from_addr)
+    renderer.check_fields(_field_names(store, list_name))
+    _test_render(store, renderer, list_name)
+
+
+def duplicate_campaign(store: Store, name: str, new_name: str) -> Campaign:
+    """A new draft with the campaign's list, subject, templates and From (sent or not).
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> from newsletter_kit.audience import add_contacts
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> _ = create_campaign(store, "spring", "all", "Hi", "<p>Hello</p>")
+        >>> duplicate_campaign(store, "spring", "spring-2").status
+        'draft'
+    """
+    campaign = get_campaign(store, name)
+    _refuse_if_deleted(campaign)
+    return create_campaign(store, new_name, campaign.list_name, campaign.subject, campaign.html,
+                           campaign.text, campaign.from_addr)
+
+
+def archive_campaign(store: Store, name: str, *, undo: bool = False) -> Campaign:
+    """Hide a campaign from the lists and the sidebar; its history stays in the statistics.
+    ``undo=True`` brings it back. An archived campaign is not sent.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> from newsletter_kit.audience import add_contacts
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> _ = create_campaign(store, "spring", "all", "Hi", "<p>Hello</p>")
+        >>> archive_campaign(store, "spring").archived_at is not None, list_campaigns(store)
+        (True, [])
+    """
+    campaign = get_campaign(store, name)
+    _refuse_if_deleted(campaign)
+    with store.transaction():
+        store.conn.execute("UPDATE campaigns SET archived_at = ?, updated_at = ? WHERE id = ?",
+                           (None if undo else now_iso(), now_iso(), campaign.id))
+    return get_campaign(store, name)
+
+
+def delete_campaign(store: Store, name: str, *, yes: bool = False) -> dict[str, Any]:
+    """Delete a campaign. One never sent goes entirely; one that was sent needs ``yes=True``:
+    its templates go, its name and deliveries stay for the statistics (the review still counts
+    them), and it is hidden everywhere else. ``{"campaign", "deleted": "entirely" | "kept for
+    statistics", "deliveries_kept"}``.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> from newsletter_kit.audience import add_contacts
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> _ = create_campaign(store, "spring", "all", "Hi", "<p>Hello</p>")
+        >>> delete_campaign(store, "spring")["deleted"]
+        'entirely'
+    """
+    campaign = get_campaign(store, name)
+    _refuse_if_deleted(campaign)
+    reached = sent_count(store, name)
+    if not reached:
+        with store.transaction():
+            store.conn.execute("DELETE FROM campaigns WHERE id = ?", (campaign.id,))
+        return {"campaign": campaign.name, "deleted": "entirely", "deliveries_kept": 0}
+    if not yes:
+        raise CampaignError(
+            f"campaign {name!r} was sent to {reached} recipient(s): deleting it keeps its deliveries "
+            "for the statistics and drops its templates; add --yes to confirm (or archive it)")
+    with store.transaction():
+        store.conn.execute(
+            "UPDATE campaigns SET subject = '(deleted)', html = '', text = NULL, deleted_at = ?, "
+            "updated_at = ? WHERE id = ?", (now_iso(), now_iso(), campaign.id))
+        store.conn.execute("DELETE FROM deliveries WHERE campaign_id = ? AND state IN ('pending', 'excluded')",
+                           (campaign.id,))
+        kept = store.conn.execute("SELECT count(*) FROM deliveries WHERE campaign_id = ?",
+                                  (campaign.id,)).fetchone()[0]
+    return {"campaign": campaign.name, "deleted": "kept for statistics", "deliveries_kept": int(kept)}
+
+
+def _refuse_if_deleted(campaign: Campaign) -> None:
+    if campaign.deleted_at:
+        raise CampaignError(f"campaign {campaign.name!r} was deleted on {campaign.deleted_at[:10]}: "
+                            "only its statistics are kept")
+
+
+# --- a proof before the send --------------------------------------------------------------------
+
+#: The subject of a test message starts with this.
+TEST_PREFIX = "[TEST] "
+
+
+@dataclass
+class ProofReport:
+    """What ``campaign test`` did: per test address, the server's answer."""
+
+    campaign: str
+    contact: str | None  # whose fields filled the templates (None: a sample)
+    results: list[dict[str, Any]] = field(default_factory=list)  # {"to", "outcome", "reply"}
+
+    @property
+    def sent(self) -> int:
+        """Test messages the server accepted."""
+        return sum(1 for r in self.results if r["outcome"] == "sent")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``campaign test --json`` document."""
+        return {"campaign": self.campaign, "as": self.contact, "sent": self.sent, "results": self.results}
+
+    def lines(self) -> list[str]:
+        """One line per test address, as ``campaign test`` prints them."""
+        who = f"with the fields of {self.contact}" if self.contact else "with sample fields"
+        return [f"{r['to']}: {r['outcome']}" + (f" ({r['reply']})" if r["reply"] else "") + f" [{who}]"
+                for r in self.results]
+
+
+def send_test(store: Store, name: str, to: Iterable[str], *, as_contact: str | None = None,
+              smtp_factory: SmtpFactory | None = None, password: str | None = None) -> ProofReport:
+    """Send the campaign's message to ``to`` (test addresses) as a proof before the send.
+
+    The message is rendered as sending would, with the fields of ``as_contact`` (a contact's
+    address) or of a sample contact of the list; the subject starts with ``[TEST]`` and the
+    unsubscribe link is inert (signed with a throwaway key: it unsubscribes nobody). The envelope
+    sender is the From address, not the bounce mailbox, so a bounce of a test never reaches the
+    bounce fetch nor counts toward anyone; nothing goes into the ledger. Each test message counts
+    toward today's quota (:class:`QuotaExhausted` when the quota has no room for them).
+
+    Example::
+
+        report = send_test(store, "spring", ["me@example.org"], as_contact="ann@example.org")
+        report.sent                                                   # 1
+    """
+    from .addresses import parse_from
+    from .errors import QuotaExhausted
+    from .messages import CampaignRenderer
+    from .transport import SmtpSender
+
+    campaign = get_campaign(store, name)
+    _refuse_if_deleted(campaign)
+    addresses = [normalize_address(a) for a in to]
+    if not addresses:
+        raise CampaignError("name at least one test address (--to ADDR)")
+    smtp = require_smtp_settings(store)
+    contact, fields = _test_fields(store, campaign, as_contact)
+    identity = _identity(smtp, None, campaign.from_addr, campaign.list_name)
+    mail_from = parse_from(identity["from_addr"])[1]
+    identity["bounce_address"] = mail_from
+    renderer = CampaignRenderer(campaign=campaign.name, subject=TEST_PREFIX + campaign.subject,
+                                html=campaign.html, text=campaign.text,
+                                signing_key=secrets.token_bytes(32), **identity)
+    messages = [(a, renderer.render(a, fields, message_id=renderer.new_message_id())) for a in addresses]
+    owner = quota.new_owner()
+    try:
+        day, granted = quota.reserve(store, len(messages), owner=owner, settings=smtp)
+        if granted < len(messages):
+            quota.settle(store, owner=owner, day=day, released=granted, accepted=0)
+            full = QuotaExhausted(f"today's quota has room for {granted} more message(s), the test needs "
+                                  f"{len(messages)}: try again after the reset (`newsletter-kit quota`)")
+            full.exit_code = 75  # nothing to fix: run it again later
+            raise full
+        report = ProofReport(campaign=campaign.name, contact=contact)
+        try:
+            with SmtpSender(smtp, password=password, factory=smtp_factory) as sender:
+                for address, raw in messages:
+                    outcome = sender.send(mail_from, address, raw)
+                    report.results.append({"to": address, "outcome": outcome.kind,
+                                           "reply": "" if outcome.kind == "sent" else outcome.reply})
+        finally:
+            quota.settle(store, owner=owner, day=day, released=granted, accepted=report.sent)
+    finally:
+        quota.end_run(owner)
+    return report
+
+
+def _test_fields(store: Store, campaign: Campaign, as_contact: str | None) -> tuple[str | None, dict[str, Any]]:
+    """Whose fields fill a test message: the contact named, else the list's member with the
+    most fields, else none (an empty list: the templates' defaults)."""
+    if as_contact:
+        row = store.conn.execute("SELECT email, fields FROM contacts WHERE email = ?",
+                                 (normalize_address(as_contact),)).fetchone()
+        if row is None:
+            raise CampaignError(f"no contact {as_contact.strip()!r}: name one of the list {campaign.list_name!r}, "
+                                "or leave --as out for a sample")
+        return row[0], json.loads(row[1] or "{}")
+    row = store.conn.execute(
+        "SELECT c.email, c.fields FROM list_members m JOIN lists l ON l.id = m.list_id "
+        "JOIN contacts c ON c.id = m.contact_id WHERE l.name = ? ORDER BY length(c.fields) DESC, c.id LIMIT 1",
+        (campaign.list_name,)).fetchone()
+    return (row[0], json.loads(row[1] or "{}")) if row else (None, {})
 
 
 # --- status -------------------------------------------------------------------------------
@@ -605,6 +888,10 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     if connections < 1:
         raise CampaignError("--connections must be at least 1")
     campaign = get_campaign(store, name)
+    _refuse_if_deleted(campaign)
+    if campaign.archived_at:
+        raise CampaignError(f"campaign {name!r} is archived: bring it back first "
+                            f"(`campaign archive {name} --undo`)")
     smtp = require_smtp_settings(store)
     bounce = load_bounce_settings(store)
     renderer = _renderer(store, campaign, smtp, _envelope_sender(smtp, bounce))

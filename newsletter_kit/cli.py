@@ -526,13 +526,104 @@ def campaign_status_cmd(store: Store, name: str, as_json: bool) -> None:
 
 
 @campaign.command("list")
+@click.option("--archived", is_flag=True, help="List the archived campaigns instead.")
 @pass_existing_store
-def campaign_list(store: Store) -> None:
-    """Every campaign, newest first: name, list, status, sent."""
+def campaign_list(store: Store, archived: bool) -> None:
+    """Every campaign, newest first: name, list, status, sent (archived ones: --archived)."""
     from .campaigns import list_campaigns
 
-    for item in list_campaigns(store):
+    for item in list_campaigns(store, archived=archived):
         click.echo(f"{item['name']}\t{item['list']}\t{item['status']}\t{item['sent']} sent\t{item['subject']}")
+
+
+@campaign.command("test")
+@click.argument("name")
+@click.option("--to", "to", multiple=True, required=True, metavar="ADDR",
+              help="A test address (repeatable).")
+@click.option("--as", "as_contact", metavar="CONTACT",
+              help="Fill the templates with this contact's fields (default: a sample of the list).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"campaign", "as", "sent", "results"} as JSON.')
+@pass_existing_store
+def campaign_test(store: Store, name: str, to: tuple[str, ...], as_contact: str | None, as_json: bool) -> None:
+    """Send a proof: the rendered message to test addresses, subject prefixed [TEST].
+
+    Not a delivery of the campaign: the unsubscribe link is inert, nothing enters the ledger,
+    and a bounce of it counts toward nobody; it counts toward today's quota. Exit status 0 when
+    the server accepted every test message, 1 when it refused one, 75 when it could not be
+    reached or the quota has no room (run it again later).
+    """
+    from .campaigns import send_test
+
+    report = send_test(store, name, to, as_contact=as_contact)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        for line in report.lines():
+            click.echo(line)
+    outcomes = {r["outcome"] for r in report.results}
+    if outcomes & {"paused", "deferred"}:
+        sys.exit(75)
+    if outcomes - {"sent"}:
+        sys.exit(1)
+
+
+@campaign.command("edit")
+@click.argument("name")
+@click.option("--subject", metavar="S", help="New subject template.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), help="New HTML template file.")
+@click.option("--text", "text_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="New plain-text template file.")
+@click.option("--list", "list_name", metavar="L", help="Send to this list instead.")
+@click.option("--from", "from_addr", metavar="ADDR", help="New From ('' : the settings' From).")
+@pass_existing_store
+def campaign_edit(store: Store, name: str, subject: str | None, html_file: Path | None,
+                  text_file: Path | None, list_name: str | None, from_addr: str | None) -> None:
+    """Change a campaign not sent to anyone yet (after the first send: duplicate it)."""
+    from .campaigns import campaign_warnings, edit_campaign
+
+    edited = edit_campaign(store, name, subject=subject, html=_read_template(html_file), text=_read_template(text_file),
+                           list_name=list_name, from_addr=from_addr)
+    say(f"campaign {edited.name!r} changed (list {edited.list_name!r}, subject {edited.subject!r})")
+    warn_all(campaign_warnings(store, edited.name))
+
+
+@campaign.command("duplicate")
+@click.argument("name")
+@click.argument("new_name", metavar="NEW")
+@pass_existing_store
+def campaign_duplicate(store: Store, name: str, new_name: str) -> None:
+    """Copy a campaign (sent or not) into a new draft called NEW."""
+    from .campaigns import duplicate_campaign
+
+    copy = duplicate_campaign(store, name, new_name)
+    say(f"campaign {copy.name!r} created from {name!r} (list {copy.list_name!r}): edit it, test it, send it")
+
+
+@campaign.command("archive")
+@click.argument("name")
+@click.option("--undo", is_flag=True, help="Bring an archived campaign back.")
+@pass_existing_store
+def campaign_archive(store: Store, name: str, undo: bool) -> None:
+    """Hide a campaign from the lists and the sidebar; its history stays in the statistics."""
+    from .campaigns import archive_campaign
+
+    archive_campaign(store, name, undo=undo)
+    say(f"campaign {name!r} " + ("is back in the lists" if undo else
+                                 "archived (`campaign list --archived` shows it; --undo brings it back)"))
+
+
+@campaign.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Confirm deleting a campaign that was sent (its deliveries stay).")
+@pass_existing_store
+def campaign_delete(store: Store, name: str, yes: bool) -> None:
+    """Delete a campaign never sent; one that was sent only with --yes, its deliveries kept for
+    the statistics."""
+    from .campaigns import delete_campaign
+
+    result = delete_campaign(store, name, yes=yes)
+    say(f"campaign {name!r} deleted" + ("" if result["deleted"] == "entirely" else
+                                        f"; {result['deliveries_kept']} deliveries kept for the statistics"))
 
 
 @cli.command("quota")

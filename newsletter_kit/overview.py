@@ -53,7 +53,8 @@ def _store_counts(store: Store) -> dict[str, Any]:
     from . import progress
 
     rows = store.conn.execute(
-        "SELECT id, name, list_name, status FROM campaigns ORDER BY created_at DESC, id DESC").fetchall()
+        "SELECT id, name, list_name, status FROM campaigns WHERE archived_at IS NULL AND deleted_at IS NULL "
+        "ORDER BY created_at DESC, id DESC").fetchall()
     items = [{"name": name, "list": list_name, "status": status,
               **(_ledger_counts(store, cid) if status == "done" else progress.campaign_status(store, name))}
              for cid, name, list_name, status in rows]

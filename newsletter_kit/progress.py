@@ -40,9 +40,11 @@ class Campaign:
     from_addr: str | None
     status: str
     created_at: str
+    archived_at: str | None = None  # hidden from the lists and the sidebar, history kept
+    deleted_at: str | None = None  # sent, then deleted: name and deliveries kept for the statistics
 
 
-_CAMPAIGN_COLUMNS = "id, name, list_name, subject, html, text, from_addr, status, created_at"
+_CAMPAIGN_COLUMNS = "id, name, list_name, subject, html, text, from_addr, status, created_at, archived_at, deleted_at"
 
 
 def get_campaign(store: Store, name: str) -> Campaign:
