@@ -60,6 +60,14 @@ from .audience import (
     import_unsubscribes as import_unsubscribes,
     list_contacts as list_contacts,
     list_names as list_names,
+    list_sizes as list_sizes,
+    remove_contact as remove_contact,
+    list_unsubscribes as list_unsubscribes,
+    remove_unsubscribe as remove_unsubscribe,
+)
+from .erasure import (
+    erase_address as erase_address,
+    is_erased as is_erased,
 )
 from .addresses import (
     normalize_address as normalize_address,

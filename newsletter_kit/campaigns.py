@@ -275,23 +275,21 @@ def edit_campaign(store: Store, name: str, *, subject: str | None = None, html: 
         raise CampaignError(
             f"campaign {name!r} has been sent to {reached} recipient(s), who have this version: "
             f"it cannot change now; duplicate it (`campaign duplicate {name} NEW`) and edit the copy")
-    new = {
-        "list_name": campaign.list_name if list_name is None else list_name,
-        "subject": campaign.subject if subject is None else subject,
-        "html": campaign.html if html is None else html,
-        "text": campaign.text if text is None else (text or None),
-        "from_addr": campaign.from_addr if from_addr is None else (from_addr.strip() or None),
-    }
-    _check_campaign(store, campaign.name, **new)
-    if new["from_addr"]:
-        new["from_addr"] = check_from(new["from_addr"])
+    new_list = campaign.list_name if list_name is None else list_name
+    new_subject = campaign.subject if subject is None else subject
+    new_html = campaign.html if html is None else html
+    new_text = campaign.text if text is None else (text or None)
+    new_from = campaign.from_addr if from_addr is None else (from_addr.strip() or None)
+    _check_campaign(store, campaign.name, list_name=new_list, subject=new_subject, html=new_html,
+                    text=new_text, from_addr=new_from)
+    if new_from:
+        new_from = check_from(new_from)
     with store.transaction():
         store.conn.execute(
             "UPDATE campaigns SET list_name = ?, subject = ?, html = ?, text = ?, from_addr = ?, "
             "updated_at = ? WHERE id = ?",
-            (new["list_name"], new["subject"], new["html"], new["text"], new["from_addr"], now_iso(),
-             campaign.id))
-        if new["list_name"] != campaign.list_name:  # waiting rows were the old list's members
+            (new_list, new_subject, new_html, new_text, new_from, now_iso(), campaign.id))
+        if new_list != campaign.list_name:  # waiting rows were the old list's members
             store.conn.execute("DELETE FROM deliveries WHERE campaign_id = ?", (campaign.id,))
     return get_campaign(store, name)
 

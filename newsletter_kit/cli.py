@@ -291,7 +291,7 @@ def _report_import(report: Any, what: str, as_json: bool) -> None:
 
 @cli.group()
 def contacts() -> None:
-    """Import and list contacts (column `email`; other columns become template fields)."""
+    """Import, list, remove and erase contacts (column `email`; other columns become template fields)."""
 
 
 @contacts.command("import")
@@ -328,9 +328,66 @@ def contacts_list(store: Store, list_name: str, as_json: bool) -> None:
     say(f"{len(frame)} contacts in {list_name!r}")
 
 
+def _require_yes(yes: bool, what: str) -> None:
+    """Nothing is removed without --yes: say what would go, and stop (exit 1)."""
+    if not yes:
+        raise click.ClickException(f"{what}: add --yes to confirm (nothing was removed)")
+
+
+@contacts.command("lists")
+@click.option("--json", "as_json", is_flag=True, help='A JSON list of {"list", "contacts"}.')
+@pass_existing_store
+def contacts_lists(store: Store, as_json: bool) -> None:
+    """Every contact list with its size."""
+    from .audience import list_sizes
+
+    sizes = list_sizes(store)
+    if as_json:
+        emit_json(sizes)
+        return
+    for item in sizes:
+        click.echo(f"{item['list']}\t{item['contacts']}")
+
+
+@contacts.command("remove")
+@click.argument("address")
+@click.option("--list", "list_name", metavar="L", help="Only take it off this list (default: every list).")
+@click.option("--yes", is_flag=True, help="Confirm the removal.")
+@pass_existing_store
+def contacts_remove(store: Store, address: str, list_name: str | None, yes: bool) -> None:
+    """Remove a contact (from one list with --list); its deliveries stay for the statistics."""
+    from .audience import remove_contact
+
+    _require_yes(yes, f"remove {address.strip()} from " + (repr(list_name) if list_name else "the contacts"))
+    say(remove_contact(store, address, list_name))
+
+
+@contacts.command("erase")
+@click.argument("address")
+@click.option("--yes", is_flag=True, help="Confirm the erasure (it cannot be undone).")
+@click.option("--json", "as_json", is_flag=True, help="What was erased or anonymised, as JSON.")
+@pass_existing_store
+def contacts_erase(store: Store, address: str, yes: bool, as_json: bool) -> None:
+    """Right to erasure (GDPR art. 17): every trace of ADDRESS leaves the store file.
+
+    Contacts, opt-outs, suppression and audit rows go; deliveries and bounces keep their
+    counts under a placeholder; a keyed hash keeps the address from being imported again.
+    """
+    from .erasure import erase_address
+
+    _require_yes(yes, f"erase every trace of {address.strip()} (this cannot be undone)")
+    done = erase_address(store, address)
+    if as_json:
+        emit_json(done)
+        return
+    say(f"erased: {done['contacts']} contact, {done['deliveries']} deliveries and {done['bounces']} bounces "
+        f"anonymised as {done['placeholder']}, {done['unsubscribes']} opt-outs, {done['suppressions']} "
+        f"suppression, {done['audit_rows']} audit rows; a later import of it is refused")
+
+
 @cli.group()
 def unsubscribes() -> None:
-    """Import opt-outs (per campaign, or from everything)."""
+    """Import, list and withdraw opt-outs (per campaign, or from everything)."""
 
 
 @unsubscribes.command("import")
@@ -346,6 +403,40 @@ def unsubscribes_import(store: Store, file: Path, campaign: str | None, as_json:
     # Without --campaign a row opts out of its `campaign` column's campaign, else of everything.
     what = f"unsubscribes (campaign {campaign!r})" if campaign else "unsubscribes"
     _report_import(import_unsubscribes(store, file, campaign), what, as_json)
+
+
+@unsubscribes.command("list")
+@click.option("--address", metavar="ADDR", help="Only this address's opt-outs.")
+@click.option("--json", "as_json", is_flag=True, help='A JSON list of {"address", "campaign", "source", "since"}.')
+@pass_existing_store
+def unsubscribes_list(store: Store, address: str | None, as_json: bool) -> None:
+    """The opt-outs, newest first (campaign '*': from everything)."""
+    from .audience import list_unsubscribes
+
+    rows = list_unsubscribes(store, address)
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['address']}\t{row['campaign'] or '*'}\t{row['source']}\t{row['since']}")
+    say(f"{len(rows)} opt-out(s)")
+
+
+@unsubscribes.command("remove")
+@click.argument("address")
+@click.option("--campaign", metavar="NAME", help="Withdraw the opt-out from this campaign (default: from everything).")
+@click.option("--all", "every", is_flag=True, help="Withdraw every opt-out of the address.")
+@click.option("--by", help="Who asked (kept in the audit trail).")
+@click.option("--yes", is_flag=True, help="Confirm: the address gets campaigns again.")
+@pass_existing_store
+def unsubscribes_remove(store: Store, address: str, campaign: str | None, every: bool, by: str | None,
+                        yes: bool) -> None:
+    """A new opt-in: withdraw an opt-out of ADDRESS (written to the audit trail)."""
+    from .audience import remove_unsubscribe
+
+    _require_yes(yes, f"let {address.strip()} receive campaigns again")
+    count = remove_unsubscribe(store, address, campaign, every=every, by=by)
+    say(f"{count} opt-out(s) of {address.strip().lower()} withdrawn (kept in the audit trail)")
 
 
 # campaigns and quota (campaigns helper)
