@@ -261,12 +261,13 @@ def settings_test(store: Store) -> None:
 @click.option("--json", "as_json", is_flag=True, help='A JSON list of {"check", "status", "detail"}.')
 @click.option("--nameserver", metavar="HOST[:PORT]",
               help="Ask this DNS server (an IP address) instead of the system resolver.")
+@click.option("--campaign", metavar="NAME", help="Check the From this campaign sends with (default: the settings').")
 @pass_existing_store
-def check_cmd(store: Store, as_json: bool, nameserver: str | None) -> None:
+def check_cmd(store: Store, as_json: bool, nameserver: str | None, campaign: str | None) -> None:
     """Pre-flight: SPF, DKIM, DMARC, alignment, MX, unsubscribe, volume; exit 1 when one fails."""
     from .deliverability import preflight
 
-    findings = preflight(store, nameserver=nameserver)
+    findings = preflight(store, nameserver=nameserver, campaign=campaign)
     if as_json:
         emit_json([finding.to_dict() for finding in findings])
     else:
@@ -782,7 +783,7 @@ def bounces_parse(as_json: bool, files: tuple[Path, ...]) -> None:
 @bounces.command("fetch")
 @click.option("--from", "source", type=click.Path(exists=True, path_type=Path),
               help="Read a folder of .eml files (or one .eml, or an mbox file) instead of the mailbox.")
-@click.option("--json", "as_json", is_flag=True, help='Print {"fetched", "bounces", "suppressed"} as JSON.')
+@click.option("--json", "as_json", is_flag=True, help='Print {"fetched", "bounces", "unmatched", "suppressed"} as JSON.')
 @pass_existing_store
 def bounces_fetch(store: Store, source: Path | None, as_json: bool) -> None:
     """Fetch new messages from the bounce mailbox, record bounces, suppress at the threshold.
@@ -798,7 +799,8 @@ def bounces_fetch(store: Store, source: Path | None, as_json: bool) -> None:
         return
     kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(report.bounces.items()))
     say(f"fetched {report.fetched} new message(s)" + (f": {kinds}" if kinds else "")
-        + (f" ({report.duplicates} already seen)" if report.duplicates else ""))
+        + (f" ({report.duplicates} already seen)" if report.duplicates else "")
+        + (f"; {report.unmatched} match no delivery of ours (`bounces list --unmatched`)" if report.unmatched else ""))
     for email, campaign in report.unsubscribed:
         say(f"unsubscribed: {email}" + (f" from {campaign}" if campaign else ""))
     for email in report.suppressed:

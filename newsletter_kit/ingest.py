@@ -77,15 +77,16 @@ class FetchReport:
     unsubscribed: list[tuple[str, str | None]] = field(default_factory=list)
     duplicates: int = 0
     moved: int = 0
+    unmatched: int = 0  # recipients recorded that match no delivery we made (counted only if set so)
 
     def to_dict(self) -> dict[str, object]:
-        """``{"fetched", "bounces": {kind: count}, "suppressed": [address]}``.
+        """``{"fetched", "bounces": {kind: count}, "unmatched", "suppressed": [address]}``.
 
         >>> FetchReport("file:/tmp/x").to_dict()
-        {'fetched': 0, 'bounces': {}, 'suppressed': []}
+        {'fetched': 0, 'bounces': {}, 'unmatched': 0, 'suppressed': []}
         """
         return {"fetched": self.fetched, "bounces": dict(sorted(self.bounces.items())),
-                "suppressed": sorted(self.suppressed)}
+                "unmatched": self.unmatched, "suppressed": sorted(self.suppressed)}
 
 
 def fetch_bounces(
@@ -114,13 +115,19 @@ def fetch_bounces(
         raise ValidationError("the batch size must be at least 1", "batch_size")
     if workers is not None and workers < 1:
         raise ValidationError("workers must be at least 1", "workers")
+    last_id = store.conn.execute("SELECT coalesce(max(id), 0) FROM bounces").fetchone()[0]
     if source_path is not None:
-        return _fetch_files(store, settings, Path(source_path), batch_size, workers)
-    imap = _imap.open_imap(settings, password=password, factory=imap_factory)
-    try:
-        return _fetch_imap(store, settings, imap, batch_size, workers)
-    finally:
-        _imap.close_imap(imap)
+        report = _fetch_files(store, settings, Path(source_path), batch_size, workers)
+    else:
+        imap = _imap.open_imap(settings, password=password, factory=imap_factory)
+        try:
+            report = _fetch_imap(store, settings, imap, batch_size, workers)
+        finally:
+            _imap.close_imap(imap)
+    # The rows this fetch added (ids above the old maximum: a range read, not the history).
+    report.unmatched = int(store.conn.execute(
+        "SELECT count(*) FROM bounces WHERE id > ? AND unmatched = 1", (last_id,)).fetchone()[0])
+    return report
 
 
 # --- IMAP ---
