@@ -82,26 +82,67 @@ class NotebookHandler(APIHandler):
 
     @tornado.web.authenticated
     async def post(self) -> None:
-        body = self.get_json_body() or {}
-        template, folder = body.get("template"), str(body.get("folder") or "").strip("/")
-        if template not in TEMPLATES:
-            raise tornado.web.HTTPError(400, f"unknown notebook template {template!r} "
-                                             f"(one of {', '.join(sorted(TEMPLATES))})")
+        template, folder = _notebook_request(self.request.body)
         manager = self.contents_manager
         if not await ensure_async(manager.dir_exists(folder)):
             raise tornado.web.HTTPError(404, f"no folder {folder!r}")
         name, fresh = TEMPLATES[template]
         path = _join(folder, name)
+        _inside_root(manager, path)
         exists = await ensure_async(manager.file_exists(path))
         if exists and fresh:
             stem, number = name.removesuffix(".ipynb"), 2
             while await ensure_async(manager.file_exists(path := _join(folder, f"{stem}-{number}.ipynb"))):
                 number += 1
+            _inside_root(manager, path)
             exists = False
         if not exists:
             model = {"type": "notebook", "format": "json", "content": template_notebook(template)}
             await ensure_async(manager.save(model, path))
         self.finish(json.dumps({"path": path, "created": not exists}))
+
+
+def _notebook_request(body: bytes) -> tuple[str, str]:
+    """``(template, folder)`` from the request body, or a 400 that says what is wrong with it.
+
+    Example::
+
+        >>> _notebook_request(b'{"template": "settings", "folder": "/work/"}')
+        ('settings', 'work')
+        >>> _notebook_request(b'["settings"]')
+        Traceback (most recent call last):
+        ...
+        tornado.web.HTTPError: HTTP 400: Bad Request (the body must be a JSON object like {"template": "settings", "folder": "a/b"})
+    """
+    usage = 'like {"template": "settings", "folder": "a/b"}'
+    try:
+        data = json.loads(body.decode("utf-8")) if body.strip() else {}
+    except UnicodeDecodeError:
+        raise tornado.web.HTTPError(400, f"the body is not UTF-8 text: send a JSON object {usage}") from None
+    except ValueError:
+        raise tornado.web.HTTPError(400, f"the body is not JSON: send an object {usage}") from None
+    if not isinstance(data, dict):
+        raise tornado.web.HTTPError(400, f"the body must be a JSON object {usage}")
+    template, folder = data.get("template"), data.get("folder") or ""
+    if not isinstance(template, str) or template not in TEMPLATES:
+        raise tornado.web.HTTPError(400, f"unknown notebook template {template!r} "
+                                         f"(one of {', '.join(sorted(TEMPLATES))})")
+    if not isinstance(folder, str):
+        raise tornado.web.HTTPError(400, f"the folder must be a path as text, not {folder!r}")
+    return template, folder.strip("/")
+
+
+def _inside_root(manager: Any, path: str) -> None:
+    """Refuse a path that resolves outside the server root: a symbolic link (even a dangling
+    one, which the contents manager would write through) or a linked folder that leaves it."""
+    get_os_path = getattr(manager, "_get_os_path", None)
+    root = getattr(manager, "root_dir", None)
+    if get_os_path is None or root is None:  # not a file-system contents manager: nothing to follow
+        return
+    target = os.path.realpath(get_os_path(path))
+    base = os.path.realpath(root)
+    if os.path.commonpath([target, base]) != base:
+        raise tornado.web.HTTPError(403, f"{path!r} is a link that leaves the server root: refused")
 
 
 def _join(folder: str, name: str) -> str:

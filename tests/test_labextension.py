@@ -186,6 +186,45 @@ def test_notebooks_endpoint_never_overwrites(jupyterlab: Lab):
     assert _post(jupyterlab, "newsletter-kit/notebooks", {"template": "settings", "folder": "nowhere"})[0] == 404
 
 
+def _post_raw(lab: Lab, path: str, data: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(f"http://127.0.0.1:{lab.port}/{path}", data=data, method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"token {lab.token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.mark.parametrize("body, words", [
+    (b'["settings"]', "must be a JSON object"),
+    (b'"settings"', "must be a JSON object"),
+    (b'{"template": "settings"\xff}', "not UTF-8"),
+    (b'{"template": ["settings"]}', "unknown notebook template"),
+    (b'{"template": {"a": 1}}', "unknown notebook template"),
+    (b'{"template": "settings", "folder": 7}', "folder must be a path"),
+    (b'{"template": ', "not JSON"),
+])
+def test_notebooks_endpoint_answers_a_bad_body_with_a_clear_400(jupyterlab: Lab, body: bytes, words: str):
+    code, error = _post_raw(jupyterlab, "newsletter-kit/notebooks", body)
+    assert code == 400 and words in error["message"], error
+
+
+def test_notebooks_endpoint_refuses_links_that_leave_the_server_root(jupyterlab: Lab, tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    links = jupyterlab.root / "links"
+    links.mkdir()
+    (links / "01_settings.ipynb").symlink_to(outside / "planted.ipynb")  # dangling: nothing there yet
+    (links / "02_campaign.ipynb").symlink_to(outside / "c.ipynb")
+    (jupyterlab.root / "away").symlink_to(outside, target_is_directory=True)
+    for template, folder in (("settings", "links"), ("campaign", "links"), ("bounce_review", "away")):
+        code, error = _post(jupyterlab, "newsletter-kit/notebooks", {"template": template, "folder": folder})
+        assert code in (403, 404) and "Traceback" not in json.dumps(error), (template, error)
+    assert list(outside.iterdir()) == []
+
+
 # --- in the browser -----------------------------------------------------------------------
 
 
