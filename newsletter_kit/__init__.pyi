@@ -157,5 +157,8 @@ from .panels.campaign import (
 from .panels.bounces import (
     BounceReviewPanel as BounceReviewPanel,
 )
+from .panels.people import (
+    PeoplePanel as PeoplePanel,
+)
 
 def load_ipython_extension(ipython: object) -> None: ...

@@ -314,9 +314,11 @@ def test_campaign_panel_dry_run_then_send_against_aiosmtpd(nk_db: Path, smtp_ser
     assert panel.progress.value == panel.progress.max == 11
     assert panel.quota.status is not None and panel.quota.status.used == 10
     assert "10 of 500" in panel.quota.label.value
-    assert not panel.send_button.disabled and panel.stop_button.disabled
-    # Sending again sends nobody twice.
-    panel.send_button.click()
+    # Finished (the refused one is failed, not pending): Send is off, the status says so.
+    assert panel.send_button.disabled and panel.stop_button.disabled
+    assert "nothing left to send" in panel.campaign_info.value
+    # Sending again anyway (from code) sends nobody twice.
+    panel.send()
     assert panel.wait(timeout=60).sent == 0  # type: ignore[union-attr]
     assert len(srv.messages) == 10
 
