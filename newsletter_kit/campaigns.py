@@ -36,7 +36,8 @@ from .errors import CampaignError
 from .addresses import check_from, normalize_address
 from .guards import RefusalWindow, SendGuards, complaint_block, html_size_warning
 from .ledger import DEFERRAL_BACKOFF, HELD, RETRYABLE, Claim, Ledger, Row  # noqa: F401 (DEFERRAL_BACKOFF: kept importable here)
-from .progress import Campaign, campaign_status, excluded_members as _excluded_members, get_campaign  # re-exported
+from .progress import (Campaign, campaign_status, excluded_members as _excluded_members,  # re-exported
+                       forecast_finish, get_campaign, list_campaigns)
 from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, load_smtp_settings,
                        require_smtp_settings)
 from .store import Store, now_iso
@@ -96,27 +97,6 @@ def create_campaign(store: Store, name: str, list_name: str, subject: str, html:
     except sqlite3.IntegrityError:
         raise CampaignError(f"a campaign named {name!r} already exists") from None
     return get_campaign(store, name)
-
-
-def list_campaigns(store: Store, *, archived: bool = False) -> list[dict[str, Any]]:
-    """Every campaign, newest first: name, list, subject, status, created_at, sent.
-
-    Archived and deleted campaigns are left out; ``archived=True`` lists the archived ones
-    (only) instead.
-
-    Example::
-
-        >>> from newsletter_kit.store import open_store
-        >>> list_campaigns(open_store(":memory:"))
-        []
-    """
-    rows = store.conn.execute(
-        "SELECT c.name, c.list_name, c.subject, c.status, c.created_at, "
-        "(SELECT count(*) FROM deliveries d WHERE d.campaign_id = c.id AND d.state = 'sent') "
-        "FROM campaigns c WHERE c.deleted_at IS NULL AND (c.archived_at IS NOT NULL) = ? "
-        "ORDER BY c.created_at DESC, c.id DESC", (archived,)).fetchall()
-    keys = ("name", "list", "subject", "status", "created_at", "sent")
-    return [dict(zip(keys, row)) for row in rows]
 
 
 def _compile(store: Store, name: str, list_name: str, subject: str, html: str, text: str | None,
@@ -539,23 +519,6 @@ def campaign_warnings(store: Store, name: str) -> list[str]:
     """
     warning = html_size_warning(get_campaign(store, name).html)
     return [warning] if warning else []
-
-
-def forecast_finish(store: Store, campaign: str, *, now: dt.datetime | None = None) -> dt.date | None:
-    """The day the campaign will have been sent to everyone at the current limit (None: done).
-
-    Counts today's remaining quota first, then the full limit per day; assumes no other
-    campaign shares the quota.
-
-    Example::
-
-        >>> forecast_finish(store, "spring")       # doctest: +SKIP
-        datetime.date(2026, 3, 4)
-    """
-    pending = campaign_status(store, campaign)["pending"]
-    if not pending:
-        return None
-    return quota.forecast_date(quota.quota_status(store, now=now), pending)
 
 
 # --- the report of a run ------------------------------------------------------------------

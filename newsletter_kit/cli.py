@@ -605,7 +605,7 @@ def campaign_resolve(store: Store, name: str, as_state: str, addresses: tuple[st
 @pass_existing_store
 def campaign_status_cmd(store: Store, name: str, as_json: bool) -> None:
     """How far a campaign is: sent, failed, excluded, pending, unknown; and when it will finish."""
-    from .campaigns import campaign_status, forecast_finish
+    from .progress import campaign_status, forecast_finish  # the read side: no send path to import
 
     status = campaign_status(store, name)
     if as_json:
@@ -622,7 +622,7 @@ def campaign_status_cmd(store: Store, name: str, as_json: bool) -> None:
 @pass_existing_store
 def campaign_list(store: Store, archived: bool) -> None:
     """Every campaign, newest first: name, list, status, sent (archived ones: --archived)."""
-    from .campaigns import list_campaigns
+    from .progress import list_campaigns
 
     for item in list_campaigns(store, archived=archived):
         click.echo(f"{item['name']}\t{item['list']}\t{item['status']}\t{item['sent']} sent\t{item['subject']}")
@@ -727,7 +727,7 @@ def campaign_delete(store: Store, name: str, yes: bool) -> None:
 @pass_existing_store
 def quota_cmd(store: Store, campaign: str | None, as_json: bool) -> None:
     """Today's send limit: used, remaining, and when it resets (the configured time zone)."""
-    from .campaigns import campaign_status, forecast_finish
+    from .progress import campaign_status, forecast_finish
     from .quota import quota_status
 
     status = quota_status(store)

@@ -13,13 +13,16 @@ newsletter_kit.errors.CampaignError: no campaign named 'spring' (there is no cam
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
-from . import audience
+from . import audience, quota
 from .errors import CampaignError
 from .store import Store
 
-__all__ = ["HELD", "RETRYABLE", "Campaign", "campaign_status", "excluded_members", "get_campaign"]
+__all__ = ["HELD", "RETRYABLE", "Campaign", "campaign_status", "excluded_members", "forecast_finish",
+           "get_campaign", "list_campaigns"]
 
 #: States of rows a run may (re)send: ``pending``, and ``deferred`` once their time has come.
 RETRYABLE = ("pending", "deferred")
@@ -104,3 +107,41 @@ def campaign_status(store: Store, name: str) -> dict[str, int]:
     counts["pending"] += len(eligible - seen)
     counts["excluded"] += len(excluded.keys() - seen)
     return {"total": sum(counts.values()), **counts}
+
+
+def list_campaigns(store: Store, *, archived: bool = False) -> list[dict[str, Any]]:
+    """Every campaign, newest first: name, list, subject, status, created_at, sent.
+
+    Archived and deleted campaigns are left out; ``archived=True`` lists the archived ones
+    (only) instead.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> list_campaigns(open_store(":memory:"))
+        []
+    """
+    rows = store.conn.execute(
+        "SELECT c.name, c.list_name, c.subject, c.status, c.created_at, "
+        "(SELECT count(*) FROM deliveries d WHERE d.campaign_id = c.id AND d.state = 'sent') "
+        "FROM campaigns c WHERE c.deleted_at IS NULL AND (c.archived_at IS NOT NULL) = ? "
+        "ORDER BY c.created_at DESC, c.id DESC", (archived,)).fetchall()
+    keys = ("name", "list", "subject", "status", "created_at", "sent")
+    return [dict(zip(keys, row)) for row in rows]
+
+
+def forecast_finish(store: Store, campaign: str, *, now: dt.datetime | None = None) -> dt.date | None:
+    """The day the campaign will have been sent to everyone at the current limit (None: done).
+
+    Counts today's remaining quota first, then the full limit per day; assumes no other
+    campaign shares the quota.
+
+    Example::
+
+        >>> forecast_finish(store, "spring")       # doctest: +SKIP
+        datetime.date(2026, 3, 4)
+    """
+    pending = campaign_status(store, campaign)["pending"]
+    if not pending:
+        return None
+    return quota.forecast_date(quota.quota_status(store, now=now), pending)
