@@ -309,6 +309,9 @@ class World(Protocol):
 
     def reports(self, original: bytes, sender: str, recipient: str, sent: dt.datetime) -> list[bytes]: ...
 
+    #: Where its reports go (None: the server's bounce folder).
+    bounce_dir: Path | None
+
 
 @dataclass
 class DemoHandler:
@@ -343,7 +346,7 @@ class DemoHandler:
             if world is not None and sender:
                 reports = world.reports(original, sender, rcpt, message_date(original))
                 for raw in reports:
-                    write_bounce(self.bounce_dir, raw)
+                    write_bounce(getattr(world, "bounce_dir", None) or self.bounce_dir, raw)
                 with self.lock:
                     (self.bounced if reports else self.accepted).append(rcpt)
                 continue

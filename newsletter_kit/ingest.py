@@ -127,7 +127,19 @@ def fetch_bounces(
     # The rows this fetch added (ids above the old maximum: a range read, not the history).
     report.unmatched = int(store.conn.execute(
         "SELECT count(*) FROM bounces WHERE id > ? AND unmatched = 1", (last_id,)).fetchone()[0])
+    _fetched_now(store, report.source)
     return report
+
+
+def _fetched_now(store: Store, source: str) -> None:
+    """Note the time of this fetch, also when nothing was new (the sidebar's "last fetch")."""
+    with store.transaction():
+        if source.startswith("file:"):
+            store.conn.execute(
+                "INSERT INTO mailbox_state (source, uidvalidity, last_uid, updated_at) VALUES (?, 0, 0, ?)"
+                " ON CONFLICT(source) DO UPDATE SET updated_at = excluded.updated_at", (source, now_iso()))
+        else:
+            store.conn.execute("UPDATE mailbox_state SET updated_at = ? WHERE source = ?", (now_iso(), source))
 
 
 # --- IMAP ---
