@@ -203,7 +203,7 @@ def run_demo(store: Store, say: Callable[[str], None] = print) -> DemoResult:
         raise ConfigError(
             f"the store {store.path} has real SMTP settings; the demo will not touch them: "
             "run it on another store (newsletter-kit --db data/demo.db demo)")
-    say(f"demo SMTP server on {env.server.host}:{env.server.port}; bounces go to {env.bounce_dir}")
+    say(f"demo SMTP server on {HOST}:{env.smtp_port}; bounces go to {env.bounce_dir}")
     from .demo_history import build_history
 
     history = build_history(store, say=say)

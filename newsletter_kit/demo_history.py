@@ -218,8 +218,8 @@ def build_history(store: Store, *, seed: int = 2026, say: Callable[[str], None] 
     from . import demo_world
     from .settings import update_bounce_settings
 
-    env = demo_world.ensure_demo_settings(store)
-    if env is None:
+    env = demo_world.ensure_demo_settings(store, own_server=True)  # it plays the receiving side
+    if env is None or env.server is None:
         raise ConfigError(f"the store {store.path} has real SMTP settings: the demo history is "
                           "only recorded on a demo store (newsletter-kit --db data/demo.db demo)")
     if history_built(store):

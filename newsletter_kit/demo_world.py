@@ -445,14 +445,20 @@ def stop_demo_servers() -> None:
 
 @dataclass
 class DemoEnvironment:
-    """What :func:`ensure_demo_settings` set up: the server and where its bounces land."""
+    """What :func:`ensure_demo_settings` set up: the server and where its bounces land.
 
-    server: DemoServer
+    ``server`` is None when the demo server the store points at runs in another process (the
+    kernel of another notebook): this one sends to it rather than start its own.
+    """
+
+    server: DemoServer | None
     bounce_dir: Path
+    port: int = 0
 
     @property
     def smtp_port(self) -> int:
-        return self.server.port
+        """The port the store's SMTP settings name."""
+        return self.port or (self.server.port if self.server else 0)
 
 
 def demo_bounce_dir(store: Store) -> Path:
@@ -519,21 +525,36 @@ def describe(store: Store) -> str:
             f"bounce reports are written to {source}.")
 
 
-def ensure_demo_settings(store: Store) -> DemoEnvironment | None:
-    """Start the demo SMTP server and point the store at it, unless real settings exist.
+def ensure_demo_settings(store: Store, *, own_server: bool = False) -> DemoEnvironment | None:
+    """Point the store at a running demo SMTP server, unless real settings exist.
 
     Returns None (and changes nothing) when the store has SMTP settings the demo did not
-    make; else the :class:`DemoEnvironment`. Safe to call again: in a new kernel the server
-    gets a new port and the settings follow it.
+    make; else the :class:`DemoEnvironment`. The server the store names is kept while it
+    answers, whichever process runs it (each notebook's kernel calls this: they share one
+    server, and the store keeps its port); only when it is gone does this process start one
+    and the settings follow it. ``own_server``: always this process's server (the history
+    needs to play the receiving side itself).
     """
     if has_real_settings(store):
         return None
     bounce_dir = demo_bounce_dir(store)
-    server = demo_server(bounce_dir)
+    marker = _demo_marker(store) or {}
+    stored = int(marker.get("smtp_port") or 0)
+    local = _SERVERS.get(str(bounce_dir.resolve()))
+    server: DemoServer | None
+    if own_server or not stored or (local is not None and local.running and local.port == stored):
+        server = demo_server(bounce_dir)
+    elif _demo_server_answers(stored):
+        server = None  # another kernel's server: send there
+    else:
+        server = demo_server(bounce_dir)
+    port = server.port if server is not None else stored
+    if server is None and load_smtp_settings(store) is not None and is_demo_store(store):
+        return DemoEnvironment(None, bounce_dir, port)  # nothing to change
     bounce = load_bounce_settings(store)
     with store.transaction():
         update_smtp_settings(
-            store, host=HOST, port=server.port, tls="none", auth=False, user="",
+            store, host=HOST, port=port, tls="none", auth=False, user="",
             password_ref="", daily_limit=DEMO_DAILY_LIMIT, from_addr=DEMO_FROM,
             exclusion="campaign")
         if bounce is None or bounce.user == DEMO_BOUNCE_ADDRESS:
@@ -545,6 +566,18 @@ def ensure_demo_settings(store: Store) -> DemoEnvironment | None:
                 password_ref=ref, threshold=DEMO_THRESHOLD, folder="INBOX")
         store.db.table("settings").upsert(
             {"section": DEMO_SECTION, "updated_at": now_iso(),
-             "data": json.dumps({"smtp_port": server.port, "bounce_dir": str(bounce_dir)})},
+             "data": json.dumps({"smtp_port": port, "bounce_dir": str(bounce_dir)})},
             pk="section")
-    return DemoEnvironment(server, bounce_dir)
+    return DemoEnvironment(server, bounce_dir, port)
+
+
+def _demo_server_answers(port: int) -> bool:
+    """Whether a demo server (its greeting names ``demo-smtp.example.net``) listens on ``port``."""
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as sock:
+            sock.settimeout(1.0)
+            greeting = sock.recv(512)
+            sock.sendall(b"QUIT\r\n")
+    except OSError:
+        return False
+    return greeting.startswith(b"220 demo-smtp.example.net")
