@@ -73,6 +73,7 @@ class StatusHandler(APIHandler):
         root = self.settings.get("server_root_dir") or os.getcwd()
         # SQLite blocks: read in a thread, the server keeps serving meanwhile.
         answer = await asyncio.to_thread(overview_of_path, os.environ.get(ENV_DB) or None, root=root)
+        answer["server_version"] = __version__  # the sidebar compares it with its own
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(answer))
 

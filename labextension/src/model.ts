@@ -31,8 +31,12 @@ export interface ICampaign {
   forecast_finish: string | null;
 }
 
+/** This bundle's version: the server extension's must be the same (same newsletter_kit). */
+export const FRONTEND_VERSION = '0.1.0';
+
 /** The answer of GET /newsletter-kit/status (newsletter_kit.overview.overview_of_path). */
 export interface IStatus {
+  server_version?: string;
   store: string;
   exists: boolean;
   error: string | null;
@@ -98,6 +102,16 @@ export class StatusModel {
   /** Why the last request failed (null when it worked). */
   get error(): string | null {
     return this._error;
+  }
+
+  /** A sentence when the page's extension and the server's are not the same version, else null. */
+  get versionMismatch(): string | null {
+    const server = this._status?.server_version;
+    if (!server || server === FRONTEND_VERSION) {
+      return null;
+    }
+    return `This page runs the Newsletter extension ${FRONTEND_VERSION} but the server has newsletter_kit ` +
+      `${server}: reload the page; if this stays, reinstall newsletter_kit and restart JupyterLab.`;
   }
 
   get changed(): ISignal<this, void> {

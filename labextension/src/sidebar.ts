@@ -80,15 +80,23 @@ export class NewsletterSidebar extends Widget {
     if (this.model.error) {
       content.push(h('p', { class: 'nk-lab-error' }, `Cannot read the status: ${this.model.error}`));
     }
+    const mismatch = this.model.versionMismatch;
+    if (mismatch) {
+      content.push(h('p', { class: 'nk-lab-error nk-lab-version' }, mismatch));
+    }
     if (status?.error) {
-      content.push(h('p', { class: 'nk-lab-error' }, status.error));
-    }
-    if (status === null) {
-      content.push(h('p', { class: 'nk-lab-muted' }, 'Loading…'));
+      // Locked, not a store, unreadable: say so, and show no numbers that would look like "empty".
+      content.push(h('section', { class: 'nk-lab-unreadable' },
+        h('h3', {}, 'The store cannot be read'),
+        h('p', { class: 'nk-lab-error' }, status.error),
+        h('p', { class: 'nk-lab-muted' }, 'The numbers come back when it can be read again (↻ to retry).')));
+      content.push(this.buttons());
+    } else if (status === null) {
+      content.push(h('p', { class: 'nk-lab-muted' }, 'Loading…'), this.buttons());
     } else {
-      content.push(this.quota(status), this.campaigns(status), this.bounces(status));
+      // The short sections and the buttons first: a long list of campaigns scrolls below them.
+      content.push(this.quota(status), this.buttons(), this.bounces(status), this.campaigns(status));
     }
-    content.push(this.buttons());
     if (status) {
       content.push(h('p', { class: 'nk-lab-store nk-lab-muted', title: status.store },
         `Store: ${status.store}${status.exists ? '' : ' (not created yet)'}`));
@@ -130,9 +138,10 @@ export class NewsletterSidebar extends Widget {
     const attempted = c.sent + c.pending + c.unknown + c.failed;
     const counts = (['sent', 'pending', 'unknown', 'failed'] as const).map(key =>
       h('span', { class: `nk-lab-count nk-lab-${key}`, 'data-count': String(c[key]) }, `${c[key]} ${key}`));
+    // A finished campaign says so with its badge: no line repeated under each of them.
     const finish = c.forecast_finish
       ? `finishes ${when(c.forecast_finish, false)} at today's limit`
-      : c.pending ? 'no send limit set' : 'nothing left to send';
+      : c.pending ? 'no send limit set' : null;
     return h('div', {
       class: 'nk-lab-campaign', 'data-campaign': c.name, 'data-sent': String(c.sent),
       'data-pending': String(c.pending), 'data-unknown': String(c.unknown), 'data-failed': String(c.failed),
@@ -143,7 +152,7 @@ export class NewsletterSidebar extends Widget {
         h('span', { class: `nk-lab-badge nk-lab-badge-${c.status}` }, c.status)),
       bar([['sent', c.sent], ['failed', c.failed], ['unknown', c.unknown], ['pending', c.pending]], attempted),
       h('div', { class: 'nk-lab-counts' }, ...counts.flatMap((node, i) => (i ? [' · ', node] : [node]))),
-      h('div', { class: 'nk-lab-muted nk-lab-finish' }, finish));
+      finish && h('div', { class: 'nk-lab-muted nk-lab-finish' }, finish));
   }
 
   private bounces(status: IStatus): HTMLElement {
