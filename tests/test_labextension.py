@@ -156,6 +156,9 @@ def test_status_endpoint_serves_the_store_behind_the_token(jupyterlab: Lab, smtp
     code, answer = _get(jupyterlab, "newsletter-kit/status")
     assert code == 200
     expected = overview_of_path(nk_db)
+    from importlib import metadata
+
+    assert answer.pop("server_version") == metadata.version("newsletter_kit")
     assert {k: v for k, v in answer.items() if k != "generated_at"} == {
         k: v for k, v in expected.items() if k != "generated_at"}
     assert answer["quota"]["used"] == 5 and answer["quota"]["limit"] == 500
@@ -357,3 +360,17 @@ def test_overview_sees_every_commit_of_a_process_that_keeps_the_store_open(nk_db
         writer.close()
     fresh = overview_of_path(nk_db)
     assert fresh["campaigns"] == first["campaigns"]
+
+
+def test_the_frontend_and_the_server_extension_are_one_version():
+    """The sidebar compares the server's version (in every status answer) with its own and says
+    so when they differ (a page left open across an upgrade): both must come from one release."""
+    from importlib import metadata
+
+    from newsletter_kit import serverext
+
+    frontend = re.search(r"FRONTEND_VERSION = '([^']+)'", (ROOT / "labextension" / "src" / "model.ts").read_text())
+    package = json.loads((ROOT / "labextension" / "package.json").read_text())["version"]
+    assert frontend is not None and frontend[1] == package == metadata.version("newsletter_kit") == serverext.__version__
+    bundle = "".join(p.read_text(errors="replace") for p in (ROOT / "newsletter_kit" / "labextension" / "static").glob("*.js"))
+    assert "server_version" in bundle and "nk-lab-unreadable" in bundle
