@@ -22,6 +22,7 @@ import pandas as pd
 
 from .. import audience, campaigns, quota
 from ..errors import CampaignError, NewsletterKitError
+from ..review import TIME_FORMAT  # the one way a time reads, in tables and panels alike
 from ..settings import load_smtp_settings
 from ..store import Store, open_store
 from .common import (
@@ -72,7 +73,7 @@ class QuotaMeter(Panel):
         held = f" ({status.reserved} held by running sends)" if status.reserved else ""
         self.label.value = (
             f"&nbsp;{status.used} of {status.limit} sent today{held}, <b>{status.remaining} "
-            f"remaining</b>; resets {status.resets_at:%Y-%m-%d %H:%M %Z}")
+            f"remaining</b>; resets {status.resets_at.strftime(TIME_FORMAT)} {status.resets_at:%Z}")
         return status
 
 
