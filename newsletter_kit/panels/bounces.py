@@ -114,7 +114,12 @@ class BounceReviewPanel(Panel):
         self.reset_on_success = widgets.Checkbox(
             value=policy.reset_on_success, description="Reset on success", indent=False,
             tooltip="A bounce followed by a delivery that did not bounce no longer counts")
-        for option in (self.count_policy, self.stale_after_days, self.reset_on_success):
+        self.count_unmatched = widgets.Checkbox(
+            value=policy.count_unmatched, description="Count unmatched reports", indent=False,
+            tooltip="Reports that match no delivery of ours count too")
+        self.save_options_button = button("Save these options", self.save_options, icon="save",
+                                          tooltip="Make the threshold and the counting options shown the bounce settings")
+        for option in (self.count_policy, self.stale_after_days, self.reset_on_success, self.count_unmatched):
             option.observe(self._on_options, names="value")
         self.what_if_label = widgets.HTML()
         self.what_if_addresses = widgets.HTML()
@@ -132,8 +137,8 @@ class BounceReviewPanel(Panel):
             self.tabs,
             heading("Threshold what-if"),
             widgets.HTML(_POLICY_NOTE),
-            widgets.HBox([self.count_policy, self.stale_after_days, self.reset_on_success]),
-            self.threshold_slider,
+            widgets.HBox([self.count_policy, self.stale_after_days, self.reset_on_success, self.count_unmatched]),
+            widgets.HBox([self.threshold_slider, self.save_options_button]),
             self.what_if_label,
             self.what_if_addresses,
             widgets.HBox([self.apply_button, self.save_threshold]),
@@ -167,7 +172,21 @@ class BounceReviewPanel(Panel):
         ``reset_on_success`` (keyword arguments of :func:`newsletter_kit.review.threshold_counts`)."""
         return {"count_policy": bool(self.count_policy.value),
                 "stale_after_days": int(self.stale_after_days.value or 0),
-                "reset_on_success": bool(self.reset_on_success.value)}
+                "reset_on_success": bool(self.reset_on_success.value),
+                "count_unmatched": bool(self.count_unmatched.value)}
+
+    @catch_errors
+    def save_options(self, _button: Any = None) -> Any:
+        """Save the slider's threshold and the counting options shown as the bounce settings
+        (validated as ``settings bounce`` does); nobody is suppressed by this."""
+        self.clear_message()
+        options = self.options()
+        settings, _ = update_bounce_settings(
+            self.store, threshold=self.threshold_slider.value, count_policy=options["count_policy"],
+            stale_after_days=options["stale_after_days"] or "", reset_on_success=options["reset_on_success"],
+            count_unmatched=options["count_unmatched"])
+        self.show_ok(f"Saved: threshold {settings.threshold} and these counting options are the bounce settings.")
+        return settings
 
     def _recount(self) -> None:
         self._counts = review.threshold_counts(self.store, **self.options())
@@ -193,7 +212,8 @@ class BounceReviewPanel(Panel):
         if self.save_threshold.value:
             settings, _ = update_bounce_settings(
                 self.store, threshold=threshold, count_policy=options["count_policy"],
-                stale_after_days=options["stale_after_days"] or "", reset_on_success=options["reset_on_success"])
+                stale_after_days=options["stale_after_days"] or "", reset_on_success=options["reset_on_success"],
+                count_unmatched=options["count_unmatched"])
             policy = settings.policy
             how = f"threshold {threshold} saved as the bounce threshold, with the counting options shown"
         else:
