@@ -5,7 +5,8 @@ package), it adds two routes under the server's base URL, both behind the server
 authentication (token or password, like every Jupyter API):
 
 - ``GET /newsletter-kit/status``: :func:`newsletter_kit.overview.overview_of_path` as JSON,
-  so the sidebar needs no kernel;
+  so the sidebar needs no kernel, with ``server_version``; ``?store=data/demo.db`` reads that
+  store (a path inside the server root: the Settings Editor's "Store to show");
 - ``POST /newsletter-kit/notebooks`` with ``{"template": "settings" | "campaign" |
   "bounce_review", "folder": "a/b"}``: puts the package's notebook of that kind into the folder
   (through the server's contents manager) and answers ``{"path", "created"}``. An existing
@@ -71,11 +72,31 @@ class StatusHandler(APIHandler):
         from .overview import overview_of_path
 
         root = self.settings.get("server_root_dir") or os.getcwd()
+        path = _chosen_store(root, self.get_argument("store", "")) or os.environ.get(ENV_DB) or None
         # SQLite blocks: read in a thread, the server keeps serving meanwhile.
-        answer = await asyncio.to_thread(overview_of_path, os.environ.get(ENV_DB) or None, root=root)
+        answer = await asyncio.to_thread(overview_of_path, path, root=root)
         answer["server_version"] = __version__  # the sidebar compares it with its own
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(answer))
+
+
+def _chosen_store(root: str, store: str) -> str | None:
+    """The store the sidebar's settings name (``?store=data/demo.db``), inside the server root;
+    None when none is named. A path that leaves the root is refused (403), links included.
+
+    Example::
+
+        >>> _chosen_store("/srv/lab", "data/demo.db")
+        '/srv/lab/data/demo.db'
+    """
+    store = store.strip()
+    if not store:
+        return None
+    base = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(base, store))
+    if os.path.commonpath([target, base]) != base:
+        raise tornado.web.HTTPError(403, f"the store {store!r} is outside the server's root folder: refused")
+    return target
 
 
 class NotebookHandler(APIHandler):

@@ -37,7 +37,7 @@ JUPYTER = Path(sys.executable).parent / "jupyter"
 def _source_hash() -> tuple[str, list[str]]:
     """What labextension/scripts/source-hash.mjs computes: "path\\0sha256\\n" per file, sorted."""
     record = json.loads((BUNDLE / "build-source.json").read_text())
-    names = ["install.json", "package.json", "package-lock.json", "tsconfig.json", "src", "style"]
+    names = ["install.json", "package.json", "package-lock.json", "tsconfig.json", "schema", "src", "style"]
     files = sorted(p.relative_to(SOURCES).as_posix() for name in names
                    for p in ([SOURCES / name] if (SOURCES / name).is_file() else (SOURCES / name).rglob("*"))
                    if p.is_file())
@@ -374,3 +374,31 @@ def test_the_frontend_and_the_server_extension_are_one_version():
     assert frontend is not None and frontend[1] == package == metadata.version("newsletter_kit") == serverext.__version__
     bundle = "".join(p.read_text(errors="replace") for p in (ROOT / "newsletter_kit" / "labextension" / "static").glob("*.js"))
     assert "server_version" in bundle and "nk-lab-unreadable" in bundle
+
+
+def test_the_settings_schema_is_served_and_the_status_reads_the_store_it_names(jupyterlab: Lab, tmp_path: Path):
+    """JupyterLab's Settings Editor shows "Newsletter" (schema/plugin.json): refresh interval,
+    status bar item, store to show; the status endpoint reads a store named inside the root."""
+    def get(path: str, query: str = "") -> tuple[int, dict]:
+        url = f"http://127.0.0.1:{jupyterlab.port}/{path}?token={jupyterlab.token}{query}"
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    code, answer = get("lab/api/settings/newsletter-kit:plugin")
+    assert code == 200, answer
+    properties = answer["schema"]["properties"]
+    assert {"refreshInterval", "showStatusBar", "store"} <= set(properties)
+    assert properties["refreshInterval"]["default"] == 5 and properties["showStatusBar"]["default"] is True
+    other = jupyterlab.root / "data" / "other.db"
+    other.parent.mkdir(exist_ok=True)
+    store = nk.open_store(other)
+    nk.update_smtp_settings(store, host="127.0.0.1", port=2525, tls="none", daily_limit=77,
+                            from_addr="news@example.org", timezone="UTC")
+    store.close()
+    code, answer = get("newsletter-kit/status", "&store=data/other.db")
+    assert code == 200 and answer["store"] == str(other.resolve()) and answer["quota"]["limit"] == 77
+    code, answer = get("newsletter-kit/status", "&store=../../etc/passwd")
+    assert code == 403 and "outside the server's root" in answer.get("message", "")

@@ -84,6 +84,14 @@ export async function makeNotebook(template: Template, folder: string): Promise<
 
 /** Polls the status every `interval` ms while the page is visible; `changed` on each answer. */
 export class StatusModel {
+  /** The store to show (a path inside the server root; empty: the server's own). */
+  store = '';
+
+  /** How often to ask, in ms (the Settings Editor's refresh interval). */
+  set interval(ms: number) {
+    this._poll.frequency = { ...this._poll.frequency, interval: ms, backoff: false };
+  }
+
   constructor(interval = 5000) {
     this._poll = new Poll({
       auto: true,
@@ -121,7 +129,8 @@ export class StatusModel {
   /** Asks the server now (the poll also calls this). */
   async refresh(): Promise<void> {
     try {
-      this._status = await requestAPI<IStatus>('status');
+      const query = this.store ? `?store=${encodeURIComponent(this.store)}` : '';
+      this._status = await requestAPI<IStatus>(`status${query}`);
       this._error = null;
     } catch (error) {
       this._error = (error as Error).message || String(error);

@@ -3,6 +3,7 @@
  * day, the last bounce fetch, the suppressed addresses, and buttons that open the notebooks.
  * It renders whatever StatusModel last got; the numbers carry data-* attributes for tests.
  */
+import { TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
 import { ICampaign, IQuota, IStatus, StatusModel, Template } from './model';
@@ -53,12 +54,13 @@ function bar(parts: [string, number][], total: number): HTMLElement {
 export class NewsletterSidebar extends Widget {
   constructor(
     private model: StatusModel,
-    private open: (template: Template) => void
+    private open: (template: Template) => void,
+    private trans: TranslationBundle
   ) {
     super();
     this.id = 'newsletter-kit-sidebar';
     this.addClass('nk-lab-sidebar');
-    this.title.caption = 'Newsletter';
+    this.title.caption = trans.__('Newsletter');
     this.model.changed.connect(this.render, this);
     this.render();
   }
@@ -74,9 +76,9 @@ export class NewsletterSidebar extends Widget {
 
   render(): void {
     const status = this.model.status;
-    const refresh = h('button', { class: 'nk-lab-refresh jp-Button', title: 'Refresh now' }, '↻');
+    const refresh = h('button', { class: 'nk-lab-refresh jp-Button', title: this.trans.__('Refresh now') }, '↻');
     refresh.addEventListener('click', () => void this.model.refresh());
-    const content: Child[] = [h('header', {}, h('h2', {}, 'Newsletter'), refresh)];
+    const content: Child[] = [h('header', {}, h('h2', {}, this.trans.__('Newsletter')), refresh)];
     if (this.model.error) {
       content.push(h('p', { class: 'nk-lab-error' }, `Cannot read the status: ${this.model.error}`));
     }
@@ -87,12 +89,12 @@ export class NewsletterSidebar extends Widget {
     if (status?.error) {
       // Locked, not a store, unreadable: say so, and show no numbers that would look like "empty".
       content.push(h('section', { class: 'nk-lab-unreadable' },
-        h('h3', {}, 'The store cannot be read'),
+        h('h3', {}, this.trans.__('The store cannot be read')),
         h('p', { class: 'nk-lab-error' }, status.error),
         h('p', { class: 'nk-lab-muted' }, 'The numbers come back when it can be read again (↻ to retry).')));
       content.push(this.buttons());
     } else if (status === null) {
-      content.push(h('p', { class: 'nk-lab-muted' }, 'Loading…'), this.buttons());
+      content.push(h('p', { class: 'nk-lab-muted' }, this.trans.__('Loading…')), this.buttons());
     } else {
       // The short sections and the buttons first: a long list of campaigns scrolls below them.
       content.push(this.quota(status), this.buttons(), this.bounces(status), this.campaigns(status));
@@ -108,14 +110,14 @@ export class NewsletterSidebar extends Widget {
     const quota: IQuota | null = status.quota;
     if (!quota) {
       return h('section', { class: 'nk-lab-quota', 'data-configured': 'false' },
-        h('h3', {}, "Today's quota"),
+        h('h3', {}, this.trans.__("Today's quota")),
         h('p', { class: 'nk-lab-muted' }, 'No SMTP server yet: open Settings.'));
     }
     return h('section', {
       class: 'nk-lab-quota', 'data-configured': 'true',
       'data-used': String(quota.used), 'data-limit': String(quota.limit)
     },
-      h('h3', {}, "Today's quota"),
+      h('h3', {}, this.trans.__("Today's quota")),
       bar([['used', quota.used], ['reserved', quota.reserved]], quota.limit),
       h('p', { class: 'nk-lab-quota-text' },
         h('strong', {}, `${quota.used} / ${quota.limit}`), ' sent today',
@@ -124,7 +126,7 @@ export class NewsletterSidebar extends Widget {
   }
 
   private campaigns(status: IStatus): HTMLElement {
-    const section = h('section', { class: 'nk-lab-campaigns' }, h('h3', {}, 'Campaigns'));
+    const section = h('section', { class: 'nk-lab-campaigns' }, h('h3', {}, this.trans.__('Campaigns')));
     if (status.campaigns.length === 0) {
       section.append(h('p', { class: 'nk-lab-muted' }, 'No campaign yet: open New campaign.'));
     }
@@ -157,16 +159,16 @@ export class NewsletterSidebar extends Widget {
 
   private bounces(status: IStatus): HTMLElement {
     return h('section', { class: 'nk-lab-bounces' },
-      h('h3', {}, 'Bounces'),
-      h('p', { class: 'nk-lab-last-fetch' }, `Last fetch: ${when(status.last_bounce_fetch)}`),
+      h('h3', {}, this.trans.__('Bounces')),
+      h('p', { class: 'nk-lab-last-fetch' }, this.trans.__('Last fetch: %1', when(status.last_bounce_fetch))),
       h('p', { class: 'nk-lab-suppressed', 'data-suppressed': String(status.suppressed) },
-        `Suppressed addresses: ${status.suppressed}`));
+        this.trans.__('Suppressed addresses: %1', status.suppressed)));
   }
 
   private buttons(): HTMLElement {
     const node = h('section', { class: 'nk-lab-buttons' });
     const labels: [Template, string][] = [
-      ['settings', 'Settings'], ['campaign', 'New campaign'], ['bounce_review', 'Bounce review']
+      ['settings', this.trans.__('Settings')], ['campaign', this.trans.__('New campaign')], ['bounce_review', this.trans.__('Bounce review')]
     ];
     for (const [template, label] of labels) {
       const button = h('button', { class: 'jp-Button jp-mod-styled jp-mod-accept', 'data-template': template }, label);
