@@ -28,10 +28,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import sqlite3
 from typing import Any
 
 from .addresses import normalize_address
-from .errors import ValidationError
+from .errors import StoreBusy, ValidationError
 from .store import Store, now_iso
 
 __all__ = ["address_hash", "erase_address", "erased_addresses", "is_erased"]
@@ -154,6 +155,14 @@ def _compact(store: Store) -> None:
     if store.path == ":memory:":
         return
     conn = store.conn
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.execute("VACUUM")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    try:
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        conn.execute("VACUUM")
+        busy = busy or conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    except sqlite3.OperationalError:
+        busy = 1
+    if busy:
+        # The rows are gone already; old copies stay in the file until no one else reads it.
+        raise StoreBusy(f"erased from the data, but another process holds the store {store.path} open, "
+                        "so its file still has old copies: close it (notebook kernels, JupyterLab's "
+                        "sidebar polls are brief) and run the same erase again to compact the file")

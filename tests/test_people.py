@@ -100,3 +100,20 @@ def test_lists_remove_and_opt_outs_withdrawn_on_the_command_line(store):
     assert action == "withdrawn" and json.loads(detail)["by"] == "ticket 42"
     none_left = invoke(["unsubscribes", "remove", "ann@example.org", "--yes"])
     assert none_left.exit_code == 1 and "has no opt-out from everything" in none_left.stderr
+
+
+def test_an_erase_while_another_process_reads_says_so_and_a_rerun_compacts(store, nk_db, monkeypatch):
+    import sqlite3
+
+    monkeypatch.setenv("NEWSLETTER_KIT_BUSY_TIMEOUT", "1")
+
+    contacts(store, ["ann@example.org", "zoe.reader@example.org"])
+    reader = sqlite3.connect(nk_db)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM contacts").fetchone()  # holds a read snapshot
+    result = invoke(["contacts", "erase", "zoe.reader@example.org", "--yes"])
+    assert result.exit_code == 75 and "run the same erase again" in result.stderr
+    assert is_erased(store, "zoe.reader@example.org")  # the data is gone already
+    reader.close()
+    assert invoke(["contacts", "erase", "zoe.reader@example.org", "--yes"]).exit_code == 0
+    assert all(b"zoe.reader" not in data for data in _files(nk_db).values())
