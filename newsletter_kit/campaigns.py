@@ -38,6 +38,7 @@ from .guards import RefusalWindow, SendGuards, complaint_block, html_size_warnin
 from .ledger import DEFERRAL_BACKOFF, HELD, RETRYABLE, Claim, Ledger, Row  # noqa: F401 (DEFERRAL_BACKOFF: kept importable here)
 from .progress import (Campaign, campaign_status, excluded_members as _excluded_members,  # re-exported
                        forecast_finish, get_campaign, list_campaigns)
+from .progress import changed as progress_changed
 from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, load_smtp_settings,
                        require_smtp_settings)
 from .store import Store, now_iso
@@ -271,6 +272,7 @@ def edit_campaign(store: Store, name: str, *, subject: str | None = None, html: 
             (new_list, new_subject, new_html, new_text, new_from, now_iso(), campaign.id))
         if new_list != campaign.list_name:  # waiting rows were the old list's members
             store.conn.execute("DELETE FROM deliveries WHERE campaign_id = ?", (campaign.id,))
+    progress_changed(name)
     return get_campaign(store, name)
 
 
@@ -326,6 +328,7 @@ def archive_campaign(store: Store, name: str, *, undo: bool = False) -> Campaign
     with store.transaction():
         store.conn.execute("UPDATE campaigns SET archived_at = ?, updated_at = ? WHERE id = ?",
                            (None if undo else now_iso(), now_iso(), campaign.id))
+    progress_changed(name)
     return get_campaign(store, name)
 
 
@@ -878,6 +881,7 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
         quota.end_run(run.owner)
         run.ledger.close_log(run.owner)
     _finish(run)
+    progress_changed(campaign.name)
     return report
 
 

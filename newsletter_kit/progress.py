@@ -14,6 +14,8 @@ newsletter_kit.errors.CampaignError: no campaign named 'spring' (there is no cam
 from __future__ import annotations
 
 import datetime as dt
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +23,8 @@ from . import audience, quota
 from .errors import CampaignError
 from .store import Store
 
-__all__ = ["HELD", "RETRYABLE", "Campaign", "campaign_status", "excluded_members", "forecast_finish",
-           "get_campaign", "list_campaigns"]
+__all__ = ["HELD", "RETRYABLE", "Campaign", "campaign_status", "changed", "excluded_members", "forecast_finish",
+           "get_campaign", "list_campaigns", "watch"]
 
 #: States of rows a run may (re)send: ``pending``, and ``deferred`` once their time has come.
 RETRYABLE = ("pending", "deferred")
@@ -145,3 +147,36 @@ def forecast_finish(store: Store, campaign: str, *, now: dt.datetime | None = No
     if not pending:
         return None
     return quota.forecast_date(quota.quota_status(store, now=now), pending)
+
+
+# --- who is told when a campaign changes in this process -----------------------------------------
+
+_WATCHERS: list[weakref.WeakMethod[Callable[[str], None]]] = []
+
+
+def watch(callback: Callable[[str], None]) -> None:
+    """Call ``callback(campaign_name)`` after a send run or a change of a campaign in this
+    process (a notebook cell sent it: the panel showing it re-reads). Held weakly: a panel that
+    is gone is forgotten. ``callback`` must be a bound method.
+
+    Example::
+
+        >>> class Shown:
+        ...     def refresh(self, name): print("re-read", name)
+        >>> shown = Shown(); watch(shown.refresh); changed("spring")
+        re-read spring
+    """
+    _WATCHERS.append(weakref.WeakMethod(callback))  # type: ignore[arg-type]
+
+
+def changed(name: str) -> None:
+    """Tell the watchers that ``name`` changed (its errors are theirs to show, never the sender's)."""
+    for ref in list(_WATCHERS):
+        callback = ref()
+        if callback is None:
+            _WATCHERS.remove(ref)
+            continue
+        try:
+            callback(name)
+        except Exception:  # a display that failed must not fail the send that just happened
+            pass

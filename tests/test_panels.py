@@ -491,3 +491,16 @@ def test_in_demo_mode_test_folders_and_check_say_what_the_demo_is(tmp_path: Path
         assert panel.check_button.layout.width == "auto"
     finally:
         demo.stop_demo_servers()
+
+
+def test_campaign_panel_follows_a_send_made_by_a_notebook_cell(nk_db: Path, smtp_server) -> None:
+    """Issue 19: the panel said "draft" after a cell sent the campaign, until a click."""
+    srv = smtp_server(tls="none")
+    store = _campaign_store(nk_db, srv)
+    panel = CampaignPanel(store)
+    _new_campaign(panel)
+    assert "draft" in panel.campaign_info.value and not panel.send_button.disabled
+    campaigns.send_campaign(store, "spring")  # what a notebook cell does, no click on the panel
+    assert "nothing left to send" in panel.campaign_info.value and panel.send_button.disabled
+    campaigns.archive_campaign(store, "spring")
+    assert "spring" not in panel.campaign.options

@@ -20,7 +20,7 @@ from typing import Any
 import ipywidgets as widgets
 import pandas as pd
 
-from .. import audience, campaigns, quota
+from .. import audience, campaigns, progress, quota
 from ..errors import CampaignError, NewsletterKitError
 from ..review import TIME_FORMAT  # the one way a time reads, in tables and panels alike
 from ..settings import load_smtp_settings
@@ -98,6 +98,7 @@ class CampaignPanel(Panel):
         self._refreshing = False
         self._build()
         self.refresh_choices(select=campaign)
+        progress.watch(self._on_changed)  # a notebook cell sent or changed a campaign: re-read
 
     # -- building -------------------------------------------------------------------------
     def _build(self) -> None:
@@ -460,6 +461,16 @@ class CampaignPanel(Panel):
             if self._thread.is_alive():
                 raise TimeoutError("the send is still running")
         return self.last_report
+
+    def _on_changed(self, name: str) -> None:
+        """A campaign changed in this kernel (a cell sent it): show what the store says now."""
+        if self.sending:
+            return  # the panel's own run refreshes when it ends
+        listed = [c["name"] for c in campaigns.list_campaigns(self.store)]
+        if name == self.campaign_name and name in listed:
+            self.refresh()
+        elif name in listed or name in self.campaign.options:  # new, archived or deleted
+            self.refresh_choices()
 
     # -- test and lifecycle ---------------------------------------------------------------
     @catch_errors
