@@ -32,10 +32,12 @@ function when(iso: string | null, withTime = true): string {
   if (isNaN(date.getTime())) {
     return iso;
   }
+  // As the review's tables and the panels write them ("08 Dec 2026 10:47", "Tue 08 Dec 2026"):
+  // one way to read a date, whatever the browser's locale.
   const options: Intl.DateTimeFormatOptions = withTime
-    ? { weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' }
-    : { weekday: 'short', day: 'numeric', month: 'short', year: 'numeric' };
-  return date.toLocaleString(undefined, options);
+    ? { day: '2-digit', month: 'short', year: 'numeric', hour: '2-digit', minute: '2-digit', hour12: false }
+    : { weekday: 'short', day: '2-digit', month: 'short', year: 'numeric' };
+  return date.toLocaleString('en-GB', options).replace(',', '');
 }
 
 /** A bar of segments, widths in proportion to their counts. */
