@@ -410,7 +410,7 @@ def send_test(store: Store, name: str, to: Iterable[str], *, as_contact: str | N
               smtp_factory: SmtpFactory | None = None, password: str | None = None) -> ProofReport:
     """Send the campaign's message to ``to`` (test addresses) as a proof before the send.
 
-    The message is rendered as sending would, with the fields of ``as_contact`` (a contact's
+    The message is rendered (and DKIM-signed) as sending would, with the fields of ``as_contact`` (a contact's
     address) or of a sample contact of the list; the subject starts with ``[TEST]`` and the
     unsubscribe link is inert (signed with a throwaway key: it unsubscribes nobody). The envelope
     sender is the From address, not the bounce mailbox, so a bounce of a test never reaches the
@@ -440,7 +440,10 @@ def send_test(store: Store, name: str, to: Iterable[str], *, as_contact: str | N
     renderer = CampaignRenderer(campaign=campaign.name, subject=TEST_PREFIX + campaign.subject,
                                 html=campaign.html, text=campaign.text,
                                 signing_key=secrets.token_bytes(32), **identity)
+    dkim = signing.signer_for(smtp, campaign.from_addr)  # signed as the campaign's messages will be
     messages = [(a, renderer.render(a, fields, message_id=renderer.new_message_id())) for a in addresses]
+    if dkim is not None:
+        messages = [(a, dkim.sign(raw)) for a, raw in messages]
     owner = quota.new_owner()
     try:
         day, granted = quota.reserve(store, len(messages), owner=owner, settings=smtp)
