@@ -75,6 +75,14 @@ from .audience import (
     count_contacts as count_contacts,
     list_size as list_size,
     list_names as list_names,
+    list_sizes as list_sizes,
+    remove_contact as remove_contact,
+    list_unsubscribes as list_unsubscribes,
+    remove_unsubscribe as remove_unsubscribe,
+)
+from .erasure import (
+    erase_address as erase_address,
+    is_erased as is_erased,
 )
 from .addresses import (
     normalize_address as normalize_address,
@@ -99,6 +107,13 @@ from .campaigns import (
     preview_message as preview_message,
     resolve_unknown as resolve_unknown,
     campaign_warnings as campaign_warnings,
+    edit_campaign as edit_campaign,
+    duplicate_campaign as duplicate_campaign,
+    archive_campaign as archive_campaign,
+    delete_campaign as delete_campaign,
+    sent_count as sent_count,
+    send_test as send_test,
+    ProofReport as ProofReport,
 )
 from .schedules import (
     Schedule as Schedule,
@@ -170,6 +185,11 @@ from .review import (
     sender_problems as sender_problems,
     status_meaning as status_meaning,
     styled as styled,
+    settings_table as settings_table,
+    checks_table as checks_table,
+    status_table as status_table,
+    quota_table as quota_table,
+    reason_counts as reason_counts,
     suppression_table as suppression_table,
     threshold_counts as threshold_counts,
     threshold_what_if as threshold_what_if,
@@ -187,6 +207,9 @@ from .panels.campaign import (
 )
 from .panels.bounces import (
     BounceReviewPanel as BounceReviewPanel,
+)
+from .panels.people import (
+    PeoplePanel as PeoplePanel,
 )
 
 def load_ipython_extension(ipython: object) -> None: ...

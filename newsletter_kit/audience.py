@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # pandas is imported by the functions that return DataFrames,
     import pandas as pd
 
 from .addresses import normalize_address
+from .erasure import erased_addresses, is_erased
 from .errors import ImportFailed, ValidationError
 from .store import Store, now_iso
 
@@ -84,6 +85,7 @@ class ImportReport:
     updated: int = 0
     problems: list[RowProblem] = field(default_factory=list)
     duplicates: int = 0
+    erased: int = 0  # rows of erased addresses (right to erasure): never brought back
 
     @property
     def total(self) -> int:
@@ -95,10 +97,13 @@ class ImportReport:
         text = f"{self.imported} new, {self.updated} updated, {len(self.problems)} skipped"
         if self.duplicates:
             text += f", {self.duplicates} duplicate rows merged (the later row wins)"
+        if self.erased:
+            text += f", {self.erased} erased address(es) not brought back"
         return text
 
     def to_dict(self) -> dict[str, Any]:
         return {"imported": self.imported, "updated": self.updated, "duplicates": self.duplicates,
+                "erased": self.erased,
                 "problems": [{"line": p.line, "value": p.value, "reason": p.reason}
                              for p in self.problems]}
 
@@ -287,6 +292,9 @@ def _add_records(store: Store, records: Iterable[tuple[int, Mapping[str, Any]]],
                  source: str) -> ImportReport:
     report = ImportReport()
     contacts = _collect_contacts(records, report)
+    for email in erased_addresses(store, list(contacts)):
+        del contacts[email]
+        report.erased += 1
     if not contacts:
         raise ImportFailed(_no_valid_rows(source, report))
     _write_contacts(store, contacts, list_name, report)
@@ -294,6 +302,8 @@ def _add_records(store: Store, records: Iterable[tuple[int, Mapping[str, Any]]],
 
 
 def _no_valid_rows(source: str, report: ImportReport) -> str:
+    if report.erased and not report.problems:
+        return f"{source}: every address in it was erased (right to erasure): nothing imported"
     if not report.problems:
         return f"{source}: no contact to import (only a header?)"
     first = "; ".join(str(p) for p in report.problems[:3])
@@ -347,6 +357,8 @@ def add_unsubscribe(store: Store, email: str, campaign: str | None = None,
         (True, False)
     """
     address = normalize_address(email)
+    if is_erased(store, address):
+        return False  # erased: opted out of everything for good, and not to be stored again
     with store.transaction():
         cursor = store.conn.execute(
             "INSERT OR IGNORE INTO unsubscribes (email, campaign, source, created_at) VALUES (?, ?, ?, ?)",
@@ -389,6 +401,10 @@ def import_unsubscribes(store: Store, path: str | os.PathLike[str],
         if key in pairs:
             report.duplicates += 1
         pairs[key] = None
+    gone = erased_addresses(store, {email for email, _ in pairs})
+    for key in [k for k in pairs if k[0] in gone]:
+        del pairs[key]
+        report.erased += 1
     if not pairs:
         raise ImportFailed(_no_valid_rows(os.fspath(path), report))
     now = now_iso()
@@ -761,3 +777,107 @@ def list_contacts(store: Store, list_name: str = ALL_LIST) -> pd.DataFrame:
         frame = pd.DataFrame({"contact_id": pd.Series(ids, dtype="int64"),
                               "email": pd.Series(emails, dtype=object)})
         return pd.concat([frame, _fields_frame(fields, frame.index, ("contact_id", "email"))], axis=1)
+
+
+# --- lists, removal, opt-outs withdrawn ----------------------------------------------------------
+
+
+def list_sizes(store: Store) -> list[dict[str, Any]]:
+    """Every contact list with its size: ``[{"list", "contacts"}]``, by name.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}], list_name="vip")
+        >>> list_sizes(store)
+        [{'list': 'all', 'contacts': 1}, {'list': 'vip', 'contacts': 1}]
+    """
+    rows = store.conn.execute(
+        "SELECT l.name, (SELECT count(*) FROM list_members m WHERE m.list_id = l.id) FROM lists l ORDER BY l.name")
+    return [{"list": name, "contacts": int(n)} for name, n in rows]
+
+
+def remove_contact(store: Store, email: str, list_name: str | None = None) -> str:
+    """Take a contact off ``list_name``, or (None, or ``all``) out of the contacts altogether.
+
+    Its deliveries stay (the statistics); to remove every trace of a person use
+    :func:`newsletter_kit.erasure.erase_address`. Returns what was done, in words;
+    :class:`ValidationError` when the address is no contact (or not on that list).
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}], list_name="vip")
+        >>> remove_contact(store, "ann@example.org", "vip")
+        "ann@example.org removed from 'vip'"
+    """
+    address = normalize_address(email)
+    row = store.conn.execute("SELECT id FROM contacts WHERE email = ?", (address,)).fetchone()
+    if row is None:
+        raise ValidationError(f"{address} is not a contact", "email")
+    with store.transaction():
+        if list_name in (None, ALL_LIST):
+            store.conn.execute("DELETE FROM contacts WHERE id = ?", (row[0],))
+            return f"{address} removed from the contacts (and every list)"
+        removed = store.conn.execute(
+            "DELETE FROM list_members WHERE contact_id = ? AND list_id = (SELECT id FROM lists WHERE name = ?)",
+            (row[0], list_name)).rowcount
+    if not removed:
+        raise ValidationError(f"{address} is not on the list {list_name!r}", "list")
+    return f"{address} removed from {list_name!r}"
+
+
+def list_unsubscribes(store: Store, email: str | None = None) -> list[dict[str, Any]]:
+    """The opt-outs, newest first: ``[{"address", "campaign", "source", "since"}]`` (campaign
+    None: from everything); ``email``: only that address's.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> _ = add_unsubscribe(store, "ann@example.org", "spring")
+        >>> [(u["address"], u["campaign"]) for u in list_unsubscribes(store)]
+        [('ann@example.org', 'spring')]
+    """
+    where, params = ("WHERE email = ?", (normalize_address(email),)) if email else ("", ())
+    rows = store.conn.execute(
+        f"SELECT email, campaign, source, created_at FROM unsubscribes {where} ORDER BY created_at DESC, id DESC",
+        params)
+    return [{"address": e, "campaign": c, "source": src, "since": at} for e, c, src, at in rows]
+
+
+def remove_unsubscribe(store: Store, email: str, campaign: str | None = None, *, every: bool = False,
+                       by: str | None = None) -> int:
+    """Withdraw an opt-out (a new opt-in): the one from ``campaign`` (None: the one from
+    everything), or with ``every=True`` all of the address's. Each is written to the audit
+    trail (``unsubscribe_events``: what was withdrawn, when, by whom). Returns how many went;
+    :class:`ValidationError` when there was none.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> store = open_store(":memory:")
+        >>> _ = add_unsubscribe(store, "ann@example.org")
+        >>> remove_unsubscribe(store, "ann@example.org", by="support ticket 42")
+        1
+    """
+    address = normalize_address(email)
+    campaign = _clean_campaign(campaign)
+    where = "email = ?" if every else "email = ? AND coalesce(campaign, '') = ?"
+    params: tuple[Any, ...] = (address,) if every else (address, campaign or "")
+    with store.transaction():
+        rows = store.conn.execute(f"SELECT campaign, source, created_at FROM unsubscribes WHERE {where}",
+                                  params).fetchall()
+        if not rows:
+            what = "any opt-out" if every else (f"opt-out from {campaign!r}" if campaign else
+                                               "opt-out from everything")
+            raise ValidationError(f"{address} has no {what} (`unsubscribes list` shows them)", "email")
+        store.conn.execute(f"DELETE FROM unsubscribes WHERE {where}", params)
+        now = now_iso()
+        store.conn.executemany(
+            "INSERT INTO unsubscribe_events (email, action, at, detail) VALUES (?, 'withdrawn', ?, ?)",
+            [(address, now, _ENCODE_JSON({"campaign": c, "source": src, "since": at, "by": by}))
+             for c, src, at in rows])
+    return len(rows)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -32,10 +33,14 @@ from typing import Any
 
 from . import audience, clock, quota, reasons, signing
 from .errors import CampaignError
-from .addresses import check_from
+from .addresses import check_from, normalize_address
 from .guards import RefusalWindow, SendGuards, complaint_block, html_size_warning
-from .maintenance import ARCHIVED, archived_counts
+from .maintenance import ARCHIVED
 from .ledger import DEFERRAL_BACKOFF, HELD, RETRYABLE, Claim, Ledger, Row, settle_dead_runs  # noqa: F401 (DEFERRAL_BACKOFF: kept importable here)
+from .progress import (Campaign, campaign_status, count_campaigns,  # re-exported
+                       excluded_members as _excluded_members, get_campaign, list_campaigns)
+from .progress import changed as progress_changed
+from .progress import forecast_finish as _forecast_one_server
 from .settings import (BounceSettings, SmtpSettings, load_bounce_settings, load_smtp_settings,
                        require_smtp_settings)
 from .store import Store, now_iso
@@ -54,35 +59,6 @@ Progress = Callable[[int, int, "SendReport"], None]
 
 
 # --- campaigns ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Campaign:
-    """A campaign as stored: templates (Jinja) for subject, HTML and text."""
-
-    id: int
-    name: str
-    list_name: str
-    subject: str
-    html: str
-    text: str | None
-    from_addr: str | None
-    status: str
-    created_at: str
-
-
-_CAMPAIGN_COLUMNS = "id, name, list_name, subject, html, text, from_addr, status, created_at"
-
-
-def get_campaign(store: Store, name: str) -> Campaign:
-    """The campaign called ``name``, or :class:`CampaignError` naming the ones that exist."""
-    row = store.conn.execute(
-        f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE name = ?", (name,)).fetchone()
-    if row is None:
-        names = [r[0] for r in store.conn.execute("SELECT name FROM campaigns ORDER BY name")]
-        known = f" (campaigns: {', '.join(names)})" if names else " (there is no campaign yet)"
-        raise CampaignError(f"no campaign named {name!r}{known}")
-    return Campaign(*row)
 
 
 def create_campaign(store: Store, name: str, list_name: str, subject: str, html: str,
@@ -124,61 +100,6 @@ def create_campaign(store: Store, name: str, list_name: str, subject: str, html:
     except sqlite3.IntegrityError:
         raise CampaignError(f"a campaign named {name!r} already exists") from None
     return get_campaign(store, name)
-
-
-def list_campaigns(store: Store, *, search: str | None = None, status: str | None = None,
-                   since: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
-    """Campaigns, newest first: name, list, subject, status, created_at, sent.
-
-    ``search`` keeps names containing it (any case), ``status`` one status, ``since`` those
-    created on or after that ISO date; ``limit`` and ``offset`` page through them (the sent
-    count is read for the rows returned only).
-
-    Example::
-
-        >>> from newsletter_kit.store import open_store
-        >>> list_campaigns(open_store(":memory:"), search="spring", limit=10)
-        []
-    """
-    where, params = _campaign_filter(search, status, since)
-    page = " LIMIT ? OFFSET ?" if limit is not None else ""
-    rows = store.conn.execute(
-        "SELECT c.name, c.list_name, c.subject, c.status, c.created_at, "
-        "(SELECT count(*) FROM deliveries d WHERE d.campaign_id = c.id AND d.state = 'sent') + "
-        "(SELECT coalesce(sum(count), 0) FROM pruned_deliveries p WHERE p.campaign_id = c.id AND p.state = 'sent') "
-        f"FROM campaigns c {where} ORDER BY c.created_at DESC, c.id DESC{page}",
-        [*params, *([limit, max(0, offset)] if limit is not None else [])]).fetchall()
-    keys = ("name", "list", "subject", "status", "created_at", "sent")
-    return [dict(zip(keys, row)) for row in rows]
-
-
-def count_campaigns(store: Store, *, search: str | None = None, status: str | None = None,
-                    since: str | None = None) -> int:
-    """How many campaigns :func:`list_campaigns` would list with the same filters, unpaged.
-
-    Example::
-
-        >>> from newsletter_kit.store import open_store
-        >>> count_campaigns(open_store(":memory:"), status="draft")
-        0
-    """
-    where, params = _campaign_filter(search, status, since)
-    return int(store.conn.execute(f"SELECT count(*) FROM campaigns c {where}", params).fetchone()[0])
-
-
-def _campaign_filter(search: str | None, status: str | None, since: str | None) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if search:
-        clauses.append("instr(lower(c.name), lower(?)) > 0")
-        params.append(search.strip())
-    if status:
-        clauses.append("c.status = ?")
-        params.append(status)
-    if since:
-        clauses.append("c.created_at >= ?")
-        params.append(since)
-    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
 def _compile(store: Store, name: str, list_name: str, subject: str, html: str, text: str | None,
@@ -245,18 +166,6 @@ def _field_names(store: Store, list_name: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-def _excluded_members(store: Store, campaign: Campaign, policy: str | None) -> dict[str, tuple[int, str]]:
-    """The list's members the campaign excludes: address → (contact id, reason in words)."""
-    reasons = audience.exclusion_reasons(store, campaign.name, policy)
-    if not reasons:
-        return {}
-    rows = store.conn.execute(
-        "SELECT c.id, c.email FROM list_members m JOIN contacts c ON c.id = m.contact_id "
-        "WHERE m.list_id = (SELECT id FROM lists WHERE name = ?) AND c.email IN "
-        "(SELECT email FROM unsubscribes UNION SELECT email FROM suppressions)", (campaign.list_name,))
-    return {email: (cid, reasons[email]) for cid, email in rows if email in reasons}
-
-
 def _envelope_sender(smtp: SmtpSettings, bounce: BounceSettings | None) -> str:
     """MAIL FROM: the bounce address, so bounces reach the mailbox we read."""
     return bounce.bounce_address if bounce and bounce.bounce_address else smtp.from_addr
@@ -298,14 +207,15 @@ def preview_message(store: Store, name: str, email: str, fields: dict[str, Any])
     return preview
 
 
-# --- status -------------------------------------------------------------------------------
+# --- lifecycle: edit, duplicate, archive, delete ------------------------------------------------
+
+#: Ledger states of a recipient the campaign has reached, or may have (an edit would change
+#: what they were sent): everything but rows still waiting (pending) or never meant (excluded).
+_TOUCHED_STATES = ("sent", "failed", "unknown", "inflight", "claimed", "deferred")
 
 
-def campaign_status(store: Store, name: str) -> dict[str, int]:
-    """``{"total", "sent", "failed", "excluded", "pending", "unknown"}`` for a campaign.
-
-    In flight and deferred count as pending; the audience is evaluated now, so list members
-    not yet sent to count as pending, and those who opted out since as excluded.
+def sent_count(store: Store, name: str) -> int:
+    """How many recipients the campaign has reached or may have reached (0: never sent).
 
     Example::
 
@@ -314,28 +224,271 @@ def campaign_status(store: Store, name: str) -> dict[str, int]:
         >>> store = open_store(":memory:")
         >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
         >>> _ = create_campaign(store, "spring", "all", "Hi", "<p>Hello</p>")
-        >>> campaign_status(store, "spring")
-        {'total': 1, 'sent': 0, 'failed': 0, 'excluded': 0, 'pending': 1, 'unknown': 0}
+        >>> sent_count(store, "spring")
+        0
     """
     campaign = get_campaign(store, name)
-    if campaign.status == ARCHIVED:  # pruned: its numbers are in aggregate, its audience is history
-        counts = archived_counts(store, campaign.id)
-        return {"total": sum(counts.values()), **counts}
-    eligible = {r.email for r in audience.eligible_recipients(store, campaign.name, campaign.list_name)}
-    excluded = _excluded_members(store, campaign, None)
-    counts = {"sent": 0, "failed": 0, "excluded": 0, "pending": 0, "unknown": 0}
-    seen: set[str] = set()
-    for email, state in Ledger(store, campaign.id).states().items():
-        seen.add(email)
-        if state in RETRYABLE:
-            counts["pending" if email in eligible else "excluded"] += 1
-        elif state in HELD:
-            counts["pending"] += 1
-        else:
-            counts[state] += 1
-    counts["pending"] += len(eligible - seen)
-    counts["excluded"] += len(excluded.keys() - seen)
-    return {"total": sum(counts.values()), **counts}
+    marks = ", ".join("?" * len(_TOUCHED_STATES))
+    return int(store.conn.execute(
+        f"SELECT count(*) FROM deliveries WHERE campaign_id = ? AND state IN ({marks})",
+        (campaign.id, *_TOUCHED_STATES)).fetchone()[0])
+
+
+def edit_campaign(store: Store, name: str, *, subject: str | None = None, html: str | None = None,
+                  text: str | None = None, list_name: str | None = None,
+                  from_addr: str | None = None) -> Campaign:
+    """Change a campaign that has not been sent to anyone yet; the given fields replace the
+    stored ones (``text=""`` or ``from_addr=""``: back to the default). Checked as at creation.
+
+    After the first message went out its recipients have that version: :class:`CampaignError`,
+    saying to duplicate the campaign and edit the copy.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> from newsletter_kit.audience import add_contacts
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> _ = create_campaign(store, "spring", "all", "Hi", "<p>Hello</p>")
+        >>> edit_campaign(store, "spring", subject="Spring is here").subject
+        'Spring is here'
+    """
+    campaign = get_campaign(store, name)
+    _refuse_if_deleted(campaign)
+    reached = sent_count(store, name)
+    if reached:
+        raise CampaignError(
+            f"campaign {name!r} has been sent to {reached} recipient(s), who have this version: "
+            f"it cannot change now; duplicate it (`campaign duplicate {name} NEW`) and edit the copy")
+    new_list = campaign.list_name if list_name is None else list_name
+    new_subject = campaign.subject if subject is None else subject
+    new_html = campaign.html if html is None else html
+    new_text = campaign.text if text is None else (text or None)
+    new_from = campaign.from_addr if from_addr is None else (from_addr.strip() or None)
+    _check_campaign(store, campaign.name, list_name=new_list, subject=new_subject, html=new_html,
+                    text=new_text, from_addr=new_from)
+    if new_from:
+        new_from = check_from(new_from)
+    with store.transaction():
+        store.conn.execute(
+            "UPDATE campaigns SET list_name = ?, subject = ?, html = ?, text = ?, from_addr = ?, "
+            "updated_at = ? WHERE id = ?",
+            (new_list, new_subject, new_html, new_text, new_from, now_iso(), campaign.id))
+        if new_list != campaign.list_name:  # waiting rows were the old list's members
+            store.conn.execute("DELETE FROM deliveries WHERE campaign_id = ?", (campaign.id,))
+    progress_changed(name)
+    return get_campaign(store, name)
+
+
+def _check_campaign(store: Store, name: str, *, list_name: str, subject: str, html: str,
+                    text: str | None, from_addr: str | None) -> None:
+    """What ``create_campaign`` checks before writing: the list, the From, the templates."""
+    lists = audience.list_names(store)
+    if list_name not in lists:
+        known = ", ".join(lists) if lists else "none yet: import contacts first"
+        raise CampaignError(f"no contact list named {list_name!r} (lists: {known})")
+    if from_addr:
+        from_addr = check_from(from_addr)
+    renderer = _compile(store, name, list_name, subject, html, text, from_addr)
+    renderer.check_fields(_field_names(store, list_name))
+    _test_render(store, renderer, list_name)
+
+
+def duplicate_campaign(store: Store, name: str, new_name: str) -> Campaign:
+    """A new draft with the campaign's list, subject, templates and From (sent or not).
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> from newsletter_kit.audience import add_contacts
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> _ = create_campaign(store, "spring", "all", "Hi", "<p>Hello</p>")
+        >>> duplicate_campaign(store, "spring", "spring-2").status
+        'draft'
+    """
+    campaign = get_campaign(store, name)
+    _refuse_if_deleted(campaign)
+    return create_campaign(store, new_name, campaign.list_name, campaign.subject, campaign.html,
+                           campaign.text, campaign.from_addr)
+
+
+def archive_campaign(store: Store, name: str, *, undo: bool = False) -> Campaign:
+    """Hide a campaign from the lists and the sidebar; its history stays in the statistics.
+    ``undo=True`` brings it back. An archived campaign is not sent.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> from newsletter_kit.audience import add_contacts
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> _ = create_campaign(store, "spring", "all", "Hi", "<p>Hello</p>")
+        >>> archive_campaign(store, "spring").archived_at is not None, list_campaigns(store)
+        (True, [])
+    """
+    campaign = get_campaign(store, name)
+    _refuse_if_deleted(campaign)
+    with store.transaction():
+        store.conn.execute("UPDATE campaigns SET archived_at = ?, updated_at = ? WHERE id = ?",
+                           (None if undo else now_iso(), now_iso(), campaign.id))
+    progress_changed(name)
+    return get_campaign(store, name)
+
+
+def delete_campaign(store: Store, name: str, *, yes: bool = False) -> dict[str, Any]:
+    """Delete a campaign. One never sent goes entirely; one that was sent needs ``yes=True``:
+    its templates go, its name and deliveries stay for the statistics (the review still counts
+    them), and it is hidden everywhere else. ``{"campaign", "deleted": "entirely" | "kept for
+    statistics", "deliveries_kept"}``.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> from newsletter_kit.audience import add_contacts
+        >>> store = open_store(":memory:")
+        >>> _ = add_contacts(store, [{"email": "ann@example.org"}])
+        >>> _ = create_campaign(store, "spring", "all", "Hi", "<p>Hello</p>")
+        >>> delete_campaign(store, "spring")["deleted"]
+        'entirely'
+    """
+    campaign = get_campaign(store, name)
+    _refuse_if_deleted(campaign)
+    reached = sent_count(store, name)
+    if not reached:
+        with store.transaction():
+            store.conn.execute("DELETE FROM campaigns WHERE id = ?", (campaign.id,))
+        return {"campaign": campaign.name, "deleted": "entirely", "deliveries_kept": 0}
+    if not yes:
+        raise CampaignError(
+            f"campaign {name!r} was sent to {reached} recipient(s): deleting it keeps its deliveries "
+            "for the statistics and drops its templates; add --yes to confirm (or archive it)")
+    with store.transaction():
+        store.conn.execute(
+            "UPDATE campaigns SET subject = '(deleted)', html = '', text = NULL, deleted_at = ?, "
+            "updated_at = ? WHERE id = ?", (now_iso(), now_iso(), campaign.id))
+        store.conn.execute("DELETE FROM deliveries WHERE campaign_id = ? AND state IN ('pending', 'excluded')",
+                           (campaign.id,))
+        kept = store.conn.execute("SELECT count(*) FROM deliveries WHERE campaign_id = ?",
+                                  (campaign.id,)).fetchone()[0]
+    return {"campaign": campaign.name, "deleted": "kept for statistics", "deliveries_kept": int(kept)}
+
+
+def _refuse_if_deleted(campaign: Campaign) -> None:
+    if campaign.deleted_at:
+        raise CampaignError(f"campaign {campaign.name!r} was deleted on {campaign.deleted_at[:10]}: "
+                            "only its statistics are kept")
+
+
+# --- a proof before the send --------------------------------------------------------------------
+
+#: The subject of a test message starts with this.
+TEST_PREFIX = "[TEST] "
+
+
+@dataclass
+class ProofReport:
+    """What ``campaign test`` did: per test address, the server's answer."""
+
+    campaign: str
+    contact: str | None  # whose fields filled the templates (None: a sample)
+    results: list[dict[str, Any]] = field(default_factory=list)  # {"to", "outcome", "reply"}
+
+    @property
+    def sent(self) -> int:
+        """Test messages the server accepted."""
+        return sum(1 for r in self.results if r["outcome"] == "sent")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``campaign test --json`` document."""
+        return {"campaign": self.campaign, "as": self.contact, "sent": self.sent, "results": self.results}
+
+    def lines(self) -> list[str]:
+        """One line per test address, as ``campaign test`` prints them."""
+        who = f"with the fields of {self.contact}" if self.contact else "with sample fields"
+        return [f"{r['to']}: {r['outcome']}" + (f" ({r['reply']})" if r["reply"] else "") + f" [{who}]"
+                for r in self.results]
+
+
+def send_test(store: Store, name: str, to: Iterable[str], *, as_contact: str | None = None,
+              smtp_factory: SmtpFactory | None = None, password: str | None = None) -> ProofReport:
+    """Send the campaign's message to ``to`` (test addresses) as a proof before the send.
+
+    The message is rendered (and DKIM-signed) as sending would, with the fields of ``as_contact`` (a contact's
+    address) or of a sample contact of the list; the subject starts with ``[TEST]`` and the
+    unsubscribe link is inert (signed with a throwaway key: it unsubscribes nobody). The envelope
+    sender is the From address, not the bounce mailbox, so a bounce of a test never reaches the
+    bounce fetch nor counts toward anyone; nothing goes into the ledger. Each test message counts
+    toward today's quota (:class:`QuotaExhausted` when the quota has no room for them).
+
+    Example::
+
+        report = send_test(store, "spring", ["me@example.org"], as_contact="ann@example.org")
+        report.sent                                                   # 1
+    """
+    from .addresses import parse_from
+    from .errors import QuotaExhausted
+    from .messages import CampaignRenderer
+    from .transport import SmtpSender
+
+    campaign = get_campaign(store, name)
+    _refuse_if_deleted(campaign)
+    addresses = [normalize_address(a) for a in to]
+    if not addresses:
+        raise CampaignError("name at least one test address (--to ADDR)")
+    smtp = require_smtp_settings(store)
+    contact, fields = _test_fields(store, campaign, as_contact)
+    identity = _identity(smtp, None, campaign.from_addr, campaign.list_name)
+    mail_from = parse_from(identity["from_addr"])[1]
+    identity["bounce_address"] = mail_from
+    renderer = CampaignRenderer(campaign=campaign.name, subject=TEST_PREFIX + campaign.subject,
+                                html=campaign.html, text=campaign.text,
+                                signing_key=secrets.token_bytes(32), **identity)
+    dkim = signing.signer_for(smtp, campaign.from_addr)  # signed as the campaign's messages will be
+    messages = [(a, renderer.render(a, fields, message_id=renderer.new_message_id())) for a in addresses]
+    if dkim is not None:
+        messages = [(a, dkim.sign(raw)) for a, raw in messages]
+    owner = quota.new_owner()
+    try:
+        day, granted = quota.reserve(store, len(messages), owner=owner, settings=smtp)
+        if granted < len(messages):
+            quota.settle(store, owner=owner, day=day, released=granted, accepted=0)
+            full = QuotaExhausted(f"today's quota has room for {granted} more message(s), the test needs "
+                                  f"{len(messages)}: try again after the reset (`newsletter-kit quota`)")
+            full.exit_code = 75  # nothing to fix: run it again later
+            raise full
+        report = ProofReport(campaign=campaign.name, contact=contact)
+        try:
+            with SmtpSender(smtp, password=password, factory=smtp_factory) as sender:
+                for address, raw in messages:
+                    outcome = sender.send(mail_from, address, raw)
+                    report.results.append({"to": address, "outcome": outcome.kind,
+                                           "reply": "" if outcome.kind == "sent" else outcome.reply})
+        finally:
+            quota.settle(store, owner=owner, day=day, released=granted, accepted=report.sent)
+    finally:
+        quota.end_run(owner)
+    return report
+
+
+def _test_fields(store: Store, campaign: Campaign, as_contact: str | None) -> tuple[str | None, dict[str, Any]]:
+    """Whose fields fill a test message: the contact named, else the list's member with the
+    most fields, else none (an empty list: the templates' defaults)."""
+    if as_contact:
+        row = store.conn.execute("SELECT email, fields FROM contacts WHERE email = ?",
+                                 (normalize_address(as_contact),)).fetchone()
+        if row is None:
+            raise CampaignError(f"no contact {as_contact.strip()!r}: name one of the list {campaign.list_name!r}, "
+                                "or leave --as out for a sample")
+        return row[0], json.loads(row[1] or "{}")
+    row = store.conn.execute(
+        "SELECT c.email, c.fields FROM list_members m JOIN lists l ON l.id = m.list_id "
+        "JOIN contacts c ON c.id = m.contact_id WHERE l.name = ? ORDER BY length(c.fields) DESC, c.id LIMIT 1",
+        (campaign.list_name,)).fetchone()
+    return (row[0], json.loads(row[1] or "{}")) if row else (None, {})
+
+
+# --- status -------------------------------------------------------------------------------
 
 
 def resolve_unknown(store: Store, name: str, as_state: str,
@@ -381,24 +534,24 @@ def campaign_warnings(store: Store, name: str) -> list[str]:
 def forecast_finish(store: Store, campaign: str, *, now: dt.datetime | None = None) -> dt.date | None:
     """The day the campaign will have been sent to everyone at the current limit (None: done).
 
-    Counts today's remaining quota first, then the full limit per day; assumes no other
-    campaign shares the quota.
+    With several relays each counts at its own limit day by day (warm-ups included); else as
+    :func:`newsletter_kit.progress.forecast_finish`.
 
     Example::
 
         >>> forecast_finish(store, "spring")       # doctest: +SKIP
         datetime.date(2026, 3, 4)
     """
-    pending = campaign_status(store, campaign)["pending"]
-    if not pending:
-        return None
     from .relays import relay_names
 
-    if len(relay_names(store)) > 1:  # several relays: each at its own limit, warm-ups included
+    if len(relay_names(store)) > 1:
+        pending = campaign_status(store, campaign)["pending"]
+        if not pending:
+            return None
         from .relaying import forecast
 
         return forecast(store, pending)
-    return quota.forecast_date(quota.quota_status(store, now=now), pending)
+    return _forecast_one_server(store, campaign, now=now)
 
 
 # --- the report of a run ------------------------------------------------------------------
@@ -791,6 +944,10 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
     if campaign.status == ARCHIVED:
         raise CampaignError(f"campaign {name!r} was pruned (`store prune`): its ledger no longer says who "
                             "had it, so it cannot be sent again; create a new campaign")
+    _refuse_if_deleted(campaign)
+    if campaign.archived_at:
+        raise CampaignError(f"campaign {name!r} is archived: bring it back first "
+                            f"(`campaign archive {name} --undo`)")
     smtp = require_smtp_settings(store)
     if relay is None and not dry_run:
         from .relaying import send_over_relays, several_relays
@@ -843,6 +1000,7 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
         quota.end_run(run.owner)
         run.ledger.close_log(run.owner)
     _finish(run)
+    progress_changed(campaign.name)
     return report
 
 

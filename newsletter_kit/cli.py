@@ -506,12 +506,13 @@ def settings_test(store: Store) -> None:
 @click.option("--json", "as_json", is_flag=True, help='A JSON list of {"check", "status", "detail"}.')
 @click.option("--nameserver", metavar="HOST[:PORT]",
               help="Ask this DNS server (an IP address) instead of the system resolver.")
+@click.option("--campaign", metavar="NAME", help="Check the From this campaign sends with (default: the settings').")
 @pass_existing_store
-def check_cmd(store: Store, as_json: bool, nameserver: str | None) -> None:
+def check_cmd(store: Store, as_json: bool, nameserver: str | None, campaign: str | None) -> None:
     """Pre-flight: SPF, DKIM, DMARC, alignment, MX, unsubscribe, volume; exit 1 when one fails."""
     from .deliverability import preflight
 
-    findings = preflight(store, nameserver=nameserver)
+    findings = preflight(store, nameserver=nameserver, campaign=campaign)
     if as_json:
         emit_json([finding.to_dict() for finding in findings])
     else:
@@ -536,7 +537,7 @@ def _report_import(report: Any, what: str, as_json: bool) -> None:
 
 @cli.group()
 def contacts() -> None:
-    """Import and list contacts (column `email`; other columns become template fields)."""
+    """Import, list, remove and erase contacts (column `email`; other columns become template fields)."""
 
 
 @contacts.command("import")
@@ -599,9 +600,66 @@ def contacts_check(store: Store, list_name: str | None, nameserver: str | None, 
         say(f"DNS could not tell for {len(report.unknown_domains)} domain(s): {', '.join(report.unknown_domains[:10])}")
 
 
+def _require_yes(yes: bool, what: str) -> None:
+    """Nothing is removed without --yes: say what would go, and stop (exit 1)."""
+    if not yes:
+        raise click.ClickException(f"{what}: add --yes to confirm (nothing was removed)")
+
+
+@contacts.command("lists")
+@click.option("--json", "as_json", is_flag=True, help='A JSON list of {"list", "contacts"}.')
+@pass_existing_store
+def contacts_lists(store: Store, as_json: bool) -> None:
+    """Every contact list with its size."""
+    from .audience import list_sizes
+
+    sizes = list_sizes(store)
+    if as_json:
+        emit_json(sizes)
+        return
+    for item in sizes:
+        click.echo(f"{item['list']}\t{item['contacts']}")
+
+
+@contacts.command("remove")
+@click.argument("address")
+@click.option("--list", "list_name", metavar="L", help="Only take it off this list (default: every list).")
+@click.option("--yes", is_flag=True, help="Confirm the removal.")
+@pass_existing_store
+def contacts_remove(store: Store, address: str, list_name: str | None, yes: bool) -> None:
+    """Remove a contact (from one list with --list); its deliveries stay for the statistics."""
+    from .audience import remove_contact
+
+    _require_yes(yes, f"remove {address.strip()} from " + (repr(list_name) if list_name else "the contacts"))
+    say(remove_contact(store, address, list_name))
+
+
+@contacts.command("erase")
+@click.argument("address")
+@click.option("--yes", is_flag=True, help="Confirm the erasure (it cannot be undone).")
+@click.option("--json", "as_json", is_flag=True, help="What was erased or anonymised, as JSON.")
+@pass_existing_store
+def contacts_erase(store: Store, address: str, yes: bool, as_json: bool) -> None:
+    """Right to erasure (GDPR art. 17): every trace of ADDRESS leaves the store file.
+
+    Contacts, opt-outs, suppression and audit rows go; deliveries and bounces keep their
+    counts under a placeholder; a keyed hash keeps the address from being imported again.
+    """
+    from .erasure import erase_address
+
+    _require_yes(yes, f"erase every trace of {address.strip()} (this cannot be undone)")
+    done = erase_address(store, address)
+    if as_json:
+        emit_json(done)
+        return
+    say(f"erased: {done['contacts']} contact, {done['deliveries']} deliveries and {done['bounces']} bounces "
+        f"anonymised as {done['placeholder']}, {done['unsubscribes']} opt-outs, {done['suppressions']} "
+        f"suppression, {done['audit_rows']} audit rows; a later import of it is refused")
+
+
 @cli.group()
 def unsubscribes() -> None:
-    """Import opt-outs (per campaign, or from everything)."""
+    """Import, list and withdraw opt-outs (per campaign, or from everything)."""
 
 
 @unsubscribes.command("import")
@@ -617,6 +675,40 @@ def unsubscribes_import(store: Store, file: Path, campaign: str | None, as_json:
     # Without --campaign a row opts out of its `campaign` column's campaign, else of everything.
     what = f"unsubscribes (campaign {campaign!r})" if campaign else "unsubscribes"
     _report_import(import_unsubscribes(store, file, campaign), what, as_json)
+
+
+@unsubscribes.command("list")
+@click.option("--address", metavar="ADDR", help="Only this address's opt-outs.")
+@click.option("--json", "as_json", is_flag=True, help='A JSON list of {"address", "campaign", "source", "since"}.')
+@pass_existing_store
+def unsubscribes_list(store: Store, address: str | None, as_json: bool) -> None:
+    """The opt-outs, newest first (campaign '*': from everything)."""
+    from .audience import list_unsubscribes
+
+    rows = list_unsubscribes(store, address)
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['address']}\t{row['campaign'] or '*'}\t{row['source']}\t{row['since']}")
+    say(f"{len(rows)} opt-out(s)")
+
+
+@unsubscribes.command("remove")
+@click.argument("address")
+@click.option("--campaign", metavar="NAME", help="Withdraw the opt-out from this campaign (default: from everything).")
+@click.option("--all", "every", is_flag=True, help="Withdraw every opt-out of the address.")
+@click.option("--by", help="Who asked (kept in the audit trail).")
+@click.option("--yes", is_flag=True, help="Confirm: the address gets campaigns again.")
+@pass_existing_store
+def unsubscribes_remove(store: Store, address: str, campaign: str | None, every: bool, by: str | None,
+                        yes: bool) -> None:
+    """A new opt-in: withdraw an opt-out of ADDRESS (written to the audit trail)."""
+    from .audience import remove_unsubscribe
+
+    _require_yes(yes, f"let {address.strip()} receive campaigns again")
+    count = remove_unsubscribe(store, address, campaign, every=every, by=by)
+    say(f"{count} opt-out(s) of {address.strip().lower()} withdrawn (kept in the audit trail)")
 
 
 # campaigns and quota (campaigns helper)
@@ -841,7 +933,7 @@ def run_cmd(store: Store, as_json: bool, no_fetch: bool) -> None:
 @pass_existing_store
 def campaign_status_cmd(store: Store, name: str, as_json: bool) -> None:
     """How far a campaign is: sent, failed, excluded, pending, unknown; and when it will finish."""
-    from .campaigns import campaign_status, forecast_finish
+    from .progress import campaign_status, forecast_finish  # the read side: no send path to import
 
     status = campaign_status(store, name)
     if as_json:
@@ -854,20 +946,112 @@ def campaign_status_cmd(store: Store, name: str, as_json: bool) -> None:
 
 
 @campaign.command("list")
-@click.option("--status", help="Only campaigns with this status (draft, sending, paused, done, archived...).")
+@click.option("--status", help="Only campaigns with this status (draft, sending, paused, done, pruned...).")
 @click.option("--search", metavar="TEXT", help="Only campaigns whose name contains TEXT.")
+@click.option("--archived", is_flag=True, help="List the archived campaigns instead.")
 @_page_options
 @pass_existing_store
-def campaign_list(store: Store, status: str | None, search: str | None, limit: int | None, since: str | None,
-                  as_json: bool) -> None:
-    """Campaigns, newest first: name, list, status, sent, subject."""
-    from .campaigns import count_campaigns, list_campaigns
+def campaign_list(store: Store, status: str | None, search: str | None, archived: bool, limit: int | None,
+                  since: str | None, as_json: bool) -> None:
+    """Campaigns, newest first: name, list, status, sent, subject (archived ones: --archived)."""
+    from .progress import count_campaigns, list_campaigns
 
-    total = count_campaigns(store, search=search, status=status, since=since)
-    rows = iter(list_campaigns(store, search=search, status=status, since=since, limit=_limit(limit, as_json)))
+    total = count_campaigns(store, archived=archived, search=search, status=status, since=since)
+    rows = iter(list_campaigns(store, archived=archived, search=search, status=status, since=since,
+                               limit=_limit(limit, as_json)))
     stream_rows(rows, total, _limit(limit, as_json), as_json,
                 lambda item: f"{item['name']}\t{item['list']}\t{item['status']}\t{item['sent']} sent\t{item['subject']}",
                 "campaign(s)")
+
+
+@campaign.command("test")
+@click.argument("name")
+@click.option("--to", "to", multiple=True, required=True, metavar="ADDR",
+              help="A test address (repeatable).")
+@click.option("--as", "as_contact", metavar="CONTACT",
+              help="Fill the templates with this contact's fields (default: a sample of the list).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"campaign", "as", "sent", "results"} as JSON.')
+@pass_existing_store
+def campaign_test(store: Store, name: str, to: tuple[str, ...], as_contact: str | None, as_json: bool) -> None:
+    """Send a proof: the rendered message to test addresses, subject prefixed [TEST].
+
+    Not a delivery of the campaign: the unsubscribe link is inert, nothing enters the ledger,
+    and a bounce of it counts toward nobody; it counts toward today's quota. Exit status 0 when
+    the server accepted every test message, 1 when it refused one, 75 when it could not be
+    reached or the quota has no room (run it again later).
+    """
+    from .campaigns import send_test
+
+    report = send_test(store, name, to, as_contact=as_contact)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        for line in report.lines():
+            click.echo(line)
+    outcomes = {r["outcome"] for r in report.results}
+    if outcomes & {"paused", "deferred"}:
+        sys.exit(75)
+    if outcomes - {"sent"}:
+        sys.exit(1)
+
+
+@campaign.command("edit")
+@click.argument("name")
+@click.option("--subject", metavar="S", help="New subject template.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), help="New HTML template file.")
+@click.option("--text", "text_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="New plain-text template file.")
+@click.option("--list", "list_name", metavar="L", help="Send to this list instead.")
+@click.option("--from", "from_addr", metavar="ADDR", help="New From ('' : the settings' From).")
+@pass_existing_store
+def campaign_edit(store: Store, name: str, subject: str | None, html_file: Path | None,
+                  text_file: Path | None, list_name: str | None, from_addr: str | None) -> None:
+    """Change a campaign not sent to anyone yet (after the first send: duplicate it)."""
+    from .campaigns import campaign_warnings, edit_campaign
+
+    edited = edit_campaign(store, name, subject=subject, html=_read_template(html_file), text=_read_template(text_file),
+                           list_name=list_name, from_addr=from_addr)
+    say(f"campaign {edited.name!r} changed (list {edited.list_name!r}, subject {edited.subject!r})")
+    warn_all(campaign_warnings(store, edited.name))
+
+
+@campaign.command("duplicate")
+@click.argument("name")
+@click.argument("new_name", metavar="NEW")
+@pass_existing_store
+def campaign_duplicate(store: Store, name: str, new_name: str) -> None:
+    """Copy a campaign (sent or not) into a new draft called NEW."""
+    from .campaigns import duplicate_campaign
+
+    copy = duplicate_campaign(store, name, new_name)
+    say(f"campaign {copy.name!r} created from {name!r} (list {copy.list_name!r}): edit it, test it, send it")
+
+
+@campaign.command("archive")
+@click.argument("name")
+@click.option("--undo", is_flag=True, help="Bring an archived campaign back.")
+@pass_existing_store
+def campaign_archive(store: Store, name: str, undo: bool) -> None:
+    """Hide a campaign from the lists and the sidebar; its history stays in the statistics."""
+    from .campaigns import archive_campaign
+
+    archive_campaign(store, name, undo=undo)
+    say(f"campaign {name!r} " + ("is back in the lists" if undo else
+                                 "archived (`campaign list --archived` shows it; --undo brings it back)"))
+
+
+@campaign.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Confirm deleting a campaign that was sent (its deliveries stay).")
+@pass_existing_store
+def campaign_delete(store: Store, name: str, yes: bool) -> None:
+    """Delete a campaign never sent; one that was sent only with --yes, its deliveries kept for
+    the statistics."""
+    from .campaigns import delete_campaign
+
+    result = delete_campaign(store, name, yes=yes)
+    say(f"campaign {name!r} deleted" + ("" if result["deleted"] == "entirely" else
+                                        f"; {result['deliveries_kept']} deliveries kept for the statistics"))
 
 
 @cli.command("quota")
@@ -879,7 +1063,7 @@ def campaign_list(store: Store, status: str | None, search: str | None, limit: i
 @pass_existing_store
 def quota_cmd(store: Store, campaign: str | None, as_json: bool) -> None:
     """Today's send limit: used, remaining, and when it resets (the configured time zone)."""
-    from .campaigns import campaign_status, forecast_finish
+    from .progress import campaign_status, forecast_finish
     from .quota import quota_status
     from .relays import relay_names
 
@@ -946,7 +1130,7 @@ def bounces_parse(as_json: bool, files: tuple[Path, ...]) -> None:
 @click.option("--from", "source", type=click.Path(exists=True, path_type=Path),
               help="Read a folder of .eml files (or one .eml, or an mbox file) instead of the mailbox.")
 @click.option("--json", "as_json", is_flag=True,
-              help='Print {"fetched", "bounces", "suppressed"} (and "skipped" when any) as JSON.')
+              help='Print {"fetched", "bounces", "unmatched", "suppressed"} (and "skipped" when any) as JSON.')
 @click.option("--deadline", type=click.FloatRange(min=1), default=600, show_default=True, metavar="SECONDS",
               help="The longest the whole fetch may talk to the server; then it stops (exit 75).")
 @click.option("--max-message-size", "max_mb", type=click.FloatRange(min=0.01), default=12, show_default=True,
@@ -979,7 +1163,8 @@ def bounces_fetch(store: Store, source: Path | None, as_json: bool, deadline: fl
         _report_events(events, False)
     kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(report.bounces.items()))
     say(f"fetched {report.fetched} new message(s)" + (f": {kinds}" if kinds else "")
-        + (f" ({report.duplicates} already seen)" if report.duplicates else ""))
+        + (f" ({report.duplicates} already seen)" if report.duplicates else "")
+        + (f"; {report.unmatched} match no delivery of ours (`bounces list --unmatched`)" if report.unmatched else ""))
     for email, campaign in report.unsubscribed:
         say(f"unsubscribed: {email}" + (f" from {campaign}" if campaign else ""))
     for email in report.suppressed:

@@ -258,8 +258,10 @@ class _Context:
 
 
 def preflight(store: Store, nameserver: str | None = None, *,
-              timeout: float = DNS_TIMEOUT) -> list[Finding]:
+              timeout: float = DNS_TIMEOUT, campaign: str | None = None) -> list[Finding]:
     """Check the saved settings against DNS; one :class:`Finding` per check (see the module).
+
+    ``campaign``: check the From that campaign sends with (its own, else the settings').
 
     ``nameserver`` (``HOST[:PORT]``, an IP address) replaces the system resolver. Raises
     :class:`ConnectionFailed` when the DNS server does not answer, :class:`ValidationError`
@@ -276,10 +278,15 @@ def preflight(store: Store, nameserver: str | None = None, *,
     """
     smtp = require_smtp_settings(store)
     bounce = load_bounce_settings(store)
+    from_addr = smtp.from_addr
+    if campaign is not None:
+        from .progress import get_campaign
+
+        from_addr = get_campaign(store, campaign).from_addr or from_addr
     envelope = bounce.bounce_address if bounce and bounce.bounce_address else smtp.from_addr
     envelope = parseaddr(envelope)[1] or envelope
     ctx = _Context(smtp=smtp, dns=Dns(make_resolver(nameserver, timeout)), envelope=envelope,
-                   from_domain=_domain_of(smtp.from_addr), envelope_domain=_domain_of(envelope))
+                   from_domain=_domain_of(from_addr), envelope_domain=_domain_of(envelope))
     findings = []
     for name, check in (("spf", _check_spf), ("dkim", _check_dkim), ("dmarc", _check_dmarc),
                         ("alignment", _check_alignment), ("mx", _check_mx),

@@ -40,9 +40,10 @@ import email.utils
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import clock
-from .demo import Failure, make_complaint, make_dsn, make_unsubscribe_reply
+from .demo_world import Failure, make_complaint, make_dsn, make_unsubscribe_reply
 from .errors import ConfigError
 from .store import Store
 
@@ -78,6 +79,9 @@ class HistoryWorld:
     full: dict[str, tuple[dt.datetime, dt.datetime]] = field(default_factory=dict)
     complain: dict[str, int] = field(default_factory=dict)
     unsubscribe: dict[str, int] = field(default_factory=dict)
+    #: Where the history's reports go: a folder of its own, so that its weekly fetches never
+    #: take in (and date weeks back) the reports of today's campaigns in the demo's folder.
+    bounce_dir: Path | None = None
 
     def send_time(self, week: int) -> dt.datetime:
         """When campaign ``week`` (1-based) goes out."""
@@ -210,22 +214,24 @@ def build_history(store: Store, *, seed: int = 2026, say: Callable[[str], None] 
     is sent, through the real send path, to the demo server only. A second call records nothing
     and reports what is there.
     """
-    from . import audience, campaigns, demo, ingest
+    from . import audience, campaigns, ingest
+    from . import demo_world
     from .settings import update_bounce_settings
 
-    env = demo.ensure_demo_settings(store)
-    if env is None:
+    env = demo_world.ensure_demo_settings(store, own_server=True)  # it plays the receiving side
+    if env is None or env.server is None:
         raise ConfigError(f"the store {store.path} has real SMTP settings: the demo history is "
                           "only recorded on a demo store (newsletter-kit --db data/demo.db demo)")
     if history_built(store):
         return _report(store, built_now=False)
     world, rows = make_world_and_contacts(seed)
-    template = demo.sample_template_path().read_text(encoding="utf-8")
+    template = demo_world.sample_template_path().read_text(encoding="utf-8")
     with clock.shifted(world.first_send - dt.timedelta(days=30)):
         for edition in EDITIONS:
             audience.add_contacts(store, [r for r in rows if r["edition"] == edition], list_name=edition)
-        update_bounce_settings(store, threshold=demo.DEMO_THRESHOLD)
+        update_bounce_settings(store, threshold=demo_world.DEMO_THRESHOLD)
     say(f"history: {len(rows)} contacts in {len(EDITIONS)} editions; sending {WEEKS} weekly campaigns...")
+    world.bounce_dir = env.bounce_dir.parent / "demo-history-bounces"
     env.server.handler.world = world
     try:
         for week in range(1, WEEKS + 1):
@@ -237,7 +243,7 @@ def build_history(store: Store, *, seed: int = 2026, say: Callable[[str], None] 
             if report.paused:
                 raise ConfigError(f"the demo history's {name} stopped early ({report.paused}): {report.detail}")
             with clock.shifted(world.send_time(week) + FETCH_AFTER):
-                ingest.fetch_bounces(store, source_path=env.bounce_dir)
+                ingest.fetch_bounces(store, source_path=world.bounce_dir)
     finally:
         env.server.handler.world = None
     with store.transaction():

@@ -43,8 +43,8 @@ from . import bounces as _bounces
 from . import imap as _imap
 from . import unsubscribes as _unsubscribes
 from .errors import MailboxError, ValidationError
+from .failures import reason
 from .imap import ImapFactory
-from .net import reason
 from .settings import BounceSettings, require_bounce_settings
 from .store import Store, now_iso
 from .suppressions import apply_threshold
@@ -80,16 +80,17 @@ class FetchReport:
     moved: int = 0
     #: Messages not read (over the size cap): left in the folder, their UIDs passed.
     skipped: list[_imap.Skipped] = field(default_factory=list)
+    unmatched: int = 0  # recipients recorded that match no delivery we made (counted only if set so)
 
     def to_dict(self) -> dict[str, object]:
-        """``{"fetched", "bounces": {kind: count}, "suppressed": [address]}``, and
+        """``{"fetched", "bounces": {kind: count}, "unmatched", "suppressed": [address]}``, and
         ``"skipped": [{"uid", "size", "why"}]`` when messages were skipped.
 
         >>> FetchReport("file:/tmp/x").to_dict()
-        {'fetched': 0, 'bounces': {}, 'suppressed': []}
+        {'fetched': 0, 'bounces': {}, 'unmatched': 0, 'suppressed': []}
         """
         doc: dict[str, object] = {"fetched": self.fetched, "bounces": dict(sorted(self.bounces.items())),
-                                  "suppressed": sorted(self.suppressed)}
+                                  "unmatched": self.unmatched, "suppressed": sorted(self.suppressed)}
         if self.skipped:
             doc["skipped"] = [s.to_dict() for s in self.skipped]
         return doc
@@ -133,16 +134,35 @@ def fetch_bounces(
         raise ValidationError("the fetch deadline must be a positive number of seconds", "deadline")
     if max_message_bytes < 1024:
         raise ValidationError("the message size cap must be at least 1024 bytes", "max_message_bytes")
+    last_id = store.conn.execute("SELECT coalesce(max(id), 0) FROM bounces").fetchone()[0]
     if source_path is not None:
-        return _fetch_files(store, settings, Path(source_path), batch_size, workers)
-    until = time.monotonic() + deadline
-    imap = _imap.open_imap(settings, password=password, factory=imap_factory, deadline=until,
-                           max_message=max_message_bytes)
-    try:
-        reader = _imap.reader_of(imap) or _imap.bound_reads(imap, deadline=until, max_message=max_message_bytes)
-        return _fetch_imap(store, settings, imap, batch_size, workers, _Limits(reader, max_message_bytes, deadline))
-    finally:
-        _imap.close_imap(imap)
+        report = _fetch_files(store, settings, Path(source_path), batch_size, workers)
+    else:
+        until = time.monotonic() + deadline
+        imap = _imap.open_imap(settings, password=password, factory=imap_factory, deadline=until,
+                               max_message=max_message_bytes)
+        try:
+            reader = _imap.reader_of(imap) or _imap.bound_reads(imap, deadline=until, max_message=max_message_bytes)
+            report = _fetch_imap(store, settings, imap, batch_size, workers,
+                                 _Limits(reader, max_message_bytes, deadline))
+        finally:
+            _imap.close_imap(imap)
+    # The rows this fetch added (ids above the old maximum: a range read, not the history).
+    report.unmatched = int(store.conn.execute(
+        "SELECT count(*) FROM bounces WHERE id > ? AND unmatched = 1", (last_id,)).fetchone()[0])
+    _fetched_now(store, report.source)
+    return report
+
+
+def _fetched_now(store: Store, source: str) -> None:
+    """Note the time of this fetch, also when nothing was new (the sidebar's "last fetch")."""
+    with store.transaction():
+        if source.startswith("file:"):
+            store.conn.execute(
+                "INSERT INTO mailbox_state (source, uidvalidity, last_uid, updated_at) VALUES (?, 0, 0, ?)"
+                " ON CONFLICT(source) DO UPDATE SET updated_at = excluded.updated_at", (source, now_iso()))
+        else:
+            store.conn.execute("UPDATE mailbox_state SET updated_at = ? WHERE source = ?", (now_iso(), source))
 
 
 @dataclass(frozen=True)

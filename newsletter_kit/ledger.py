@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import clock, quota, reasons
 from .errors import CampaignError, StoreError
+from .progress import HELD, RETRYABLE  # re-exported: the states the read side counts too
 from .store import Store, now_iso, use_wal
 
 if TYPE_CHECKING:
@@ -63,10 +64,6 @@ if TYPE_CHECKING:
 #: A deferred recipient is tried again after these delays (by attempt), then given up.
 DEFERRAL_BACKOFF = (dt.timedelta(minutes=15), dt.timedelta(hours=1), dt.timedelta(hours=4),
                     dt.timedelta(hours=12))
-#: States a run may (re)send: pending, and deferred once its time has come.
-RETRYABLE = ("pending", "deferred")
-#: States of rows a running send holds (``campaign status`` counts them as pending).
-HELD = ("claimed", "inflight")
 #: What the analyst may settle an ``unknown`` row as.
 RESOLUTIONS = ("sent", "pending")
 

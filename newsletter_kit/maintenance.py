@@ -13,7 +13,7 @@ the per-delivery detail of campaigns finished long ago.
   need: the counts (per campaign and state, by hour sent and by domain, in ``pruned_deliveries``
   and ``pruned_domains``), every bounce, suppression and opt-out, and the ledger rows of any
   address that ever bounced (its evidence and its later successful sends) or whose outcome is
-  still ``unknown``. A pruned campaign becomes ``archived``: it can no longer be sent (the
+  still ``unknown``. A pruned campaign becomes ``pruned``: it can no longer be sent (the
   ledger no longer says who had it). The space goes back to the file system (``VACUUM``).
 
 Example::
@@ -41,7 +41,7 @@ from .store import Store, now_iso, store_error
 __all__ = ["BackupReport", "PruneReport", "backup_store", "prune_store", "store_info"]
 
 #: The status a pruned campaign takes: its numbers stay, its ledger rows are gone.
-ARCHIVED = "archived"
+ARCHIVED = PRUNED = "pruned"  # a pruned campaign: not to be confused with an archived one (hidden)
 
 
 @dataclass
@@ -264,7 +264,7 @@ def prune_store(store: Store, before: str | dt.date | dt.datetime, *, dry_run: b
     sent) and ``pruned_domains`` (per state and domain), then deleted, except the rows of
     addresses that ever bounced and rows whose outcome is ``unknown``. Bounces, suppressions
     with their evidence, opt-outs and processed-message keys are never touched. The campaign
-    becomes ``archived``: its status still adds up, it cannot be sent again. ``dry_run`` only
+    becomes ``pruned``: its status still adds up, it cannot be sent again. ``dry_run`` only
     counts. Each campaign is pruned in its own transaction, so a send may run meanwhile.
 
     Example::
@@ -331,7 +331,7 @@ def _vacuum(store: Store) -> None:
 
 
 def archived_counts(store: Store, campaign_id: int) -> dict[str, int]:
-    """A campaign's ledger counts by state, the pruned rows included (for an ``archived`` one).
+    """A campaign's ledger counts by state, the pruned rows included (for a ``pruned`` one).
 
     Example::
 

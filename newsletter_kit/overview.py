@@ -35,6 +35,8 @@ ACTIVE = ("sending", "paused", "scheduled")
 RECENT = 10
 #: The most a page of :func:`campaign_page` holds.
 MAX_PAGE = 200
+#: Campaigns the sidebar shows: not archived nor deleted (issue 19: their history stays in the review).
+_SHOWN = "archived_at IS NULL AND deleted_at IS NULL"
 
 
 def store_overview(store: Store, *, now: dt.datetime | None = None, recent: int = RECENT) -> dict[str, Any]:
@@ -71,7 +73,7 @@ def campaign_page(store: Store, *, status: str | None = None, limit: int = 50, o
         {'total': 0, 'offset': 0, 'limit': 50, 'campaigns': []}
     """
     limit, offset = max(0, min(int(limit), MAX_PAGE)), max(0, int(offset))
-    where, params = ("WHERE status = ?", [status]) if status else ("", [])
+    where, params = (f"WHERE {_SHOWN} AND status = ?", [status]) if status else (f"WHERE {_SHOWN}", [])
     total = store.conn.execute(f"SELECT count(*) FROM campaigns {where}", params).fetchone()[0]
     rows = store.conn.execute(
         f"SELECT id, name, list_name, status, created_at FROM campaigns {where}"
@@ -111,10 +113,11 @@ def _store_counts(store: Store, recent: int = RECENT) -> dict[str, Any]:
     active = ", ".join(f"'{s}'" for s in ACTIVE)
     rows = store.conn.execute(
         "SELECT id, name, list_name, status, created_at FROM ("
-        f" SELECT * FROM (SELECT * FROM campaigns ORDER BY created_at DESC, id DESC LIMIT ?)"
-        f" UNION SELECT * FROM campaigns WHERE status IN ({active}))"
+        f" SELECT * FROM (SELECT * FROM campaigns WHERE {_SHOWN} ORDER BY created_at DESC, id DESC LIMIT ?)"
+        f" UNION SELECT * FROM campaigns WHERE {_SHOWN} AND status IN ({active}))"
         " ORDER BY created_at DESC, id DESC", (max(0, recent),)).fetchall()
-    by_status = dict(store.conn.execute("SELECT status, count(*) FROM campaigns GROUP BY status").fetchall())
+    by_status = dict(store.conn.execute(
+        f"SELECT status, count(*) FROM campaigns WHERE {_SHOWN} GROUP BY status").fetchall())
     return {
         "campaigns": _count_campaigns(store, rows),
         "campaign_counts": {"total": sum(by_status.values()), **by_status},

@@ -574,11 +574,11 @@ def campaign_forecast(store: Store, *, now: dt.datetime | None = None) -> pd.Dat
 
         >>> campaign_forecast(store)                   # doctest: +SKIP
     """
-    from . import campaigns, quota  # late: the send path is heavier than the review needs otherwise
+    from . import progress, quota  # late: the review needs them only here
 
     df = _query(store, "SELECT name AS campaign, status FROM campaigns ORDER BY id")
-    open_ = ~df["status"].isin(["done", "archived"])
-    pending = {name: campaigns.campaign_status(store, name)["pending"] for name in df.loc[open_, "campaign"]}
+    open_ = ~df["status"].isin(["done", "pruned"])
+    pending = {name: progress.campaign_status(store, name)["pending"] for name in df.loc[open_, "campaign"]}
     df["pending"] = pd.Series([pending.get(name, 0) for name in df["campaign"]], index=df.index, dtype="int64")
     # Without SMTP settings there is no limit to forecast with: finish stays None.
     has_limit = any(pending.values()) and load_smtp_settings(store) is not None
@@ -1004,6 +1004,9 @@ DAY_FORMAT = "%a %d %b %Y"
 TIME_FORMAT = "%d %b %Y %H:%M"
 #: Columns shown in their own table elsewhere (the evidence list of each suppression).
 HIDDEN_COLUMNS = ("evidence",)
+#: What a missing value reads as in these columns (a blank cell would look like a lost label).
+BLANK_WORDS = {"status": "(none given)", "meaning": "the report gave no status code (complaints, replies)",
+               "class": "-", "campaign": "(no campaign)"}
 
 
 def _is_share(column: str) -> bool:
@@ -1067,6 +1070,14 @@ def styled(df: pd.DataFrame, *, store: Store | None = None, tz: str | None = Non
         styler = styler.hide(subset=hidden, axis="columns")
     if len(shown) < len(df):
         styler = styler.set_caption(html_text(f"first {len(shown):,} of {len(df):,} rows"))
+    for column, blank in BLANK_WORDS.items():  # a missing value that means something says what
+        if column in shown.columns and shown[column].isna().any():
+            styler = styler.format(html_text, na_rep=blank, subset=[column])
+    long_text = [c for c in shown.columns if c not in hidden and shown[c].dtype == object
+                 and shown[c].map(lambda v: isinstance(v, str) and len(v) > 40).any()]
+    if long_text:  # one line each, cut with an ellipsis (the frame keeps the whole text)
+        styler = styler.set_properties(subset=long_text, **{
+            "max-width": "24em", "white-space": "nowrap", "overflow": "hidden", "text-overflow": "ellipsis"})
     return styler
 
 
@@ -1091,6 +1102,81 @@ def _then_escaped(formatter: Any) -> Any:
     return lambda value: html_text(formatter(value))
 
 
+# --- the notebooks' small tables (a table where a dict or a list would print) --------------------
+
+
+def settings_table(store: Store) -> pd.DataFrame:
+    """The saved settings as a table: section, setting (the command line's flag), value;
+    passwords masked.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> list(settings_table(open_store(":memory:")).columns)
+        ['section', 'setting', 'value']
+    """
+    from .settings import show_settings
+
+    rows = [(section, key, "" if value is None else str(value))
+            for section, values in show_settings(store).items() if values
+            for key, value in values.items()]
+    return pd.DataFrame(rows, columns=["section", "setting", "value"])
+
+
+def checks_table(results: list[tuple[bool, str]]) -> pd.DataFrame:
+    """Connection checks (``check_smtp``, ``check_imap``) as a table: ok (bool), result.
+
+    Example::
+
+        >>> checks_table([(True, "SMTP server h:25: connected")])["ok"].tolist()
+        [True]
+    """
+    return pd.DataFrame([(bool(ok), line) for ok, line in results], columns=["ok", "result"])
+
+
+def status_table(store: Store, campaign: str) -> pd.DataFrame:
+    """A campaign's progress as one row: campaign, total, sent, failed, excluded, pending,
+    unknown, finish (the day it will be done at the current limit; None when done).
+
+    Example::
+
+        >>> status_table(store, "spring")                       # doctest: +SKIP
+    """
+    from . import progress
+
+    counts = progress.campaign_status(store, campaign)
+    finish = progress.forecast_finish(store, campaign) if counts["pending"] and load_smtp_settings(store) else None
+    return pd.DataFrame([{"campaign": campaign, **counts, "finish": finish}])
+
+
+def quota_table(store: Store) -> pd.DataFrame:
+    """Today's quota as one row: day, limit, used, held (by running sends), remaining, resets
+    (a time, shown in the settings' zone).
+
+    Example::
+
+        >>> quota_table(store)                                  # doctest: +SKIP
+    """
+    from .quota import quota_status
+
+    status = quota_status(store)
+    return pd.DataFrame([{"day": status.day, "limit": status.limit, "used": status.used, "held": status.reserved,
+                          "remaining": status.remaining, "resets": pd.Timestamp(status.resets_at)}])
+
+
+def reason_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Why contacts are left out, from an :func:`~newsletter_kit.audience.audience_frame`:
+    reason, contacts (most first).
+
+    Example::
+
+        >>> reason_counts(pd.DataFrame({"reason": ["opted out", None, "opted out"]})).values.tolist()
+        [['opted out', 2]]
+    """
+    counts = frame["reason"].dropna().value_counts()
+    return pd.DataFrame({"reason": counts.index.astype(str), "contacts": counts.to_numpy(dtype="int64")})
+
+
 def complaint_rates(store: Store) -> pd.DataFrame:
     """Spam complaints per campaign against the lines mailbox providers act on (0.1 %, 0.3 %).
 
@@ -1105,7 +1191,7 @@ def complaint_rates(store: Store) -> pd.DataFrame:
         >>> list(complaint_rates(open_store(":memory:")).columns)
         ['campaign', 'delivered', 'complaints', 'rate', 'level']
     """
-    from .guards import complaint_counts, complaint_level, complaint_rate
+    from .complaints import complaint_counts, complaint_level, complaint_rate
 
     rows = [(name, delivered, complaints, complaint_rate(complaints, delivered))
             for name, (complaints, delivered) in complaint_counts(store).items()]

@@ -275,7 +275,7 @@ def get_schedule(store: Store, name: str) -> Schedule | None:
 def list_schedules(store: Store, *, name: str | None = None, pending_only: bool = False) -> list[Schedule]:
     """Schedules in the order ``run`` serves them: highest priority first, then earliest start.
 
-    ``pending_only``: only campaigns not done (nor archived).
+    ``pending_only``: only campaigns not done (nor pruned, archived or deleted).
     """
     sql = ("SELECT c.name, s.start_at, s.tz, s.send_window, s.days, s.priority FROM schedules s "
            "JOIN campaigns c ON c.id = s.campaign_id")
@@ -284,7 +284,7 @@ def list_schedules(store: Store, *, name: str | None = None, pending_only: bool 
         where.append("c.name = ?")
         params.append(name)
     if pending_only:
-        where.append("c.status NOT IN ('done', 'archived')")
+        where.append("c.status NOT IN ('done', 'pruned') AND c.archived_at IS NULL AND c.deleted_at IS NULL")
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY s.priority DESC, s.start_at, c.id"

@@ -5,10 +5,11 @@ package), it adds two routes under the server's base URL, both behind the server
 authentication (token or password, like every Jupyter API):
 
 - ``GET /newsletter-kit/status[?recent=N]``: :func:`newsletter_kit.overview.overview_of_path`
-  as JSON, so the sidebar needs no kernel; ``GET /newsletter-kit/campaigns?status=&limit=&offset=``:
-  a page of :func:`newsletter_kit.overview.campaign_page`. Both carry an ETag (an unchanged
-  answer is a 304) and answer a store or a setting that cannot be read with a 200 whose
-  ``error`` says why;
+  as JSON, so the sidebar needs no kernel, with ``server_version``; ``?store=data/demo.db``
+  reads that store (a path inside the server root: the Settings Editor's "Store to show");
+  ``GET /newsletter-kit/campaigns?status=&limit=&offset=``: a page of
+  :func:`newsletter_kit.overview.campaign_page`. Both carry an ETag (an unchanged answer is a
+  304) and answer a store or a setting that cannot be read with a 200 whose ``error`` says why;
 - ``POST /newsletter-kit/notebooks`` with ``{"template": "settings" | "campaign" |
   "bounce_review", "folder": "a/b"}``: puts the package's notebook of that kind into the folder
   (through the server's contents manager) and answers ``{"path", "created"}``. An existing
@@ -101,15 +102,16 @@ class StatusHandler(_PollHandler):
 
         root = self.settings.get("server_root_dir") or os.getcwd()
         recent = _bounded_int(self, "recent", RECENT, 0, 100)
+        path = _chosen_store(root, self.get_argument("store", "")) or os.environ.get(ENV_DB) or None
         try:
             # SQLite blocks: read in a thread, the server keeps serving meanwhile.
-            answer = await asyncio.to_thread(overview_of_path, os.environ.get(ENV_DB) or None, root=root,
-                                             recent=recent)
+            answer = await asyncio.to_thread(overview_of_path, path, root=root, recent=recent)
         except Exception as exc:  # never a 500 the sidebar cannot show: say what went wrong
             self.log.exception("newsletter_kit: the status failed")
             answer = {"store": os.environ.get(ENV_DB) or "", "exists": True, "quota": None, "campaigns": [],
                       "campaign_counts": {"total": 0}, "last_bounce_fetch": None, "suppressed": 0,
                       "error": f"cannot read the status: {type(exc).__name__}: {' '.join(str(exc).splitlines())}"}
+        answer["server_version"] = __version__  # the sidebar compares it with its own
         self.reply(answer)
 
 
@@ -145,16 +147,31 @@ class CampaignsHandler(_PollHandler):
         self.reply(answer)
 
 
+def _chosen_store(root: str, store: str) -> str | None:
+    """The store the sidebar's settings name (``?store=data/demo.db``), inside the server root;
+    None when none is named. A path that leaves the root is refused (403), links included.
+
+    Example::
+
+        >>> _chosen_store("/srv/lab", "data/demo.db")
+        '/srv/lab/data/demo.db'
+    """
+    store = store.strip()
+    if not store:
+        return None
+    base = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(base, store))
+    if os.path.commonpath([target, base]) != base:
+        raise tornado.web.HTTPError(403, f"the store {store!r} is outside the server's root folder: refused")
+    return target
+
+
 class NotebookHandler(APIHandler):
     """``POST /newsletter-kit/notebooks``: a ready notebook in a folder, never overwriting one."""
 
     @tornado.web.authenticated
     async def post(self) -> None:
-        body = self.get_json_body() or {}
-        template, folder = body.get("template"), str(body.get("folder") or "").strip("/")
-        if template not in TEMPLATES:
-            raise tornado.web.HTTPError(400, f"unknown notebook template {template!r} "
-                                             f"(one of {', '.join(sorted(TEMPLATES))})")
+        template, folder = _notebook_request(self.request.body)
         manager = self.contents_manager
         if not await ensure_async(manager.dir_exists(folder)):
             raise tornado.web.HTTPError(404, f"no folder {folder!r}")
@@ -167,11 +184,13 @@ class NotebookHandler(APIHandler):
                                              "notebook there; choose a visible folder")
         name, fresh = TEMPLATES[template]
         path = _join(folder, name)
+        _inside_root(manager, path)
         exists = await _taken(manager, path)
         if exists and fresh:
             stem, number = name.removesuffix(".ipynb"), 2
             while await _taken(manager, path := _join(folder, f"{stem}-{number}.ipynb")):
                 number += 1
+            _inside_root(manager, path)
             exists = False
         if exists and _is_link(manager, path) and not await ensure_async(manager.file_exists(path)):
             raise tornado.web.HTTPError(409, f"{path} is a symbolic link to nothing: not written through")
@@ -195,6 +214,49 @@ def _is_link(manager: Any, path: str) -> bool:
         return os.path.islink(to_os(path))
     except tornado.web.HTTPError:  # a path outside the root: the manager refuses it later anyway
         return False
+
+
+def _notebook_request(body: bytes) -> tuple[str, str]:
+    """``(template, folder)`` from the request body, or a 400 that says what is wrong with it.
+
+    Example::
+
+        >>> _notebook_request(b'{"template": "settings", "folder": "/work/"}')
+        ('settings', 'work')
+        >>> _notebook_request(b'["settings"]')
+        Traceback (most recent call last):
+        ...
+        tornado.web.HTTPError: HTTP 400: Bad Request (the body must be a JSON object like {"template": "settings", "folder": "a/b"})
+    """
+    usage = 'like {"template": "settings", "folder": "a/b"}'
+    try:
+        data = json.loads(body.decode("utf-8")) if body.strip() else {}
+    except UnicodeDecodeError:
+        raise tornado.web.HTTPError(400, f"the body is not UTF-8 text: send a JSON object {usage}") from None
+    except ValueError:
+        raise tornado.web.HTTPError(400, f"the body is not JSON: send an object {usage}") from None
+    if not isinstance(data, dict):
+        raise tornado.web.HTTPError(400, f"the body must be a JSON object {usage}")
+    template, folder = data.get("template"), data.get("folder") or ""
+    if not isinstance(template, str) or template not in TEMPLATES:
+        raise tornado.web.HTTPError(400, f"unknown notebook template {template!r} "
+                                         f"(one of {', '.join(sorted(TEMPLATES))})")
+    if not isinstance(folder, str):
+        raise tornado.web.HTTPError(400, f"the folder must be a path as text, not {folder!r}")
+    return template, folder.strip("/")
+
+
+def _inside_root(manager: Any, path: str) -> None:
+    """Refuse a path that resolves outside the server root: a symbolic link (even a dangling
+    one, which the contents manager would write through) or a linked folder that leaves it."""
+    get_os_path = getattr(manager, "_get_os_path", None)
+    root = getattr(manager, "root_dir", None)
+    if get_os_path is None or root is None:  # not a file-system contents manager: nothing to follow
+        return
+    target = os.path.realpath(get_os_path(path))
+    base = os.path.realpath(root)
+    if os.path.commonpath([target, base]) != base:
+        raise tornado.web.HTTPError(403, f"{path!r} is a link that leaves the server root: refused")
 
 
 def _join(folder: str, name: str) -> str:

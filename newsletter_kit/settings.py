@@ -29,14 +29,12 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from .addresses import ascii_address, validate_address
 from .errors import ConfigError, SecretError, ValidationError
+from .policy import ThresholdPolicy
 from .store import Store, now_iso
-
-if TYPE_CHECKING:
-    from .suppressions import ThresholdPolicy
 
 TlsMode = Literal["ssl", "starttls", "none"]
 TLS_MODES: tuple[str, ...] = ("ssl", "starttls", "none")
@@ -501,8 +499,6 @@ class BounceSettings:
         >>> BounceSettings("imap.example.org", 993, "b@example.org", 2, count_policy=True).policy.threshold
         2
         """
-        from .suppressions import ThresholdPolicy
-
         return ThresholdPolicy(self.threshold, self.count_policy, self.stale_after_days, self.reset_on_success,
                                self.count_unmatched, self.hard_threshold, self.soft_threshold,
                                self.soft_window_days, self.suppress_on_complaint)
@@ -661,7 +657,7 @@ def _check_campaign_headers(store: Store, smtp: SmtpSettings | None, bounce: Bou
     from .messages import check_list_unsubscribe
 
     envelope = bounce.bounce_address if bounce and bounce.bounce_address else smtp.from_addr
-    for (name,) in store.conn.execute("SELECT name FROM campaigns WHERE status NOT IN ('done', 'archived')"):
+    for (name,) in store.conn.execute("SELECT name FROM campaigns WHERE status NOT IN ('done', 'pruned')"):
         try:
             check_list_unsubscribe(name, envelope, smtp.unsubscribe_url)
         except ValidationError as exc:

@@ -564,6 +564,36 @@ def _v4_store_maintenance(conn: sqlite3.Connection) -> None:
     )
 
 
+@_migration
+def _v4_everyday_lifecycle(conn: sqlite3.Connection) -> None:
+    """Issue 19: archived and deleted campaigns (hidden, their deliveries kept for the
+    statistics); erased addresses (a keyed hash only, so a later import cannot bring one back);
+    the audit trail of opt-outs withdrawn. Safe to run on a store that has any of them."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(campaigns)")}
+    for column in ("archived_at", "deleted_at"):
+        if column not in columns:
+            conn.execute(f"ALTER TABLE campaigns ADD COLUMN {column} TEXT")
+    _execute_script(
+        conn,
+        """
+        -- HMAC-SHA256 of the address under the store's signing key: no address is kept.
+        CREATE TABLE IF NOT EXISTS erasures (
+            address_hash TEXT PRIMARY KEY,
+            erased_at TEXT NOT NULL
+        );
+        -- Opt-outs withdrawn (`unsubscribes remove`): who, which campaign, when, by whom.
+        CREATE TABLE IF NOT EXISTS unsubscribe_events (
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL,
+            action TEXT NOT NULL,
+            at TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX IF NOT EXISTS unsubscribe_events_email ON unsubscribe_events(email)
+        """,
+    )
+
+
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 

@@ -77,3 +77,74 @@ def test_the_core_never_imports_the_ui() -> None:
     core = [m for m in modules("*.py", "*/*.py")
             if m not in ("cli.py", "__main__.py", "__init__.py") and not m.startswith("panels/")]
     assert offenders(core, UI) == []
+
+
+def _graph() -> dict[str, set[str]]:
+    """Each package module (``.name``; a package as its ``__init__``) → the package modules it imports."""
+    mods = modules("*.py", "*/*.py")
+    names = {("." + m.removesuffix(".py").replace("/", ".")).removesuffix(".__init__"): m for m in mods}
+    graph: dict[str, set[str]] = {}
+    for key, rel in names.items():
+        deps = set()
+        for name in imports(rel):
+            # `from .x import y` reads as `.x.y`: y may be a module of x or a name in x.
+            target = name if name in names else name.rsplit(".", 1)[0]
+            if target in names and target != key:
+                deps.add(target)
+        graph[key] = deps
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_sees_a_cycle() -> None:
+    assert _cycles({".a": {".b"}, ".b": {".c"}, ".c": {".a"}, ".d": {".a"}}) == [[".a", ".b", ".c"]]
+
+
+def test_no_two_modules_import_each_other() -> None:
+    """A concept two modules share lives below both (``policy``, ``demo_world``), never in one of
+    them with the other importing back (lazy and type-only imports count too)."""
+    assert _cycles(_graph()) == []
+
+
+def test_the_review_reads_the_store_not_the_sender() -> None:
+    """The review, the sidebar's overview: campaign progress from ``progress``, complaints from
+    ``complaints``; nothing of the sender's modules."""
+    sender = {"smtplib", ".transport", ".campaigns", ".ledger", ".guards", ".net", ".signing"}
+    assert offenders(["review.py", "overview.py", "export.py"], sender) == []
+
+
+def test_reading_bounces_needs_no_transport() -> None:
+    """``ingest`` words a failure with ``failures``; only ``imap`` opens the connection."""
+    assert offenders(["ingest.py", "bounces/record.py", "unsubscribes.py"],
+                     {".net", ".transport", "smtplib"}) == []

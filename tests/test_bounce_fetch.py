@@ -148,7 +148,7 @@ def test_postfix_bounces_are_recorded_with_kinds_campaigns_and_suppressed_at_thr
 
     report = _fetch(store, settings, sent.password)
 
-    assert report.to_dict() == {"fetched": 6, "bounces": {"hard": 4, "soft": 2}, "suppressed": sent.bounced}
+    assert report.to_dict() == {"fetched": 6, "bounces": {"hard": 4, "soft": 2}, "unmatched": 0, "suppressed": sent.bounced}
     rows = _bounce_rows(store)
     expected = []
     for campaign in CAMPAIGNS:
@@ -167,7 +167,7 @@ def test_postfix_bounces_are_recorded_with_kinds_campaigns_and_suppressed_at_thr
     assert all(b"\\Seen" not in flags for flags in _flags(dovecot, sent.sender, sent.password, "INBOX"))
 
     again = _fetch(store, settings, sent.password)
-    assert again.to_dict() == {"fetched": 0, "bounces": {}, "suppressed": []}
+    assert again.to_dict() == {"fetched": 0, "bounces": {}, "unmatched": 0, "suppressed": []}
     assert len(_bounce_rows(store)) == 6
 
 
@@ -421,7 +421,7 @@ def test_send_campaign_through_postfix_then_fetch_suppresses_and_honours_mailto_
     postfix.wait_for_messages(sender, 3, timeout=60)
 
     report = fetch_bounces(store)
-    assert report.to_dict() == {"fetched": 3, "bounces": {"hard": 2, "soft": 1},
+    assert report.to_dict() == {"fetched": 3, "bounces": {"hard": 2, "soft": 1}, "unmatched": 0,
                                 "suppressed": sorted([unknown, fault, full])}
     rows = store.conn.execute(
         "SELECT b.email, b.campaign, d.email FROM bounces b JOIN deliveries d ON d.id = b.delivery_id"
@@ -475,7 +475,7 @@ def test_cli_bounces_fetch_reads_the_configured_mailbox(
     monkeypatch.setenv("NK_TEST_CLI_PW", password)
     result = runner.invoke(cli, ["bounces", "fetch", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"fetched": 3, "bounces": {"hard": 2, "soft": 1},
+    assert json.loads(result.stdout) == {"fetched": 3, "bounces": {"hard": 2, "soft": 1}, "unmatched": 0,
                                          "suppressed": sent.bounced}
     result = runner.invoke(cli, ["bounces", "fetch"])
     assert result.exit_code == 0 and "fetched 0 new message(s)" in result.stderr

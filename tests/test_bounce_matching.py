@@ -86,7 +86,7 @@ def test_300_made_up_reports_for_addresses_never_sent_suppress_nobody(
 
     report = fetch_bounces(store)
 
-    assert report.fetched == 300 and report.bounces == {"hard": 300}
+    assert report.fetched == 300 and report.bounces == {"hard": 300} and report.to_dict()["unmatched"] == 300
     assert report.suppressed == [] and list_suppressions(store) == []
     assert bounce_counts(store) == {}
     assert review.threshold_what_if(store, 3)["would_suppress"].tolist() == [0, 0, 0]

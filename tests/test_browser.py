@@ -14,6 +14,7 @@ test, except on CI (``$CI`` set) where it fails.
 from __future__ import annotations
 
 import json
+import re
 import os
 import secrets
 import shutil
@@ -214,13 +215,22 @@ def test_campaign_notebook_in_jupyterlab(jupyterlab: Lab, page, nk_db: Path) -> 
     assert "Hello Giulia" in page.frame_locator(".nk-campaign-panel .nk-preview iframe").locator("body").inner_text()
     assert "unsubscribed from this campaign" in panel.locator(".nk-audience").inner_text()
     # The notebook's last cells sent the demo campaign; the panel's Dry run now has nothing to do.
-    page.locator(".jp-Notebook").get_by_text("'unknown': 0").wait_for()
+    # (The status prints as a table: issue 19.)
+    page.locator(".jp-Notebook .jp-OutputArea-output table", has_text="spring-sale").first.wait_for()
     panel.locator("button.widget-button", has_text="Dry run").click()
     panel.locator(".nk-message", has_text="dry run of 'spring-sale': 0 message(s)").wait_for()
     panel.locator(".nk-preview").scroll_into_view_if_needed()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "campaign-panel-preview.png"))
-    panel.locator("button.widget-button", has_text="Send").scroll_into_view_if_needed()
+    send = panel.locator("button.widget-button", has_text=re.compile(r"^\s*Send\s*$"))
+    send.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "campaign-panel-send.png"))
     store = nk.open_store(nk_db)
     assert nk.campaign_status(store, "spring-sale")["pending"] == 0
+    # Issue 19: a finished campaign cannot be sent again, says so, and a proof still goes out.
+    assert send.is_disabled()
+    assert "nothing left to send" in panel.inner_text()
+    used = nk.quota_status(store).used
+    panel.locator("button.widget-button", has_text="Send test to me").click()
+    panel.locator(".nk-message.nk-ok", has_text="Test: news@example.org: sent").wait_for()
+    assert nk.quota_status(store).used == used + 1

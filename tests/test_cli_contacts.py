@@ -44,7 +44,7 @@ def test_import_lists_skipped_rows_on_stderr_and_exits_0(run, tmp_path):
 
 def test_import_json_report(run, tmp_path):
     result = run("contacts", "import", csv(tmp_path, "email\nann@example.org\nbad\n"), "--json")
-    assert json.loads(result.stdout) == {"imported": 1, "updated": 0, "duplicates": 0, "problems": [
+    assert json.loads(result.stdout) == {"imported": 1, "updated": 0, "duplicates": 0, "erased": 0, "problems": [
         {"line": 3, "value": "bad", "reason": "An email address must have an @-sign."}]}
 
 

@@ -141,3 +141,33 @@ def test_ensure_demo_settings_follows_the_server_and_steps_aside_for_real_settin
 def test_demo_fault_addresses(address: str, outcome: tuple[str, str] | None) -> None:
     found = demo.failure_for(address)
     assert (found[0], found[1].status) == outcome if found else outcome is None
+
+
+def test_kernels_share_the_demo_server_the_store_names(tmp_path: Path) -> None:
+    """Issue 19: each notebook's kernel used to start its own server and rewrite the port, so the
+    store ended with the port of whichever kernel ran last (dead once that kernel stopped)."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "demo.db"
+    other_kernel = ("import newsletter_kit as nk; s = nk.open_store(%r); "
+                    "print(nk.demo.ensure_demo_settings(s).smtp_port)" % str(db))
+    store = nk.open_store(db)
+    try:
+        first = demo.ensure_demo_settings(store)
+        assert first is not None and first.server is not None
+        # Another kernel while this one's server runs: it sends there, the port stays.
+        out = subprocess.run([sys.executable, "-c", other_kernel], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert int(out.stdout) == first.smtp_port == nk.load_smtp_settings(store).port  # type: ignore[union-attr]
+        assert [ok for ok, _ in nk.check_smtp(nk.load_smtp_settings(store))] == [True, True]
+        # This kernel stops: the next one finds the port dead and starts its own.
+        demo.stop_demo_servers()
+        out = subprocess.run([sys.executable, "-c", other_kernel], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and int(out.stdout) != first.smtp_port, out.stderr
+        again = demo.ensure_demo_settings(store)  # that kernel has exited: its port is dead too
+        assert again is not None and again.server is not None
+        assert nk.load_smtp_settings(store).port == again.smtp_port  # type: ignore[union-attr]
+    finally:
+        demo.stop_demo_servers()
+        store.close()

@@ -122,3 +122,31 @@ def test_a_store_with_real_settings_gets_no_history(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="real SMTP settings"):
         demo_history.build_history(store)
     assert store.conn.execute("SELECT count(*) FROM campaigns").fetchone()[0] == 0
+
+
+def test_the_history_leaves_todays_reports_to_the_reviews_fetch(tmp_path: Path) -> None:
+    """Notebooks 01 -> 02 -> 03 (issue 19): today's campaign is sent before the history is built;
+    the history's weekly fetches must not take in (and date weeks back) today's reports, so the
+    review's fetch finds them, dated today, and "last fetch" moves to now."""
+    store = nk.open_store(tmp_path / "demo.db")
+    try:
+        env = demo.ensure_demo_settings(store)
+        assert env is not None
+        nk.import_contacts(store, demo.sample_contacts_path(), list_name=demo.DEMO_LIST)
+        demo.ensure_demo_campaign(store)
+        sent = demo.send_if_demo(store, demo.DEMO_CAMPAIGN)
+        assert sent is not None and sent.sent > 0
+        demo.ensure_demo_history(store)
+        report = nk.fetch_bounces(store, source_path=demo.demo_bounce_source(store))
+        assert report.fetched > 0 and sum(report.bounces.values()) > 0
+        today = clock.now().date().isoformat()
+        dates = {r[0][:10] for r in store.conn.execute(
+            "SELECT bounced_at FROM bounces WHERE campaign = ?", (demo.DEMO_CAMPAIGN,))}
+        assert dates == {today}
+        again = nk.fetch_bounces(store, source_path=demo.demo_bounce_source(store))
+        assert again.fetched == 0
+        from newsletter_kit.overview import store_overview
+        assert store_overview(store)["last_bounce_fetch"][:10] == today
+    finally:
+        demo.stop_demo_servers()
+        store.close()

@@ -182,3 +182,15 @@ def test_a_key_file_gone_at_send_time_stops_the_run_before_anything_is_sent(nk_d
     nk.update_smtp_settings(store, dkim_selector="")
     assert nk.send_campaign(store, "spring").sent == 4
     assert not any(e.content.startswith(b"DKIM-Signature:") for e in srv.messages)
+
+
+def test_a_proof_is_signed_as_the_campaign_will_be(nk_db, smtp_server, dns, keys):
+    """Issue 19: `campaign test` sends the message the recipients will get, DKIM signature included."""
+    srv = smtp_server(tls="none")
+    store = _campaign_store(nk_db, srv, keys["rsa"], "rsa")
+    nk.create_campaign(store, "spring", "news", "Hi {{ first_name }}", HTML)
+    assert nk.send_test(store, "spring", ["me@example.org"]).sent == 1
+    [envelope] = srv.messages
+    lookup = txt_lookup(dns)
+    assert envelope.content.startswith(b"DKIM-Signature:") and b"Subject: [TEST] Hi" in envelope.content
+    assert dkim.verify(envelope.content, dnsfunc=lambda name, timeout=5: lookup(name.decode().rstrip("."))[0].encode())

@@ -43,7 +43,7 @@ def test_a_directory_of_eml_files_is_recorded_once(store: Store, tmp_path: Path)
     report = fetch_bounces(store, settings, source_path=folder)
 
     assert report.to_dict() == {
-        "fetched": 5, "bounces": {"delayed": 1, "hard": 1, "human": 1, "policy": 1, "soft": 1},
+        "fetched": 5, "bounces": {"delayed": 1, "hard": 1, "human": 1, "policy": 1, "soft": 1}, "unmatched": 0,
         "suppressed": ["full@example.org", "gone@example.org"],
     }
     assert report.source == f"file:{folder.resolve()}"

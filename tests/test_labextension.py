@@ -37,7 +37,7 @@ JUPYTER = Path(sys.executable).parent / "jupyter"
 def _source_hash() -> tuple[str, list[str]]:
     """What labextension/scripts/source-hash.mjs computes: "path\\0sha256\\n" per file, sorted."""
     record = json.loads((BUNDLE / "build-source.json").read_text())
-    names = ["install.json", "package.json", "package-lock.json", "tsconfig.json", "src", "style"]
+    names = ["install.json", "package.json", "package-lock.json", "tsconfig.json", "schema", "src", "style"]
     files = sorted(p.relative_to(SOURCES).as_posix() for name in names
                    for p in ([SOURCES / name] if (SOURCES / name).is_file() else (SOURCES / name).rglob("*"))
                    if p.is_file())
@@ -156,6 +156,9 @@ def test_status_endpoint_serves_the_store_behind_the_token(jupyterlab: Lab, smtp
     code, answer = _get(jupyterlab, "newsletter-kit/status")
     assert code == 200
     expected = overview_of_path(nk_db)
+    from importlib import metadata
+
+    assert answer.pop("server_version") == metadata.version("newsletter_kit")
     assert {k: v for k, v in answer.items() if k != "generated_at"} == {
         k: v for k, v in expected.items() if k != "generated_at"}
     assert answer["quota"]["used"] == 5 and answer["quota"]["limit"] == 500
@@ -199,6 +202,43 @@ def test_notebooks_endpoint_never_writes_through_a_planted_link(jupyterlab: Lab,
         200, {"path": "shared/02_campaign-2.ipynb", "created": True})
     assert list(outside.iterdir()) == []
     assert not (work / "02_campaign-2.ipynb").is_symlink()
+def _post_raw(lab: Lab, path: str, data: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(f"http://127.0.0.1:{lab.port}/{path}", data=data, method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"token {lab.token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.mark.parametrize("body, words", [
+    (b'["settings"]', "must be a JSON object"),
+    (b'"settings"', "must be a JSON object"),
+    (b'{"template": "settings"\xff}', "not UTF-8"),
+    (b'{"template": ["settings"]}', "unknown notebook template"),
+    (b'{"template": {"a": 1}}', "unknown notebook template"),
+    (b'{"template": "settings", "folder": 7}', "folder must be a path"),
+    (b'{"template": ', "not JSON"),
+])
+def test_notebooks_endpoint_answers_a_bad_body_with_a_clear_400(jupyterlab: Lab, body: bytes, words: str):
+    code, error = _post_raw(jupyterlab, "newsletter-kit/notebooks", body)
+    assert code == 400 and words in error["message"], error
+
+
+def test_notebooks_endpoint_refuses_links_that_leave_the_server_root(jupyterlab: Lab, tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    links = jupyterlab.root / "links"
+    links.mkdir()
+    (links / "01_settings.ipynb").symlink_to(outside / "planted.ipynb")  # dangling: nothing there yet
+    (links / "02_campaign.ipynb").symlink_to(outside / "c.ipynb")
+    (jupyterlab.root / "away").symlink_to(outside, target_is_directory=True)
+    for template, folder in (("settings", "links"), ("campaign", "links"), ("bounce_review", "away")):
+        code, error = _post(jupyterlab, "newsletter-kit/notebooks", {"template": template, "folder": folder})
+        assert code in (403, 404) and "Traceback" not in json.dumps(error), (template, error)
+    assert list(outside.iterdir()) == []
 
 
 # --- in the browser -----------------------------------------------------------------------
@@ -333,3 +373,45 @@ def test_overview_sees_every_commit_of_a_process_that_keeps_the_store_open(nk_db
         writer.close()
     fresh = overview_of_path(nk_db)
     assert fresh["campaigns"] == first["campaigns"]
+
+
+def test_the_frontend_and_the_server_extension_are_one_version():
+    """The sidebar compares the server's version (in every status answer) with its own and says
+    so when they differ (a page left open across an upgrade): both must come from one release."""
+    from importlib import metadata
+
+    from newsletter_kit import serverext
+
+    frontend = re.search(r"FRONTEND_VERSION = '([^']+)'", (ROOT / "labextension" / "src" / "model.ts").read_text())
+    package = json.loads((ROOT / "labextension" / "package.json").read_text())["version"]
+    assert frontend is not None and frontend[1] == package == metadata.version("newsletter_kit") == serverext.__version__
+    bundle = "".join(p.read_text(errors="replace") for p in (ROOT / "newsletter_kit" / "labextension" / "static").glob("*.js"))
+    assert "server_version" in bundle and "nk-lab-unreadable" in bundle
+
+
+def test_the_settings_schema_is_served_and_the_status_reads_the_store_it_names(jupyterlab: Lab, tmp_path: Path):
+    """JupyterLab's Settings Editor shows "Newsletter" (schema/plugin.json): refresh interval,
+    status bar item, store to show; the status endpoint reads a store named inside the root."""
+    def get(path: str, query: str = "") -> tuple[int, dict]:
+        url = f"http://127.0.0.1:{jupyterlab.port}/{path}?token={jupyterlab.token}{query}"
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    code, answer = get("lab/api/settings/newsletter-kit:plugin")
+    assert code == 200, answer
+    properties = answer["schema"]["properties"]
+    assert {"refreshInterval", "showStatusBar", "store"} <= set(properties)
+    assert properties["refreshInterval"]["default"] == 5 and properties["showStatusBar"]["default"] is True
+    other = jupyterlab.root / "data" / "other.db"
+    other.parent.mkdir(exist_ok=True)
+    store = nk.open_store(other)
+    nk.update_smtp_settings(store, host="127.0.0.1", port=2525, tls="none", daily_limit=77,
+                            from_addr="news@example.org", timezone="UTC")
+    store.close()
+    code, answer = get("newsletter-kit/status", "&store=data/other.db")
+    assert code == 200 and answer["store"] == str(other.resolve()) and answer["quota"]["limit"] == 77
+    code, answer = get("newsletter-kit/status", "&store=../../etc/passwd")
+    assert code == 403 and "outside the server's root" in answer.get("message", "")

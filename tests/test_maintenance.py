@@ -135,14 +135,14 @@ def test_prune_keeps_counts_evidence_and_opt_outs_and_gives_space_back(smtp_serv
     assert store.conn.execute("SELECT email, delivery_id FROM bounces").fetchall() == evidence
     assert store.conn.execute("SELECT count(*) FROM unsubscribes").fetchone()[0] == 1
     # A pruned campaign is archived: it cannot be sent again (it would reach everyone twice).
-    assert store.conn.execute("SELECT status FROM campaigns WHERE name = 'old'").fetchone()[0] == "archived"
+    assert store.conn.execute("SELECT status FROM campaigns WHERE name = 'old'").fetchone()[0] == "pruned"
     with pytest.raises(CampaignError, match="pruned"):
         campaigns.send_campaign(store, "old")
     # The open campaign was not touched; store info says what happened.
     open_status = campaigns.campaign_status(store, "open")
     assert (open_status["pending"], open_status["excluded"]) == (39, 1)  # the opt-out still excludes
     listed = {c["name"]: c for c in nk.list_campaigns(store)}
-    assert (listed["old"]["status"], listed["old"]["sent"]) == ("archived", 40)
+    assert (listed["old"]["status"], listed["old"]["sent"]) == ("pruned", 40)
     info = nk.store_info(store)
     assert info["tables"]["deliveries"] == 2 and info["last_prune"]["deleted"] == 78
     # Pruning again changes nothing.

@@ -70,6 +70,12 @@ def test_notebooks_run_in_order_on_a_fresh_store(nk_db: Path) -> None:
     shown = outputs_text(review)
     assert "history: 12 weekly campaigns" in shown
     assert "%</td>" in shown and "+00:00</td>" not in shown
+    # Issue 19: today's reports are the review's to fetch (the history took them before), and
+    # tables read as tables, not as dicts, tuples or Series footers.
+    assert "'fetched': 0" not in shown, shown[:2000]
+    everything = outputs_text(first) + outputs_text(execute(NAMES[1])) + shown
+    for raw in ("{'smtp':", "[(True,", "dtype: int64", "'resets_at':", "Name: count"):
+        assert raw not in everything, raw
 
 
 @pytest.mark.parametrize("name", NAMES[1:])

@@ -112,7 +112,8 @@ def test_counting_options_start_saved_and_change_the_what_if_live(store: Store) 
     update_bounce_settings(store, host="127.0.0.1", port=143, user="bounces@example.org", threshold=1,
                            password_ref="env:NK_TEST_UNUSED", count_policy=True, stale_after_days=4000)
     panel = BounceReviewPanel(store)
-    assert panel.options() == {"count_policy": True, "stale_after_days": 4000, "reset_on_success": False}
+    assert panel.options() == {"count_policy": True, "stale_after_days": 4000, "reset_on_success": False,
+                               "count_unmatched": False}
     assert panel.what_if["would_suppress"].tolist()[:3] == [4, 3, 1]  # bruno's policy block counts
     panel.count_policy.value = False
     assert panel.what_if["would_suppress"].tolist()[:3] == [4, 2, 1]
@@ -245,3 +246,21 @@ def test_the_sender_side_tab_lists_failures_about_us_with_their_remedy(store: St
     assert sender["reason"].tolist() == ["blocked"] and "blocklist" in sender.loc[0, "remedy"]
     assert "blocked" in panel.tabs.children[list(panel.tables).index("about the sender")].value
     assert "blocked" in panel.tables["by reason"]["reason"].tolist()
+def test_the_counting_options_are_saved_from_the_bounce_panel(nk_db) -> None:
+    """Issue 19: the bounce panel saves its threshold and counting options without suppressing."""
+    import newsletter_kit as nk
+    from newsletter_kit.panels import BounceReviewPanel
+
+    store = nk.open_store(nk_db)
+    nk.update_bounce_settings(store, host="127.0.0.1", port=1143, user="b@example.org", threshold=3,
+                              tls="none", allow_plain_auth=True, password_ref="env:NK_UNUSED")
+    panel = BounceReviewPanel(store)
+    panel.threshold_slider.value = 2
+    panel.count_policy.value = panel.count_unmatched.value = panel.reset_on_success.value = True
+    panel.stale_after_days.value = 60
+    panel.save_options_button.click()
+    saved = nk.load_bounce_settings(store)
+    assert saved is not None and "Saved" in panel.message.value
+    assert (saved.threshold, saved.count_policy, saved.count_unmatched, saved.reset_on_success,
+            saved.stale_after_days) == (2, True, True, True, 60)
+    assert nk.list_suppressions(store) == []

@@ -341,9 +341,11 @@ def test_campaign_panel_dry_run_then_send_against_aiosmtpd(nk_db: Path, smtp_ser
     assert panel.progress.value == panel.progress.max == 11
     assert panel.quota.status is not None and panel.quota.status.used == 10
     assert "10 of 500" in panel.quota.label.value
-    assert not panel.send_button.disabled and panel.stop_button.disabled
-    # Sending again sends nobody twice.
-    panel.send_button.click()
+    # Finished (the refused one is failed, not pending): Send is off, the status says so.
+    assert panel.send_button.disabled and panel.stop_button.disabled
+    assert "nothing left to send" in panel.campaign_info.value
+    # Sending again anyway (from code) sends nobody twice.
+    panel.send()
     assert panel.wait(timeout=60).sent == 0  # type: ignore[union-attr]
     assert len(srv.messages) == 10
 
@@ -442,3 +444,90 @@ def test_load_ext_registers_the_magic() -> None:
     ip = get_ipython()
     ip.run_line_magic("load_ext", "newsletter_kit")
     assert "newsletter" in ip.magics_manager.magics["line"]
+
+
+# -- every setting in the panels (issue 19) --------------------------------------------------
+
+
+def _flag_widget(panel: SettingsPanel, section: str, flag: str):
+    name = flag.split("/")[0].lstrip("-").replace("-", "_")
+    return getattr(panel, f"{section}_{name}", None) or getattr(panel, name, None)
+
+
+def test_every_flag_of_settings_smtp_and_bounce_has_a_widget(nk_db: Path) -> None:
+    from newsletter_kit.cli import cli
+
+    panel = SettingsPanel(nk.open_store(nk_db))
+    missing = []
+    for section in ("smtp", "bounce"):
+        command = cli.commands["settings"].commands[section]  # type: ignore[attr-defined]
+        for param in command.params:
+            flag = param.opts[0]
+            if _flag_widget(panel, section, flag) is None:
+                missing.append(f"settings {section} {flag}")
+    assert missing == []
+
+
+def test_the_new_fields_save_like_the_command_line_and_fail_like_it(nk_db: Path, dkim_keys) -> None:
+    store = nk.open_store(nk_db)
+    panel = SettingsPanel(store)
+    _fill_smtp(panel, 2525, smtp_tls="none", smtp_reply_to="help@example.org",
+               smtp_list_id="Shop News <news.example.org>", smtp_dkim_selector="sel")
+    panel.save_button.click()  # a selector without its key file: refused as by the CLI
+    assert "nk-error" in panel.message.value and nk.load_smtp_settings(store) is None
+    panel.smtp_dkim_key_file.value = str(dkim_keys["rsa"])
+    panel.bounce_host.value, panel.bounce_port.value, panel.bounce_user.value = "127.0.0.1", "1143", "b@example.org"
+    panel.bounce_tls.value, panel.bounce_allow_plain_auth.value = "none", True
+    panel.bounce_password_env.value = "NK_UNUSED"
+    panel.bounce_count_unmatched.value = panel.bounce_verp.value = panel.bounce_reset_on_success.value = True
+    panel.bounce_stale_after_days.value = 90
+    panel.save_button.click()
+    smtp, bounce = nk.load_smtp_settings(store), nk.load_bounce_settings(store)
+    assert smtp is not None and bounce is not None, _said(panel)
+    assert (smtp.reply_to, smtp.dkim_selector, smtp.dkim_key_file) == ("help@example.org", "sel", str(dkim_keys["rsa"]))
+    assert smtp.list_id and "news.example.org" in smtp.list_id
+    assert (bounce.count_unmatched, bounce.verp, bounce.reset_on_success, bounce.stale_after_days) == (True, True, True, 90)
+    again = SettingsPanel(store)  # what is saved is shown
+    assert again.smtp_dkim_selector.value == "sel" and again.bounce_count_unmatched.value
+    panel.smtp_reply_to.value = ""
+    panel.save_button.click()
+    assert nk.load_smtp_settings(store).reply_to is None  # type: ignore[union-attr]
+
+
+def test_the_pre_flight_advice_names_the_panels_fields() -> None:
+    from newsletter_kit.panels.settings import panel_words
+
+    advice = panel_words("no DKIM: set `--dkim-selector S --dkim-key-file PEM` (newsletter-kit settings smtp)")
+    assert "--" not in advice and "'DKIM selector' field" in advice and "'DKIM key file' field" in advice
+
+
+def test_in_demo_mode_test_folders_and_check_say_what_the_demo_is(tmp_path: Path) -> None:
+    from newsletter_kit import demo
+
+    store = nk.open_store(tmp_path / "demo.db")
+    try:
+        demo.ensure_demo_settings(store)
+        panel = SettingsPanel(store)
+        results = panel.test_button.click() or panel.test()
+        assert results and all(ok for ok, _ in results), results
+        assert "nk-error" not in panel.message.value and "demo" in panel.test_results.value
+        panel.folders_button.click()
+        assert "Demo mode" in _said(panel) and "nk-error" not in panel.message.value
+        panel.check_button.click()
+        assert "Demo mode" in _said(panel) and panel.check_results.value == ""
+        assert panel.check_button.layout.width == "auto"
+    finally:
+        demo.stop_demo_servers()
+
+
+def test_campaign_panel_follows_a_send_made_by_a_notebook_cell(nk_db: Path, smtp_server) -> None:
+    """Issue 19: the panel said "draft" after a cell sent the campaign, until a click."""
+    srv = smtp_server(tls="none")
+    store = _campaign_store(nk_db, srv)
+    panel = CampaignPanel(store)
+    _new_campaign(panel)
+    assert "draft" in panel.campaign_info.value and not panel.send_button.disabled
+    campaigns.send_campaign(store, "spring")  # what a notebook cell does, no click on the panel
+    assert "nothing left to send" in panel.campaign_info.value and panel.send_button.disabled
+    campaigns.archive_campaign(store, "spring")
+    assert "spring" not in panel.campaign.options

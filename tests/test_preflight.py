@@ -435,3 +435,18 @@ def test_settings_panel_check_button_shows_the_findings(dns, keys, tmp_path):
     panel.check_button.click()
     assert "must be an IP address" in html.unescape(panel.message.value)
     assert panel.check_results.value == ""
+
+
+def test_check_of_a_campaign_reads_the_campaigns_from_not_the_settings(dns, keys, tmp_path):
+    """Issue 19: a campaign sending as news@nodmarc.example is checked for that domain."""
+    db = tmp_path / "nk.db"
+    store = nk.open_store(db)
+    configure(store, "good.example", keys["rsa"])
+    nk.add_contacts(store, [{"email": "ann@example.org"}])
+    nk.create_campaign(store, "other", "all", "Hi", "<p>Hi</p>", from_addr="News <news@nodmarc.example>")
+    nk.create_campaign(store, "plain", "all", "Hi", "<p>Hi</p>")
+    assert statuses(nk.preflight(store, nameserver=dns.nameserver, campaign="other"))["dmarc"] == "fail"
+    assert statuses(nk.preflight(store, nameserver=dns.nameserver, campaign="plain"))["dmarc"] == "pass"
+    result = CliRunner().invoke(cli, ["--db", str(db), "check", "--campaign", "other", "--json",
+                                      "--nameserver", dns.nameserver])
+    assert result.exit_code == 1 and "_dmarc.nodmarc.example" in result.stdout

@@ -195,7 +195,7 @@ def test_cli_fetch_from_files_and_suppressions(store: Store, tmp_path: Path, nk_
 
     result = runner.invoke(cli, ["bounces", "fetch", "--from", str(folder), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"fetched": 2, "bounces": {"delayed": 1, "hard": 1}, "suppressed": ["c@example.org"]}
+    assert json.loads(result.stdout) == {"fetched": 2, "bounces": {"delayed": 1, "hard": 1}, "unmatched": 0, "suppressed": ["c@example.org"]}
 
     result = runner.invoke(cli, ["bounces", "fetch", "--from", str(folder)])
     assert result.exit_code == 0 and "fetched 0 new message(s) (2 already seen)" in result.stderr

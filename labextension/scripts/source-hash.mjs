@@ -9,7 +9,7 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const SOURCES = ['install.json', 'package.json', 'package-lock.json', 'tsconfig.json', 'src', 'style'];
+const SOURCES = ['install.json', 'package.json', 'package-lock.json', 'tsconfig.json', 'schema', 'src', 'style'];
 
 function files(path) {
   return statSync(path).isDirectory() ? readdirSync(path).flatMap(name => files(join(path, name))) : [path];

@@ -12,7 +12,10 @@ import {
 import { ICommandPalette, showErrorMessage } from '@jupyterlab/apputils';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
+import { ITranslator, TranslationBundle, nullTranslator } from '@jupyterlab/translation';
+import { Signal } from '@lumino/signaling';
 import { LabIcon, settingsIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
@@ -51,11 +54,11 @@ const TEMPLATES: Record<Template, { label: string; caption: string; rank: number
 
 /** "Newsletter 45/500 today"; a click shows the sidebar. */
 class StatusItem extends Widget {
-  constructor(private model: StatusModel, onClick: () => void) {
+  constructor(private model: StatusModel, onClick: () => void, private trans: TranslationBundle) {
     super();
     this.addClass('nk-lab-statusbar');
     this.addClass('jp-StatusBar-TextItem');
-    this.node.title = 'Newsletter: today\'s send quota (click for the sidebar)';
+    this.node.title = trans.__("Newsletter: today's send quota (click for the sidebar)");
     this.node.addEventListener('click', onClick);
     this.model.changed.connect(this.update, this);
     this.update();
@@ -72,8 +75,8 @@ class StatusItem extends Widget {
     }
     this.node.title = 'Newsletter: today\'s send quota (click for the sidebar)';
     this.node.textContent = quota
-      ? `Newsletter ${quota.used}/${quota.limit} today`
-      : this.model.status ? 'Newsletter: not set up' : 'Newsletter';
+      ? this.trans.__('Newsletter %1/%2 today', quota.used, quota.limit)
+      : this.model.status ? this.trans.__('Newsletter: not set up') : this.trans.__('Newsletter');
   }
 }
 
@@ -81,16 +84,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'newsletter-kit:plugin',
   description: 'Newsletter launcher cards, sidebar and status bar item for newsletter_kit.',
   autoStart: true,
-  optional: [ILauncher, IStatusBar, IDefaultFileBrowser, ICommandPalette, ILayoutRestorer],
+  optional: [ILauncher, IStatusBar, IDefaultFileBrowser, ICommandPalette, ILayoutRestorer, ISettingRegistry,
+    ITranslator],
   activate: (
     app: JupyterFrontEnd,
     launcher: ILauncher | null,
     statusBar: IStatusBar | null,
     browser: IDefaultFileBrowser | null,
     palette: ICommandPalette | null,
-    restorer: ILayoutRestorer | null
+    restorer: ILayoutRestorer | null,
+    settingRegistry: ISettingRegistry | null,
+    translator: ITranslator | null
   ) => {
+    const trans = (translator ?? nullTranslator).load('newsletter_kit');
     const model = new StatusModel();
+    let showStatusBar = true;
+    const statusBarChanged = new Signal<object, void>({});
 
     app.commands.addCommand(OPEN, {
       label: args => TEMPLATES[args.template as Template]?.label ?? 'Newsletter notebook',
@@ -110,7 +119,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     const sidebar = new NewsletterSidebar(model, template =>
-      void app.commands.execute(OPEN, { template }));
+      void app.commands.execute(OPEN, { template }), trans);
     sidebar.title.icon = newsletterIcon;
     app.shell.add(sidebar, 'left', { rank: 600 });
     restorer?.add(sidebar, sidebar.id);
@@ -137,8 +146,27 @@ const plugin: JupyterFrontEndPlugin<void> = {
       palette.addItem({ command: REFRESH, category: 'Newsletter' });
     }
     if (statusBar) {
-      const item = new StatusItem(model, () => void app.commands.execute(SHOW));
-      statusBar.registerStatusItem('newsletter-kit:status', { item, align: 'left', rank: 50 });
+      const item = new StatusItem(model, () => void app.commands.execute(SHOW), trans);
+      statusBar.registerStatusItem('newsletter-kit:status', {
+        item, align: 'left', rank: 50, isActive: () => showStatusBar, activeStateChanged: statusBarChanged
+      });
+    }
+    if (settingRegistry) {
+      // The Settings Editor's "Newsletter" section (schema/plugin.json), applied as it changes.
+      const apply = (settings: ISettingRegistry.ISettings): void => {
+        model.interval = 1000 * (settings.get('refreshInterval').composite as number);
+        showStatusBar = settings.get('showStatusBar').composite as boolean;
+        statusBarChanged.emit();
+        const store = (settings.get('store').composite as string).trim();
+        if (store !== model.store) {
+          model.store = store;
+          void model.refresh();
+        }
+      };
+      void settingRegistry.load(plugin.id).then(settings => {
+        apply(settings);
+        settings.changed.connect(apply);
+      }).catch(reason => console.warn('newsletter-kit: settings not loaded', reason));
     }
   }
 };

@@ -32,8 +32,12 @@ export interface ICampaign {
   forecast_finish: string | null;
 }
 
+/** This bundle's version: the server extension's must be the same (same newsletter_kit). */
+export const FRONTEND_VERSION = '0.1.0';
+
 /** The answer of GET /newsletter-kit/status (newsletter_kit.overview.overview_of_path). */
 export interface IStatus {
+  server_version?: string;
   store: string;
   exists: boolean;
   error: string | null;
@@ -99,6 +103,14 @@ export async function fetchCampaigns(offset: number, limit = 20, status = ''): P
 
 /** Polls the status every `interval` ms while the page is visible; `changed` on each answer. */
 export class StatusModel {
+  /** The store to show (a path inside the server root; empty: the server's own). */
+  store = '';
+
+  /** How often to ask, in ms (the Settings Editor's refresh interval). */
+  set interval(ms: number) {
+    this._poll.frequency = { ...this._poll.frequency, interval: ms, backoff: false };
+  }
+
   constructor(interval = 5000) {
     this._poll = new Poll({
       auto: true,
@@ -117,6 +129,16 @@ export class StatusModel {
   /** Why the last request failed (null when it worked). */
   get error(): string | null {
     return this._error;
+  }
+
+  /** A sentence when the page's extension and the server's are not the same version, else null. */
+  get versionMismatch(): string | null {
+    const server = this._status?.server_version;
+    if (!server || server === FRONTEND_VERSION) {
+      return null;
+    }
+    return `This page runs the Newsletter extension ${FRONTEND_VERSION} but the server has newsletter_kit ` +
+      `${server}: reload the page; if this stays, reinstall newsletter_kit and restart JupyterLab.`;
   }
 
   get changed(): ISignal<this, void> {
@@ -140,7 +162,8 @@ export class StatusModel {
   /** The status, or null when it has not changed since the last answer (a 304 on its ETag). */
   private async _fetch(): Promise<IStatus | null> {
     const settings = ServerConnection.makeSettings();
-    const url = URLExt.join(settings.baseUrl, 'newsletter-kit', 'status');
+    const query = this.store ? `?store=${encodeURIComponent(this.store)}` : '';
+    const url = URLExt.join(settings.baseUrl, 'newsletter-kit', 'status') + query;
     const headers: Record<string, string> = {};
     if (this._etag && this._status) {
       headers['If-None-Match'] = this._etag;

@@ -3,6 +3,7 @@
  * day, the last bounce fetch, the suppressed addresses, and buttons that open the notebooks.
  * It renders whatever StatusModel last got; the numbers carry data-* attributes for tests.
  */
+import { TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
 import { fetchCampaigns, ICampaign, IQuota, IStatus, StatusModel, Template } from './model';
@@ -31,10 +32,12 @@ function when(iso: string | null, withTime = true): string {
   if (isNaN(date.getTime())) {
     return iso;
   }
+  // As the review's tables and the panels write them ("08 Dec 2026 10:47", "Tue 08 Dec 2026"):
+  // one way to read a date, whatever the browser's locale.
   const options: Intl.DateTimeFormatOptions = withTime
-    ? { weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' }
-    : { weekday: 'short', day: 'numeric', month: 'short', year: 'numeric' };
-  return date.toLocaleString(undefined, options);
+    ? { day: '2-digit', month: 'short', year: 'numeric', hour: '2-digit', minute: '2-digit', hour12: false }
+    : { weekday: 'short', day: '2-digit', month: 'short', year: 'numeric' };
+  return date.toLocaleString('en-GB', options).replace(',', '');
 }
 
 /** A bar of segments, widths in proportion to their counts. */
@@ -53,12 +56,13 @@ function bar(parts: [string, number][], total: number): HTMLElement {
 export class NewsletterSidebar extends Widget {
   constructor(
     private model: StatusModel,
-    private open: (template: Template) => void
+    private open: (template: Template) => void,
+    private trans: TranslationBundle
   ) {
     super();
     this.id = 'newsletter-kit-sidebar';
     this.addClass('nk-lab-sidebar');
-    this.title.caption = 'Newsletter';
+    this.title.caption = trans.__('Newsletter');
     this.model.changed.connect(this.render, this);
     this.render();
   }
@@ -74,23 +78,32 @@ export class NewsletterSidebar extends Widget {
 
   render(): void {
     const status = this.model.status;
-    const refresh = h('button', { class: 'nk-lab-refresh jp-Button', title: 'Refresh now' }, '↻');
+    const refresh = h('button', { class: 'nk-lab-refresh jp-Button', title: this.trans.__('Refresh now') }, '↻');
     refresh.addEventListener('click', () => void this.model.refresh());
-    const content: Child[] = [h('header', {}, h('h2', {}, 'Newsletter'), refresh)];
-    // An error takes the place of the figures: the last good ones would no longer be true.
+    const content: Child[] = [h('header', {}, h('h2', {}, this.trans.__('Newsletter')), refresh)];
     if (this.model.error) {
       content.push(h('p', { class: 'nk-lab-error' }, `Cannot read the status: ${this.model.error}`));
-    } else if (status?.error) {
-      content.push(h('p', { class: 'nk-lab-error' }, status.error));
+    }
+    const mismatch = this.model.versionMismatch;
+    if (mismatch) {
+      content.push(h('p', { class: 'nk-lab-error nk-lab-version' }, mismatch));
+    }
+    if (status?.error) {
+      // Locked, not a store, unreadable: say so, and show no numbers that would look like "empty".
+      content.push(h('section', { class: 'nk-lab-unreadable' },
+        h('h3', {}, this.trans.__('The store cannot be read')),
+        h('p', { class: 'nk-lab-error' }, status.error),
+        h('p', { class: 'nk-lab-muted' }, 'The numbers come back when it can be read again (↻ to retry).')));
+      content.push(this.buttons());
     } else if (status === null) {
-      content.push(h('p', { class: 'nk-lab-muted' }, 'Loading…'));
+      content.push(h('p', { class: 'nk-lab-muted' }, this.trans.__('Loading…')), this.buttons());
     } else {
-      content.push(this.quota(status), this.campaigns(status), this.bounces(status));
+      // The short sections and the buttons first: a long list of campaigns scrolls below them.
+      content.push(this.quota(status), this.buttons(), this.bounces(status), this.campaigns(status));
       if (this._moreError) {
         content.push(h('p', { class: 'nk-lab-error' }, `Cannot list more campaigns: ${this._moreError}`));
       }
     }
-    content.push(this.buttons());
     if (status) {
       content.push(h('p', { class: 'nk-lab-store nk-lab-muted', title: status.store },
         `Store: ${status.store}${status.exists ? '' : ' (not created yet)'}`));
@@ -102,14 +115,14 @@ export class NewsletterSidebar extends Widget {
     const quota: IQuota | null = status.quota;
     if (!quota) {
       return h('section', { class: 'nk-lab-quota', 'data-configured': 'false' },
-        h('h3', {}, "Today's quota"),
+        h('h3', {}, this.trans.__("Today's quota")),
         h('p', { class: 'nk-lab-muted' }, 'No SMTP server yet: open Settings.'));
     }
     return h('section', {
       class: 'nk-lab-quota', 'data-configured': 'true',
       'data-used': String(quota.used), 'data-limit': String(quota.limit)
     },
-      h('h3', {}, "Today's quota"),
+      h('h3', {}, this.trans.__("Today's quota")),
       bar([['used', quota.used], ['reserved', quota.reserved]], quota.limit),
       h('p', { class: 'nk-lab-quota-text' },
         h('strong', {}, `${quota.used} / ${quota.limit}`), ' sent today',
@@ -118,7 +131,7 @@ export class NewsletterSidebar extends Widget {
   }
 
   private campaigns(status: IStatus): HTMLElement {
-    const section = h('section', { class: 'nk-lab-campaigns' }, h('h3', {}, 'Campaigns'));
+    const section = h('section', { class: 'nk-lab-campaigns' }, h('h3', {}, this.trans.__('Campaigns')));
     if (status.campaigns.length === 0) {
       section.append(h('p', { class: 'nk-lab-muted' }, 'No campaign yet: open New campaign.'));
     }
@@ -173,9 +186,10 @@ export class NewsletterSidebar extends Widget {
     const attempted = c.sent + c.pending + c.unknown + c.failed;
     const counts = (['sent', 'pending', 'unknown', 'failed'] as const).map(key =>
       h('span', { class: `nk-lab-count nk-lab-${key}`, 'data-count': String(c[key]) }, `${c[key]} ${key}`));
+    // A finished campaign says so with its badge: no line repeated under each of them.
     const finish = c.forecast_finish
       ? `finishes ${when(c.forecast_finish, false)} at today's limit`
-      : c.pending ? 'no send limit set' : 'nothing left to send';
+      : c.pending ? 'no send limit set' : null;
     return h('div', {
       class: 'nk-lab-campaign', 'data-campaign': c.name, 'data-sent': String(c.sent),
       'data-pending': String(c.pending), 'data-unknown': String(c.unknown), 'data-failed': String(c.failed),
@@ -186,21 +200,21 @@ export class NewsletterSidebar extends Widget {
         h('span', { class: `nk-lab-badge nk-lab-badge-${c.status}` }, c.status)),
       bar([['sent', c.sent], ['failed', c.failed], ['unknown', c.unknown], ['pending', c.pending]], attempted),
       h('div', { class: 'nk-lab-counts' }, ...counts.flatMap((node, i) => (i ? [' · ', node] : [node]))),
-      h('div', { class: 'nk-lab-muted nk-lab-finish' }, finish));
+      finish && h('div', { class: 'nk-lab-muted nk-lab-finish' }, finish));
   }
 
   private bounces(status: IStatus): HTMLElement {
     return h('section', { class: 'nk-lab-bounces' },
-      h('h3', {}, 'Bounces'),
-      h('p', { class: 'nk-lab-last-fetch' }, `Last fetch: ${when(status.last_bounce_fetch)}`),
+      h('h3', {}, this.trans.__('Bounces')),
+      h('p', { class: 'nk-lab-last-fetch' }, this.trans.__('Last fetch: %1', when(status.last_bounce_fetch))),
       h('p', { class: 'nk-lab-suppressed', 'data-suppressed': String(status.suppressed) },
-        `Suppressed addresses: ${status.suppressed}`));
+        this.trans.__('Suppressed addresses: %1', status.suppressed)));
   }
 
   private buttons(): HTMLElement {
     const node = h('section', { class: 'nk-lab-buttons' });
     const labels: [Template, string][] = [
-      ['settings', 'Settings'], ['campaign', 'New campaign'], ['bounce_review', 'Bounce review']
+      ['settings', this.trans.__('Settings')], ['campaign', this.trans.__('New campaign')], ['bounce_review', this.trans.__('Bounce review')]
     ];
     for (const [template, label] of labels) {
       const button = h('button', { class: 'jp-Button jp-mod-styled jp-mod-accept', 'data-template': template }, label);

@@ -138,8 +138,14 @@ class BounceReviewPanel(Panel):
         self.reset_on_success = widgets.Checkbox(
             value=policy.reset_on_success, description="Reset on success", indent=False,
             tooltip="A bounce followed by a delivery that did not bounce no longer counts")
-        for option in (self.count_policy, self.stale_after_days, self.reset_on_success, self.policy_mode,
-                       self.hard_slider, self.soft_slider, self.soft_window_days, self.suppress_on_complaint):
+        self.count_unmatched = widgets.Checkbox(
+            value=policy.count_unmatched, description="Count unmatched reports", indent=False,
+            tooltip="Reports that match no delivery of ours count too")
+        self.save_options_button = button("Save these options", self.save_options, icon="save",
+                                          tooltip="Make the threshold and the counting options shown the bounce settings")
+        for option in (self.count_policy, self.stale_after_days, self.reset_on_success, self.count_unmatched,
+                       self.policy_mode, self.hard_slider, self.soft_slider, self.soft_window_days,
+                       self.suppress_on_complaint):
             option.observe(self._on_options, names="value")
         self.what_if_label = widgets.HTML()
         self.what_if_addresses = widgets.HTML()
@@ -157,10 +163,10 @@ class BounceReviewPanel(Panel):
             self.tabs,
             heading("Threshold what-if"),
             widgets.HTML(_POLICY_NOTE),
-            widgets.HBox([self.count_policy, self.stale_after_days, self.reset_on_success]),
+            widgets.HBox([self.count_policy, self.stale_after_days, self.reset_on_success, self.count_unmatched]),
             self.policy_mode,
             widgets.HBox([self.hard_slider, self.soft_slider, self.soft_window_days, self.suppress_on_complaint]),
-            self.threshold_slider,
+            widgets.HBox([self.threshold_slider, self.save_options_button]),
             self.what_if_label,
             self.what_if_addresses,
             widgets.HBox([self.apply_button, self.save_threshold]),
@@ -202,7 +208,27 @@ class BounceReviewPanel(Panel):
         ``reset_on_success`` (keyword arguments of :func:`newsletter_kit.review.threshold_counts`)."""
         return {"count_policy": bool(self.count_policy.value),
                 "stale_after_days": int(self.stale_after_days.value or 0),
-                "reset_on_success": bool(self.reset_on_success.value)}
+                "reset_on_success": bool(self.reset_on_success.value),
+                "count_unmatched": bool(self.count_unmatched.value)}
+
+    @catch_errors
+    def save_options(self, _button: Any = None) -> Any:
+        """Save the slider's threshold and the counting options shown as the bounce settings
+        (validated as ``settings bounce`` does); nobody is suppressed by this."""
+        self.clear_message()
+        options = self.options()
+        policy = self.policy()
+        thresholds: dict[str, Any] = (
+            {"hard_threshold": policy.hard, "soft_threshold": policy.soft, "soft_window_days": policy.window}
+            if policy.per_kind else
+            {"threshold": self.threshold_slider.value, "hard_threshold": "", "soft_threshold": ""})
+        settings, _ = update_bounce_settings(
+            self.store, count_policy=options["count_policy"],
+            stale_after_days=options["stale_after_days"] or "", reset_on_success=options["reset_on_success"],
+            count_unmatched=options["count_unmatched"], suppress_on_complaint=policy.suppress_on_complaint,
+            **thresholds)
+        self.show_ok(f"Saved: {settings.policy.describe()}, and these counting options, are the bounce settings.")
+        return settings
 
     def policy(self) -> ThresholdPolicy:
         """The policy the what-if shows: the saved one with the options, mode and thresholds shown."""
@@ -249,6 +275,7 @@ class BounceReviewPanel(Panel):
             settings, _ = update_bounce_settings(
                 self.store, count_policy=options["count_policy"],
                 stale_after_days=options["stale_after_days"] or "", reset_on_success=options["reset_on_success"],
+                count_unmatched=options["count_unmatched"],
                 suppress_on_complaint=policy.suppress_on_complaint, **thresholds)
             policy = settings.policy
             how = f"{words} saved as the bounce threshold, with the counting options shown"

@@ -22,8 +22,9 @@ from typing import Any
 import ipywidgets as widgets
 import pandas as pd
 
-from .. import audience, campaigns, overview, quota
+from .. import audience, campaigns, overview, progress, quota
 from ..errors import CampaignError, NewsletterKitError
+from ..review import TIME_FORMAT  # the one way a time reads, in tables and panels alike
 from ..settings import load_smtp_settings
 from ..store import Store, open_store
 from .common import (
@@ -76,7 +77,7 @@ class QuotaMeter(Panel):
         held = f" ({status.reserved} held by running sends)" if status.reserved else ""
         self.label.value = (
             f"&nbsp;{status.used} of {status.limit} sent today{held}, <b>{status.remaining} "
-            f"remaining</b>; resets {status.resets_at:%Y-%m-%d %H:%M %Z}")
+            f"remaining</b>; resets {status.resets_at.strftime(TIME_FORMAT)} {status.resets_at:%Z}")
         return status
 
 
@@ -107,6 +108,7 @@ class CampaignPanel(Panel):
         self._quiet = False
         self._build()
         self.refresh_choices(select=campaign)
+        progress.watch(self._on_changed)  # a notebook cell sent or changed a campaign: re-read
 
     # -- building -------------------------------------------------------------------------
     def _build(self) -> None:
@@ -179,6 +181,31 @@ class CampaignPanel(Panel):
             self.unknown_label,
             widgets.HBox([self.resolve_as, self.resolve_confirm, self.resolve_button])])
         self.resolve_box.layout.display = "none"
+        # A proof before the send, and the campaign's lifecycle (edit, duplicate, archive, delete).
+        self.test_to = text("Test address", placeholder="me@example.org")
+        self.test_button = button("Send test to me", self.send_test, icon="envelope",
+                                  tooltip="The message for the contact in 'Preview for', subject "
+                                          "prefixed [TEST], to the test address only")
+        self.test_box = widgets.VBox([
+            heading("Test"), widgets.HBox([self.test_to, self.test_button]),
+            hint("Not a delivery: the unsubscribe link is inert and a bounce counts for nobody; it "
+                 "counts toward today's quota.")])
+        self.edit_subject = text("Subject")
+        self.edit_html = widgets.Textarea(value="", description="HTML template", style=field_style(),
+                                          layout=widgets.Layout(width="720px", height="140px"))
+        self.save_button = button("Save changes", self.save_changes, icon="save",
+                                  tooltip="Only before the first send; after it, duplicate the campaign")
+        self.duplicate_name = text("Copy as", placeholder="spring-sale-2")
+        self.duplicate_button = button("Duplicate", self.duplicate, icon="copy")
+        self.archive_button = button("Archive", self.archive, icon="archive",
+                                     tooltip="Hide it from the lists and the sidebar; its history stays")
+        self.delete_confirm = widgets.Checkbox(value=False, indent=False,
+                                               description="Yes, delete (a sent one keeps its deliveries)")
+        self.delete_button = button("Delete", self.delete, style="danger", icon="trash")
+        self.manage_box = widgets.VBox([
+            heading("Change"), self.edit_subject, self.edit_html, self.save_button,
+            widgets.HBox([self.duplicate_name, self.duplicate_button]),
+            widgets.HBox([self.archive_button, self.delete_button, self.delete_confirm])])
         self.campaign.observe(self._on_campaign, names="value")
         self.campaign_search.observe(lambda _change: self.refresh_choices(), names="value")
         self.list_name.observe(self._on_list, names="value")
@@ -198,10 +225,11 @@ class CampaignPanel(Panel):
             self.create_box,
             heading("Preview"), widgets.HBox([self.preview_contact, self.preview_button, self.random_button]),
             self.preview,
+            self.test_box,
             heading("Audience"), self.audience_summary, self.show_all, self.audience_table,
             heading("List check"), widgets.HBox([self.check_button, self.skip_risky]), self.check_summary,
             self.check_table,
-            self.send_box, self._build_schedule(), self.message,
+            self.send_box, self._build_schedule(), self.manage_box, self.message,
         ], layout=widgets.Layout(max_width="900px"))
         self.widget.add_class("nk-campaign-panel")
         self.widget.add_class("nk-panel")
@@ -308,9 +336,10 @@ class CampaignPanel(Panel):
         name = self.campaign_name
         creating = name is None
         self.create_box.layout.display = "" if creating else "none"
+        self.manage_box.layout.display = self.test_box.layout.display = "none" if creating else ""
         self.list_name.disabled = not creating
-        for b in (self.dry_run_button, self.send_button, self.preview_button, self.schedule_button,
-                  self.unschedule_button):
+        for b in (self.dry_run_button, self.send_button, self.preview_button, self.test_button,
+                  self.schedule_button, self.unschedule_button):
             b.disabled = creating or self.sending
         self._show_schedule()
         if not creating:
@@ -321,9 +350,11 @@ class CampaignPanel(Panel):
                     self.list_name.value = camp.list_name
                 finally:
                     self._quiet = False
-            self.campaign_info.value = _campaign_info(camp)
-        else:
-            self.campaign_info.value = ""
+            self.edit_subject.value, self.edit_html.value = camp.subject, camp.html
+            self.delete_confirm.value = False
+        if not self.test_to.value:
+            smtp = load_smtp_settings(self.store)
+            self.test_to.value = smtp.from_addr if smtp else ""
         self.refresh()
 
     def _on_list(self, _change: Any = None) -> None:
@@ -391,6 +422,20 @@ class CampaignPanel(Panel):
         self.show("Nobody on this list is eligible for the campaign.", "warning")
         return None
 
+    def _show_campaign(self, counts: dict[str, int] | None) -> None:
+        """The status line and what may be pressed, read again: a notebook cell or another
+        process may have sent the campaign since the panel was opened."""
+        name = self.campaign_name
+        if name is None or counts is None:
+            self.campaign_info.value = ""
+            return
+        camp = campaigns.get_campaign(self.store, name)
+        self.campaign_info.value = _campaign_info(camp, counts)
+        finished = counts["pending"] == 0
+        self.send_button.disabled = self.sending or finished
+        self.send_button.tooltip = ("Nothing left to send" if finished else "Send what today's quota allows")
+        self.save_button.disabled = self.sending or counts["total"] - counts["pending"] - counts["excluded"] > 0
+
     def _on_preview_contact(self, _change: Any = None) -> None:
         if not self._refreshing:
             self.show_preview()
@@ -409,10 +454,12 @@ class CampaignPanel(Panel):
         why = "; ".join(f"{reason}: {count}" for reason, count in self.counts["reasons"].items())
         status = ""
         unknown = 0
+        counts = None
         if self.campaign_name:
             counts = self._campaign_counts(self.campaign_name)
             status = ("<br>Campaign status: " + " · ".join(f"{k} {v}" for k, v in counts.items()))
             unknown = counts["unknown"]
+        self._show_campaign(counts)
         self.resolve_box.layout.display = "" if unknown else "none"
         self.unknown_label.value = (
             f"<b>{unknown}</b> recipient(s) <b>unknown</b>: their message was on the wire when a run "
@@ -549,6 +596,11 @@ class CampaignPanel(Panel):
                                              progress=self._on_progress, stop_event=self._stop,
                                              skip_risky=bool(self.skip_risky.value))
             self.last_report = report
+            attempted = report.sent + report.failed + report.deferred
+            self.progress.max = max(attempted, 1)
+            self.progress.value = attempted
+            self.progress_label.value = (f"&nbsp;done: {report.sent} sent, {report.failed} failed, "
+                                         f"{report.deferred} deferred" if attempted else "&nbsp;nothing was sent")
             tone = "ok" if not report.paused and not report.failed else "warning"
             self.show(report.summary(), tone)
         except NewsletterKitError as exc:
@@ -586,6 +638,71 @@ class CampaignPanel(Panel):
             if self._thread.is_alive():
                 raise TimeoutError("the send is still running")
         return self.last_report
+
+    def _on_changed(self, name: str) -> None:
+        """A campaign changed in this kernel (a cell sent it): show what the store says now."""
+        if self.sending:
+            return  # the panel's own run refreshes when it ends
+        listed = [c["name"] for c in campaigns.list_campaigns(self.store)]
+        if name == self.campaign_name and name in listed:
+            self.refresh()
+        elif name in listed or name in self.campaign.options:  # new, archived or deleted
+            self.refresh_choices()
+
+    # -- test and lifecycle ---------------------------------------------------------------
+    @catch_errors
+    def send_test(self, _button: Any = None) -> campaigns.ProofReport:
+        """Send the proof to the test address, with the fields of the contact in "Preview for"."""
+        self.clear_message()
+        name = self._require_campaign()
+        report = campaigns.send_test(self.store, name, [self.test_to.value],
+                                     as_contact=self.preview_contact.value or None)
+        tone = "ok" if report.sent == len(report.results) else "warning"
+        self.show("Test: " + "; ".join(report.lines()), tone)
+        self.quota.refresh()
+        return report
+
+    @catch_errors
+    def save_changes(self, _button: Any = None) -> campaigns.Campaign:
+        """Save the subject and HTML typed under "Change" (only before the first send)."""
+        self.clear_message()
+        name = self._require_campaign()
+        edited = campaigns.edit_campaign(self.store, name, subject=self.edit_subject.value,
+                                         html=self.edit_html.value)
+        self.show_ok(f"Campaign {name!r} saved.")
+        self.refresh()
+        return edited
+
+    @catch_errors
+    def duplicate(self, _button: Any = None) -> campaigns.Campaign:
+        """Copy the campaign into a new draft named under "Copy as", and select the copy."""
+        self.clear_message()
+        copy = campaigns.duplicate_campaign(self.store, self._require_campaign(), self.duplicate_name.value.strip())
+        self.duplicate_name.value = ""
+        self.refresh_choices(select=copy.name)
+        self.show_ok(f"Campaign {copy.name!r} created as a copy: change it, test it, send it.")
+        return copy
+
+    @catch_errors
+    def archive(self, _button: Any = None) -> None:
+        """Hide the campaign from the lists and the sidebar (its history stays)."""
+        self.clear_message()
+        name = self._require_campaign()
+        campaigns.archive_campaign(self.store, name)
+        self.refresh_choices()
+        self.show_ok(f"Campaign {name!r} archived (`campaign archive {name} --undo` brings it back).")
+
+    @catch_errors
+    def delete(self, _button: Any = None) -> None:
+        """Delete the campaign (the box must be ticked; a sent one keeps its deliveries)."""
+        self.clear_message()
+        name = self._require_campaign()
+        if not self.delete_confirm.value:
+            raise CampaignError("tick the box to confirm the deletion")
+        result = campaigns.delete_campaign(self.store, name, yes=True)
+        self.refresh_choices()
+        kept = result["deliveries_kept"]
+        self.show_ok(f"Campaign {name!r} deleted" + (f"; {kept} deliveries kept for the statistics." if kept else "."))
 
     def _set_running(self, running: bool) -> None:
         self.send_button.disabled = running
@@ -628,9 +745,10 @@ def _table_html(frame: pd.DataFrame, max_rows: int = 200) -> str:
     return table + more
 
 
-def _campaign_info(camp: campaigns.Campaign) -> str:
+def _campaign_info(camp: campaigns.Campaign, counts: dict[str, int]) -> str:
+    state = camp.status if counts["pending"] else "finished: nothing left to send"
     return (f'<div style="margin-left:{LABEL_WIDTH}">Subject: <b>{html.escape(camp.subject)}</b> · '
-            f"list <b>{html.escape(camp.list_name)}</b> · status <b>{html.escape(camp.status)}</b></div>")
+            f"list <b>{html.escape(camp.list_name)}</b> · status <b>{html.escape(state)}</b></div>")
 
 
 def _preview_html(message: dict[str, Any]) -> str:

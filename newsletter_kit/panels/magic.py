@@ -6,6 +6,7 @@ Load it with ``%load_ext newsletter_kit``, then::
     %newsletter campaign spring     # the CampaignPanel on campaign "spring"
     %newsletter bounces             # the BounceReviewPanel
     %newsletter quota               # today's send quota
+    %newsletter people              # lists, remove, withdraw an opt-out, erase
     %newsletter --db data/demo.db settings   # another store than $NEWSLETTER_KIT_DB
 
 The magic returns the panel, so it is displayed as the cell's result and can be kept:
@@ -20,11 +21,12 @@ from typing import Any
 from ..errors import NewsletterKitError
 from ..store import open_store
 
-USAGE = ("usage: %newsletter [--db PATH] settings | campaign [NAME] | bounces | quota\n"
+USAGE = ("usage: %newsletter [--db PATH] settings | campaign [NAME] | bounces | quota | people\n"
          "  settings   the SMTP server and the bounce mailbox\n"
          "  campaign   pick or create a campaign, preview, dry run, send\n"
          "  bounces    review bounces and suppressions\n"
-         "  quota      today's send quota")
+         "  quota      today's send quota\n"
+         "  people     contact lists; remove, withdraw an opt-out, erase a person")
 
 
 def newsletter(line: str) -> Any:
@@ -70,6 +72,10 @@ def _panel(command: str, args: list[str], db: str | None) -> Any:
 
         # In demo mode the bounces are in the demo's local folder, not an IMAP mailbox.
         return BounceReviewPanel(store, source_path=demo_bounce_source(store))
+    if command == "people" and not args:
+        from .people import PeoplePanel
+
+        return PeoplePanel(store)
     if command == "quota" and not args:
         from .campaign import QuotaMeter
 

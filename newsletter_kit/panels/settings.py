@@ -17,7 +17,9 @@ Example (in a notebook cell)::
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import re
 import zoneinfo
 from typing import Any
 
@@ -91,6 +93,7 @@ class SettingsPanel(Panel):
         # Deliverability pre-flight (SPF, DKIM, DMARC...) of the saved settings.
         self.check_button = button("Check deliverability", self.check, icon="check-circle",
                                    tooltip="Check the saved settings against DNS (SPF, DKIM, DMARC...)")
+        self.check_button.layout = widgets.Layout(width="auto", min_width="200px")  # the label in full
         self.check_nameserver = text("DNS server", placeholder="(the system resolver)", width="420px")
         self.check_results = widgets.HTML(value="")
         from .relays import RelayPanel
@@ -139,6 +142,11 @@ class SettingsPanel(Panel):
         self.smtp_ca_file = text("CA file", placeholder="(the system trust store)")
         self.smtp_unsubscribe_url = text("Unsubscribe URL",
                                          placeholder="https://example.org/unsubscribe/{token}")
+        self.smtp_reply_to = text("Reply-To", placeholder="(none: replies go to the From)")
+        self.smtp_list_id = text("List-Id", placeholder="Shop News <news.example.org> (default: from the list)")
+        self.smtp_dkim_selector = text("DKIM selector", placeholder="news2026", width="420px")
+        self.smtp_dkim_key_file = text("DKIM key file", placeholder="/path/to/dkim-private.pem")
+        self.smtp_dkim_domain = text("DKIM domain", placeholder="(the From domain)", width="420px")
         self.smtp_box = widgets.VBox([
             heading("Dedicated SMTP"),
             self.smtp_host, self.smtp_port, self.smtp_user, self.smtp_password,
@@ -148,6 +156,10 @@ class SettingsPanel(Panel):
             self.smtp_exclusion, hint(EXCLUSION_HELP),
             self.smtp_from, self.smtp_timezone, hint("The day of the send rate starts at midnight here."),
             self.smtp_ca_file, self.smtp_unsubscribe_url, hint(UNSUBSCRIBE_HELP),
+            self.smtp_reply_to, self.smtp_list_id,
+            heading("DKIM signing"), self.smtp_dkim_selector, self.smtp_dkim_key_file, self.smtp_dkim_domain,
+            hint("The key file stays where it is (only its path is saved); the selector's TXT record "
+                 "must publish its public key. <b>Check deliverability</b> below verifies it."),
         ])
         self.field_widgets.update({
             "smtp.host": self.smtp_host, "smtp.port": self.smtp_port, "smtp.user": self.smtp_user,
@@ -155,9 +167,14 @@ class SettingsPanel(Panel):
             "smtp.daily_limit": self.smtp_daily_limit, "smtp.exclusion": self.smtp_exclusion,
             "smtp.from_addr": self.smtp_from, "smtp.timezone": self.smtp_timezone,
             "smtp.ca_file": self.smtp_ca_file, "smtp.unsubscribe_url": self.smtp_unsubscribe_url,
+            "smtp.reply_to": self.smtp_reply_to, "smtp.list_id": self.smtp_list_id,
+            "smtp.dkim_selector": self.smtp_dkim_selector, "smtp.dkim_key_file": self.smtp_dkim_key_file,
+            "smtp.dkim_domain": self.smtp_dkim_domain,
         })
 
     def _build_bounce(self) -> None:
+        # Saved settings that have no field here (set with `newsletter-kit settings ...`).
+        self.cli_only = widgets.HTML("")
         self.bounce_host = text("Server name", placeholder="imap.example.org")
         self.bounce_port = text("Port", "143", width="300px")
         self.bounce_user = text("Username", placeholder="bounces@example.org")
@@ -194,6 +211,18 @@ class SettingsPanel(Panel):
         self.bounce_count_policy = widgets.Checkbox(
             value=False, description="Count filter refusals too", style=field_style(),
             layout=field_layout())
+        self.bounce_count_unmatched = widgets.Checkbox(
+            value=False, description="Count unmatched reports too", style=field_style(), layout=field_layout())
+        self.bounce_stale_after_days = widgets.BoundedIntText(
+            value=0, min=0, max=3650, description="Forget bounces after (days)", style=field_style(),
+            layout=field_layout("300px"))
+        self.bounce_reset_on_success = widgets.Checkbox(
+            value=False, description="A delivery after a bounce forgives it", style=field_style(),
+            layout=field_layout())
+        self.bounce_verp = widgets.Checkbox(
+            value=False, description="VERP envelope sender (bounces+token@...)", style=field_style(),
+            layout=field_layout())
+        self.bounce_processed_folder = text("Move processed to", placeholder="(leave them where they are)")
         self.bounce_box = widgets.VBox([
             heading("Bounce settings (IMAP)"),
             self.bounce_host, self.bounce_port, self.bounce_user, self.bounce_password,
@@ -214,6 +243,14 @@ class SettingsPanel(Panel):
             self.bounce_count_policy,
             hint("Failures about us (IP or domain blocked, SPF/DKIM/DMARC, spam, content, rate) never "
                  "count against an address; ticked, refusals by the recipient's own filter count as soft."),
+            self.bounce_count_unmatched,
+            hint("Unmatched reports name no delivery of ours (forged, or for an address never sent to)."),
+            self.bounce_stale_after_days, hint("0: bounces never expire."),
+            self.bounce_reset_on_success, self.bounce_verp,
+            hint("With VERP every message's envelope sender carries a signed token, so a bounce names "
+                 "its delivery even when it quotes nothing (the mailbox must accept +detail addresses)."),
+            self.bounce_processed_folder,
+            self.cli_only,
         ])
         self.field_widgets.update({
             "bounce.host": self.bounce_host, "bounce.port": self.bounce_port,
@@ -223,6 +260,9 @@ class SettingsPanel(Panel):
             "bounce.threshold": self.bounce_threshold, "bounce.hard_threshold": self.bounce_hard_threshold,
             "bounce.soft_threshold": self.bounce_soft_threshold,
             "bounce.soft_window_days": self.bounce_soft_window_days,
+            "bounce.count_unmatched": self.bounce_count_unmatched,
+            "bounce.stale_after_days": self.bounce_stale_after_days,
+            "bounce.processed_folder": self.bounce_processed_folder,
         })
 
     def show_library_error(self, exc: Exception) -> None:  # type: ignore[override]
@@ -249,6 +289,11 @@ class SettingsPanel(Panel):
             self.smtp_timezone.value = smtp.timezone
             self.smtp_ca_file.value = smtp.ca_file or ""
             self.smtp_unsubscribe_url.value = smtp.unsubscribe_url or ""
+            self.smtp_reply_to.value = smtp.reply_to or ""
+            self.smtp_list_id.value = smtp.list_id or ""
+            self.smtp_dkim_selector.value = smtp.dkim_selector or ""
+            self.smtp_dkim_key_file.value = smtp.dkim_key_file or ""
+            self.smtp_dkim_domain.value = smtp.dkim_domain or ""
             self.smtp_password_env.value = _env_name(smtp.password_ref)
         self.smtp_password_note.value = _password_note(smtp.password_ref if smtp else None)
         bounce = settings_mod.load_bounce_settings(self.store)
@@ -268,8 +313,14 @@ class SettingsPanel(Panel):
             self.bounce_soft_window_days.value = int(bounce.soft_window_days or 0)
             self.bounce_suppress_on_complaint.value = bool(bounce.suppress_on_complaint)
             self.bounce_count_policy.value = bool(bounce.count_policy)
+            self.bounce_count_unmatched.value = bool(bounce.count_unmatched)
+            self.bounce_stale_after_days.value = int(bounce.stale_after_days or 0)
+            self.bounce_reset_on_success.value = bool(bounce.reset_on_success)
+            self.bounce_verp.value = bool(bounce.verp)
+            self.bounce_processed_folder.value = bounce.processed_folder or ""
             self.bounce_password_env.value = _env_name(bounce.password_ref)
         self.bounce_password_note.value = _password_note(bounce.password_ref if bounce else None)
+        self.cli_only.value = _cli_only_html(smtp, bounce, self)
 
     def _set_folders(self, names: list[str], keep: str | None) -> None:
         names = list(dict.fromkeys(names)) or ["INBOX"]
@@ -307,6 +358,11 @@ class SettingsPanel(Panel):
             "timezone": self.smtp_timezone.value.strip() or settings_mod.local_timezone(),
             "ca_file": self.smtp_ca_file.value.strip() or None,
             "unsubscribe_url": self.smtp_unsubscribe_url.value.strip() or None,
+            "reply_to": self.smtp_reply_to.value.strip() or None,
+            "list_id": self.smtp_list_id.value.strip() or None,
+            "dkim_selector": self.smtp_dkim_selector.value.strip() or None,
+            "dkim_key_file": self.smtp_dkim_key_file.value.strip() or None,
+            "dkim_domain": self.smtp_dkim_domain.value.strip() or None,
         }
 
     def _bounce_fields(self) -> dict[str, Any] | None:
@@ -332,6 +388,11 @@ class SettingsPanel(Panel):
             "soft_window_days": self.bounce_soft_window_days.value or None,
             "suppress_on_complaint": self.bounce_suppress_on_complaint.value,
             "count_policy": self.bounce_count_policy.value,
+            "count_unmatched": self.bounce_count_unmatched.value,
+            "stale_after_days": int(self.bounce_stale_after_days.value) or None,
+            "reset_on_success": self.bounce_reset_on_success.value,
+            "verp": self.bounce_verp.value,
+            "processed_folder": self.bounce_processed_folder.value.strip() or None,
         }
 
     def _env_ref(self, section: str) -> str | None:
@@ -363,6 +424,14 @@ class SettingsPanel(Panel):
                 raise _missing_password(section) from None
             raise
         return draft
+
+    def _demo_folder(self, bounce: Any) -> Any:
+        """The demo's bounce folder when these bounce settings are the demo's, else None."""
+        from ..demo_world import DEMO_BOUNCE_ADDRESS, demo_bounce_source
+
+        if bounce is None or bounce.user != DEMO_BOUNCE_ADDRESS:
+            return None
+        return demo_bounce_source(self.store)
 
     # -- actions --------------------------------------------------------------------------
     @catch_errors
@@ -400,8 +469,9 @@ class SettingsPanel(Panel):
 
     def _update(self, section: str, fields: dict[str, Any], ref: str | None) -> tuple[Any, list[str]]:
         # What the panel shows is what is saved: an empty optional field clears the setting.
-        clearable = {"user", "ca_file", "unsubscribe_url", "bounce_address", "threshold", "hard_threshold",
-                     "soft_threshold", "soft_window_days"}
+        clearable = {"user", "ca_file", "unsubscribe_url", "bounce_address", "reply_to", "list_id",
+                     "dkim_selector", "dkim_key_file", "dkim_domain", "processed_folder", "stale_after_days",
+                     "threshold", "hard_threshold", "soft_threshold", "soft_window_days"}
         changes = {k: ("" if v is None and k in clearable else v) for k, v in fields.items()}
         if ref is not None:
             changes["password_ref"] = ref
@@ -446,8 +516,12 @@ class SettingsPanel(Panel):
         else:
             results += check_smtp(smtp, password=self._typed.get("smtp"))  # type: ignore[arg-type]
         bounce = self._draft("bounce")
+        folder = self._demo_folder(bounce)
         if bounce is None:
             results.append((False, "Bounce mailbox: not configured"))
+        elif folder is not None:
+            results.append((True, f"Bounce mailbox: the demo's, a folder on this machine ({folder}); "
+                                  "there is no IMAP server to connect to"))
         else:
             results += check_imap(bounce, password=self._typed.get("bounce"))  # type: ignore[arg-type]
         self.test_results.value = _results_html(results)
@@ -465,6 +539,10 @@ class SettingsPanel(Panel):
 
         self.clear_message()
         self.check_results.value = ""
+        if self._demo_folder(settings_mod.load_bounce_settings(self.store)) is not None:
+            self.show("Demo mode: the demo sends as news@example.org to a server on this machine, so "
+                      "there is no domain of yours to check. Save your own SMTP server, then check it.", "info")
+            return []
         findings = preflight(self.store, nameserver=self.check_nameserver.value.strip() or None)
         self.check_results.value = _findings_html(findings)
         failed = [f.check for f in findings if f.status == "fail"]
@@ -484,6 +562,12 @@ class SettingsPanel(Panel):
         bounce = self._draft("bounce")
         if bounce is None:
             raise _invalid("Fill in the bounce mailbox's Server name first", "bounce", "host")
+        folder = self._demo_folder(bounce)
+        if folder is not None:
+            self._set_folders(["INBOX"], "INBOX")
+            self.show(f"Demo mode: the bounces are read from the folder {folder}, not an IMAP mailbox; "
+                      "there are no folders to list.", "info")
+            return ["INBOX"]
         names = fetch_folder_names(bounce, password=self._typed.get("bounce"))  # type: ignore[arg-type]
         self._set_folders(names, self.bounce_folder.value)
         self.show_ok(f"The server lists {len(names)} folder(s): pick the one to monitor, then Save.")
@@ -552,11 +636,54 @@ def _results_html(results: list[tuple[bool, str]]) -> str:
     return f'<ul class="nk-test-results" style="list-style:none;padding-left:4px">{rows}</ul>'
 
 
+#: Command-line flags named in the pre-flight's advice, and the panel's field for each.
+FLAG_FIELDS = {
+    "--dkim-selector": "the 'DKIM selector' field", "--dkim-key-file": "the 'DKIM key file' field",
+    "--dkim-domain": "the 'DKIM domain' field", "--unsubscribe-url": "the 'Unsubscribe URL' field",
+    "--from": "the 'From address' field", "--reply-to": "the 'Reply-To' field",
+    "--list-id": "the 'List-Id' field", "--bounce-address": "the 'Bounce address' field",
+    "--daily-limit": "the 'Send rate' field", "--nameserver": "the 'DNS server' field",
+    "--verp": "the 'VERP' box", "--ca-file": "the 'CA file' field",
+}
+
+
+def panel_words(detail: str) -> str:
+    """The pre-flight's advice in the panel's words: its fields instead of command-line flags.
+
+    Example::
+
+        >>> panel_words("set --dkim-selector S --dkim-key-file PEM")
+        "set the 'DKIM selector' field S the 'DKIM key file' field PEM"
+    """
+    for flag in sorted(FLAG_FIELDS, key=len, reverse=True):
+        detail = re.sub(rf"`?{re.escape(flag)}(?![a-z-])`?", FLAG_FIELDS[flag], detail)
+    return re.sub(r"`?newsletter-kit settings (smtp|bounce)`?\s*", "", detail)
+
+
+def _cli_only_html(smtp: Any, bounce: Any, panel: SettingsPanel) -> str:
+    """The saved settings that have no field in this panel: set from the command line."""
+    shown = {key.split(".", 1)[1] for key in panel.field_widgets} | {
+        "password_ref", "auth", "allow_plain_auth", "from_name", "count_policy", "reset_on_success", "verp"}
+    rows = []
+    for section, saved in (("smtp", smtp), ("bounce", bounce)):
+        if saved is None:
+            continue
+        defaults = type(saved).__dataclass_fields__
+        for name, spec in defaults.items():
+            value = getattr(saved, name)
+            default = spec.default if spec.default is not dataclasses.MISSING else None
+            if name not in shown and value not in (None, "", default):
+                rows.append(f"{section}: {name.replace('_', '-')} = {value}")
+    if not rows:
+        return ""
+    return hint("Also saved, set from the command line (no field here): " + html.escape("; ".join(rows))).value
+
+
 def _findings_html(findings: list[Any]) -> str:
     marks = {"pass": ("✔", "#0a6b2d"), "warn": ("!", "#8a5a00"), "fail": ("✖", "#a50e0e")}
     rows = "".join(
         f'<li style="color:{marks[f.status][1]}">{marks[f.status][0]} <b>{html.escape(f.check)}</b>: '
-        f"{html.escape(f.detail)}</li>"
+        f"{html.escape(panel_words(f.detail))}</li>"
         for f in findings
     )
     return f'<ul class="nk-check-results" style="list-style:none;padding-left:4px">{rows}</ul>'
