@@ -127,7 +127,42 @@ def _store_counts(store: Store, recent: int = RECENT) -> dict[str, Any]:
         "suppressed": store.conn.execute("SELECT count(*) FROM suppressions").fetchone()[0],
         # An ESP as a second bounce source (bounces sync): when its events were last pulled.
         "last_esp_sync": store.conn.execute("SELECT max(updated_at) FROM esp_state").fetchone()[0],
+        "schedules": _schedules(store),
     }
+
+
+def _schedules(store: Store) -> list[dict[str, Any]]:
+    """The schedules of campaigns not done yet (at most :data:`RECENT`), as ``run`` serves them."""
+    from .schedules import list_schedules
+
+    return [s.to_dict() for s in list_schedules(store, pending_only=True)[:RECENT]]
+
+
+def _relays(store: Store, smtp: Any, now: dt.datetime | None) -> list[dict[str, Any]]:
+    """With several relays: each one's limit today (its warm-up's ramp), what it sent since
+    today began and whether it is enabled; [] with the dedicated server alone. Read with one
+    indexed count per relay (``deliveries.relay``), nothing written."""
+    import zoneinfo
+
+    from . import clock, quota
+    from .relays import list_relays
+
+    relays = list_relays(store)
+    if len(relays) <= 1:
+        return []
+    moment = now or clock.now()
+    day = quota.quota_day(moment, smtp.timezone)
+    zone = zoneinfo.ZoneInfo(smtp.timezone)
+    since = dt.datetime.combine(moment.astimezone(zone).date(), dt.time(0), tzinfo=zone).astimezone(dt.timezone.utc)
+    rows = []
+    for relay in relays:
+        used = store.conn.execute(
+            "SELECT count(*) FROM deliveries WHERE relay = ? AND updated_at >= ? "
+            "AND state IN ('sent', 'unknown', 'claimed', 'inflight')",
+            (relay.name, since.replace(microsecond=0).isoformat())).fetchone()[0]
+        rows.append({"relay": relay.name, "enabled": relay.enabled, "limit": max(0, relay.daily_limit_on(day)),
+                     "used": int(used), "weight": relay.settings.weight})
+    return rows
 
 
 def _with_quota(store: Store, counts: dict[str, Any], now: dt.datetime | None) -> dict[str, Any]:
@@ -140,11 +175,23 @@ def _with_quota(store: Store, counts: dict[str, Any], now: dt.datetime | None) -
     for item in counts["campaigns"]:
         finish = quota.forecast_date(today, item["pending"]) if today and item["pending"] else None
         items.append({**item, "forecast_finish": finish.isoformat() if finish else None})
+    schedules = []
+    if "schedules" in counts:
+        from . import clock
+        from .schedules import Schedule, parse_days, parse_window
+
+        moment = (now or clock.now()).astimezone(dt.timezone.utc)
+        for raw in counts["schedules"]:
+            one = Schedule(raw["campaign"], dt.datetime.fromisoformat(raw["start_at"]), raw["tz"],
+                           parse_window(raw["window"]), parse_days(raw["days"]), raw["priority"])
+            schedules.append({**raw, "open": one.is_open(moment), "next_opening": one.next_opening(moment).isoformat()})
     return {
         "quota": None if today is None else {**today.to_dict(), "reserved": today.reserved,
                                              "day": today.day.isoformat()},
         **counts,
         "campaigns": items,
+        **({"schedules": schedules} if "schedules" in counts else {}),
+        "relays": _relays(store, smtp, now) if smtp else [],
     }
 
 
@@ -252,7 +299,7 @@ def overview_of_path(path: str | os.PathLike[str] | None = None, *, root: str | 
     answer: dict[str, Any] = {
         "store": str(target.resolve()), "exists": target.exists(), "error": None,
         "quota": None, "campaigns": [], "campaign_counts": {"total": 0}, "last_bounce_fetch": None,
-        "suppressed": 0, "last_esp_sync": None,
+        "suppressed": 0, "last_esp_sync": None, "schedules": [], "relays": [],
         "generated_at": (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0).isoformat(),
     }
     if not answer["exists"]:

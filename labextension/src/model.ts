@@ -49,6 +49,29 @@ export interface IStatus {
   last_bounce_fetch: string | null;
   suppressed: number;
   generated_at: string;
+  /** Campaigns scheduled for `newsletter-kit run`, highest priority first. */
+  schedules?: ISchedule[];
+  /** With several SMTP relays: each one's use today (empty with the dedicated server alone). */
+  relays?: IRelay[];
+}
+
+export interface ISchedule {
+  campaign: string;
+  start_at: string;
+  tz: string;
+  window: string | null;
+  days: string;
+  priority: number;
+  open: boolean;
+  next_opening: string;
+}
+
+export interface IRelay {
+  relay: string;
+  enabled: boolean;
+  limit: number;
+  used: number;
+  weight: number;
 }
 
 /** The notebooks the launcher cards and the sidebar's buttons open. */

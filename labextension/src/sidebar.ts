@@ -99,7 +99,8 @@ export class NewsletterSidebar extends Widget {
       content.push(h('p', { class: 'nk-lab-muted' }, this.trans.__('Loading…')), this.buttons());
     } else {
       // The short sections and the buttons first: a long list of campaigns scrolls below them.
-      content.push(this.quota(status), this.buttons(), this.bounces(status), this.campaigns(status));
+      content.push(this.quota(status), this.relays(status), this.buttons(), this.bounces(status),
+        this.schedules(status), this.campaigns(status));
       if (this._moreError) {
         content.push(h('p', { class: 'nk-lab-error' }, `Cannot list more campaigns: ${this._moreError}`));
       }
@@ -109,6 +110,41 @@ export class NewsletterSidebar extends Widget {
         `Store: ${status.store}${status.exists ? '' : ' (not created yet)'}`));
     }
     this.node.replaceChildren(...content.filter((c): c is Node | string => !!c));
+  }
+
+  /** Each relay's use today, when there are several (nothing with the dedicated server alone). */
+  private relays(status: IStatus): HTMLElement | null {
+    const relays = status.relays ?? [];
+    if (relays.length === 0) {
+      return null;
+    }
+    const section = h('section', { class: 'nk-lab-relays' }, h('h3', {}, this.trans.__('Relays')));
+    for (const r of relays) {
+      section.append(h('div', {
+        class: 'nk-lab-relay', 'data-relay': r.relay, 'data-used': String(r.used), 'data-limit': String(r.limit)
+      },
+        h('p', {}, h('strong', {}, r.relay), ` ${r.used} / ${r.limit} today`,
+          r.enabled ? '' : ' (disabled)', r.weight !== 1 ? ` · weight ${r.weight}` : ''),
+        bar([['used', r.used]], Math.max(r.limit, 1))));
+    }
+    return section;
+  }
+
+  /** What `newsletter-kit run` will send, and when its window next opens. */
+  private schedules(status: IStatus): HTMLElement | null {
+    const schedules = status.schedules ?? [];
+    if (schedules.length === 0) {
+      return null;
+    }
+    const section = h('section', { class: 'nk-lab-schedules' }, h('h3', {}, this.trans.__('Scheduled')));
+    for (const s of schedules) {
+      const window = [s.window, s.days !== 'daily' ? s.days : null].filter(Boolean).join(', ');
+      section.append(h('p', { class: 'nk-lab-schedule', 'data-campaign': s.campaign, 'data-open': String(s.open) },
+        h('strong', {}, s.campaign), ' ',
+        s.open ? 'sending window open now' : `next: ${when(s.next_opening)}`,
+        window ? ` (${window} ${s.tz})` : ''));
+    }
+    return section;
   }
 
   private quota(status: IStatus): HTMLElement {
