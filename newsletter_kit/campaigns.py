@@ -955,7 +955,7 @@ def send_campaign(store: Store, name: str, limit: int | None = None, dry_run: bo
         relays = several_relays(store)
         if relays:
             return send_over_relays(
-                store, name, relays, limit=limit, progress=progress, connections=connections,
+                store, name, relays, send=send_campaign, report=SendReport, limit=limit, progress=progress, connections=connections,
                 smtp_factory=smtp_factory, password=password, stop_event=stop_event,
                 max_consecutive_failures=max_consecutive_failures, guards=guards,
                 ignore_guards=ignore_guards, message_deadline=message_deadline, until=until,

@@ -451,7 +451,9 @@ def settings_esp(store: Store, credential_env: str | None, credential_keyring: s
 @pass_existing_store
 def settings_show(store: Store, as_json: bool) -> None:
     """Show both sections, passwords masked."""
-    data = settings_mod.show_settings(store)
+    from .esp.config import show_all
+
+    data = show_all(store)
     if as_json:
         emit_json(data)
         return

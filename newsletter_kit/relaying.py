@@ -170,12 +170,17 @@ def shares(ready: list[tuple[Relay, int]], due: int) -> dict[str, int]:
     return result
 
 
-def send_over_relays(store: Store, name: str, relays: list[Relay], *, limit: int | None,
-                     progress: Any, stop_event: threading.Event | None, password: str | None,
-                     **options: Any) -> Any:
-    """Send campaign ``name`` through ``relays`` (see the module's text); a :class:`SendReport`."""
-    from .campaigns import SendReport, get_campaign, send_campaign
+def send_over_relays(store: Store, name: str, relays: list[Relay], *, send: Any, report: Any,
+                     limit: int | None, progress: Any, stop_event: threading.Event | None,
+                     password: str | None, **options: Any) -> Any:
+    """Send campaign ``name`` through ``relays`` (see the module's text): each lane is
+    ``send(store, name, relay=..., limit=...)`` (``campaigns.send_campaign``, which calls this:
+    passed in, so that this module needs nothing of the sender's); returns a ``report`` (its
+    ``SendReport``) of the whole run."""
     from .ledger import Ledger
+    from .progress import get_campaign
+
+    send_campaign, SendReport = send, report
 
     campaign = get_campaign(store, name)
     smtp = relays[0].smtp if relays[0].name == DEFAULT else _base_smtp(store)
@@ -227,7 +232,7 @@ def send_over_relays(store: Store, name: str, relays: list[Relay], *, limit: int
             waited += wait
             continue
         plan = {n: s for n, s in shares(rooms, want).items() if s > 0}
-        results = _run_lanes(store, name, plan, stop, password, counts, options)
+        results = _run_lanes(store, name, plan, stop, password, counts, options, send_campaign)
         for relay_name, outcome in results.items():
             lane = lanes[relay_name]
             if isinstance(outcome, BaseException):
@@ -339,10 +344,10 @@ class _ProgressSum:
 
 
 def _run_lanes(store: Store, name: str, plan: dict[str, int], stop: threading.Event,
-               password: str | None, counts: _ProgressSum, options: dict[str, Any]) -> dict[str, Any]:
+               password: str | None, counts: _ProgressSum, options: dict[str, Any],
+               send_campaign: Any) -> dict[str, Any]:
     """Run one lane per relay of ``plan`` (relay -> share) concurrently; each lane's report, or
     the exception that set it aside (a connection or login failure)."""
-    from .campaigns import send_campaign
 
     def lane(relay_name: str, share: int) -> Any:
         own = store if store.path == ":memory:" else open_store(store.path, create=False)

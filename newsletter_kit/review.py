@@ -1115,7 +1115,7 @@ def settings_table(store: Store) -> pd.DataFrame:
         >>> list(settings_table(open_store(":memory:")).columns)
         ['section', 'setting', 'value']
     """
-    from .settings import show_settings
+    from .esp.config import show_all as show_settings
 
     rows = [(section, key, "" if value is None else str(value))
             for section, values in show_settings(store).items() if values

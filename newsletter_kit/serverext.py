@@ -184,9 +184,11 @@ class NotebookHandler(APIHandler):
                                              "notebook there; choose a visible folder")
         name, fresh = TEMPLATES[template]
         path = _join(folder, name)
-        _inside_root(manager, path)
+        _inside_root(manager, folder or ".")  # a linked folder that leaves the root: refused
         exists = await _taken(manager, path)
-        if exists and fresh:
+        if not (exists and fresh):
+            _inside_root(manager, path)  # a link at the name that leaves the root: refused
+        if exists and fresh:  # a new campaign takes the next free name (a link there is taken too)
             stem, number = name.removesuffix(".ipynb"), 2
             while await _taken(manager, path := _join(folder, f"{stem}-{number}.ipynb")):
                 number += 1

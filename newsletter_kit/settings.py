@@ -694,17 +694,15 @@ def require_bounce_settings(store: Store) -> BounceSettings:
 
 
 def show_settings(store: Store) -> dict[str, Any]:
-    """``{"smtp": {...}, "bounce": {...}}`` with passwords masked (None for an unset section)."""
-    from .esp.config import load_esp_settings
+    """``{"smtp": {...}, "bounce": {...}}`` with passwords masked (None for an unset section).
 
-    smtp, bounce, esp = load_smtp_settings(store), load_bounce_settings(store), load_esp_settings(store)
-    shown = {
+    (``settings show`` adds the ESP's section when one is set: :func:`newsletter_kit.esp.config.show_all`.)
+    """
+    smtp, bounce = load_smtp_settings(store), load_bounce_settings(store)
+    return {
         "smtp": smtp.public_dict() if smtp else None,
         "bounce": bounce.public_dict() if bounce else None,
     }
-    if esp is not None:  # only once set: stores without an ESP show what they always showed
-        shown["esp"] = esp.public_dict()
-    return shown
 
 
 def warn(messages: list[str]) -> None:

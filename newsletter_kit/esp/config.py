@@ -162,3 +162,22 @@ def require_esp_settings(store: Store) -> EspSettings:
     if settings is None:
         raise ValidationError("no ESP settings yet: run `newsletter-kit settings esp --provider ...` first")
     return settings
+
+
+def show_all(store: Store) -> dict[str, Any]:
+    """:func:`newsletter_kit.settings.show_settings`, with ``"esp"`` once an ESP is set (stores
+    without one show what they always showed); credentials masked.
+
+    Example::
+
+        >>> from newsletter_kit.store import open_store
+        >>> show_all(open_store(":memory:"))
+        {'smtp': None, 'bounce': None}
+    """
+    from ..settings import show_settings
+
+    shown = show_settings(store)
+    esp = load_esp_settings(store)
+    if esp is not None:
+        shown["esp"] = esp.public_dict()
+    return shown

@@ -730,7 +730,9 @@ def _is_member(store: Store, list_name: str, email: str) -> bool:
 
 
 def _exists(store: Store, name: str) -> bool:
-    return store.conn.execute("SELECT 1 FROM campaigns WHERE name = ?", (name,)).fetchone() is not None
+    """A campaign the picker may show: there, and neither archived nor deleted."""
+    return store.conn.execute("SELECT 1 FROM campaigns WHERE name = ? AND archived_at IS NULL AND "
+                              "deleted_at IS NULL", (name,)).fetchone() is not None
 
 
 def _table_html(frame: pd.DataFrame, max_rows: int = 200) -> str:

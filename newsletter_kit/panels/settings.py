@@ -147,6 +147,7 @@ class SettingsPanel(Panel):
         self.smtp_dkim_selector = text("DKIM selector", placeholder="news2026", width="420px")
         self.smtp_dkim_key_file = text("DKIM key file", placeholder="/path/to/dkim-private.pem")
         self.smtp_dkim_domain = text("DKIM domain", placeholder="(the From domain)", width="420px")
+        self.smtp_domain_limit = text("Hourly limit per domain", placeholder="gmail.com=2000/h, yahoo.com=500/h")
         self.smtp_box = widgets.VBox([
             heading("Dedicated SMTP"),
             self.smtp_host, self.smtp_port, self.smtp_user, self.smtp_password,
@@ -157,6 +158,7 @@ class SettingsPanel(Panel):
             self.smtp_from, self.smtp_timezone, hint("The day of the send rate starts at midnight here."),
             self.smtp_ca_file, self.smtp_unsubscribe_url, hint(UNSUBSCRIBE_HELP),
             self.smtp_reply_to, self.smtp_list_id,
+            self.smtp_domain_limit, hint("At most N messages an hour to the recipients of a domain, any relay."),
             heading("DKIM signing"), self.smtp_dkim_selector, self.smtp_dkim_key_file, self.smtp_dkim_domain,
             hint("The key file stays where it is (only its path is saved); the selector's TXT record "
                  "must publish its public key. <b>Check deliverability</b> below verifies it."),
@@ -273,9 +275,21 @@ class SettingsPanel(Panel):
         super().show_library_error(exc)  # type: ignore[arg-type]
 
     # -- loading --------------------------------------------------------------------------
+    def _save_domain_limits(self) -> None:
+        """The field's ``domain=N/h`` list replaces the saved one (an empty field clears them)."""
+        from ..ledger import domain_limits, set_domain_limits
+
+        typed = [part.strip() for part in self.smtp_domain_limit.value.split(",") if part.strip()]
+        given = {part.partition("=")[0].strip().lower() for part in typed}
+        removed = [f"{d}=0" for d in domain_limits(self.store) if d not in given]
+        set_domain_limits(self.store, removed + typed)
+
     def reload(self) -> None:
         """Show the saved settings in the fields (password fields stay empty)."""
         smtp = settings_mod.load_smtp_settings(self.store)
+        from ..ledger import domain_limits
+
+        self.smtp_domain_limit.value = ", ".join(f"{d}={n}/h" for d, n in domain_limits(self.store).items())
         if smtp is not None:
             self.smtp_host.value = smtp.host
             self.smtp_port.value = str(smtp.port)
@@ -449,6 +463,7 @@ class SettingsPanel(Panel):
                 ref = self._password_ref("smtp", smtp_fields, notes)
                 _, found = self._update("smtp", smtp_fields, ref)
                 warnings += found
+                self._save_domain_limits()
             if bounce_fields is not None:
                 ref = self._password_ref("bounce", bounce_fields, notes)
                 _, found = self._update("bounce", bounce_fields, ref)
