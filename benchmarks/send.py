@@ -294,6 +294,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="only the DKIM section: floor, unsigned, RSA-2048, Ed25519")
     parser.add_argument("--relays-only", action="store_true",
                         help="only the relay section: two slow relays against one")
+    parser.add_argument("--core-only", action="store_true",
+                        help="only (a) newsletter_kit end to end against (b) the smtplib floor, alternated")
     parser.add_argument("--esp-only", action="store_true",
                         help="only the ESP section: floor, no ESP, SES and SendGrid echo + id capture")
     args = parser.parse_args(argv)
@@ -324,6 +326,10 @@ def main(argv: list[str] | None = None) -> None:
     # The best of the rounds, as timeit does: interference from other processes only slows a run.
     base = max(floors)
     rates = {"(a) newsletter_kit end to end": max(ours), "(b) smtplib floor, one connection": base}
+    if args.core_only:
+        print(f"  (a)/(b): best {max(ours) / base:.2f}; per round {', '.join(f'{r:.2f}' for r in ratios)}, "
+              f"median {statistics.median(ratios):.2f} (floor {base:.0f} msg/s, ours {max(ours):.0f} msg/s)")
+        return
     for label, make in (("(c) smtplib, connection per message", per_message(messages)),
                         ("(d) Red Mail, reused connection + Jinja", redmail(contacts)),
                         ("(e) yagmail", yagmail_run(contacts))):
