@@ -921,8 +921,8 @@ def run_cmd(store: Store, as_json: bool, no_fetch: bool) -> None:
     if as_json:
         emit_json(report.to_dict())
     else:
-        for action in report.actions:
-            click.echo(action.line())
+        for action in report.actions:  # campaign names and server replies: escaped for the terminal
+            click.echo(settings_mod.printable(action.line()))
     code = 75 if signalled and report.exit_code == 0 else report.exit_code
     if code:
         sys.exit(code)

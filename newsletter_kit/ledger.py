@@ -456,13 +456,15 @@ class Ledger:
         if not candidates:
             return Claim.nothing()
         if relay is not None and (hourly_limit is not None or relay_limit is not None):
+            from .relays import relay_count
+
             # A relay's own daily (limit, since) and hourly limits, counted from the ledger inside
             # the claim's write transaction: two processes cannot both take the last room.
             room = len(candidates)
             if hourly_limit is not None:
-                room = min(room, hourly_limit - self.relay_count(relay, clock.now() - dt.timedelta(hours=1)))
+                room = min(room, hourly_limit - relay_count(self.store, relay, clock.now() - dt.timedelta(hours=1)))
             if relay_limit is not None:
-                room = min(room, relay_limit[0] - self.relay_count(relay, relay_limit[1]))
+                room = min(room, relay_limit[0] - relay_count(self.store, relay, relay_limit[1]))
             if room < len(candidates):
                 if room <= 0:
                     return Claim([], "", 0)
@@ -509,15 +511,6 @@ class Ledger:
                 taken[domain] += 1
             kept.append(candidate)
         return kept
-
-    def relay_count(self, relay: str, since: dt.datetime) -> int:
-        """Messages relay ``relay`` took since ``since`` (any campaign), with those it holds in
-        flight: what counts toward its own limits."""
-        row = self.store.conn.execute(
-            "SELECT count(*) FROM deliveries WHERE relay = ? AND updated_at >= ? "
-            "AND state IN ('sent', 'unknown', 'claimed', 'inflight')",
-            (relay, since.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat())).fetchone()
-        return int(row[0])
 
     def write_outcomes(self, rows: Sequence[Row], outcomes: Sequence[SendOutcome | None],
                        started: Sequence[bool]) -> Written:

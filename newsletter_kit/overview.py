@@ -142,26 +142,19 @@ def _relays(store: Store, smtp: Any, now: dt.datetime | None) -> list[dict[str, 
     """With several relays: each one's limit today (its warm-up's ramp), what it sent since
     today began and whether it is enabled; [] with the dedicated server alone. Read with one
     indexed count per relay (``deliveries.relay``), nothing written."""
-    import zoneinfo
-
     from . import clock, quota
-    from .relays import list_relays
+    from .relays import day_start, list_relays, relay_count
 
     relays = list_relays(store)
     if len(relays) <= 1:
         return []
     moment = now or clock.now()
     day = quota.quota_day(moment, smtp.timezone)
-    zone = zoneinfo.ZoneInfo(smtp.timezone)
-    since = dt.datetime.combine(moment.astimezone(zone).date(), dt.time(0), tzinfo=zone).astimezone(dt.timezone.utc)
+    since = day_start(smtp.timezone, moment)
     rows = []
     for relay in relays:
-        used = store.conn.execute(
-            "SELECT count(*) FROM deliveries WHERE relay = ? AND updated_at >= ? "
-            "AND state IN ('sent', 'unknown', 'claimed', 'inflight')",
-            (relay.name, since.replace(microsecond=0).isoformat())).fetchone()[0]
         rows.append({"relay": relay.name, "enabled": relay.enabled, "limit": max(0, relay.daily_limit_on(day)),
-                     "used": int(used), "weight": relay.settings.weight})
+                     "used": relay_count(store, relay.name, since), "weight": relay.settings.weight})
     return rows
 
 

@@ -31,13 +31,12 @@ import datetime as dt
 import random
 import threading
 import time
-import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
 from . import clock, quota
 from .errors import AuthenticationFailed, ConnectionFailed, ValidationError
-from .relays import DEFAULT, Relay, RelaySettings, list_relays
+from .relays import DEFAULT, Relay, RelaySettings, day_start, list_relays, relay_count
 from .settings import SmtpSettings
 from .store import Store, now_iso, open_store
 
@@ -60,13 +59,6 @@ def several_relays(store: Store) -> list[Relay] | None:
     if not enabled:
         raise ValidationError("every relay is disabled: `settings relay enable NAME` one of them", "relay")
     return enabled
-
-
-def day_start(zone: str) -> dt.datetime:
-    """The instant today began in ``zone`` (UTC): a relay's daily limit counts from there."""
-    tz = zoneinfo.ZoneInfo(zone)
-    today = clock.now().astimezone(tz).date()
-    return dt.datetime.combine(today, dt.time(0), tzinfo=tz).astimezone(dt.timezone.utc)
 
 
 def total_limit(store: Store, smtp: SmtpSettings) -> int:
@@ -121,22 +113,19 @@ class _Lane:
 
 def relay_used(store: Store, relay: Relay, smtp: SmtpSettings) -> int:
     """What relay ``relay`` sent (or holds in flight) since today began in the quota's zone."""
-    from .ledger import Ledger
-
-    return Ledger(store, 0).relay_count(relay.name, day_start(smtp.timezone))
+    return relay_count(store, relay.name, day_start(smtp.timezone))
 
 
 def room(store: Store, relay: Relay, smtp: SmtpSettings) -> int:
     """What relay ``relay`` may still send now: its own limit today less what it used and holds,
     its hourly limit less its last hour, and no more than the quota of all relays leaves."""
-    from .ledger import Ledger
-
     day = quota.quota_day(clock.now(), smtp.timezone)
     left = max(0, relay.daily_limit_on(day) - relay_used(store, relay, smtp))
     if relay.settings.hourly_limit is not None:
         hour_ago = clock.now() - dt.timedelta(hours=1)
-        left = min(left, max(0, relay.settings.hourly_limit - Ledger(store, 0).relay_count(relay.name, hour_ago)))
-    overall = quota.quota_status(store, dataclasses.replace(smtp, daily_limit=total_limit(store, smtp)))
+        left = min(left, max(0, relay.settings.hourly_limit - relay_count(store, relay.name, hour_ago)))
+    overall = quota.quota_status(store, dataclasses.replace(smtp, daily_limit=total_limit(store, smtp)),
+                                 reclaim=False)
     return min(left, overall.remaining)
 
 
@@ -277,7 +266,7 @@ def relay_quotas(store: Store) -> list[dict[str, Any]]:
             used = relay_used(store, relay, smtp)
             remaining = room(store, relay, smtp) if relay.enabled else 0
         else:  # the dedicated server alone: the quota itself
-            status = quota.quota_status(store, smtp)
+            status = quota.quota_status(store, smtp, reclaim=False)
             used, remaining = status.used, status.remaining
         rows.append({"relay": relay.name, "enabled": relay.enabled, "limit": limit, "used": used,
                      "remaining": remaining, "hourly_limit": relay.settings.hourly_limit})

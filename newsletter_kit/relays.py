@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import json
 import re
+import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +145,30 @@ class Relay:
 
     def daily_limit_on(self, day: dt.date) -> int:
         return self.settings.limit_on(day, self.smtp.daily_limit)
+
+
+def day_start(zone: str, moment: dt.datetime | None = None) -> dt.datetime:
+    """The instant the day of ``moment`` (default now) began in ``zone`` (UTC): a relay's daily
+    limit counts from there.
+
+    >>> day_start("Europe/Paris", dt.datetime(2026, 12, 8, 10, tzinfo=dt.timezone.utc)).isoformat()
+    '2026-12-07T23:00:00+00:00'
+    """
+    from . import clock
+
+    tz = zoneinfo.ZoneInfo(zone)
+    today = (moment or clock.now()).astimezone(tz).date()
+    return dt.datetime.combine(today, dt.time(0), tzinfo=tz).astimezone(dt.timezone.utc)
+
+
+def relay_count(store: Store, relay: str, since: dt.datetime) -> int:
+    """Messages relay ``relay`` took since ``since`` (any campaign), with those it holds in
+    flight: what counts toward its own limits (one range read of ``deliveries_relay``)."""
+    row = store.conn.execute(
+        "SELECT count(*) FROM deliveries WHERE relay = ? AND updated_at >= ? "
+        "AND state IN ('sent', 'unknown', 'claimed', 'inflight')",
+        (relay, since.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat())).fetchone()
+    return int(row[0])
 
 
 def parse_warmup(text: str | None) -> tuple[int | None, int | None]:
@@ -274,5 +299,5 @@ def list_relays(store: Store, *, enabled_only: bool = False) -> list[Relay]:
     return relays
 
 
-__all__ = ["DEFAULT", "TLS_MODES", "Relay", "RelaySettings", "list_relays", "parse_warmup",
+__all__ = ["DEFAULT", "TLS_MODES", "Relay", "RelaySettings", "day_start", "list_relays", "parse_warmup", "relay_count",
            "relay_names", "remove_relay", "set_relay_enabled", "update_relay"]
