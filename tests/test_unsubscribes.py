@@ -90,10 +90,14 @@ def test_a_subject_sent_as_encoded_words_still_unsubscribes(store: Store, tmp_pa
     _campaign(store, "nov")
     token = tokens.unsubscribe_token(store.signing_key(), "nov", "reader@example.net")
     half = len(token) // 2
+
+    def q(text: str) -> str:  # RFC 2047 Q: "_" means a space, so it and "." are written as hex
+        return text.replace(".", "=2E").replace("_", "=5F")
+
     subject = {
-        "q-folded": f"unsubscribe =?utf-8?q?{token[:half]}?=\r\n =?utf-8?q?{token[half:].replace('.', '=2E')}?=",
+        "q-folded": f"unsubscribe =?utf-8?q?{q(token[:half])}?=\r\n =?utf-8?q?{q(token[half:])}?=",
         "b": "=?UTF-8?B?" + base64.b64encode(f"unsubscribe {token}".encode()).decode() + "?=",
-        "q-reply": f"=?iso-8859-1?q?R=E9p=2E:_unsubscribe_{token.replace('.', '=2E').replace('_', '=5F')}?=",
+        "q-reply": f"=?iso-8859-1?q?R=E9p=2E:_unsubscribe_{q(token)}?=",
     }[encode]
     report = _fetch_raws(store, settings, tmp_path, [_request(subject)])
     assert report.bounces == {"unsubscribe": 1} and report.unsubscribed == [("reader@example.net", "nov")]
